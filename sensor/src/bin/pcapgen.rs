@@ -1,0 +1,45 @@
+//! `pcapgen`: writes the deterministic fixtures of `testdata-pcaps/` and builds large captures
+//! for the benchmark by amplifying existing ones.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pcapgen", version, about = "Fixture generator and capture amplifier")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write every fixture capture into DIR (byte-identical on every run).
+    Fixtures {
+        #[arg(long, default_value = "testdata-pcaps")]
+        out: PathBuf,
+    },
+    /// Concatenate copies of Ethernet captures, each copy with rewritten addresses and shifted
+    /// timestamps, until the output reaches --target-bytes.
+    Amplify(sensor::gen::amplify::AmplifyArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Fixtures { out } => sensor::gen::fixtures::write_all(&out).map(|names| {
+            for n in names {
+                println!("{}", out.join(n).display());
+            }
+        }),
+        Cmd::Amplify(args) => sensor::gen::amplify::run(&args).map(|report| println!("{report}")),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pcapgen: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The sensor library: everything the `sensor` binary does, in the order packets flow through it.
+//!
+//! `capture` (pcap replay) -> `decode` (L2-L4, tunnels, fragments) -> `dispatch` (symmetric hash,
+//! SPSC rings) -> `flow` (per-worker flow table) -> `dpi` (TLS, HTTP, DNS) -> `export` (EVE JSON).
+//! `gen` holds the deterministic fixture generator and capture amplifier (test devices).
+//! See ARCHITECTURE.md at the repository root for the map and the invariants.
+
+pub mod capture;
+pub mod config;
+pub mod decode;
+pub mod dispatch;
+pub mod dpi;
+pub mod export;
+pub mod flow;
+pub mod gen;
+pub mod pipeline;
+pub mod stats;
+pub mod time;
+pub mod worker;

@@ -1,1 +1,368 @@
-//! config
+//! Configuration: a TOML file (see `config/sensor.example.toml`), overridden by CLI flags.
+//!
+//! Parsing and validation are separate steps, as in Vector: `parse` rejects unknown keys and
+//! wrong types, `validate` rejects out-of-range values. Every error is one line that names the
+//! key (`flow.max_flows: must be between 1 and 100000000, got 0`); the CLI prints it and exits 2.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+
+use crate::decode::DecodeConfig;
+use crate::dpi::DpiConfig;
+use crate::flow::FlowConfig;
+use crate::time::NANOS_PER_SEC;
+
+/// A configuration problem, with the dotted key it is about (empty when the file itself is bad).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{msg}", if key.is_empty() { String::new() } else { format!("{key}: ") })]
+pub struct ConfigError {
+    pub key: String,
+    pub msg: String,
+}
+
+impl ConfigError {
+    fn new(key: &str, msg: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The whole configuration. Every section and key is optional; defaults are the values shown in
+/// `config/sensor.example.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sensor: SensorSection,
+    pub output: OutputSection,
+    pub flow: FlowSection,
+    pub decode: DecodeSection,
+    pub dpi: DpiSection,
+}
+
+/// Threads and rings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorSection {
+    /// DPI workers; 0 means one per core minus one for the reader, at least 1.
+    pub workers: usize,
+    /// Pin the reader and each worker to a core of its own (round-robin when there are more
+    /// threads than cores).
+    pub pin_cores: bool,
+    /// Packets each reader->worker ring holds (rounded up by the ring to what it needs).
+    pub ring_size: usize,
+}
+
+impl Default for SensorSection {
+    fn default() -> Self {
+        SensorSection {
+            workers: 0,
+            pin_cores: true,
+            ring_size: 4096,
+        }
+    }
+}
+
+/// Where records go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// EVE JSON lines: a file path, `-` for standard output, or empty for none.
+    pub eve: String,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection { eve: "-".into() }
+    }
+}
+
+/// Flow table size and timeouts (seconds of packet time).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowSection {
+    /// Flows tracked at once per worker; when full, the flow nearest to its timeout is
+    /// exported early (reason `evicted`).
+    pub max_flows: usize,
+    pub tcp_idle_timeout: u64,
+    pub udp_idle_timeout: u64,
+    pub other_idle_timeout: u64,
+    /// How long a TCP flow closed by FIN or RST waits for its last packets.
+    pub closed_timeout: u64,
+    /// Flows longer than this are exported (reason `active_timeout`) and go on as a new flow.
+    pub active_timeout: u64,
+}
+
+impl Default for FlowSection {
+    fn default() -> Self {
+        let d = FlowConfig::default();
+        FlowSection {
+            max_flows: d.max_flows,
+            tcp_idle_timeout: d.tcp_idle_ns / NANOS_PER_SEC,
+            udp_idle_timeout: d.udp_idle_ns / NANOS_PER_SEC,
+            other_idle_timeout: d.other_idle_ns / NANOS_PER_SEC,
+            closed_timeout: d.closed_ns / NANOS_PER_SEC,
+            active_timeout: d.active_ns / NANOS_PER_SEC,
+        }
+    }
+}
+
+/// IP fragment reassembly budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecodeSection {
+    pub frag_max_datagrams: usize,
+    pub frag_max_bytes: usize,
+    /// Seconds (packet time) an incomplete datagram is kept.
+    pub frag_timeout: u64,
+}
+
+impl Default for DecodeSection {
+    fn default() -> Self {
+        let d = DecodeConfig::default();
+        DecodeSection {
+            frag_max_datagrams: d.frag_max_datagrams,
+            frag_max_bytes: d.frag_max_bytes,
+            frag_timeout: d.frag_timeout_ns / NANOS_PER_SEC,
+        }
+    }
+}
+
+/// Per-flow DPI buffers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpiSection {
+    /// Bytes buffered per direction to reassemble a TLS first flight or HTTP header block.
+    pub max_buffer: usize,
+    /// Out-of-order TCP segments held per direction.
+    pub max_ooo_segments: usize,
+    /// Payload bytes after which a flow no parser recognised is given up.
+    pub detect_limit: usize,
+}
+
+impl Default for DpiSection {
+    fn default() -> Self {
+        let d = DpiConfig::default();
+        DpiSection {
+            max_buffer: d.max_buffer,
+            max_ooo_segments: d.max_ooo_segments,
+            detect_limit: d.detect_limit,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and parses a file (no range checks: see [`Config::validate`]).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new("", format!("cannot read {}: {e}", path.display())))?;
+        Config::parse(&text)
+    }
+
+    /// Parses TOML text; unknown keys and wrong types are errors naming the key.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::new("", one_line(&e, text)))?;
+        check_keys(&table)?;
+        toml::from_str::<Config>(text)
+            .map_err(|e| ConfigError::new(&key_at(&e, text), e.message().to_string()))
+    }
+
+    /// Range checks; the first problem found is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn range<T: PartialOrd + std::fmt::Display>(
+            key: &str,
+            v: T,
+            lo: T,
+            hi: T,
+        ) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be between {lo} and {hi}, got {v}"),
+                ));
+            }
+            Ok(())
+        }
+        range("sensor.workers", self.sensor.workers, 0, 256)?;
+        range("sensor.ring_size", self.sensor.ring_size, 64, 1 << 22)?;
+        range("flow.max_flows", self.flow.max_flows, 1, 100_000_000)?;
+        let day = 86_400;
+        range("flow.tcp_idle_timeout", self.flow.tcp_idle_timeout, 1, day)?;
+        range("flow.udp_idle_timeout", self.flow.udp_idle_timeout, 1, day)?;
+        range("flow.other_idle_timeout", self.flow.other_idle_timeout, 1, day)?;
+        range("flow.closed_timeout", self.flow.closed_timeout, 0, day)?;
+        range("flow.active_timeout", self.flow.active_timeout, 1, 7 * day)?;
+        range("decode.frag_max_datagrams", self.decode.frag_max_datagrams, 0, 1 << 20)?;
+        range("decode.frag_max_bytes", self.decode.frag_max_bytes, 0, 1 << 30)?;
+        range("decode.frag_timeout", self.decode.frag_timeout, 1, 3600)?;
+        range("dpi.max_buffer", self.dpi.max_buffer, 512, 1 << 20)?;
+        range("dpi.max_ooo_segments", self.dpi.max_ooo_segments, 0, 256)?;
+        range("dpi.detect_limit", self.dpi.detect_limit, 16, 1 << 20)?;
+        Ok(())
+    }
+
+    /// Workers to start: the configured number, or cores minus one (at least one).
+    pub fn worker_count(&self) -> usize {
+        if self.sensor.workers > 0 {
+            return self.sensor.workers;
+        }
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        cores.saturating_sub(1).max(1)
+    }
+
+    pub fn flow_config(&self) -> FlowConfig {
+        let s = NANOS_PER_SEC;
+        FlowConfig {
+            max_flows: self.flow.max_flows,
+            tcp_idle_ns: self.flow.tcp_idle_timeout * s,
+            udp_idle_ns: self.flow.udp_idle_timeout * s,
+            other_idle_ns: self.flow.other_idle_timeout * s,
+            closed_ns: self.flow.closed_timeout * s,
+            active_ns: self.flow.active_timeout * s,
+        }
+    }
+
+    pub fn decode_config(&self) -> DecodeConfig {
+        DecodeConfig {
+            frag_max_datagrams: self.decode.frag_max_datagrams,
+            frag_max_bytes: self.decode.frag_max_bytes,
+            frag_timeout_ns: self.decode.frag_timeout * NANOS_PER_SEC,
+        }
+    }
+
+    pub fn dpi_config(&self) -> DpiConfig {
+        DpiConfig {
+            max_buffer: self.dpi.max_buffer,
+            max_ooo_segments: self.dpi.max_ooo_segments,
+            detect_limit: self.dpi.detect_limit,
+        }
+    }
+
+    /// The effective configuration as TOML (what `sensor check-config` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// Known keys per section, for precise unknown-key errors (serde's name only the field).
+fn check_keys(table: &toml::Table) -> Result<(), ConfigError> {
+    let defaults = toml::Table::try_from(Config::default())
+        .map_err(|e| ConfigError::new("", format!("internal: {e}")))?;
+    for (section, value) in table {
+        let Some(known) = defaults.get(section) else {
+            return Err(ConfigError::new(section, "unknown section"));
+        };
+        let (Some(keys), Some(known)) = (value.as_table(), known.as_table()) else {
+            return Err(ConfigError::new(section, "must be a table ([section])"));
+        };
+        for key in keys.keys() {
+            if !known.contains_key(key) {
+                let expected: Vec<&str> = known.keys().map(String::as_str).collect();
+                return Err(ConfigError::new(
+                    &format!("{section}.{key}"),
+                    format!("unknown key (expected one of: {})", expected.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The dotted key whose value a toml error points at, from the error's span.
+fn key_at(e: &toml::de::Error, text: &str) -> String {
+    let Some(span) = e.span() else {
+        return String::new();
+    };
+    let before = text.get(..span.start).unwrap_or("");
+    let section = before
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']')).then(|| l.trim_matches(['[', ']']).trim())
+        })
+        .unwrap_or("");
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..).and_then(|l| l.lines().next()).unwrap_or("");
+    let key = line.split('=').next().unwrap_or("").trim();
+    match (section.is_empty(), key.is_empty() || key.starts_with('[')) {
+        (_, true) => section.to_string(),
+        (true, false) => key.to_string(),
+        (false, false) => format!("{section}.{key}"),
+    }
+}
+
+/// A toml syntax error as one line with its line number.
+fn one_line(e: &toml::de::Error, text: &str) -> String {
+    let line = e
+        .span()
+        .map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1);
+    match line {
+        Some(l) => format!("line {l}: {}", e.message()),
+        None => e.message().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults_that_validate() {
+        let c = Config::parse("").unwrap();
+        assert_eq!(c, Config::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn example_config_parses_and_equals_defaults() {
+        let text = include_str!("../../config/sensor.example.toml");
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c, Config::default(), "example must document the defaults");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_section() {
+        let e = Config::parse("[flow]\nmax_flow = 3\n").unwrap_err();
+        assert_eq!(e.key, "flow.max_flow");
+        assert!(e.msg.contains("unknown key"), "{e}");
+        let e = Config::parse("[flows]\n").unwrap_err();
+        assert_eq!(e.key, "flows");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let e = Config::parse("[sensor]\nworkers = \"two\"\n").unwrap_err();
+        assert_eq!(e.key, "sensor.workers", "{e}");
+    }
+
+    #[test]
+    fn out_of_range_value_names_the_key_and_the_bounds() {
+        let c = Config::parse("[flow]\nmax_flows = 0\n").unwrap();
+        let e = c.validate().unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "flow.max_flows: must be between 1 and 100000000, got 0"
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_one_line_with_a_line_number() {
+        let e = Config::parse("[flow]\nmax_flows = = 3\n").unwrap_err();
+        let s = e.to_string();
+        assert!(!s.contains('\n'), "{s}");
+        assert!(s.starts_with("line 2"), "{s}");
+    }
+
+    #[test]
+    fn effective_config_round_trips() {
+        let c = Config::parse("[sensor]\nworkers = 3\n").unwrap();
+        assert_eq!(Config::parse(&c.to_toml()).unwrap(), c);
+    }
+}

@@ -1,6 +1,145 @@
+//! The `sensor` binary: command-line parsing, config loading and exit codes.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config (one line naming the key).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
 use mimalloc::MiMalloc;
+
+use sensor::config::{Config, ConfigError};
+use sensor::pipeline::{replay, EveTarget, ReplayOptions};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
 
-fn main() {}
+#[derive(Parser)]
+#[command(name = "sensor", version, about = "Network sensor: flows, TLS/HTTP/DNS metadata, EVE JSON")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Replay pcap/pcapng files through the sensor, as fast as possible by default.
+    Replay {
+        /// Capture files, replayed one after the other.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Configuration file (TOML); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// DPI worker threads (default: cores minus one, at least 1).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// EVE JSON output: a file, or - for standard output (default: config, else -).
+        #[arg(long)]
+        eve: Option<String>,
+        /// Replay at the recorded timing times X (e.g. 1 = real time, 10 = ten times faster).
+        #[arg(long, value_name = "X")]
+        speed: Option<f64>,
+        /// Only read the files and count frames: the benchmark's floor for our reader.
+        #[arg(long)]
+        no_decode: bool,
+        /// No progress bar even on a terminal.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        path: PathBuf,
+    },
+}
+
+enum Failure {
+    Usage(String),
+    Runtime(anyhow::Error),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Usage(format!("config error: {e}"))
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
+    let cfg = match path {
+        Some(p) => Config::load(p).map_err(|e| {
+            Failure::Usage(format!("config error: {}: {e}", p.display()))
+        })?,
+        None => Config::default(),
+    };
+    Ok(cfg)
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.cmd {
+        Cmd::CheckConfig { path } => {
+            let cfg = load_config(Some(&path))?;
+            cfg.validate()?;
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Cmd::Replay {
+            files,
+            config,
+            workers,
+            eve,
+            speed,
+            no_decode,
+            quiet,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            if let Some(w) = workers {
+                if w == 0 {
+                    return Err(Failure::Usage("--workers: must be at least 1".into()));
+                }
+                cfg.sensor.workers = w;
+            }
+            if let Some(e) = eve {
+                cfg.output.eve = e;
+            }
+            if let Some(x) = speed {
+                if !(x.is_finite() && x > 0.0) {
+                    return Err(Failure::Usage(format!(
+                        "--speed: must be a positive number, got {x}"
+                    )));
+                }
+            }
+            cfg.validate()?;
+            let opts = ReplayOptions {
+                files,
+                eve: EveTarget::parse(&cfg.output.eve),
+                config: cfg,
+                speed,
+                no_decode,
+                progress: !quiet,
+            };
+            let summary = replay(&opts).map_err(Failure::Runtime)?;
+            eprintln!("{summary}");
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("sensor: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Runtime(e)) => {
+            eprintln!("sensor: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

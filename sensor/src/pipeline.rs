@@ -1,1 +1,342 @@
-//! pipeline
+//! The replay pipeline: reader thread -> SPSC rings -> DPI workers -> exporter thread.
+//!
+//! The calling thread is the reader: it decodes each frame, picks a worker by symmetric flow
+//! hash and pushes a descriptor onto that worker's ring. Replay is lossless: when a ring is full
+//! the reader waits (and counts the waits), so the output depends only on the input files.
+//! Every second of capture time the reader broadcasts a tick so all workers expire flows on the
+//! same clock, whatever their share of packets.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::capture::pcap_file::PcapFile;
+use crate::config::Config;
+use crate::decode::{Decoded, Decoder, LinkType};
+use crate::dispatch::{flow_hash, worker_for, Backoff, Msg, PacketDesc, Payload};
+use crate::export::eve::{EveStats, EveWriter};
+use crate::export::Record;
+use crate::flow::FlowStats;
+use crate::stats::{ReaderStats, Summary};
+use crate::time::{Ts, NANOS_PER_SEC};
+use crate::worker::Worker;
+
+/// Batches in flight between workers and the exporter.
+const EXPORT_CHANNEL_BATCHES: usize = 64;
+/// Frames between progress updates and speed checks.
+const PROGRESS_EVERY: u64 = 16_384;
+
+/// Where EVE records go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EveTarget {
+    Stdout,
+    File(PathBuf),
+    None,
+}
+
+impl EveTarget {
+    /// `-` is standard output, empty is none, anything else a file path.
+    pub fn parse(s: &str) -> EveTarget {
+        match s {
+            "-" => EveTarget::Stdout,
+            "" => EveTarget::None,
+            p => EveTarget::File(PathBuf::from(p)),
+        }
+    }
+}
+
+/// One replay run.
+#[derive(Clone, Debug)]
+pub struct ReplayOptions {
+    pub files: Vec<PathBuf>,
+    pub config: Config,
+    pub eve: EveTarget,
+    /// `None`: as fast as possible; `Some(x)`: recorded timing times x.
+    pub speed: Option<f64>,
+    /// Only read frames (the benchmark's floor for our reader).
+    pub no_decode: bool,
+    /// Show a progress bar (when stderr is a terminal).
+    pub progress: bool,
+}
+
+/// Runs a replay to the end and returns its summary.
+pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let files: Vec<PcapFile> = opts
+        .files
+        .iter()
+        .map(|p| PcapFile::open(p).map_err(|e| anyhow!(e)))
+        .collect::<Result<_>>()?;
+    let total_bytes: u64 = files.iter().map(|f| f.bytes().len() as u64).sum();
+    let progress = make_progress(opts.progress, total_bytes);
+    let files = Arc::new(files);
+
+    if opts.no_decode {
+        let reader = read_only(&files, &progress);
+        progress.finish_and_clear();
+        return Ok(Summary {
+            reader,
+            elapsed: started.elapsed(),
+            read_only: true,
+            ..Default::default()
+        });
+    }
+
+    let cfg = &opts.config;
+    let n = cfg.worker_count();
+    let cores = if cfg.sensor.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+
+    let (export_tx, export_rx) = crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES);
+    let eve_out = open_eve(&opts.eve)?;
+    let exporter = thread::Builder::new()
+        .name("export-eve".into())
+        .spawn(move || run_eve(eve_out, export_rx))
+        .context("cannot start the exporter thread")?;
+
+    let mut producers = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for id in 0..n {
+        let (tx, rx) = rtrb::RingBuffer::<Msg>::new(cfg.sensor.ring_size);
+        producers.push(tx);
+        let w = Worker::new(
+            id,
+            rx,
+            Arc::clone(&files),
+            cfg.flow_config(),
+            cfg.dpi_config(),
+            export_tx.clone(),
+        );
+        // The reader takes the first core; workers the next ones, round-robin.
+        let core = (!cores.is_empty()).then(|| cores[(id + 1) % cores.len()]);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("dpi-{id}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    w.run()
+                })
+                .context("cannot start a worker thread")?,
+        );
+    }
+    drop(export_tx);
+    if let Some(c) = cores.first() {
+        core_affinity::set_for_current(*c);
+    }
+
+    let mut decoder = Decoder::new(cfg.decode_config());
+    let reader = dispatch_files(&files, &mut decoder, &mut producers, opts.speed, &progress);
+    drop(producers);
+
+    let mut flows = FlowStats::default();
+    for w in workers {
+        let s = w.join().map_err(|_| anyhow!("a DPI worker panicked"))?;
+        flows.add(&s);
+    }
+    let eve = exporter
+        .join()
+        .map_err(|_| anyhow!("the EVE exporter panicked"))?
+        .context("writing EVE output")?;
+    progress.finish_and_clear();
+    Ok(Summary {
+        reader,
+        decode: decoder.stats.clone(),
+        flows,
+        eve,
+        workers: n,
+        elapsed: started.elapsed(),
+        read_only: false,
+    })
+}
+
+fn make_progress(wanted: bool, total: u64) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, eta {eta}) {msg}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// The reader loop: decode, hash, push; ticks; pacing; progress.
+fn dispatch_files(
+    files: &[PcapFile],
+    decoder: &mut Decoder,
+    rings: &mut [rtrb::Producer<Msg>],
+    speed: Option<f64>,
+    progress: &ProgressBar,
+) -> ReaderStats {
+    let mut st = ReaderStats::default();
+    let mut base_bytes = 0u64;
+    let mut next_tick: Option<Ts> = None;
+    let mut pace: Option<(Instant, Ts)> = None;
+    let mut last_log = Instant::now();
+    let mut backoff = Backoff::new();
+    for (file_idx, file) in files.iter().enumerate() {
+        st.files += 1;
+        let base = file.bytes().as_ptr() as usize;
+        let mut frames = file.frames();
+        while let Some(frame) = frames.next() {
+            st.frames += 1;
+            st.bytes += u64::from(frame.wire_len);
+            let ts = frame.ts;
+            if st.frames % PROGRESS_EVERY == 0 {
+                progress.set_position(base_bytes + frames.offset() as u64);
+                if progress.is_hidden() && last_log.elapsed() >= Duration::from_secs(10) {
+                    last_log = Instant::now();
+                    tracing::info!(
+                        "replay: {} packets, {} of {} files",
+                        st.frames,
+                        file_idx + 1,
+                        files.len()
+                    );
+                }
+            }
+            if let Some(x) = speed {
+                pace_to(&mut pace, ts, x);
+            }
+            match next_tick {
+                Some(t) if ts < t => {}
+                _ => {
+                    if next_tick.is_some() {
+                        for ring in rings.iter_mut() {
+                            push_wait(ring, Msg::Tick(ts), &mut st, &mut backoff);
+                        }
+                    }
+                    next_tick = Some(ts.saturating_add(NANOS_PER_SEC));
+                }
+            }
+            let Some(link) = LinkType::from_pcap(frame.linktype) else {
+                decoder.stats.frames += 1;
+                decoder.stats.unsupported += 1;
+                st.decode_dropped += 1;
+                continue;
+            };
+            let (info, payload) = match decoder.decode(link, frame.data, ts) {
+                Decoded::Packet(info) => {
+                    let off = frame.data.as_ptr() as usize - base + info.payload_off as usize;
+                    let payload = Payload::Mapped {
+                        file: file_idx as u32,
+                        off,
+                    };
+                    (info, payload)
+                }
+                Decoded::Reassembled(info, buf) => (info, Payload::Owned(buf)),
+                Decoded::FragmentHeld => {
+                    st.fragments_held += 1;
+                    continue;
+                }
+                Decoded::NotIp => {
+                    st.not_ip += 1;
+                    continue;
+                }
+                Decoded::Dropped(_) => {
+                    st.decode_dropped += 1;
+                    continue;
+                }
+            };
+            let hash = flow_hash(&info);
+            let w = worker_for(hash, rings.len());
+            let desc = PacketDesc {
+                ts,
+                wire_len: frame.wire_len,
+                hash,
+                info,
+                payload,
+            };
+            push_wait(&mut rings[w], Msg::Packet(desc), &mut st, &mut backoff);
+            st.dispatched += 1;
+        }
+        if let Some(e) = frames.error() {
+            st.file_errors += 1;
+            tracing::warn!("{}: {e}; continuing with the next file", file.path().display());
+        }
+        base_bytes += file.bytes().len() as u64;
+    }
+    st
+}
+
+/// Lossless push: wait while the ring is full.
+fn push_wait(ring: &mut rtrb::Producer<Msg>, mut msg: Msg, st: &mut ReaderStats, b: &mut Backoff) {
+    b.reset();
+    loop {
+        match ring.push(msg) {
+            Ok(()) => return,
+            Err(rtrb::PushError::Full(m)) => {
+                msg = m;
+                st.ring_waits += 1;
+                b.wait();
+            }
+        }
+    }
+}
+
+/// Sleeps so that packet time advances at `speed` times wall time.
+fn pace_to(pace: &mut Option<(Instant, Ts)>, ts: Ts, speed: f64) {
+    let (start, first) = *pace.get_or_insert((Instant::now(), ts));
+    let due = Duration::from_secs_f64(ts.saturating_sub(first) as f64 / 1e9 / speed);
+    let now = start.elapsed();
+    if due > now + Duration::from_millis(1) {
+        thread::sleep(due - now);
+    }
+}
+
+/// The bare read loop: frames are read and counted, nothing else.
+fn read_only(files: &[PcapFile], progress: &ProgressBar) -> ReaderStats {
+    let mut st = ReaderStats::default();
+    let mut base_bytes = 0u64;
+    for file in files {
+        st.files += 1;
+        let mut frames = file.frames();
+        while let Some(frame) = frames.next() {
+            st.frames += 1;
+            st.bytes += u64::from(frame.wire_len);
+            if st.frames % PROGRESS_EVERY == 0 {
+                progress.set_position(base_bytes + frames.offset() as u64);
+            }
+        }
+        if frames.error().is_some() {
+            st.file_errors += 1;
+        }
+        base_bytes += file.bytes().len() as u64;
+    }
+    st
+}
+
+/// Opens the EVE destination before any thread starts, so a bad path fails the run at once.
+fn open_eve(target: &EveTarget) -> Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        EveTarget::Stdout => Box::new(std::io::stdout()),
+        EveTarget::File(p) => Box::new(
+            std::fs::File::create(p)
+                .with_context(|| format!("cannot create EVE output {}", p.display()))?,
+        ),
+        EveTarget::None => Box::new(std::io::sink()),
+    })
+}
+
+/// The EVE exporter thread: writes every batch until all workers are done.
+fn run_eve(
+    out: Box<dyn Write + Send>,
+    rx: crossbeam_channel::Receiver<Vec<Record>>,
+) -> std::io::Result<EveStats> {
+    let mut w = EveWriter::new(out);
+    for batch in rx {
+        w.write(&batch)?;
+    }
+    w.finish()
+}

@@ -1,1 +1,129 @@
-//! stats
+//! Run counters and the end-of-run summary. Every frame read ends in exactly one bucket, and
+//! the summary shows that they add up.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::decode::DecodeStats;
+use crate::export::eve::EveStats;
+use crate::export::EndReason;
+use crate::flow::FlowStats;
+
+/// What the reader did with the frames it read.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    pub files: u64,
+    pub frames: u64,
+    /// Bytes on the wire of all frames read.
+    pub bytes: u64,
+    /// Packets handed to workers (a reassembled datagram counts once).
+    pub dispatched: u64,
+    /// Fragments absorbed into reassembly (their datagram is dispatched once complete).
+    pub fragments_held: u64,
+    pub not_ip: u64,
+    /// Frames the decoder dropped (truncated, malformed, unsupported, fragment budget).
+    pub decode_dropped: u64,
+    /// Packets dropped because a worker's ring was full (live capture only; replay waits).
+    pub ring_full: u64,
+    /// Times the reader waited for a full ring (replay back-pressure, not a loss).
+    pub ring_waits: u64,
+    /// Files that ended with a truncated or corrupt record.
+    pub file_errors: u64,
+}
+
+/// Everything a run reports at its end.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub reader: ReaderStats,
+    pub decode: DecodeStats,
+    pub flows: FlowStats,
+    pub eve: EveStats,
+    pub workers: usize,
+    pub elapsed: Duration,
+    /// True for `--no-decode` runs, which only read frames.
+    pub read_only: bool,
+}
+
+impl Summary {
+    /// Frames accounted for; equals `reader.frames` when nothing went missing.
+    pub fn accounted(&self) -> u64 {
+        let r = &self.reader;
+        if self.read_only {
+            return r.frames;
+        }
+        self.flows.packets
+            + self.flows.table_full_drops
+            + r.ring_full
+            + r.fragments_held
+            + r.not_ip
+            + r.decode_dropped
+    }
+
+    pub fn pps(&self) -> f64 {
+        self.reader.frames as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    pub fn gbps(&self) -> f64 {
+        self.reader.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e9
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.reader;
+        writeln!(
+            f,
+            "summary: files={} packets={} bytes={} seconds={:.3} pps={:.0} gbps={:.3} workers={}",
+            r.files,
+            r.frames,
+            r.bytes,
+            self.elapsed.as_secs_f64(),
+            self.pps(),
+            self.gbps(),
+            self.workers
+        )?;
+        if self.read_only {
+            return write!(f, "  (read only: --no-decode)");
+        }
+        let fl = &self.flows;
+        let reasons: Vec<String> = EndReason::ALL
+            .iter()
+            .zip(fl.exported)
+            .map(|(r, n)| format!("{}={n}", r.as_str()))
+            .collect();
+        writeln!(
+            f,
+            "  flows: {} ({})",
+            fl.exported_total(),
+            reasons.join(" ")
+        )?;
+        writeln!(
+            f,
+            "  events: tls={} http={} dns={}",
+            fl.events_tls, fl.events_http, fl.events_dns
+        )?;
+        let d = &self.decode;
+        writeln!(
+            f,
+            "  decode: ipv4={} ipv6={} tcp={} udp={} icmp={} other_l4={} vlan={} tunnelled={} fragments={} reassembled={}",
+            d.ipv4, d.ipv6, d.tcp, d.udp, d.icmp, d.other_l4, d.vlan, d.tunnelled, d.fragments, d.reassembled
+        )?;
+        writeln!(
+            f,
+            "  drops: truncated={} malformed={} unsupported={} frag_budget={} frag_timeout={} ring_full={} flow_table_full={}",
+            d.truncated, d.malformed, d.unsupported, d.frag_dropped, d.frag_timeouts, r.ring_full, fl.table_full_drops
+        )?;
+        let ok = if self.accounted() == r.frames { "ok" } else { "MISMATCH" };
+        write!(
+            f,
+            "  accounting: packets {} = processed {} + not_ip {} + fragments_held {} + decode_dropped {} + ring_full {} + flow_table_full {} [{ok}]",
+            r.frames,
+            fl.packets,
+            r.not_ip,
+            r.fragments_held,
+            r.decode_dropped,
+            r.ring_full,
+            fl.table_full_drops
+        )
+    }
+}

@@ -1,1 +1,101 @@
-//! worker
+//! A DPI worker: pops packets from its SPSC ring, runs them through its own flow table (and so
+//! DPI), and sends finished records in batches to the exporter.
+//!
+//! The worker owns its flow table outright: no locks, no shared state on the packet path. It
+//! never does I/O; a full export channel is the exporter's back-pressure (replay waits on it,
+//! which is what makes replay lossless).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::capture::pcap_file::PcapFile;
+use crate::dispatch::{Backoff, Msg, PacketDesc, Payload};
+use crate::dpi::DpiConfig;
+use crate::export::Record;
+use crate::flow::{FlowConfig, FlowStats, FlowTable};
+
+/// Records per batch sent to the exporter.
+const BATCH: usize = 512;
+
+pub struct Worker {
+    pub id: usize,
+    rx: rtrb::Consumer<Msg>,
+    files: Arc<Vec<PcapFile>>,
+    table: FlowTable,
+    out: Vec<Record>,
+    export: Sender<Vec<Record>>,
+}
+
+impl Worker {
+    pub fn new(
+        id: usize,
+        rx: rtrb::Consumer<Msg>,
+        files: Arc<Vec<PcapFile>>,
+        flow: FlowConfig,
+        dpi: DpiConfig,
+        export: Sender<Vec<Record>>,
+    ) -> Worker {
+        Worker {
+            id,
+            rx,
+            files,
+            table: FlowTable::new(flow, dpi),
+            out: Vec::with_capacity(BATCH),
+            export,
+        }
+    }
+
+    /// Runs until the producer is gone and the ring is empty, then exports every remaining flow.
+    pub fn run(mut self) -> FlowStats {
+        let mut backoff = Backoff::new();
+        loop {
+            match self.rx.pop() {
+                Ok(Msg::Packet(desc)) => {
+                    backoff.reset();
+                    let payload = payload_of(&self.files, &desc);
+                    self.table.packet(&desc, payload, &mut self.out);
+                    if self.out.len() >= BATCH {
+                        self.send();
+                    }
+                }
+                Ok(Msg::Tick(ts)) => {
+                    backoff.reset();
+                    self.table.advance(ts, &mut self.out);
+                    if !self.out.is_empty() {
+                        self.send();
+                    }
+                }
+                Err(_) if self.rx.is_abandoned() => break,
+                Err(_) => backoff.wait(),
+            }
+        }
+        self.table.flush(&mut self.out);
+        self.send();
+        self.table.stats.clone()
+    }
+
+    fn send(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.out, Vec::with_capacity(BATCH));
+        // The exporter only goes away when the whole pipeline is shutting down.
+        let _ = self.export.send(batch);
+    }
+}
+
+/// The L4 payload of a packet, wherever it lies; empty if the descriptor points outside.
+fn payload_of<'a>(files: &'a [PcapFile], desc: &'a PacketDesc) -> &'a [u8] {
+    let len = desc.info.payload_len as usize;
+    match &desc.payload {
+        Payload::Mapped { file, off } => files
+            .get(*file as usize)
+            .and_then(|f| f.bytes().get(*off..off.saturating_add(len)))
+            .unwrap_or(&[]),
+        Payload::Owned(buf) => {
+            let off = desc.info.payload_off as usize;
+            buf.get(off..off.saturating_add(len)).unwrap_or(&[])
+        }
+    }
+}

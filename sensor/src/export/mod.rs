@@ -1,1 +1,108 @@
-//! Export.
+//! Export: what workers produce and the sinks that consume it.
+//!
+//! Workers turn finished flows and DPI events into [`Record`]s and send them in batches over a
+//! bounded channel to an exporter thread, off the packet cores. Sinks (today EVE JSON; ClickHouse
+//! and NATS later) only see records; they know nothing of packets or flow tables.
+
+pub mod eve;
+
+use crate::decode::TunnelInfo;
+use crate::dpi::{AppEvent, AppProto};
+use crate::time::Ts;
+
+/// Identity of a flow, repeated in every record of the flow (flow record and events alike).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowMeta {
+    /// Stable id shared by a flow's flow record and all its events (EVE `flow_id`).
+    pub flow_id: u64,
+    /// Initiator side (EVE `src_*`) and responder side (`dest_*`); IPv4 is IPv4-mapped.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub is_v6: bool,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub app_proto: AppProto,
+    pub vlan: u16,
+    pub tunnel: Option<TunnelInfo>,
+}
+
+/// Flow state at export, EVE `flow.state`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    /// Packets in one direction only.
+    New,
+    /// Packets in both directions.
+    Established,
+    /// TCP closed by FIN in both directions or by RST.
+    Closed,
+}
+
+/// Why a flow record was exported, EVE `flow.reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// TCP FIN seen in both directions.
+    Fin,
+    /// TCP RST.
+    Rst,
+    /// Idle for longer than its timeout.
+    Timeout,
+    /// Lasted longer than the active timeout; the flow goes on under a new `flow_id`.
+    ActiveTimeout,
+    /// End of capture (or sensor shutdown).
+    Shutdown,
+    /// Evicted to make room in a full flow table.
+    Evicted,
+}
+
+impl EndReason {
+    pub const ALL: [EndReason; 6] = [
+        EndReason::Fin,
+        EndReason::Rst,
+        EndReason::Timeout,
+        EndReason::ActiveTimeout,
+        EndReason::Shutdown,
+        EndReason::Evicted,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Fin => "fin",
+            EndReason::Rst => "rst",
+            EndReason::Timeout => "timeout",
+            EndReason::ActiveTimeout => "active_timeout",
+            EndReason::Shutdown => "shutdown",
+            EndReason::Evicted => "evicted",
+        }
+    }
+}
+
+/// One exported flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowRecord {
+    pub meta: FlowMeta,
+    pub pkts_toserver: u64,
+    pub pkts_toclient: u64,
+    pub bytes_toserver: u64,
+    pub bytes_toclient: u64,
+    pub start: Ts,
+    pub end: Ts,
+    pub state: FlowState,
+    pub reason: EndReason,
+    /// TCP flags seen from each side (0 for other protocols).
+    pub tcp_flags_ts: u8,
+    pub tcp_flags_tc: u8,
+}
+
+/// One DPI event of a flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRecord {
+    pub meta: FlowMeta,
+    pub event: AppEvent,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    Flow(FlowRecord),
+    Event(EventRecord),
+}

@@ -1,1 +1,39 @@
-//! Flows.
+//! Per-worker flow table: bidirectional flows, counters, timeouts, DPI state.
+//!
+//! One table per worker, touched only by that worker's thread (no locks). Time is the capture
+//! time carried by packets and ticks: the table never reads the clock, so a replay produces the
+//! same flows on every run. Memory is bounded: a fixed maximum of flows (the oldest is evicted
+//! when full, and counted), and DPI state is boxed only while DPI still wants the flow.
+
+mod table;
+
+pub use table::{FlowStats, FlowTable};
+
+use crate::time::NANOS_PER_SEC;
+
+/// Flow table limits and timeouts (config `[flow]`). Timeouts are in packet time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    /// Flows tracked at once by one worker.
+    pub max_flows: usize,
+    pub tcp_idle_ns: u64,
+    pub udp_idle_ns: u64,
+    pub other_idle_ns: u64,
+    /// How long a TCP flow closed by FIN/RST lingers to collect its last ACKs.
+    pub closed_ns: u64,
+    /// A flow lasting longer than this is exported and goes on under a new flow_id.
+    pub active_ns: u64,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_flows: 1 << 20,
+            tcp_idle_ns: 300 * NANOS_PER_SEC,
+            udp_idle_ns: 120 * NANOS_PER_SEC,
+            other_idle_ns: 60 * NANOS_PER_SEC,
+            closed_ns: 10 * NANOS_PER_SEC,
+            active_ns: 1800 * NANOS_PER_SEC,
+        }
+    }
+}

@@ -1,0 +1,588 @@
+//! The flow table: a slab of flows indexed by a hash table of slab indices, and one FIFO of
+//! expiry deadlines per timeout class.
+//!
+//! The index stores only a `u32` per flow (the key lives once, in the slab), and the symmetric
+//! hash computed by the dispatcher is reused, so a lookup costs one probe and one key compare.
+//! Expiry is lazy: a deadline queue entry is checked when it reaches the front; if the flow saw
+//! packets since, the entry is pushed back with the flow's real deadline. Every flow has at most
+//! one entry per class queue, so the queues are bounded by the table.
+
+use std::collections::VecDeque;
+
+use hashbrown::HashTable;
+
+use super::FlowConfig;
+use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
+use crate::dispatch::{mix, PacketDesc};
+use crate::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
+use crate::export::{EndReason, EventRecord, FlowMeta, FlowRecord, FlowState, Record};
+use crate::time::Ts;
+
+/// Timeout classes; each has its own deadline queue.
+const CLASS_TCP: u8 = 0;
+const CLASS_UDP: u8 = 1;
+const CLASS_OTHER: u8 = 2;
+const CLASS_CLOSED: u8 = 3;
+const CLASSES: usize = 4;
+
+/// UDP datagrams inspected without recognising a protocol before DPI gives up on the flow.
+const UDP_PROBE_LIMIT: u8 = 4;
+
+/// Flow ids are kept below 2^51 so that JSON consumers using doubles read them exactly.
+const FLOW_ID_MASK: u64 = (1 << 51) - 1;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closed {
+    No,
+    Fin,
+    Rst,
+}
+
+/// One tracked flow. Endpoints are stored in canonical order (`lo` <= `hi`), so both directions
+/// find the same entry; `init_is_lo` says which endpoint initiated it.
+struct Flow {
+    hash: u64,
+    flow_id: u64,
+    first_ts: Ts,
+    last_ts: Ts,
+    pkts: [u64; 2],
+    bytes: [u64; 2],
+    lo: [u8; 16],
+    hi: [u8; 16],
+    lo_port: u16,
+    hi_port: u16,
+    vlan: u16,
+    proto: u8,
+    is_v6: bool,
+    init_is_lo: bool,
+    live: bool,
+    class: u8,
+    closed: Closed,
+    /// FIN seen: bit 0 from the initiator, bit 1 from the responder.
+    fins: u8,
+    tcp_flags: [u8; 2],
+    udp_probes: u8,
+    /// DPI has finished with this flow (bypassed): no parser sees its packets any more.
+    dpi_done: bool,
+    app_proto: AppProto,
+    gen: u32,
+    tunnel: Option<Box<TunnelInfo>>,
+    app: Option<Box<TcpApp>>,
+}
+
+impl Flow {
+    fn same_key(&self, k: &Key) -> bool {
+        self.lo_port == k.lo_port
+            && self.hi_port == k.hi_port
+            && self.proto == k.proto
+            && self.lo == k.lo
+            && self.hi == k.hi
+    }
+
+    fn meta(&self) -> FlowMeta {
+        let (src, sport, dst, dport) = if self.init_is_lo {
+            (self.lo, self.lo_port, self.hi, self.hi_port)
+        } else {
+            (self.hi, self.hi_port, self.lo, self.lo_port)
+        };
+        FlowMeta {
+            flow_id: self.flow_id,
+            src,
+            dst,
+            is_v6: self.is_v6,
+            sport,
+            dport,
+            proto: self.proto,
+            app_proto: self.app_proto,
+            vlan: self.vlan,
+            tunnel: self.tunnel.as_deref().copied(),
+        }
+    }
+}
+
+/// Canonical key of a packet plus which side sent it.
+struct Key {
+    lo: [u8; 16],
+    hi: [u8; 16],
+    lo_port: u16,
+    hi_port: u16,
+    proto: u8,
+    src_is_lo: bool,
+}
+
+impl Key {
+    fn of(info: &PacketInfo) -> Key {
+        let src_is_lo = (info.src, info.sport) <= (info.dst, info.dport);
+        let (lo, lo_port, hi, hi_port) = if src_is_lo {
+            (info.src, info.sport, info.dst, info.dport)
+        } else {
+            (info.dst, info.dport, info.src, info.sport)
+        };
+        Key {
+            lo,
+            hi,
+            lo_port,
+            hi_port,
+            proto: info.proto,
+            src_is_lo,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Deadline {
+    idx: u32,
+    gen: u32,
+    at: Ts,
+}
+
+/// Flow table counters, monotonically increasing except `active`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub created: u64,
+    pub active: u64,
+    /// Flow records exported, by [`EndReason`] in the order of `EndReason::ALL`.
+    pub exported: [u64; 6],
+    pub events_tls: u64,
+    pub events_http: u64,
+    pub events_dns: u64,
+    /// Packets not tracked because the table was full and nothing could be evicted.
+    pub table_full_drops: u64,
+    /// Flows whose DPI finished early (their later packets were only counted).
+    pub dpi_bypassed: u64,
+}
+
+impl FlowStats {
+    pub fn exported_total(&self) -> u64 {
+        self.exported.iter().sum()
+    }
+
+    pub fn add(&mut self, o: &FlowStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.created += o.created;
+        self.active += o.active;
+        for (a, b) in self.exported.iter_mut().zip(o.exported) {
+            *a += b;
+        }
+        self.events_tls += o.events_tls;
+        self.events_http += o.events_http;
+        self.events_dns += o.events_dns;
+        self.table_full_drops += o.table_full_drops;
+        self.dpi_bypassed += o.dpi_bypassed;
+    }
+}
+
+pub struct FlowTable {
+    cfg: FlowConfig,
+    dpi: DpiConfig,
+    slab: Vec<Flow>,
+    free: Vec<u32>,
+    index: HashTable<u32>,
+    queues: [VecDeque<Deadline>; CLASSES],
+    now: Ts,
+    events: Vec<AppEvent>,
+    pub stats: FlowStats,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig, dpi: DpiConfig) -> FlowTable {
+        FlowTable {
+            cfg,
+            dpi,
+            slab: Vec::new(),
+            free: Vec::new(),
+            index: HashTable::new(),
+            queues: Default::default(),
+            now: 0,
+            events: Vec::new(),
+            stats: FlowStats::default(),
+        }
+    }
+
+    /// Bytes of memory a tracked flow costs in the table (slab entry, index slot, one deadline),
+    /// not counting DPI buffers, which exist only while a handshake or header block is pending.
+    pub const fn bytes_per_flow() -> usize {
+        std::mem::size_of::<Flow>()
+            + std::mem::size_of::<u32>()
+            + 1
+            + std::mem::size_of::<Deadline>()
+    }
+
+    fn timeout(&self, class: u8) -> u64 {
+        match class {
+            CLASS_TCP => self.cfg.tcp_idle_ns,
+            CLASS_UDP => self.cfg.udp_idle_ns,
+            CLASS_CLOSED => self.cfg.closed_ns,
+            _ => self.cfg.other_idle_ns,
+        }
+    }
+
+    /// Accounts one packet; `payload` is its L4 payload. Exported records go to `out`.
+    pub fn packet(&mut self, desc: &PacketDesc, payload: &[u8], out: &mut Vec<Record>) {
+        let ts = desc.ts;
+        if ts > self.now {
+            self.now = ts;
+        }
+        let info = &desc.info;
+        let key = Key::of(info);
+        let tcp_flags = if info.proto == ipproto::TCP {
+            info.tcp.flags
+        } else {
+            0
+        };
+        let is_syn = tcp_flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN;
+
+        let found = {
+            let slab = &self.slab;
+            self.index
+                .find(desc.hash, |&i| slab[i as usize].same_key(&key))
+                .copied()
+        };
+        let idx = match found {
+            Some(i) => {
+                let f = &self.slab[i as usize];
+                if f.closed != Closed::No && is_syn {
+                    // Port reuse after a close: the old connection ends here.
+                    self.export(i, out);
+                    self.remove(i);
+                    self.create(desc, &key, tcp_flags, out)
+                } else if ts.saturating_sub(f.first_ts) >= self.cfg.active_ns {
+                    self.active_split(i, ts, out);
+                    Some(i)
+                } else {
+                    Some(i)
+                }
+            }
+            None => self.create(desc, &key, tcp_flags, out),
+        };
+        let Some(idx) = idx else {
+            self.stats.table_full_drops += 1;
+            return;
+        };
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(desc.wire_len);
+
+        let dpi_cfg = self.dpi;
+        let f = &mut self.slab[idx as usize];
+        let dir = if key.src_is_lo == f.init_is_lo {
+            Dir::ToServer
+        } else {
+            Dir::ToClient
+        };
+        let d = dir as usize;
+        f.pkts[d] += 1;
+        f.bytes[d] += u64::from(desc.wire_len);
+        if ts > f.last_ts {
+            f.last_ts = ts;
+        }
+
+        let mut newly_closed = false;
+        if info.proto == ipproto::TCP {
+            f.tcp_flags[d] |= tcp_flags;
+            if tcp_flags & tcpflags::RST != 0 && f.closed == Closed::No {
+                f.closed = Closed::Rst;
+                newly_closed = true;
+            } else if tcp_flags & tcpflags::FIN != 0 {
+                f.fins |= 1 << d;
+                if f.fins == 3 && f.closed == Closed::No {
+                    f.closed = Closed::Fin;
+                    newly_closed = true;
+                }
+            }
+            if let Some(app) = f.app.as_mut() {
+                let progress = app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
+                f.app_proto = app.proto();
+                if progress == Progress::Done {
+                    f.app = None;
+                    f.dpi_done = true;
+                    self.stats.dpi_bypassed += 1;
+                }
+            }
+        } else if info.proto == ipproto::UDP && !f.dpi_done && !payload.is_empty() {
+            match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events) {
+                Some(p) => f.app_proto = p,
+                None if f.app_proto == AppProto::Unknown => {
+                    f.udp_probes += 1;
+                    if f.udp_probes >= UDP_PROBE_LIMIT {
+                        f.app_proto = AppProto::Failed;
+                        f.dpi_done = true;
+                        self.stats.dpi_bypassed += 1;
+                    }
+                }
+                None => {}
+            }
+        }
+        if !self.events.is_empty() {
+            self.emit_events(idx, out);
+        }
+        if newly_closed {
+            let f = &mut self.slab[idx as usize];
+            f.class = CLASS_CLOSED;
+            let gen = f.gen;
+            let at = ts + self.cfg.closed_ns;
+            self.queues[CLASS_CLOSED as usize].push_back(Deadline { idx, gen, at });
+        }
+    }
+
+    /// Capture time advanced to `now`: export flows whose timeout passed.
+    pub fn advance(&mut self, now: Ts, out: &mut Vec<Record>) {
+        if now > self.now {
+            self.now = now;
+        }
+        for class in 0..CLASSES as u8 {
+            while let Some(&dl) = self.queues[class as usize].front() {
+                if dl.at > self.now {
+                    break;
+                }
+                self.queues[class as usize].pop_front();
+                let Some(f) = self.slab.get(dl.idx as usize) else {
+                    continue;
+                };
+                if !f.live || f.gen != dl.gen || f.class != class {
+                    continue;
+                }
+                let real = f.last_ts.saturating_add(self.timeout(class));
+                if real > self.now {
+                    self.queues[class as usize].push_back(Deadline { at: real, ..dl });
+                    continue;
+                }
+                self.export_with(dl.idx, EndReason::Timeout, out);
+                self.remove(dl.idx);
+            }
+        }
+    }
+
+    /// End of capture: export every flow still in the table, in slab order.
+    pub fn flush(&mut self, out: &mut Vec<Record>) {
+        for i in 0..self.slab.len() as u32 {
+            if self.slab[i as usize].live {
+                self.export_with(i, EndReason::Shutdown, out);
+                self.remove(i);
+            }
+        }
+        for q in &mut self.queues {
+            q.clear();
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    fn create(
+        &mut self,
+        desc: &PacketDesc,
+        key: &Key,
+        tcp_flags: u8,
+        out: &mut Vec<Record>,
+    ) -> Option<u32> {
+        if self.index.len() >= self.cfg.max_flows && !self.evict_oldest(out) {
+            return None;
+        }
+        let info = &desc.info;
+        // The initiator is the sender of the first packet, except when that packet is a SYN-ACK
+        // or (no SYN at all, capture started mid-flow) goes from a well-known port to an
+        // ephemeral one: then the receiver initiated.
+        let syn_ack = tcp_flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN | tcpflags::ACK;
+        let from_service = tcp_flags & tcpflags::SYN == 0 && info.sport < 1024 && info.dport >= 1024;
+        let init_is_lo = if syn_ack || from_service {
+            !key.src_is_lo
+        } else {
+            key.src_is_lo
+        };
+        let class = match info.proto {
+            ipproto::TCP => CLASS_TCP,
+            ipproto::UDP => CLASS_UDP,
+            _ => CLASS_OTHER,
+        };
+        let tunnel = (info.tunnel.kind != TunnelKind::None).then(|| Box::new(info.tunnel));
+        let app = (info.proto == ipproto::TCP).then(|| Box::new(TcpApp::new()));
+        let flow = Flow {
+            hash: desc.hash,
+            flow_id: flow_id(desc.hash, desc.ts),
+            first_ts: desc.ts,
+            last_ts: desc.ts,
+            pkts: [0; 2],
+            bytes: [0; 2],
+            lo: key.lo,
+            hi: key.hi,
+            lo_port: key.lo_port,
+            hi_port: key.hi_port,
+            vlan: info.vlan,
+            proto: info.proto,
+            is_v6: info.is_v6,
+            init_is_lo,
+            live: true,
+            class,
+            closed: Closed::No,
+            fins: 0,
+            tcp_flags: [0; 2],
+            udp_probes: 0,
+            dpi_done: info.proto != ipproto::TCP && info.proto != ipproto::UDP,
+            app_proto: AppProto::Unknown,
+            gen: 0,
+            tunnel,
+            app,
+        };
+        let idx = match self.free.pop() {
+            Some(i) => {
+                let gen = self.slab[i as usize].gen.wrapping_add(1);
+                self.slab[i as usize] = Flow { gen, ..flow };
+                i
+            }
+            None => {
+                self.slab.push(flow);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let slab = &self.slab;
+        self.index
+            .insert_unique(desc.hash, idx, |&i| slab[i as usize].hash);
+        let gen = self.slab[idx as usize].gen;
+        let at = desc.ts.saturating_add(self.timeout(class));
+        self.queues[class as usize].push_back(Deadline { idx, gen, at });
+        self.stats.created += 1;
+        self.stats.active += 1;
+        Some(idx)
+    }
+
+    /// Makes room by exporting the flow whose deadline is nearest. False if nothing is left.
+    fn evict_oldest(&mut self, out: &mut Vec<Record>) -> bool {
+        loop {
+            let mut best: Option<(usize, Deadline)> = None;
+            for (c, q) in self.queues.iter().enumerate() {
+                if let Some(&dl) = q.front() {
+                    if best.is_none_or(|(_, b)| dl.at < b.at) {
+                        best = Some((c, dl));
+                    }
+                }
+            }
+            let Some((c, dl)) = best else {
+                return false;
+            };
+            self.queues[c].pop_front();
+            let Some(f) = self.slab.get(dl.idx as usize) else {
+                continue;
+            };
+            if f.live && f.gen == dl.gen && f.class as usize == c {
+                self.export_with(dl.idx, EndReason::Evicted, out);
+                self.remove(dl.idx);
+                return true;
+            }
+        }
+    }
+
+    /// A flow outlived the active timeout: export what it has so far and go on with fresh
+    /// counters under a new flow_id (DPI state is kept: it follows the connection).
+    fn active_split(&mut self, idx: u32, ts: Ts, out: &mut Vec<Record>) {
+        self.export_with(idx, EndReason::ActiveTimeout, out);
+        let f = &mut self.slab[idx as usize];
+        f.flow_id = flow_id(f.hash, ts);
+        f.first_ts = ts;
+        f.last_ts = ts;
+        f.pkts = [0; 2];
+        f.bytes = [0; 2];
+        f.tcp_flags = [0; 2];
+    }
+
+    fn export(&mut self, idx: u32, out: &mut Vec<Record>) {
+        let reason = match self.slab[idx as usize].closed {
+            Closed::Fin => EndReason::Fin,
+            Closed::Rst => EndReason::Rst,
+            Closed::No => EndReason::Timeout,
+        };
+        self.export_with(idx, reason, out);
+    }
+
+    /// Emits the flow record (after any events DPI still had pending).
+    fn export_with(&mut self, idx: u32, reason: EndReason, out: &mut Vec<Record>) {
+        let f = &mut self.slab[idx as usize];
+        let reason = match (reason, f.closed) {
+            (EndReason::Timeout | EndReason::Shutdown, Closed::Fin) => EndReason::Fin,
+            (EndReason::Timeout | EndReason::Shutdown, Closed::Rst) => EndReason::Rst,
+            (r, _) => r,
+        };
+        if reason != EndReason::ActiveTimeout {
+            if let Some(mut app) = f.app.take() {
+                app.on_close(f.last_ts, &mut self.events);
+                f.app_proto = app.proto();
+            }
+        }
+        if f.app_proto == AppProto::Unknown && (f.bytes[0] | f.bytes[1]) != 0 && f.dpi_done {
+            f.app_proto = AppProto::Failed;
+        }
+        if !self.events.is_empty() {
+            self.emit_events(idx, out);
+        }
+        let f = &self.slab[idx as usize];
+        let state = if f.closed != Closed::No {
+            FlowState::Closed
+        } else if f.pkts[0] > 0 && f.pkts[1] > 0 {
+            FlowState::Established
+        } else {
+            FlowState::New
+        };
+        out.push(Record::Flow(FlowRecord {
+            meta: f.meta(),
+            pkts_toserver: f.pkts[0],
+            pkts_toclient: f.pkts[1],
+            bytes_toserver: f.bytes[0],
+            bytes_toclient: f.bytes[1],
+            start: f.first_ts,
+            end: f.last_ts,
+            state,
+            reason,
+            tcp_flags_ts: f.tcp_flags[0],
+            tcp_flags_tc: f.tcp_flags[1],
+        }));
+        let slot = EndReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(0);
+        self.stats.exported[slot] += 1;
+    }
+
+    fn emit_events(&mut self, idx: u32, out: &mut Vec<Record>) {
+        let meta = self.slab[idx as usize].meta();
+        for event in self.events.drain(..) {
+            match &event {
+                AppEvent::Tls(_) => self.stats.events_tls += 1,
+                AppEvent::Http(_) => self.stats.events_http += 1,
+                AppEvent::Dns(_) => self.stats.events_dns += 1,
+            }
+            out.push(Record::Event(EventRecord {
+                meta: meta.clone(),
+                event,
+            }));
+        }
+    }
+
+    fn remove(&mut self, idx: u32) {
+        let f = &mut self.slab[idx as usize];
+        if !f.live {
+            return;
+        }
+        f.live = false;
+        f.app = None;
+        f.tunnel = None;
+        let hash = f.hash;
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
+            entry.remove();
+        }
+        self.free.push(idx);
+        self.stats.active = self.stats.active.saturating_sub(1);
+    }
+}
+
+/// The EVE flow_id: a function of the flow's 5-tuple hash and its first packet's time, so it is
+/// the same on every run and for any number of workers.
+fn flow_id(hash: u64, first_ts: Ts) -> u64 {
+    mix(hash ^ first_ts.rotate_left(32)) & FLOW_ID_MASK
+}

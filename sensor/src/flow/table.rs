@@ -586,3 +586,203 @@ impl FlowTable {
 fn flow_id(hash: u64, first_ts: Ts) -> u64 {
     mix(hash ^ first_ts.rotate_left(32)) & FLOW_ID_MASK
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::TcpMeta;
+    use crate::dispatch::{flow_hash, Payload};
+    use crate::time::NANOS_PER_SEC as S;
+
+    fn v4(last: u8) -> [u8; 16] {
+        let mut m = [0u8; 16];
+        m[10] = 0xff;
+        m[11] = 0xff;
+        m[12..].copy_from_slice(&[192, 0, 2, last]);
+        m
+    }
+
+    /// A packet from host `a`:`sport` to host `b`:`dport`.
+    fn pkt(ts: Ts, proto: u8, a: u8, sport: u16, b: u8, dport: u16, flags: u8) -> PacketDesc {
+        let info = PacketInfo {
+            src: v4(a),
+            dst: v4(b),
+            proto,
+            sport,
+            dport,
+            tcp: TcpMeta {
+                flags,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        PacketDesc {
+            ts,
+            wire_len: 100,
+            hash: flow_hash(&info),
+            info,
+            payload: Payload::Owned(Box::new([])),
+        }
+    }
+
+    fn flows(out: &[Record]) -> Vec<&FlowRecord> {
+        out.iter()
+            .filter_map(|r| match r {
+                Record::Flow(f) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn table(max_flows: usize) -> FlowTable {
+        FlowTable::new(
+            FlowConfig {
+                max_flows,
+                ..Default::default()
+            },
+            DpiConfig::default(),
+        )
+    }
+
+    const SYN: u8 = tcpflags::SYN;
+    const SA: u8 = tcpflags::SYN | tcpflags::ACK;
+    const ACK: u8 = tcpflags::ACK;
+    const FA: u8 = tcpflags::FIN | tcpflags::ACK;
+
+    #[test]
+    fn both_directions_make_one_flow_with_the_syn_sender_as_src() {
+        let mut t = table(100);
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+        t.packet(&pkt(S + 1, 6, 2, 80, 1, 40000, SA), &[], &mut out);
+        t.packet(&pkt(S + 2, 6, 1, 40000, 2, 80, ACK), &[], &mut out);
+        assert_eq!(t.len(), 1);
+        t.flush(&mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].meta.src, v4(1));
+        assert_eq!(f[0].meta.dport, 80);
+        assert_eq!((f[0].pkts_toserver, f[0].pkts_toclient), (2, 1));
+        assert_eq!((f[0].bytes_toserver, f[0].bytes_toclient), (200, 100));
+        assert_eq!(f[0].state, FlowState::Established);
+        assert_eq!(f[0].reason, EndReason::Shutdown);
+        assert_eq!(f[0].tcp_flags_ts, SYN | ACK);
+    }
+
+    #[test]
+    fn a_syn_ack_seen_first_makes_its_receiver_the_initiator() {
+        let mut t = table(100);
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 6, 2, 443, 1, 50000, SA), &[], &mut out);
+        t.flush(&mut out);
+        assert_eq!(flows(&out)[0].meta.src, v4(1));
+        assert_eq!(flows(&out)[0].pkts_toclient, 1);
+    }
+
+    #[test]
+    fn fin_both_ways_closes_and_exports_after_the_closed_timeout() {
+        let mut t = table(100);
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+        t.packet(&pkt(S, 6, 1, 40000, 2, 80, FA), &[], &mut out);
+        t.packet(&pkt(S, 6, 2, 80, 1, 40000, FA), &[], &mut out);
+        t.advance(5 * S, &mut out);
+        assert!(flows(&out).is_empty(), "closed flow lingers for its last ACK");
+        t.packet(&pkt(5 * S, 6, 1, 40000, 2, 80, ACK), &[], &mut out);
+        t.advance(16 * S, &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].reason, EndReason::Fin);
+        assert_eq!(f[0].state, FlowState::Closed);
+        assert_eq!(f[0].pkts_toserver, 3);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn rst_closes_and_a_new_syn_on_the_same_ports_starts_a_new_flow() {
+        let mut t = table(100);
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+        t.packet(&pkt(S, 6, 2, 80, 1, 40000, tcpflags::RST), &[], &mut out);
+        t.packet(&pkt(2 * S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].reason, EndReason::Rst);
+        t.flush(&mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 2);
+        assert_ne!(f[0].meta.flow_id, f[1].meta.flow_id);
+    }
+
+    #[test]
+    fn idle_flows_expire_by_packet_time_per_protocol() {
+        let mut t = table(100);
+        let mut out = Vec::new();
+        t.packet(&pkt(0, 17, 1, 5000, 2, 53, 0), &[], &mut out);
+        t.packet(&pkt(0, 6, 1, 5001, 2, 80, ACK), &[], &mut out);
+        t.advance(119 * S, &mut out);
+        assert!(out.is_empty());
+        t.advance(121 * S, &mut out);
+        assert_eq!(flows(&out).len(), 1, "UDP idles out at 120 s");
+        assert_eq!(flows(&out)[0].reason, EndReason::Timeout);
+        // A packet keeps the TCP flow alive past its first deadline.
+        t.packet(&pkt(200 * S, 6, 1, 5001, 2, 80, ACK), &[], &mut out);
+        t.advance(301 * S, &mut out);
+        assert_eq!(flows(&out).len(), 1);
+        t.advance(501 * S, &mut out);
+        assert_eq!(flows(&out).len(), 2);
+        assert_eq!(flows(&out)[1].pkts_toserver, 2);
+    }
+
+    #[test]
+    fn a_full_table_evicts_the_flow_nearest_its_deadline_and_counts_it() {
+        let mut t = table(2);
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 17, 1, 1, 2, 53, 0), &[], &mut out);
+        t.packet(&pkt(2 * S, 17, 1, 2, 2, 53, 0), &[], &mut out);
+        t.packet(&pkt(3 * S, 17, 1, 3, 2, 53, 0), &[], &mut out);
+        assert_eq!(t.len(), 2);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].reason, EndReason::Evicted);
+        assert_eq!(f[0].meta.sport, 1);
+        assert_eq!(t.stats.exported[5], 1);
+        assert_eq!(t.stats.table_full_drops, 0);
+    }
+
+    #[test]
+    fn a_long_flow_is_split_at_the_active_timeout_with_a_new_flow_id() {
+        let mut t = table(10);
+        let mut out = Vec::new();
+        for i in 0..=40u64 {
+            // One packet every 60 s: never idle, but 2400 s long.
+            t.packet(&pkt(i * 60 * S, 17, 1, 7, 2, 9, 0), &[], &mut out);
+            t.advance(i * 60 * S, &mut out);
+        }
+        t.flush(&mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].reason, EndReason::ActiveTimeout);
+        assert_eq!(f[0].pkts_toserver, 30);
+        assert_eq!(f[1].pkts_toserver, 11);
+        assert_ne!(f[0].meta.flow_id, f[1].meta.flow_id);
+    }
+
+    #[test]
+    fn same_input_gives_the_same_flow_ids() {
+        let run = || {
+            let mut t = table(10);
+            let mut out = Vec::new();
+            t.packet(&pkt(S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+            t.flush(&mut out);
+            flows(&out)[0].meta.flow_id
+        };
+        assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn a_tracked_flow_costs_at_most_256_bytes() {
+        let per_flow = FlowTable::bytes_per_flow();
+        assert!(per_flow <= 256, "{per_flow} bytes per flow");
+    }
+}

@@ -96,10 +96,12 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     };
 
     let (export_tx, export_rx) = crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES);
+    let (recycle_tx, recycle_rx) =
+        crossbeam_channel::bounded::<Vec<Record>>(2 * EXPORT_CHANNEL_BATCHES);
     let eve_out = open_eve(&opts.eve)?;
     let exporter = thread::Builder::new()
         .name("export-eve".into())
-        .spawn(move || run_eve(eve_out, export_rx))
+        .spawn(move || run_eve(eve_out, export_rx, recycle_tx))
         .context("cannot start the exporter thread")?;
 
     let mut producers = Vec::with_capacity(n);
@@ -114,6 +116,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
             cfg.flow_config(),
             cfg.dpi_config(),
             export_tx.clone(),
+            recycle_rx.clone(),
         );
         // The reader takes the first core; workers the next ones, round-robin.
         let core = (!cores.is_empty()).then(|| cores[(id + 1) % cores.len()]);
@@ -318,25 +321,44 @@ fn read_only(files: &[PcapFile], progress: &ProgressBar) -> ReaderStats {
 }
 
 /// Opens the EVE destination before any thread starts, so a bad path fails the run at once.
-fn open_eve(target: &EveTarget) -> Result<Box<dyn Write + Send>> {
+/// `None` when no EVE output is wanted: records are then counted, not serialized.
+fn open_eve(target: &EveTarget) -> Result<Option<Box<dyn Write + Send>>> {
     Ok(match target {
-        EveTarget::Stdout => Box::new(std::io::stdout()),
-        EveTarget::File(p) => Box::new(
+        EveTarget::Stdout => Some(Box::new(std::io::stdout())),
+        EveTarget::File(p) => Some(Box::new(
             std::fs::File::create(p)
                 .with_context(|| format!("cannot create EVE output {}", p.display()))?,
-        ),
-        EveTarget::None => Box::new(std::io::sink()),
+        )),
+        EveTarget::None => None,
     })
 }
 
 /// The EVE exporter thread: writes every batch until all workers are done.
+/// Written batches go back to the workers empty, to be refilled without a new allocation.
 fn run_eve(
-    out: Box<dyn Write + Send>,
+    out: Option<Box<dyn Write + Send>>,
     rx: crossbeam_channel::Receiver<Vec<Record>>,
+    recycle: crossbeam_channel::Sender<Vec<Record>>,
 ) -> std::io::Result<EveStats> {
-    let mut w = EveWriter::new(out);
-    for batch in rx {
-        w.write(&batch)?;
+    let mut w = out.map(EveWriter::new);
+    let mut counted = EveStats::default();
+    for mut batch in rx {
+        match &mut w {
+            Some(w) => w.write(&batch)?,
+            None => {
+                for r in &batch {
+                    match r {
+                        Record::Flow(_) => counted.flows += 1,
+                        Record::Event(_) => counted.events += 1,
+                    }
+                }
+            }
+        }
+        batch.clear();
+        let _ = recycle.try_send(batch);
     }
-    w.finish()
+    match w {
+        Some(w) => w.finish(),
+        None => Ok(counted),
+    }
 }

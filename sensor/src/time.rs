@@ -8,17 +8,17 @@ pub const NANOS_PER_SEC: u64 = 1_000_000_000;
 
 /// Formats a packet timestamp the way Suricata's EVE does: `2024-01-31T12:34:56.123456+0000`.
 pub fn format_eve(ts: Ts) -> String {
-    let secs = (ts / NANOS_PER_SEC) as i64;
-    let micros = (ts % NANOS_PER_SEC) / 1_000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000",
-        sod / 3600,
-        (sod / 60) % 60,
-        sod % 60
-    )
+    let (y, m, d, h, mi, s, us) = civil(ts);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{us:06}+0000")
+}
+
+/// UTC calendar fields of a timestamp: year, month, day, hour, minute, second, microsecond.
+pub fn civil(ts: Ts) -> (u64, u32, u32, u32, u32, u32, u32) {
+    let secs = ts / NANOS_PER_SEC;
+    let micros = ((ts % NANOS_PER_SEC) / 1_000) as u32;
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let sod = (secs % 86_400) as u32;
+    (y.max(0) as u64, m, d, sod / 3600, (sod / 60) % 60, sod % 60, micros)
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::capture::pcap_file::PcapFile;
 use crate::dispatch::{Backoff, Msg, PacketDesc, Payload};
@@ -25,6 +25,8 @@ pub struct Worker {
     table: FlowTable,
     out: Vec<Record>,
     export: Sender<Vec<Record>>,
+    /// Emptied batches coming back from the exporter, so the packet path does not allocate them.
+    recycled: Receiver<Vec<Record>>,
 }
 
 impl Worker {
@@ -35,6 +37,7 @@ impl Worker {
         flow: FlowConfig,
         dpi: DpiConfig,
         export: Sender<Vec<Record>>,
+        recycled: Receiver<Vec<Record>>,
     ) -> Worker {
         Worker {
             id,
@@ -43,6 +46,7 @@ impl Worker {
             table: FlowTable::new(flow, dpi),
             out: Vec::with_capacity(BATCH),
             export,
+            recycled,
         }
     }
 
@@ -79,7 +83,11 @@ impl Worker {
         if self.out.is_empty() {
             return;
         }
-        let batch = std::mem::replace(&mut self.out, Vec::with_capacity(BATCH));
+        let fresh = self
+            .recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let batch = std::mem::replace(&mut self.out, fresh);
         // The exporter only goes away when the whole pipeline is shutting down.
         let _ = self.export.send(batch);
     }

@@ -26,6 +26,21 @@ const PCAP_MAGICS: [u32; 6] = [
     0xa1b2_cd34,
     0x34cd_b2a1,
 ];
+/// Largest frame length on the wire we believe (the largest snaplen in use, 256 KiB). Corrupt
+/// or hostile records claim gigabytes; they are counted at their captured length instead.
+const MAX_WIRE_LEN: u32 = 262_144;
+
+/// Length on the wire as counted in flow bytes: the recorded original length, unless it is
+/// implausible.
+fn wire_len(origlen: u32, caplen: usize) -> u32 {
+    let caplen = caplen as u32;
+    if origlen > MAX_WIRE_LEN {
+        caplen
+    } else {
+        origlen.max(caplen)
+    }
+}
+
 /// pcapng section header block type.
 const PCAPNG_SHB: u32 = 0x0a0d_0d0a;
 
@@ -181,7 +196,7 @@ impl<'a> Frames<'a> {
                     ts: u64::from(rec.ts_sec) * NANOS_PER_SEC + frac_ns,
                     linktype,
                     data: rec.data,
-                    wire_len: rec.origlen.max(rec.caplen),
+                    wire_len: wire_len(rec.origlen, rec.data.len()),
                 })
             }
             Err(_) => {
@@ -234,7 +249,7 @@ impl<'a> Frames<'a> {
                         ts,
                         linktype,
                         data: &epb.data[..caplen],
-                        wire_len: epb.origlen.max(caplen as u32),
+                        wire_len: wire_len(epb.origlen, caplen),
                     });
                 }
                 Block::SimplePacket(spb) => {
@@ -246,7 +261,7 @@ impl<'a> Frames<'a> {
                         ts: 0,
                         linktype,
                         data: &spb.data[..caplen],
-                        wire_len: spb.origlen.max(caplen as u32),
+                        wire_len: wire_len(spb.origlen, caplen),
                     });
                 }
                 _ => {}
@@ -336,6 +351,13 @@ mod tests {
             PcapFile::open(&path),
             Err(CaptureError::NotPcap(_))
         ));
+    }
+
+    #[test]
+    fn an_implausible_original_length_counts_as_the_captured_length() {
+        assert_eq!(wire_len(4_093_509_168, 48), 48);
+        assert_eq!(wire_len(1514, 96), 1514);
+        assert_eq!(wire_len(10, 60), 60);
     }
 
     #[test]

@@ -4,12 +4,9 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
-
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use crate::decode::{ipproto, tcpflags, TunnelKind};
 use crate::dpi::{AppEvent, DnsEvent, DnsKind, HttpEvent, TlsEvent};
-use crate::time::format_eve;
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
 pub fn ip_string(addr: &[u8; 16], is_v6: bool) -> String {
@@ -113,259 +110,338 @@ pub fn tls_version_name(v: u16) -> String {
     }
 }
 
-#[derive(Serialize)]
-struct Header<'a> {
-    timestamp: String,
-    flow_id: u64,
-    event_type: &'a str,
-    src_ip: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    src_port: Option<u16>,
-    dest_ip: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dest_port: Option<u16>,
-    proto: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_type: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    icmp_code: Option<u16>,
-    app_proto: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    vlan: Option<[u16; 1]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tunnel: Option<Tunnel>,
+/// A minimal JSON object writer into a byte buffer: no allocation per field, strings escaped
+/// per RFC 8259. Hand-written because serialization runs once per record on the exporter thread
+/// and with serde's derive plus `format!` per field it cost more than decoding the packets.
+struct Obj<'a> {
+    buf: &'a mut Vec<u8>,
+    first: bool,
 }
 
-#[derive(Serialize)]
-struct Tunnel {
-    src_ip: String,
-    dest_ip: String,
-    proto: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<u32>,
+impl<'a> Obj<'a> {
+    fn new(buf: &'a mut Vec<u8>) -> Obj<'a> {
+        buf.push(b'{');
+        Obj { buf, first: true }
+    }
+
+    fn key(&mut self, k: &str) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(k.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    fn str(&mut self, k: &str, v: &str) {
+        self.key(k);
+        json_str(self.buf, v);
+    }
+
+    fn u64(&mut self, k: &str, v: u64) {
+        self.key(k);
+        push_u64(self.buf, v);
+    }
+
+    fn bool(&mut self, k: &str, v: bool) {
+        self.key(k);
+        self.buf
+            .extend_from_slice(if v { b"true" } else { b"false" });
+    }
+
+    fn ts(&mut self, k: &str, ts: u64) {
+        self.key(k);
+        self.buf.push(b'"');
+        push_eve_time(self.buf, ts);
+        self.buf.push(b'"');
+    }
+
+    fn ip(&mut self, k: &str, addr: &[u8; 16], is_v6: bool) {
+        self.key(k);
+        self.buf.push(b'"');
+        push_ip(self.buf, addr, is_v6);
+        self.buf.push(b'"');
+    }
+
+    fn hex2(&mut self, k: &str, v: u8) {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.key(k);
+        self.buf.extend_from_slice(&[
+            b'"',
+            HEX[usize::from(v >> 4)],
+            HEX[usize::from(v & 15)],
+            b'"',
+        ]);
+    }
+
+    fn str_list<'s>(&mut self, k: &str, items: impl Iterator<Item = &'s str>) {
+        self.key(k);
+        self.buf.push(b'[');
+        for (i, it) in items.enumerate() {
+            if i > 0 {
+                self.buf.push(b',');
+            }
+            json_str(self.buf, it);
+        }
+        self.buf.push(b']');
+    }
+
+    /// Opens a nested object under `k`; close it with [`Obj::end`].
+    fn object(&mut self, k: &str) -> Obj<'_> {
+        self.key(k);
+        Obj::new(self.buf)
+    }
+
+    fn end(self) {
+        self.buf.push(b'}');
+    }
 }
 
-impl<'a> Header<'a> {
-    fn new(meta: &'a FlowMeta, event_type: &'a str, ts: u64) -> Header<'a> {
-        let icmp = matches!(meta.proto, ipproto::ICMP | ipproto::ICMPV6);
-        let ports = matches!(meta.proto, ipproto::TCP | ipproto::UDP);
-        Header {
-            timestamp: format_eve(ts),
-            flow_id: meta.flow_id,
-            event_type,
-            src_ip: ip_string(&meta.src, meta.is_v6),
-            src_port: ports.then_some(meta.sport),
-            dest_ip: ip_string(&meta.dst, meta.is_v6),
-            dest_port: ports.then_some(meta.dport),
-            proto: proto_name(meta.proto),
-            icmp_type: icmp.then_some(meta.sport),
-            icmp_code: icmp.then_some(meta.dport),
-            app_proto: meta.app_proto.as_str(),
-            vlan: (meta.vlan != 0).then_some([meta.vlan]),
-            tunnel: meta.tunnel.as_ref().map(|t| {
-                // Outer addresses are IPv4-mapped when IPv4.
-                let v4 = t.outer_src[..12] == V4_MAPPED_PREFIX && t.outer_dst[..12] == V4_MAPPED_PREFIX;
-                Tunnel {
-                    src_ip: ip_string(&t.outer_src, !v4),
-                    dest_ip: ip_string(&t.outer_dst, !v4),
-                    proto: t.kind.as_str(),
-                    id: matches!(t.kind, TunnelKind::Vxlan | TunnelKind::GtpU | TunnelKind::Gre)
-                        .then_some(t.id),
-                }
-            }),
+/// Appends a JSON string literal.
+fn json_str(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f | 0x7f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                buf.extend_from_slice(b"\\u00");
+                buf.push(HEX[usize::from(b >> 4)]);
+                buf.push(HEX[usize::from(b & 15)]);
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
+    let mut tmp = [0u8; 20];
+    let mut i = tmp.len();
+    loop {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
         }
     }
+    buf.extend_from_slice(&tmp[i..]);
+}
+
+/// Appends `v` zero-padded to `width` digits.
+fn push_padded(buf: &mut Vec<u8>, v: u64, width: usize) {
+    let mut tmp = [b'0'; 20];
+    let mut v = v;
+    let mut i = tmp.len();
+    while v > 0 && i > 0 {
+        i -= 1;
+        tmp[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    let digits = (tmp.len() - i).max(width);
+    buf.extend_from_slice(&tmp[tmp.len() - digits..]);
+}
+
+fn push_ip(buf: &mut Vec<u8>, addr: &[u8; 16], is_v6: bool) {
+    if is_v6 {
+        // Ipv6Addr's Display is RFC 5952; io::Write on Vec does not allocate per call.
+        let _ = write!(buf, "{}", Ipv6Addr::from(*addr));
+    } else {
+        for (i, b) in addr[12..].iter().enumerate() {
+            if i > 0 {
+                buf.push(b'.');
+            }
+            push_u64(buf, u64::from(*b));
+        }
+    }
+}
+
+/// `2024-01-31T12:34:56.123456+0000`, as [`crate::time::format_eve`], without allocating.
+fn push_eve_time(buf: &mut Vec<u8>, ts: u64) {
+    let (y, mo, d, h, mi, s, us) = crate::time::civil(ts);
+    push_padded(buf, y, 4);
+    buf.push(b'-');
+    push_padded(buf, u64::from(mo), 2);
+    buf.push(b'-');
+    push_padded(buf, u64::from(d), 2);
+    buf.push(b'T');
+    push_padded(buf, u64::from(h), 2);
+    buf.push(b':');
+    push_padded(buf, u64::from(mi), 2);
+    buf.push(b':');
+    push_padded(buf, u64::from(s), 2);
+    buf.push(b'.');
+    push_padded(buf, u64::from(us), 6);
+    buf.extend_from_slice(b"+0000");
 }
 
 const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
-#[derive(Serialize)]
-struct FlowLine<'a> {
-    #[serde(flatten)]
-    header: Header<'a>,
-    flow: FlowBody,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tcp: Option<TcpBody>,
-}
-
-#[derive(Serialize)]
-struct FlowBody {
-    pkts_toserver: u64,
-    pkts_toclient: u64,
-    bytes_toserver: u64,
-    bytes_toclient: u64,
-    start: String,
-    end: String,
-    age: u64,
-    state: &'static str,
-    reason: &'static str,
-}
-
-#[derive(Serialize)]
-struct TcpBody {
-    tcp_flags: String,
-    tcp_flags_ts: String,
-    tcp_flags_tc: String,
-    syn: bool,
-    fin: bool,
-    rst: bool,
-}
-
-#[derive(Serialize)]
-struct TlsLine<'a> {
-    #[serde(flatten)]
-    header: Header<'a>,
-    tls: TlsBody<'a>,
-}
-
-#[derive(Serialize)]
-struct TlsBody<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sni: Option<&'a str>,
-    version: String,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    alpn: &'a [String],
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    client_versions: Vec<String>,
-}
-
-#[derive(Serialize)]
-struct HttpLine<'a> {
-    #[serde(flatten)]
-    header: Header<'a>,
-    http: HttpBody<'a>,
-}
-
-#[derive(Serialize)]
-struct HttpBody<'a> {
-    hostname: &'a str,
-    url: &'a str,
-    http_method: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    http_user_agent: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<u16>,
-    protocol: &'a str,
-}
-
-#[derive(Serialize)]
-struct DnsLine<'a> {
-    #[serde(flatten)]
-    header: Header<'a>,
-    dns: DnsBody<'a>,
-}
-
-#[derive(Serialize)]
-struct DnsBody<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    id: u16,
-    rrname: &'a str,
-    rrtype: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rcode: Option<String>,
-}
-
-fn flow_line(r: &FlowRecord) -> FlowLine<'_> {
-    let tcp = (r.meta.proto == ipproto::TCP).then(|| {
-        let all = r.tcp_flags_ts | r.tcp_flags_tc;
-        TcpBody {
-            tcp_flags: format!("{all:02x}"),
-            tcp_flags_ts: format!("{:02x}", r.tcp_flags_ts),
-            tcp_flags_tc: format!("{:02x}", r.tcp_flags_tc),
-            syn: all & tcpflags::SYN != 0,
-            fin: all & tcpflags::FIN != 0,
-            rst: all & tcpflags::RST != 0,
+/// The fields every record starts with.
+fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
+    o.ts("timestamp", ts);
+    o.u64("flow_id", meta.flow_id);
+    o.str("event_type", event_type);
+    let ports = matches!(meta.proto, ipproto::TCP | ipproto::UDP);
+    let icmp = matches!(meta.proto, ipproto::ICMP | ipproto::ICMPV6);
+    o.ip("src_ip", &meta.src, meta.is_v6);
+    if ports {
+        o.u64("src_port", u64::from(meta.sport));
+    }
+    o.ip("dest_ip", &meta.dst, meta.is_v6);
+    if ports {
+        o.u64("dest_port", u64::from(meta.dport));
+    }
+    match meta.proto {
+        ipproto::TCP => o.str("proto", "TCP"),
+        ipproto::UDP => o.str("proto", "UDP"),
+        p => o.str("proto", &proto_name(p)),
+    }
+    if icmp {
+        o.u64("icmp_type", u64::from(meta.sport));
+        o.u64("icmp_code", u64::from(meta.dport));
+    }
+    o.str("app_proto", meta.app_proto.as_str());
+    if meta.vlan != 0 {
+        o.key("vlan");
+        o.buf.push(b'[');
+        push_u64(o.buf, u64::from(meta.vlan));
+        o.buf.push(b']');
+    }
+    if let Some(t) = &meta.tunnel {
+        // Outer addresses are IPv4-mapped when IPv4.
+        let v4 = t.outer_src[..12] == V4_MAPPED_PREFIX && t.outer_dst[..12] == V4_MAPPED_PREFIX;
+        let mut n = o.object("tunnel");
+        n.ip("src_ip", &t.outer_src, !v4);
+        n.ip("dest_ip", &t.outer_dst, !v4);
+        n.str("proto", t.kind.as_str());
+        if t.kind != TunnelKind::IpInIp {
+            n.u64("id", u64::from(t.id));
         }
-    });
-    FlowLine {
-        header: Header::new(&r.meta, "flow", r.start),
-        flow: FlowBody {
-            pkts_toserver: r.pkts_toserver,
-            pkts_toclient: r.pkts_toclient,
-            bytes_toserver: r.bytes_toserver,
-            bytes_toclient: r.bytes_toclient,
-            start: format_eve(r.start),
-            end: format_eve(r.end),
-            age: r.end.saturating_sub(r.start) / crate::time::NANOS_PER_SEC,
-            state: match r.state {
-                FlowState::New => "new",
-                FlowState::Established => "established",
-                FlowState::Closed => "closed",
-            },
-            reason: r.reason.as_str(),
-        },
-        tcp,
+        n.end();
     }
 }
 
-fn tls_body(t: &TlsEvent) -> TlsBody<'_> {
+fn write_flow(o: &mut Obj<'_>, r: &FlowRecord) {
+    header(o, &r.meta, "flow", r.start);
+    let mut f = o.object("flow");
+    f.u64("pkts_toserver", r.pkts_toserver);
+    f.u64("pkts_toclient", r.pkts_toclient);
+    f.u64("bytes_toserver", r.bytes_toserver);
+    f.u64("bytes_toclient", r.bytes_toclient);
+    f.ts("start", r.start);
+    f.ts("end", r.end);
+    f.u64(
+        "age",
+        r.end.saturating_sub(r.start) / crate::time::NANOS_PER_SEC,
+    );
+    f.str(
+        "state",
+        match r.state {
+            FlowState::New => "new",
+            FlowState::Established => "established",
+            FlowState::Closed => "closed",
+        },
+    );
+    f.str("reason", r.reason.as_str());
+    f.end();
+    if r.meta.proto == ipproto::TCP {
+        let all = r.tcp_flags_ts | r.tcp_flags_tc;
+        let mut t = o.object("tcp");
+        t.hex2("tcp_flags", all);
+        t.hex2("tcp_flags_ts", r.tcp_flags_ts);
+        t.hex2("tcp_flags_tc", r.tcp_flags_tc);
+        t.bool("syn", all & tcpflags::SYN != 0);
+        t.bool("fin", all & tcpflags::FIN != 0);
+        t.bool("rst", all & tcpflags::RST != 0);
+        t.end();
+    }
+}
+
+fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
+    header(o, meta, "tls", t.ts);
     let negotiated = t
         .server_version
         .or_else(|| t.offered_versions.iter().copied().max())
         .unwrap_or(t.client_version);
-    TlsBody {
-        sni: t.sni.as_deref(),
-        version: tls_version_name(negotiated),
-        alpn: &t.alpn,
-        client_versions: t.offered_versions.iter().map(|v| tls_version_name(*v)).collect(),
+    let mut b = o.object("tls");
+    if let Some(sni) = &t.sni {
+        b.str("sni", sni);
     }
+    b.str("version", &tls_version_name(negotiated));
+    if !t.alpn.is_empty() {
+        b.str_list("alpn", t.alpn.iter().map(String::as_str));
+    }
+    if !t.offered_versions.is_empty() {
+        let names: Vec<String> = t.offered_versions.iter().map(|v| tls_version_name(*v)).collect();
+        b.str_list("client_versions", names.iter().map(String::as_str));
+    }
+    b.end();
 }
 
-fn http_body(h: &HttpEvent) -> HttpBody<'_> {
-    HttpBody {
-        hostname: &h.hostname,
-        url: &h.url,
-        http_method: &h.method,
-        http_user_agent: h.user_agent.as_deref(),
-        status: h.status,
-        protocol: &h.protocol,
+fn write_http(o: &mut Obj<'_>, meta: &FlowMeta, h: &HttpEvent) {
+    header(o, meta, "http", h.ts);
+    let mut b = o.object("http");
+    b.str("hostname", &h.hostname);
+    b.str("url", &h.url);
+    b.str("http_method", &h.method);
+    if let Some(ua) = &h.user_agent {
+        b.str("http_user_agent", ua);
     }
+    if let Some(st) = h.status {
+        b.u64("status", u64::from(st));
+    }
+    b.str("protocol", &h.protocol);
+    b.end();
 }
 
-fn dns_body(d: &DnsEvent) -> DnsBody<'_> {
-    DnsBody {
-        kind: match d.kind {
+fn write_dns(o: &mut Obj<'_>, meta: &FlowMeta, d: &DnsEvent) {
+    header(o, meta, "dns", d.ts);
+    let mut b = o.object("dns");
+    b.str(
+        "type",
+        match d.kind {
             DnsKind::Query => "query",
             DnsKind::Answer => "answer",
         },
-        id: d.id,
-        rrname: &d.rrname,
-        rrtype: rrtype_name(d.rrtype),
-        rcode: d.rcode.map(rcode_name),
+    );
+    b.u64("id", u64::from(d.id));
+    b.str("rrname", &d.rrname);
+    b.str("rrtype", &rrtype_name(d.rrtype));
+    if let Some(rc) = d.rcode {
+        b.str("rcode", &rcode_name(rc));
     }
+    b.end();
 }
 
 /// Appends one record as a JSON line to `buf`.
-pub fn write_record(buf: &mut Vec<u8>, rec: &Record) -> io::Result<()> {
+pub fn write_record(buf: &mut Vec<u8>, rec: &Record) {
+    let mut o = Obj::new(buf);
     match rec {
-        Record::Flow(r) => serde_json::to_writer(&mut *buf, &flow_line(r))?,
+        Record::Flow(r) => write_flow(&mut o, r),
         Record::Event(EventRecord { meta, event }) => match event {
-            AppEvent::Tls(t) => serde_json::to_writer(
-                &mut *buf,
-                &TlsLine {
-                    header: Header::new(meta, "tls", t.ts),
-                    tls: tls_body(t),
-                },
-            )?,
-            AppEvent::Http(h) => serde_json::to_writer(
-                &mut *buf,
-                &HttpLine {
-                    header: Header::new(meta, "http", h.ts),
-                    http: http_body(h),
-                },
-            )?,
-            AppEvent::Dns(d) => serde_json::to_writer(
-                &mut *buf,
-                &DnsLine {
-                    header: Header::new(meta, "dns", d.ts),
-                    dns: dns_body(d),
-                },
-            )?,
+            AppEvent::Tls(t) => write_tls(&mut o, meta, t),
+            AppEvent::Http(h) => write_http(&mut o, meta, h),
+            AppEvent::Dns(d) => write_dns(&mut o, meta, d),
         },
     }
+    o.end();
     buf.push(b'\n');
-    Ok(())
 }
 
 /// Counts of what an EVE writer wrote.
@@ -394,7 +470,7 @@ impl<W: Write> EveWriter<W> {
 
     pub fn write(&mut self, records: &[Record]) -> io::Result<()> {
         for rec in records {
-            write_record(&mut self.buf, rec)?;
+            write_record(&mut self.buf, rec);
             match rec {
                 Record::Flow(_) => self.stats.flows += 1,
                 Record::Event(_) => self.stats.events += 1,
@@ -463,7 +539,7 @@ mod tests {
             tcp_flags_tc: 0x13,
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &rec).unwrap();
+        write_record(&mut buf, &rec);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["event_type"], "flow");
         assert_eq!(v["flow_id"], 42);
@@ -495,7 +571,7 @@ mod tests {
             }),
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &dns).unwrap();
+        write_record(&mut buf, &dns);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["dns"]["rrtype"], "AAAA");
         assert_eq!(v["dns"]["rcode"], "NXDOMAIN");
@@ -513,11 +589,27 @@ mod tests {
             }),
         });
         buf.clear();
-        write_record(&mut buf, &tls).unwrap();
+        write_record(&mut buf, &tls);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["tls"]["sni"], "a.example");
         assert_eq!(v["tls"]["version"], "TLS 1.3");
         assert_eq!(v["tls"]["alpn"][0], "h2");
+    }
+
+    #[test]
+    fn strings_are_escaped_and_times_match_the_reference_formatter() {
+        let mut buf = Vec::new();
+        json_str(&mut buf, "a\"b\\c\n\u{1}é");
+        let back: String = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(back, "a\"b\\c\n\u{1}é");
+        for ts in [0, 1_709_251_199_500_000_000, 4_102_444_800_000_001_000] {
+            let mut b = Vec::new();
+            push_eve_time(&mut b, ts);
+            assert_eq!(String::from_utf8(b).unwrap(), crate::time::format_eve(ts));
+        }
+        let mut b = Vec::new();
+        push_ip(&mut b, &Ipv6Addr::LOCALHOST.octets(), true);
+        assert_eq!(b, b"::1");
     }
 
     #[test]

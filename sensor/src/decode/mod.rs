@@ -1,12 +1,28 @@
-//! L2-L4 decode: link types, VLAN/QinQ, MPLS, PPPoE, tunnels (GRE, VXLAN, GTP-U, IP-in-IP),
-//! IPv4/IPv6 with extension headers, IP fragment reassembly, TCP/UDP/ICMP.
+//! L2-L4 decode: link types, VLAN/QinQ, MPLS, PPPoE, tunnels (GRE, VXLAN, GTP-U, CAPWAP,
+//! IP-in-IP), IPv4/IPv6 with extension headers, IP fragment reassembly, TCP/UDP/ICMP.
 //!
 //! The decoder turns one captured frame into a [`PacketInfo`]: the innermost flow's addresses,
 //! ports and L4 metadata, plus where its L4 payload sits. It never panics on hostile input: every
 //! frame it cannot use is counted in [`DecodeStats`] and reported as [`Decoded::Dropped`] or
 //! [`Decoded::NotIp`]. It does not know about flows, workers or DPI.
+//!
+//! Layout: `link` (capture headers: Ethernet, NULL, SLL, PPP, Cisco HDLC, NFLOG, PPI,
+//! 802.11; VLAN, MPLS, PPPoE), `ip` (IPv4/IPv6, extension headers, TCP/UDP/ICMP), `tunnel`
+//! (GRE, VXLAN, GTP-U, CAPWAP), `frag` (reassembly). The walk is
+//! a loop over a small `Step` state rather than recursion, so nesting costs no stack and is
+//! bounded by counters; it writes straight into the one `PacketInfo` it returns (each IP layer
+//! overwrites the addresses of the one around it), because moving a ~100-byte struct and
+//! per-layer results between functions cost more than the parsing itself in measurements.
+//! Headers are sliced in place, so the path without fragments allocates nothing.
 
 use crate::time::Ts;
+
+mod frag;
+mod ip;
+mod link;
+#[cfg(test)]
+mod tests;
+mod tunnel;
 
 /// Capture link types we decode (pcap LINKTYPE_* numbers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +41,19 @@ pub enum LinkType {
     LinuxSll,
     /// LINKTYPE_LINUX_SLL2 (276)
     LinuxSll2,
+    /// LINKTYPE_PPP (9) and LINKTYPE_PPP_HDLC (50): PPP with or without the 0xff 0x03
+    /// address/control bytes, or Cisco HDLC framing (first byte 0x0f or 0x8f).
+    Ppp,
+    /// LINKTYPE_C_HDLC (104): Cisco HDLC.
+    CiscoHdlc,
+    /// LINKTYPE_NFLOG (239): Linux netfilter log messages carrying IPv4/IPv6 packets.
+    Nflog,
+    /// LINKTYPE_PPI (192): Per-Packet Information header, then a frame of the link type it
+    /// names (one we decode, other than PPI).
+    Ppi,
+    /// LINKTYPE_IEEE802_11 (105): 802.11 frames without radio header; data frames with
+    /// LLC/SNAP are decoded.
+    Ieee80211,
 }
 
 impl LinkType {
@@ -38,6 +67,11 @@ impl LinkType {
             229 => LinkType::Ipv6,
             113 => LinkType::LinuxSll,
             276 => LinkType::LinuxSll2,
+            9 | 50 => LinkType::Ppp,
+            104 => LinkType::CiscoHdlc,
+            239 => LinkType::Nflog,
+            192 => LinkType::Ppi,
+            105 => LinkType::Ieee80211,
             _ => return None,
         })
     }
@@ -71,6 +105,8 @@ pub enum TunnelKind {
     GtpU,
     /// IPv4 or IPv6 directly inside IPv4 or IPv6 (4in4, 6in4, 4in6, 6in6).
     IpInIp,
+    /// CAPWAP data channel (RFC 5415), carrying 802.3 or 802.11 frames.
+    Capwap,
 }
 
 impl TunnelKind {
@@ -81,6 +117,7 @@ impl TunnelKind {
             TunnelKind::Vxlan => "vxlan",
             TunnelKind::GtpU => "gtpu",
             TunnelKind::IpInIp => "ipip",
+            TunnelKind::Capwap => "capwap",
         }
     }
 }
@@ -160,6 +197,12 @@ pub enum DecodeError {
 }
 
 /// Decoder counters; all monotonically increasing. Reported in the replay summary.
+///
+/// `frames` counts every call; each frame then ends in exactly one of: a packet (counted in
+/// `ipv4`/`ipv6` and in one of `tcp`/`udp`/`icmp`/`other_l4`, by its innermost layers), a held
+/// fragment, `not_ip`, or a drop (`truncated`, `malformed`, `unsupported`, or a fragment budget
+/// drop in `frag_dropped`). The encapsulation counters (`vlan`, `mpls`, `pppoe`, `tunnelled`,
+/// and one per tunnel kind) count frames in which that layer was seen, whatever the outcome.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
     pub frames: u64,
@@ -172,6 +215,7 @@ pub struct DecodeStats {
     pub not_ip: u64,
     pub truncated: u64,
     pub malformed: u64,
+    /// Unsupported encapsulations, and nesting deeper than the decoder follows.
     pub unsupported: u64,
     pub tunnelled: u64,
     pub vlan: u64,
@@ -181,6 +225,16 @@ pub struct DecodeStats {
     pub frag_dropped: u64,
     /// Incomplete datagrams expired by the reassembly timeout.
     pub frag_timeouts: u64,
+    /// Fragments that overlapped or duplicated bytes already held (the first bytes are kept),
+    /// or contradicted the datagram's known end (ignored).
+    pub frag_overlaps: u64,
+    pub mpls: u64,
+    pub pppoe: u64,
+    pub gre: u64,
+    pub vxlan: u64,
+    pub gtpu: u64,
+    pub ipip: u64,
+    pub capwap: u64,
 }
 
 /// Limits of the IP fragment reassembler (from config `[decode]`).
@@ -204,10 +258,183 @@ impl Default for DecodeConfig {
     }
 }
 
+/// Tunnels one frame may nest (IP-in-IP, GRE, VXLAN, GTP-U, CAPWAP); deeper is `Unsupported`.
+const MAX_TUNNELS: u8 = 8;
+/// VLAN tags and MPLS labels one frame may carry; more is `Unsupported`.
+const MAX_TAGS: u8 = 16;
+/// Fragment payloads one frame may descend into (a fragmented tunnel whose inner packet
+/// completes another fragmented datagram); more is `Unsupported`, or `Truncated` for a
+/// truncated first fragment.
+const MAX_REASSEMBLIES: u8 = 2;
+
 /// Stateful decoder, one per capture source (it owns the fragment table).
 pub struct Decoder {
     pub stats: DecodeStats,
     cfg: DecodeConfig,
+    frags: frag::FragTable,
+}
+
+/// A byte range of the buffer being decoded, and whether it holds less than its header
+/// declared (the capture cut it, or an outer length field did; a whole frame counts as cut,
+/// since the wire length is not known here): running out of bytes is then `Truncated`, else
+/// `Malformed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Region {
+    off: usize,
+    end: usize,
+    trunc: bool,
+}
+
+impl Region {
+    #[inline]
+    fn bytes(self, buf: &[u8]) -> &[u8] {
+        buf.get(self.off..self.end).unwrap_or(&[])
+    }
+
+    #[inline]
+    fn short(self) -> DecodeError {
+        if self.trunc {
+            DecodeError::Truncated
+        } else {
+            DecodeError::Malformed
+        }
+    }
+
+    /// The region after its first `n` bytes (empty when there are fewer).
+    #[inline]
+    fn advance(self, n: usize) -> Region {
+        Region {
+            off: self.off.saturating_add(n).min(self.end),
+            ..self
+        }
+    }
+
+    /// The region bounded by a length field: shorter when the field says less; unchanged when
+    /// it says more (what is missing was cut by the capture, or the field lies).
+    #[inline]
+    fn clip(self, len: usize) -> Region {
+        match self.off.checked_add(len) {
+            Some(end) if end < self.end => Region {
+                end,
+                trunc: false,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
+/// What the next bytes are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    Ether,
+    EtherType(u16),
+    /// After a PPP protocol field.
+    Ppp(u16),
+    /// An IEEE 802.11 frame, its frame control bytes in the given order.
+    Ieee80211(link::FcOrder),
+    /// IPv4 or IPv6, by the version nibble.
+    IpAny,
+    Ipv4,
+    Ipv6,
+    /// The payload of the IP layer last decoded into the packet's fields: extension headers,
+    /// then L4 or a tunnel.
+    Payload,
+}
+
+/// How a walk ended with a packet: its fields are in the `PacketInfo` the walk filled.
+#[derive(Debug)]
+enum Done {
+    /// The payload lies in the decoded buffer.
+    Packet,
+    /// The payload lies in this reassembled datagram.
+    Reassembled(Box<[u8]>),
+    FragmentHeld,
+}
+
+/// Why the walk stopped without a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    NotIp,
+    Drop(DecodeError),
+}
+
+impl From<DecodeError> for Stop {
+    #[inline]
+    fn from(e: DecodeError) -> Stop {
+        Stop::Drop(e)
+    }
+}
+
+/// Layers seen in a frame, for the encapsulation counters.
+mod seen {
+    pub const VLAN: u16 = 1;
+    pub const MPLS: u16 = 2;
+    pub const PPPOE: u16 = 4;
+    pub const GRE: u16 = 8;
+    pub const VXLAN: u16 = 16;
+    pub const GTPU: u16 = 32;
+    pub const IPIP: u16 = 64;
+    pub const CAPWAP: u16 = 128;
+    pub const TUNNELS: u16 = GRE | VXLAN | GTPU | IPIP | CAPWAP;
+}
+
+/// Per-frame state of the walk (the rest lives in the `PacketInfo` being filled).
+#[derive(Default)]
+struct Ctx {
+    tunnels: u8,
+    tags: u8,
+    reassemblies: u8,
+    seen: u16,
+}
+
+impl Ctx {
+    /// Records entering a tunnel found in the IP layer whose addresses `info` holds; the
+    /// outermost tunnel is the one kept.
+    #[inline]
+    fn enter(
+        &mut self,
+        info: &mut PacketInfo,
+        kind: TunnelKind,
+        id: u32,
+        bit: u16,
+    ) -> Result<(), Stop> {
+        self.seen |= bit;
+        self.tunnels += 1;
+        if self.tunnels > MAX_TUNNELS {
+            return Err(DecodeError::Unsupported.into());
+        }
+        if info.tunnel.kind == TunnelKind::None {
+            info.tunnel = TunnelInfo {
+                kind,
+                id,
+                outer_src: info.src,
+                outer_dst: info.dst,
+            };
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn tag(&mut self, n: u8) -> Result<(), Stop> {
+        self.tags = self.tags.saturating_add(n);
+        if self.tags > MAX_TAGS {
+            return Err(DecodeError::Unsupported.into());
+        }
+        Ok(())
+    }
+}
+
+/// Big-endian u16 at `f` of `b`, if `b` holds it.
+#[inline]
+fn be16(b: &[u8], f: core::ops::Range<usize>) -> Option<u16> {
+    Some(u16::from_be_bytes(b.get(f)?.try_into().ok()?))
+}
+
+/// Big-endian u32 at `f` of `b`, if `b` holds it.
+#[inline]
+fn be32(b: &[u8], f: core::ops::Range<usize>) -> Option<u32> {
+    Some(u32::from_be_bytes(b.get(f)?.try_into().ok()?))
 }
 
 impl Decoder {
@@ -215,13 +442,286 @@ impl Decoder {
         Decoder {
             stats: DecodeStats::default(),
             cfg,
+            frags: frag::FragTable::default(),
         }
+    }
+
+    /// Datagrams still incomplete in the reassembly table, and the fragments they hold: at the
+    /// end of a run these fragments were counted as held but never became a packet.
+    pub fn frag_pending(&self) -> (u64, u64) {
+        self.frags.pending()
     }
 
     /// Decodes one captured frame of link type `link`, captured at `ts`.
     pub fn decode(&mut self, link: LinkType, frame: &[u8], ts: Ts) -> Decoded {
-        let _ = (link, frame, ts, &self.cfg);
         self.stats.frames += 1;
-        Decoded::Dropped(DecodeError::Unsupported)
+        let mut ctx = Ctx::default();
+        let mut info = PacketInfo::default();
+        let whole = Region {
+            off: 0,
+            end: frame.len(),
+            trunc: true,
+        };
+        let out = link::start(link, frame, whole)
+            .and_then(|(step, r)| self.walk(frame, step, r, &mut ctx, &mut info, ts));
+        if ctx.seen != 0 {
+            self.count_layers(ctx.seen);
+        }
+        match out {
+            Ok(Done::Packet) => {
+                self.count_packet(&info);
+                Decoded::Packet(info)
+            }
+            Ok(Done::Reassembled(buf)) => {
+                self.count_packet(&info);
+                Decoded::Reassembled(info, buf)
+            }
+            Ok(Done::FragmentHeld) => Decoded::FragmentHeld,
+            Err(Stop::NotIp) => {
+                self.stats.not_ip += 1;
+                Decoded::NotIp
+            }
+            Err(Stop::Drop(e)) => {
+                match e {
+                    DecodeError::Truncated => self.stats.truncated += 1,
+                    DecodeError::Malformed => self.stats.malformed += 1,
+                    DecodeError::Unsupported => self.stats.unsupported += 1,
+                    // Counted by the fragment table.
+                    DecodeError::FragBudget => {}
+                }
+                Decoded::Dropped(e)
+            }
+        }
+    }
+
+    #[inline]
+    fn count_packet(&mut self, i: &PacketInfo) {
+        let s = &mut self.stats;
+        if i.is_v6 {
+            s.ipv6 += 1;
+        } else {
+            s.ipv4 += 1;
+        }
+        match i.proto {
+            ipproto::TCP => s.tcp += 1,
+            ipproto::UDP => s.udp += 1,
+            ipproto::ICMP | ipproto::ICMPV6 => s.icmp += 1,
+            _ => s.other_l4 += 1,
+        }
+    }
+
+    fn count_layers(&mut self, bits: u16) {
+        let s = &mut self.stats;
+        let one = |b: u16| u64::from(bits & b != 0);
+        s.vlan += one(seen::VLAN);
+        s.mpls += one(seen::MPLS);
+        s.pppoe += one(seen::PPPOE);
+        s.gre += one(seen::GRE);
+        s.vxlan += one(seen::VXLAN);
+        s.gtpu += one(seen::GTPU);
+        s.ipip += one(seen::IPIP);
+        s.capwap += one(seen::CAPWAP);
+        s.tunnelled += one(seen::TUNNELS);
+    }
+
+    /// Follows the layers from `step` at `r` down to the innermost IP packet's L4 header,
+    /// filling `info` on the way (each IP layer overwrites the addresses of the one around it).
+    fn walk(
+        &mut self,
+        buf: &[u8],
+        mut step: Step,
+        mut r: Region,
+        ctx: &mut Ctx,
+        info: &mut PacketInfo,
+        ts: Ts,
+    ) -> Result<Done, Stop> {
+        use link::ethertype as et;
+        loop {
+            match step {
+                Step::Ether => {
+                    let (t, rest) = link::ethernet(buf, r)?;
+                    step = Step::EtherType(t);
+                    r = rest;
+                }
+                Step::EtherType(et::IPV4) => step = Step::Ipv4,
+                Step::EtherType(et::IPV6) => step = Step::Ipv6,
+                Step::EtherType(et::VLAN | et::QINQ | et::QINQ_OLD) => {
+                    ctx.seen |= seen::VLAN;
+                    ctx.tag(1)?;
+                    let (vid, t, rest) = link::vlan(buf, r)?;
+                    info.vlan = vid;
+                    step = Step::EtherType(t);
+                    r = rest;
+                }
+                Step::EtherType(et::MPLS_UC | et::MPLS_MC) => {
+                    ctx.seen |= seen::MPLS;
+                    let left = MAX_TAGS.saturating_sub(ctx.tags);
+                    let (next, rest, labels) = link::mpls(buf, r, left)?;
+                    ctx.tag(labels)?;
+                    step = next;
+                    r = rest;
+                }
+                Step::EtherType(et::PPPOE_SESSION) => {
+                    ctx.seen |= seen::PPPOE;
+                    let (proto, inner) = link::pppoe(buf, r)?;
+                    step = Step::Ppp(proto);
+                    r = inner;
+                }
+                Step::EtherType(et::TEB) => step = Step::Ether,
+                Step::EtherType(_) => return Err(Stop::NotIp),
+                Step::Ppp(link::ppp::IPV4) => step = Step::Ipv4,
+                Step::Ppp(link::ppp::IPV6) => step = Step::Ipv6,
+                Step::Ppp(_) => return Err(Stop::NotIp),
+                Step::Ieee80211(order) => {
+                    let (t, rest) = link::ieee80211(buf, r, order)?;
+                    step = Step::EtherType(t);
+                    r = rest;
+                }
+                Step::IpAny => {
+                    step = match r.bytes(buf).first().map(|b| b >> 4) {
+                        Some(4) => Step::Ipv4,
+                        Some(6) => Step::Ipv6,
+                        Some(_) => return Err(DecodeError::Malformed.into()),
+                        None => return Err(r.short().into()),
+                    }
+                }
+                Step::Ipv4 => {
+                    let (payload, frag) = ip::ipv4(buf, r, info)?;
+                    if let Some(f) = frag {
+                        return self.fragment(buf, f, payload, ctx, info, ts);
+                    }
+                    step = Step::Payload;
+                    r = payload;
+                }
+                Step::Ipv6 => {
+                    r = ip::ipv6(buf, r, info)?;
+                    step = Step::Payload;
+                }
+                Step::Payload => {
+                    if ip::has_exts(info) {
+                        let (rest, frag) = ip::exts(buf, info, r)?;
+                        if let Some(f) = frag {
+                            return self.fragment(buf, f, rest, ctx, info, ts);
+                        }
+                        r = rest;
+                    }
+                    match info.proto {
+                        ipproto::TCP | ipproto::ICMP | ipproto::ICMPV6 => {}
+                        ipproto::UDP => {
+                            let (sport, dport, p) = ip::udp(buf, r)?;
+                            if dport == tunnel::VXLAN_PORT {
+                                if let Some((vni, inner)) = tunnel::vxlan(buf, p) {
+                                    ctx.enter(info, TunnelKind::Vxlan, vni, seen::VXLAN)?;
+                                    step = Step::Ether;
+                                    r = inner;
+                                    continue;
+                                }
+                            } else if dport == tunnel::GTPU_PORT || sport == tunnel::GTPU_PORT {
+                                if let Some((teid, next, inner)) = tunnel::gtpu(buf, p)? {
+                                    ctx.enter(info, TunnelKind::GtpU, teid, seen::GTPU)?;
+                                    step = next;
+                                    r = inner;
+                                    continue;
+                                }
+                            } else if dport == tunnel::CAPWAP_DATA_PORT
+                                || sport == tunnel::CAPWAP_DATA_PORT
+                            {
+                                if let Some((next, inner)) = tunnel::capwap(buf, p) {
+                                    ctx.enter(info, TunnelKind::Capwap, 0, seen::CAPWAP)?;
+                                    step = next;
+                                    r = inner;
+                                    continue;
+                                }
+                            }
+                            info.sport = sport;
+                            info.dport = dport;
+                            ip::set_payload(info, p);
+                            return Ok(Done::Packet);
+                        }
+                        ip::ipnum::IPV4_IN_IP | ip::ipnum::IPV6_IN_IP => {
+                            step = if info.proto == ip::ipnum::IPV4_IN_IP {
+                                Step::Ipv4
+                            } else {
+                                Step::Ipv6
+                            };
+                            ctx.enter(info, TunnelKind::IpInIp, 0, seen::IPIP)?;
+                            continue;
+                        }
+                        ip::ipnum::GRE => {
+                            ctx.seen |= seen::GRE;
+                            let Some((next, key, inner)) = tunnel::gre(buf, r)? else {
+                                return Err(Stop::NotIp);
+                            };
+                            ctx.enter(info, TunnelKind::Gre, key, seen::GRE)?;
+                            step = next;
+                            r = inner;
+                            continue;
+                        }
+                        _ => {}
+                    }
+                    ip::transport(buf, r, info)?;
+                    return Ok(Done::Packet);
+                }
+            }
+        }
+    }
+
+    /// Hands one fragment (IP fields in `info`, data in `data`) to the reassembler; when it
+    /// completes its datagram, decodes the reassembled payload (which may itself hold a
+    /// tunnel) from the L4 header on.
+    fn fragment(
+        &mut self,
+        buf: &[u8],
+        f: ip::FragInfo,
+        data: Region,
+        ctx: &mut Ctx,
+        info: &mut PacketInfo,
+        ts: Ts,
+    ) -> Result<Done, Stop> {
+        self.stats.fragments += 1;
+        if data.trunc {
+            // Part of the fragment is missing, so its datagram cannot be rebuilt. A first
+            // fragment still carries the L4 header: decode what is there, as tshark does.
+            ctx.reassemblies += 1;
+            if f.offset != 0 || ctx.reassemblies > MAX_REASSEMBLIES {
+                return Err(DecodeError::Truncated.into());
+            }
+            return self.walk(buf, Step::Payload, data, ctx, info, ts);
+        }
+        let key = frag::FragKey {
+            src: info.src,
+            dst: info.dst,
+            id: f.id,
+            proto: info.proto,
+            is_v6: info.is_v6,
+            vlan: info.vlan,
+            tunnel_kind: info.tunnel.kind as u8,
+            tunnel_id: info.tunnel.id,
+            outer_src: info.tunnel.outer_src,
+            outer_dst: info.tunnel.outer_dst,
+        };
+        let bytes = data.bytes(buf);
+        let whole =
+            match self
+                .frags
+                .insert(&self.cfg, &mut self.stats, key, f.offset, f.more, bytes, ts)
+            {
+                frag::FragOutcome::Held => return Ok(Done::FragmentHeld),
+                frag::FragOutcome::Dropped(e) => return Err(e.into()),
+                frag::FragOutcome::Complete(b) => b,
+            };
+        ctx.reassemblies += 1;
+        if ctx.reassemblies > MAX_REASSEMBLIES {
+            return Err(DecodeError::Unsupported.into());
+        }
+        let r = Region {
+            off: 0,
+            end: whole.len(),
+            trunc: false,
+        };
+        match self.walk(&whole, Step::Payload, r, ctx, info, ts)? {
+            Done::Packet => Ok(Done::Reassembled(whole)),
+            other => Ok(other),
+        }
     }
 }

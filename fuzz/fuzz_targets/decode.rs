@@ -5,7 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 use sensor::decode::{DecodeConfig, Decoder, LinkType};
 
-const LINKS: [i32; 7] = [1, 0, 101, 228, 229, 113, 276];
+const LINKS: [i32; 12] = [1, 0, 101, 228, 229, 113, 276, 9, 104, 239, 192, 105];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {

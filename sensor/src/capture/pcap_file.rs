@@ -94,7 +94,9 @@ impl PcapFile {
         // SAFETY: the mapping is read-only; a capture file truncated or rewritten by another
         // process while we replay it is outside what a replay can defend against (as for
         // tcpdump -r), and every access goes through bounds-checked slices.
-        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
+        // Sequential read-ahead; a failed hint only costs speed.
+        let _ = map.advise(memmap2::Advice::Sequential);
         let head = map.get(..4).ok_or_else(|| CaptureError::NotPcap(path.to_owned()))?;
         let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let (format, start) = if PCAP_MAGICS.contains(&magic) {

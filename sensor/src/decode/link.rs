@@ -1,10 +1,11 @@
-//! Link layer and L2.5: capture link headers (Ethernet, NULL/LOOP, SLL, SLL2), 802.1Q/QinQ tags,
-//! MPLS label stacks, PPPoE sessions and the PPP protocol field.
+//! Link layer and L2.5: capture link headers (Ethernet, NULL/LOOP, SLL, SLL2, PPP, Cisco HDLC,
+//! NFLOG, PPI, IEEE 802.11 data frames), 802.1Q/QinQ tags, MPLS label stacks, PPPoE sessions
+//! and the PPP protocol field.
 //!
 //! Ethernet and VLAN tags are sliced with etherparse. The rest is hand-written because etherparse
-//! 0.21 has no MPLS, PPPoE, PPP, NULL or SLL2 headers, and its SLL slice rejects ARPHRD types that
-//! `tcpdump -i any` captures routinely (loopback 772, PPP 512, tun `NONE` 0xfffe), which would
-//! turn ordinary loopback traffic into drops. Hand-written headers read fields through the
+//! 0.21 has no MPLS, PPPoE, PPP, HDLC, NFLOG, PPI, 802.11, NULL or SLL2 headers, and its SLL
+//! slice rejects ARPHRD types that `tcpdump -i any` captures routinely (loopback 772, PPP 512,
+//! tun `NONE` 0xfffe), which would turn ordinary loopback traffic into drops. Hand-written headers read fields through the
 //! offsets in [`field`] with checked slicing only.
 
 use etherparse::{Ethernet2HeaderSlice, SingleVlanHeaderSlice};

@@ -446,8 +446,10 @@ impl Decoder {
         }
     }
 
-    /// Datagrams still incomplete in the reassembly table, and the fragments they hold: at the
-    /// end of a run these fragments were counted as held but never became a packet.
+    /// Datagrams still incomplete in the reassembly table, and the fragments stored in them:
+    /// at the end of a run these were reported as [`Decoded::FragmentHeld`] but never became
+    /// a packet. (Fragments ignored as contradicting a datagram's known end were also
+    /// reported as held; they are counted in `frag_overlaps`, not here.)
     pub fn frag_pending(&self) -> (u64, u64) {
         self.frags.pending()
     }

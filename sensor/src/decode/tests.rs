@@ -89,6 +89,43 @@ fn v6_over(src: [u8; 16], dst: [u8; 16], proto: u8, payload: &[u8]) -> Vec<u8> {
     v
 }
 
+/// A CAPWAP data header (RFC 5415) of `words` 4-byte words, binding `wbid`, flags `flags`.
+fn capwap_hdr(words: u32, wbid: u32, flags: u32) -> Vec<u8> {
+    let w = words << 19 | wbid << 9 | flags;
+    let mut v = w.to_be_bytes().to_vec();
+    v.resize(words as usize * 4, 0);
+    v
+}
+
+/// An 802.11 data frame to the distribution system (frame control `fc`, in the order given)
+/// with LLC/SNAP and `ethertype`, then `payload`.
+fn wlan_data(fc: [u8; 2], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut v = fc.to_vec();
+    v.extend_from_slice(&[0x2c, 0]); // duration
+    v.extend_from_slice(&[MAC_B, MAC_A, MAC_B].concat());
+    v.extend_from_slice(&[0x70, 0x30]); // sequence control
+    if fc.contains(&0x88) {
+        v.extend_from_slice(&[0, 0]); // QoS control
+    }
+    v.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0]);
+    v.extend_from_slice(&ethertype.to_be_bytes());
+    v.extend_from_slice(payload);
+    v
+}
+
+/// An NFLOG frame of address family `family` whose payload attribute holds `ip`, TLV headers
+/// little-endian as on x86.
+fn nflog(family: u8, ip: &[u8]) -> Vec<u8> {
+    let mut v = vec![family, 0, 0, 1];
+    // NFULA_PACKET_HDR (hw protocol, hook), NFULA_PREFIX "" padded, NFULA_PAYLOAD.
+    v.extend_from_slice(&[8, 0, 1, 0, 0x08, 0x00, 3, 0, 5, 0, 10, 0, 0, 0, 0, 0]);
+    v.extend_from_slice(&((4 + ip.len()) as u16).to_le_bytes());
+    v.extend_from_slice(&[9, 0]);
+    v.extend_from_slice(ip);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
 fn decoder() -> Decoder {
     Decoder::new(DecodeConfig::default())
 }
@@ -331,6 +368,66 @@ fn vxlan_inner_ethernet_frame() {
 }
 
 #[test]
+fn capwap_data_with_80211_and_8023_frames() {
+    // As Cisco access points send it: 802.11 with the frame control byte-swapped, after a
+    // 16-byte header (T and W set, 4 bytes of wireless information and padding).
+    let tcp = v4_tcp(A4, B4, 47025, 443, b"hello");
+    let mut cw = capwap_hdr(4, 1, 0x120);
+    cw.extend_from_slice(&wlan_data([0x11, 0x08], 0x0800, &tcp));
+    let frame = eth(0x0800, &v4_udp(OA4, OB4, 41264, 5247, &cw));
+    let mut d = decoder();
+    let i = packet(d.decode(LinkType::Ethernet, &frame, 0));
+    assert_eq!((i.src, i.dst, i.dport), (m4(A4), m4(B4), 443));
+    assert_eq!(
+        i.tunnel,
+        TunnelInfo {
+            kind: TunnelKind::Capwap,
+            id: 0,
+            outer_src: m4(OA4),
+            outer_dst: m4(OB4)
+        }
+    );
+    assert_eq!(payload(&frame, &i), b"hello");
+    assert_eq!((d.stats.capwap, d.stats.tunnelled), (1, 1));
+    assert_eq!(TunnelKind::Capwap.as_str(), "capwap");
+
+    // The controller's direction (source port 5247), QoS data in the standard order, IPv6.
+    let mut cw = capwap_hdr(2, 1, 0x100);
+    cw.extend_from_slice(&wlan_data(
+        [0x88, 0x02],
+        0x86dd,
+        &v6_udp(A6, B6, 53, 1, b"a"),
+    ));
+    let frame = eth(0x0800, &v4_udp(OB4, OA4, 5247, 41264, &cw));
+    let i = one(LinkType::Ethernet, &frame);
+    assert_eq!((i.src, i.sport, payload(&frame, &i)), (A6, 53, &b"a"[..]));
+
+    // 802.3 frames (T clear).
+    let mut cw = capwap_hdr(2, 1, 0);
+    cw.extend_from_slice(&eth(0x0800, &tcp));
+    let frame = eth(0x0800, &v4_udp(OA4, OB4, 41264, 5247, &cw));
+    let i = one(LinkType::Ethernet, &frame);
+    assert_eq!((i.dport, i.tunnel.kind), (443, TunnelKind::Capwap));
+
+    // A keep-alive is the CAPWAP flow itself.
+    let mut cw = capwap_hdr(2, 1, 0x08);
+    cw.extend_from_slice(&[0, 8, 0, 0x25, 0, 4, 1, 2, 3, 4]);
+    let frame = eth(0x0800, &v4_udp(OA4, OB4, 41264, 5247, &cw));
+    let i = one(LinkType::Ethernet, &frame);
+    assert_eq!((i.dport, i.tunnel.kind), (5247, TunnelKind::None));
+
+    // A management frame inside is not IP.
+    let mut cw = capwap_hdr(2, 1, 0x100);
+    cw.extend_from_slice(&[0x40, 0x00]);
+    cw.resize(cw.len() + 40, 0);
+    let frame = eth(0x0800, &v4_udp(OA4, OB4, 41264, 5247, &cw));
+    assert!(matches!(
+        decoder().decode(LinkType::Ethernet, &frame, 0),
+        Decoded::NotIp
+    ));
+}
+
+#[test]
 fn gtpu_with_extension_header_and_ipv6_inside() {
     let inner = v6_udp(A6, B6, 1111, 53, b"dns?");
     let ext = [1u8, 0x00, 0x09, 0x00]; // PDU session container, 4 bytes, last
@@ -472,6 +569,130 @@ fn null_loopback_in_both_byte_orders() {
         let i = one(LinkType::Null, &f);
         assert_eq!((i.src, payload(&f, &i)), (A6, &b"n"[..]));
     }
+}
+
+#[test]
+fn ppp_link_types_with_and_without_hdlc_framing() {
+    assert_eq!(LinkType::from_pcap(9), Some(LinkType::Ppp));
+    assert_eq!(LinkType::from_pcap(50), Some(LinkType::Ppp));
+    let v4 = v4_udp(A4, B4, 1, 443, b"quic");
+    let v6 = v6_udp(A6, B6, 1, 443, b"quic");
+    for (hdr, ip) in [
+        (&[0x00, 0x21][..], &v4),
+        (&[0x00, 0x57][..], &v6),
+        (&[0xff, 0x03, 0x00, 0x21][..], &v4),
+        (&[0xff, 0x03, 0x57][..], &v6),
+        (&[0x21][..], &v4),
+        // Cisco HDLC framing under the PPP link type, as routers capture it.
+        (&[0x0f, 0x00, 0x08, 0x00][..], &v4),
+    ] {
+        let f = [hdr, &ip[..]].concat();
+        let i = one(LinkType::Ppp, &f);
+        assert_eq!((i.dport, payload(&f, &i)), (443, &b"quic"[..]), "{hdr:x?}");
+    }
+    // LCP, and Cisco SLARP: not IP.
+    let mut d = decoder();
+    for f in [
+        &[0xff, 0x03, 0xc0, 0x21, 1, 1, 0, 4][..],
+        &[0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 2][..],
+    ] {
+        assert!(matches!(d.decode(LinkType::Ppp, f, 0), Decoded::NotIp));
+    }
+    assert_eq!(d.stats.not_ip, 2);
+}
+
+#[test]
+fn cisco_hdlc_ip_mpls_and_slarp() {
+    assert_eq!(LinkType::from_pcap(104), Some(LinkType::CiscoHdlc));
+    let f = [
+        &[0x0f, 0x00, 0x86, 0xdd][..],
+        &v6_tcp(A6, B6, 1, 179, b"bgp"),
+    ]
+    .concat();
+    let i = one(LinkType::CiscoHdlc, &f);
+    assert_eq!((i.src, i.dport, payload(&f, &i)), (A6, 179, &b"bgp"[..]));
+    // MPLS over Cisco HDLC, as in a provider core.
+    let mut f = vec![0x0f, 0x00, 0x88, 0x47, 0x00, 0x01, 0x2d, 0xfe];
+    f.extend_from_slice(&v4_tcp(A4, B4, 179, 63535, b"bgp"));
+    let mut d = decoder();
+    let i = packet(d.decode(LinkType::CiscoHdlc, &f, 0));
+    assert_eq!((i.sport, d.stats.mpls), (179, 1));
+    let slarp = [0x8f, 0x00, 0x80, 0x35, 0, 0, 0, 0, 10, 0, 0, 1];
+    assert!(matches!(
+        d.decode(LinkType::CiscoHdlc, &slarp, 0),
+        Decoded::NotIp
+    ));
+    assert!(matches!(
+        d.decode(LinkType::CiscoHdlc, &[0x0f, 0x00, 0x08], 0),
+        Decoded::Dropped(DecodeError::Truncated)
+    ));
+}
+
+#[test]
+fn nflog_ipv4_and_ipv6_payloads() {
+    assert_eq!(LinkType::from_pcap(239), Some(LinkType::Nflog));
+    let f = nflog(2, &v4_tcp(A4, B4, 49762, 80, b"GET /"));
+    let i = one(LinkType::Nflog, &f);
+    assert_eq!((i.src, i.dport), (m4(A4), 80));
+    assert_eq!(payload(&f, &i), b"GET /");
+    let f = nflog(10, &v6_udp(A6, B6, 1, 53, b"q"));
+    let i = one(LinkType::Nflog, &f);
+    assert_eq!((i.dst, payload(&f, &i)), (B6, &b"q"[..]));
+    // The payload cut by the NFLOG copy range (its attribute says 44 bytes, the IP header
+    // more): what was copied is decoded, as with a snaplen.
+    let ip = v4_tcp(A4, B4, 1, 80, &[7; 100]);
+    let f = nflog(2, &ip[..44]);
+    let i = one(LinkType::Nflog, &f);
+    assert_eq!((i.dport, payload(&f, &i)), (80, &[7u8; 4][..]));
+    let f = nflog(7, &ip);
+    assert!(matches!(
+        decoder().decode(LinkType::Nflog, &f, 0),
+        Decoded::NotIp
+    ));
+}
+
+#[test]
+fn ppi_wraps_ethernet_and_80211() {
+    assert_eq!(LinkType::from_pcap(192), Some(LinkType::Ppi));
+    let inner = eth(0x0800, &v4_udp(A4, B4, 30490, 30490, b"someip"));
+    let f = [&[0, 0, 8, 0, 1, 0, 0, 0][..], &inner].concat();
+    let i = one(LinkType::Ppi, &f);
+    assert_eq!((i.dport, payload(&f, &i)), (30490, &b"someip"[..]));
+    // 802.11 (DLT 105) with one 20-byte PPI field (802.11 common).
+    let mut f = vec![0, 0, 28, 0, 105, 0, 0, 0, 2, 0, 20, 0];
+    f.resize(28, 0);
+    f.extend_from_slice(&wlan_data(
+        [0x08, 0x02],
+        0x86dd,
+        &v6_udp(A6, B6, 1, 53, b"q"),
+    ));
+    let i = one(LinkType::Ppi, &f);
+    assert_eq!((i.src, payload(&f, &i)), (A6, &b"q"[..]));
+    let f = [&[0, 0, 8, 0, 192, 0, 0, 0][..], &f].concat();
+    assert!(matches!(
+        decoder().decode(LinkType::Ppi, &f, 0),
+        Decoded::Dropped(DecodeError::Unsupported)
+    ));
+}
+
+#[test]
+fn ieee80211_data_frames() {
+    assert_eq!(LinkType::from_pcap(105), Some(LinkType::Ieee80211));
+    let f = wlan_data([0x88, 0x01], 0x0800, &v4_tcp(A4, B4, 1, 443, b"x"));
+    let i = one(LinkType::Ieee80211, &f);
+    assert_eq!((i.dport, payload(&f, &i)), (443, &b"x"[..]));
+    let mut d = decoder();
+    let arp = wlan_data([0x08, 0x02], 0x0806, &[0; 28]);
+    assert!(matches!(
+        d.decode(LinkType::Ieee80211, &arp, 0),
+        Decoded::NotIp
+    ));
+    let mut protected = f.clone();
+    protected[1] |= 0x40;
+    assert!(matches!(
+        d.decode(LinkType::Ieee80211, &protected, 0),
+        Decoded::Dropped(DecodeError::Unsupported)
+    ));
 }
 
 #[test]
@@ -869,6 +1090,26 @@ fn fragmented_outer_ip_of_a_tunnel_is_reassembled_then_decoded() {
     assert_eq!(payload(&buf, &i), &body[..]);
 }
 
+#[test]
+fn frag_pending_counts_fragments_of_incomplete_datagrams() {
+    let mut d = decoder();
+    assert_eq!(d.frag_pending(), (0, 0));
+    let a = v4_frags(
+        &v4_udp(A4, B4, 1, 2, &[1; 40]),
+        1,
+        &[(0, 16), (16, 32), (32, 48)],
+    );
+    let b = v4_frags(&v4_udp(A4, B4, 1, 2, &[2; 40]), 2, &[(0, 24), (24, 48)]);
+    d.decode(LinkType::Ethernet, &a[0], 0);
+    d.decode(LinkType::Ethernet, &a[1], 0);
+    d.decode(LinkType::Ethernet, &b[1], 0);
+    assert_eq!(d.frag_pending(), (2, 3));
+    reassembled(d.decode(LinkType::Ethernet, &b[0], 0));
+    assert_eq!(d.frag_pending(), (1, 2));
+    reassembled(d.decode(LinkType::Ethernet, &a[2], 0));
+    assert_eq!(d.frag_pending(), (0, 0));
+}
+
 /// Every frame the tests above build, for the robustness tests.
 fn corpus() -> Vec<(LinkType, Vec<u8>)> {
     let mut c = vec![
@@ -931,6 +1172,39 @@ fn corpus() -> Vec<(LinkType, Vec<u8>)> {
     let mut null = vec![2, 0, 0, 0];
     null.extend_from_slice(&v4_tcp(A4, B4, 1, 2, b"n"));
     c.push((LinkType::Null, null));
+    c.push((LinkType::Ppp, [&[0xff, 0x03, 0x00, 0x21][..], &ip].concat()));
+    c.push((
+        LinkType::Ppp,
+        [&[0x0f, 0x00, 0x86, 0xdd][..], &v6_udp(A6, B6, 1, 2, b"h")].concat(),
+    ));
+    c.push((
+        LinkType::CiscoHdlc,
+        [&[0x0f, 0x00, 0x08, 0x00][..], &ip].concat(),
+    ));
+    c.push((LinkType::Nflog, nflog(2, &v4_tcp(A4, B4, 1, 80, b"f"))));
+    c.push((LinkType::Nflog, nflog(10, &v6_udp(A6, B6, 1, 53, b"f"))));
+    let wifi = wlan_data([0x88, 0x01], 0x0800, &v4_tcp(A4, B4, 1, 443, b"w"));
+    c.push((LinkType::Ieee80211, wifi.clone()));
+    c.push((
+        LinkType::Ppi,
+        [&[0, 0, 8, 0, 105, 0, 0, 0][..], &wifi].concat(),
+    ));
+    c.push((
+        LinkType::Ppi,
+        [&[0, 0, 8, 0, 1, 0, 0, 0][..], &eth(0x0800, &ip)].concat(),
+    ));
+    let mut cw = capwap_hdr(4, 1, 0x120);
+    cw.extend_from_slice(&wlan_data([0x11, 0x08], 0x0800, &ip));
+    c.push((
+        LinkType::Ethernet,
+        eth(0x0800, &v4_udp(OA4, OB4, 41264, 5247, &cw)),
+    ));
+    let mut cw = capwap_hdr(2, 0, 0);
+    cw.extend_from_slice(&eth(0x86dd, &v6_tcp(A6, B6, 1, 2, b"c")));
+    c.push((
+        LinkType::Ethernet,
+        eth(0x0800, &v4_udp(OA4, OB4, 5247, 41264, &cw)),
+    ));
     let frag_ip = v6_udp(A6, B6, 1, 2, &[5; 40]);
     for f in v6_frags(&frag_ip, 1, &[(0, 24), (24, 48)]) {
         c.push((LinkType::Ethernet, f));
@@ -955,7 +1229,7 @@ impl XorShift {
     }
 }
 
-const LINKS: [LinkType; 7] = [
+const LINKS: [LinkType; 12] = [
     LinkType::Ethernet,
     LinkType::Null,
     LinkType::RawIp,
@@ -963,6 +1237,11 @@ const LINKS: [LinkType; 7] = [
     LinkType::Ipv6,
     LinkType::LinuxSll,
     LinkType::LinuxSll2,
+    LinkType::Ppp,
+    LinkType::CiscoHdlc,
+    LinkType::Nflog,
+    LinkType::Ppi,
+    LinkType::Ieee80211,
 ];
 
 /// Every frame ends in exactly one outcome counter.

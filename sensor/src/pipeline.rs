@@ -18,7 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{flow_hash, worker_for, Backoff, Msg, PacketDesc, Payload};
+use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, Payload};
 use crate::export::eve::{EveStats, EveWriter};
 use crate::export::Record;
 use crate::flow::FlowStats;
@@ -138,8 +138,9 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     }
 
     let mut decoder = Decoder::new(cfg.decode_config());
-    let reader = dispatch_files(&files, &mut decoder, &mut producers, opts.speed, &progress);
-    drop(producers);
+    let mut dispatcher = Dispatcher::new(producers);
+    let reader = dispatch_files(&files, &mut decoder, &mut dispatcher, opts.speed, &progress);
+    drop(dispatcher);
 
     let mut flows = FlowStats::default();
     for w in workers {
@@ -179,7 +180,7 @@ fn make_progress(wanted: bool, total: u64) -> ProgressBar {
 fn dispatch_files(
     files: &[PcapFile],
     decoder: &mut Decoder,
-    rings: &mut [rtrb::Producer<Msg>],
+    rings: &mut Dispatcher,
     speed: Option<f64>,
     progress: &ProgressBar,
 ) -> ReaderStats {
@@ -188,7 +189,6 @@ fn dispatch_files(
     let mut next_tick: Option<Ts> = None;
     let mut pace: Option<(Instant, Ts)> = None;
     let mut last_log = Instant::now();
-    let mut backoff = Backoff::new();
     for (file_idx, file) in files.iter().enumerate() {
         st.files += 1;
         let base = file.bytes().as_ptr() as usize;
@@ -210,15 +210,15 @@ fn dispatch_files(
                 }
             }
             if let Some(x) = speed {
+                // Paced: packets go out one by one, on time.
+                rings.flush();
                 pace_to(&mut pace, ts, x);
             }
             match next_tick {
                 Some(t) if ts < t => {}
                 _ => {
                     if next_tick.is_some() {
-                        for ring in rings.iter_mut() {
-                            push_wait(ring, Msg::Tick(ts), &mut st, &mut backoff);
-                        }
+                        rings.tick(ts);
                     }
                     next_tick = Some(ts.saturating_add(NANOS_PER_SEC));
                 }
@@ -253,7 +253,7 @@ fn dispatch_files(
                 }
             };
             let hash = flow_hash(&info);
-            let w = worker_for(hash, rings.len());
+            let w = worker_for(hash, rings.workers());
             let desc = PacketDesc {
                 ts,
                 wire_len: frame.wire_len,
@@ -261,7 +261,7 @@ fn dispatch_files(
                 info,
                 payload,
             };
-            push_wait(&mut rings[w], Msg::Packet(desc), &mut st, &mut backoff);
+            rings.send(w, Msg::Packet(desc));
             st.dispatched += 1;
         }
         if let Some(e) = frames.error() {
@@ -270,22 +270,9 @@ fn dispatch_files(
         }
         base_bytes += file.bytes().len() as u64;
     }
+    rings.flush();
+    st.ring_waits = rings.waits;
     st
-}
-
-/// Lossless push: wait while the ring is full.
-fn push_wait(ring: &mut rtrb::Producer<Msg>, mut msg: Msg, st: &mut ReaderStats, b: &mut Backoff) {
-    b.reset();
-    loop {
-        match ring.push(msg) {
-            Ok(()) => return,
-            Err(rtrb::PushError::Full(m)) => {
-                msg = m;
-                st.ring_waits += 1;
-                b.wait();
-            }
-        }
-    }
 }
 
 /// Sleeps so that packet time advances at `speed` times wall time.

@@ -17,6 +17,8 @@ use crate::flow::{FlowConfig, FlowStats, FlowTable};
 
 /// Records per batch sent to the exporter.
 const BATCH: usize = 512;
+/// Most messages taken from the ring before its slots are handed back to the source.
+const RX_CHUNK: usize = 256;
 
 pub struct Worker {
     pub id: usize,
@@ -53,30 +55,47 @@ impl Worker {
     /// Runs until the producer is gone and the ring is empty, then exports every remaining flow.
     pub fn run(mut self) -> FlowStats {
         let mut backoff = Backoff::new();
+        let mut rx = std::mem::replace(&mut self.rx, rtrb::RingBuffer::new(1).1);
         loop {
-            match self.rx.pop() {
-                Ok(Msg::Packet(desc)) => {
-                    backoff.reset();
-                    let payload = payload_of(&self.files, &desc);
-                    self.table.packet(&desc, payload, &mut self.out);
-                    if self.out.len() >= BATCH {
-                        self.send();
-                    }
+            let ready = rx.slots();
+            if ready == 0 {
+                if rx.is_abandoned() && rx.slots() == 0 {
+                    break;
                 }
-                Ok(Msg::Tick(ts)) => {
-                    backoff.reset();
-                    self.table.advance(ts, &mut self.out);
-                    if !self.out.is_empty() {
-                        self.send();
-                    }
-                }
-                Err(_) if self.rx.is_abandoned() => break,
-                Err(_) => backoff.wait(),
+                backoff.wait();
+                continue;
+            }
+            backoff.reset();
+            // Consume a chunk and release its slots to the source in one go.
+            let Ok(chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
+                continue;
+            };
+            for msg in chunk {
+                self.handle(msg);
             }
         }
         self.table.flush(&mut self.out);
         self.send();
         self.table.stats.clone()
+    }
+
+    #[inline]
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Packet(desc) => {
+                let payload = payload_of(&self.files, &desc);
+                self.table.packet(&desc, payload, &mut self.out);
+                if self.out.len() >= BATCH {
+                    self.send();
+                }
+            }
+            Msg::Tick(ts) => {
+                self.table.advance(ts, &mut self.out);
+                if !self.out.is_empty() {
+                    self.send();
+                }
+            }
+        }
     }
 
     fn send(&mut self) {

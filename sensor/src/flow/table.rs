@@ -403,7 +403,7 @@ impl FlowTable {
             _ => CLASS_OTHER,
         };
         let tunnel = (info.tunnel.kind != TunnelKind::None).then(|| Box::new(info.tunnel));
-        let app = (info.proto == ipproto::TCP).then(|| Box::new(TcpApp::new()));
+        let app = (info.proto == ipproto::TCP).then(|| Box::new(TcpApp::with_ports(info.sport, info.dport)));
         let flow = Flow {
             hash: desc.hash,
             flow_id: flow_id(desc.hash, desc.ts),

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-
 use crate::decode::DecodeConfig;
 use crate::dpi::DpiConfig;
 use crate::flow::FlowConfig;
@@ -194,11 +193,26 @@ impl Config {
         let day = 86_400;
         range("flow.tcp_idle_timeout", self.flow.tcp_idle_timeout, 1, day)?;
         range("flow.udp_idle_timeout", self.flow.udp_idle_timeout, 1, day)?;
-        range("flow.other_idle_timeout", self.flow.other_idle_timeout, 1, day)?;
+        range(
+            "flow.other_idle_timeout",
+            self.flow.other_idle_timeout,
+            1,
+            day,
+        )?;
         range("flow.closed_timeout", self.flow.closed_timeout, 0, day)?;
         range("flow.active_timeout", self.flow.active_timeout, 1, 7 * day)?;
-        range("decode.frag_max_datagrams", self.decode.frag_max_datagrams, 0, 1 << 20)?;
-        range("decode.frag_max_bytes", self.decode.frag_max_bytes, 0, 1 << 30)?;
+        range(
+            "decode.frag_max_datagrams",
+            self.decode.frag_max_datagrams,
+            0,
+            1 << 20,
+        )?;
+        range(
+            "decode.frag_max_bytes",
+            self.decode.frag_max_bytes,
+            0,
+            1 << 30,
+        )?;
         range("decode.frag_timeout", self.decode.frag_timeout, 1, 3600)?;
         range("dpi.max_buffer", self.dpi.max_buffer, 512, 1 << 20)?;
         range("dpi.max_ooo_segments", self.dpi.max_ooo_segments, 0, 256)?;
@@ -288,7 +302,10 @@ fn key_at(e: &toml::de::Error, text: &str) -> String {
         })
         .unwrap_or("");
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let line = text.get(line_start..).and_then(|l| l.lines().next()).unwrap_or("");
+    let line = text
+        .get(line_start..)
+        .and_then(|l| l.lines().next())
+        .unwrap_or("");
     let key = line.split('=').next().unwrap_or("").trim();
     match (section.is_empty(), key.is_empty() || key.starts_with('[')) {
         (_, true) => section.to_string(),

@@ -14,7 +14,11 @@ use sensor::pipeline::{replay, EveTarget, ReplayOptions};
 static GLOBAL: MiMalloc = MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sensor", version, about = "Network sensor: flows, TLS/HTTP/DNS metadata, EVE JSON")]
+#[command(
+    name = "sensor",
+    version,
+    about = "Network sensor: flows, TLS/HTTP/DNS metadata, EVE JSON"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -47,9 +51,7 @@ enum Cmd {
         quiet: bool,
     },
     /// Validate a configuration file and print the effective configuration.
-    CheckConfig {
-        path: PathBuf,
-    },
+    CheckConfig { path: PathBuf },
 }
 
 enum Failure {
@@ -65,9 +67,8 @@ impl From<ConfigError> for Failure {
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, Failure> {
     let cfg = match path {
-        Some(p) => Config::load(p).map_err(|e| {
-            Failure::Usage(format!("config error: {}: {e}", p.display()))
-        })?,
+        Some(p) => Config::load(p)
+            .map_err(|e| Failure::Usage(format!("config error: {}: {e}", p.display())))?,
         None => Config::default(),
     };
     Ok(cfg)

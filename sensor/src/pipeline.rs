@@ -266,7 +266,10 @@ fn dispatch_files(
         }
         if let Some(e) = frames.error() {
             st.file_errors += 1;
-            tracing::warn!("{}: {e}; continuing with the next file", file.path().display());
+            tracing::warn!(
+                "{}: {e}; continuing with the next file",
+                file.path().display()
+            );
         }
         base_bytes += file.bytes().len() as u64;
     }
@@ -312,10 +315,11 @@ fn read_only(files: &[PcapFile], progress: &ProgressBar) -> ReaderStats {
 fn open_eve(target: &EveTarget) -> Result<Option<Box<dyn Write + Send>>> {
     Ok(match target {
         EveTarget::Stdout => Some(Box::new(std::io::stdout())),
-        EveTarget::File(p) => Some(Box::new(
-            std::fs::File::create(p)
-                .with_context(|| format!("cannot create EVE output {}", p.display()))?,
-        )),
+        EveTarget::File(p) => {
+            Some(Box::new(std::fs::File::create(p).with_context(|| {
+                format!("cannot create EVE output {}", p.display())
+            })?))
+        }
         EveTarget::None => None,
     })
 }

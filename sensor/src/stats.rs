@@ -113,7 +113,11 @@ impl fmt::Display for Summary {
             "  drops: truncated={} malformed={} unsupported={} frag_budget={} frag_timeout={} ring_full={} flow_table_full={}",
             d.truncated, d.malformed, d.unsupported, d.frag_dropped, d.frag_timeouts, r.ring_full, fl.table_full_drops
         )?;
-        let ok = if self.accounted() == r.frames { "ok" } else { "MISMATCH" };
+        let ok = if self.accounted() == r.frames {
+            "ok"
+        } else {
+            "MISMATCH"
+        };
         write!(
             f,
             "  accounting: packets {} = processed {} + not_ip {} + fragments_held {} + decode_dropped {} + ring_full {} + flow_table_full {} [{ok}]",

@@ -18,7 +18,15 @@ pub fn civil(ts: Ts) -> (u64, u32, u32, u32, u32, u32, u32) {
     let micros = ((ts % NANOS_PER_SEC) / 1_000) as u32;
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let sod = (secs % 86_400) as u32;
-    (y.max(0) as u64, m, d, sod / 3600, (sod / 60) % 60, sod % 60, micros)
+    (
+        y.max(0) as u64,
+        m,
+        d,
+        sod / 3600,
+        (sod / 60) % 60,
+        sod % 60,
+        micros,
+    )
 }
 
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar

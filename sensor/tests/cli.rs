@@ -19,9 +19,16 @@ fn check_config_prints_the_effective_config_of_the_example() {
         .arg(common::repo_root().join("config/sensor.example.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("[flow]") && text.contains("max_flows = 1048576"), "{text}");
+    assert!(
+        text.contains("[flow]") && text.contains("max_flows = 1048576"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -48,11 +55,20 @@ fn a_bad_key_is_one_line_naming_it_and_exit_code_2() {
 
 #[test]
 fn bad_usage_exits_2_and_a_missing_capture_exits_1() {
-    let out = sensor().args(["replay", "--workers", "x", "f.pcap"]).output().unwrap();
+    let out = sensor()
+        .args(["replay", "--workers", "x", "f.pcap"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = sensor().args(["replay", "--workers", "0", "f.pcap"]).output().unwrap();
+    let out = sensor()
+        .args(["replay", "--workers", "0", "f.pcap"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = sensor().args(["replay", "/nonexistent/x.pcap"]).output().unwrap();
+    let out = sensor()
+        .args(["replay", "/nonexistent/x.pcap"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/nonexistent/x.pcap"), "{err}");
@@ -66,7 +82,11 @@ fn replay_writes_eve_to_stdout_and_a_summary_to_stderr() {
         .arg(fixture("dns.pcap"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<serde_json::Value> = stdout
         .lines()

@@ -84,7 +84,11 @@ fn tls_fixture_gives_one_event_per_client_hello_including_split_and_out_of_order
     );
     let tls = of_type(&lines, "tls");
     for t in &tls {
-        assert_eq!(t["tls"]["alpn"], serde_json::json!(["h2", "http/1.1"]), "{t}");
+        assert_eq!(
+            t["tls"]["alpn"],
+            serde_json::json!(["h2", "http/1.1"]),
+            "{t}"
+        );
         assert_eq!(
             t["tls"]["client_versions"],
             serde_json::json!(["TLS 1.3", "TLS 1.2"]),
@@ -140,11 +144,35 @@ fn dns_fixture_gives_queries_and_answers_over_udp_ipv6_and_tcp() {
     let mut expected = Vec::new();
     for (client, id, name, ty, rcode) in [
         ("192.0.2.30:53001", 4097, "www.example.com", "A", "NOERROR"),
-        ("192.0.2.30:53002", 4098, "www.example.com", "AAAA", "NOERROR"),
+        (
+            "192.0.2.30:53002",
+            4098,
+            "www.example.com",
+            "AAAA",
+            "NOERROR",
+        ),
         ("192.0.2.30:53003", 4099, "example.org", "MX", "NOERROR"),
-        ("192.0.2.30:53004", 4100, "nonexistent.example.net", "A", "NXDOMAIN"),
-        ("2001:db8::30:53005", 4101, "ipv6.example.com", "AAAA", "NOERROR"),
-        ("192.0.2.30:50020", 4102, "txt.example.com", "TXT", "NOERROR"),
+        (
+            "192.0.2.30:53004",
+            4100,
+            "nonexistent.example.net",
+            "A",
+            "NXDOMAIN",
+        ),
+        (
+            "2001:db8::30:53005",
+            4101,
+            "ipv6.example.com",
+            "AAAA",
+            "NOERROR",
+        ),
+        (
+            "192.0.2.30:50020",
+            4102,
+            "txt.example.com",
+            "TXT",
+            "NOERROR",
+        ),
     ] {
         let server = if client.starts_with("2001") {
             "2001:db8::53:53"
@@ -152,7 +180,9 @@ fn dns_fixture_gives_queries_and_answers_over_udp_ipv6_and_tcp() {
             "198.51.100.53:53"
         };
         expected.push(format!("dns {client} -> {server} query {id} {name} {ty} -"));
-        expected.push(format!("dns {client} -> {server} answer {id} {name} {ty} {rcode}"));
+        expected.push(format!(
+            "dns {client} -> {server} answer {id} {name} {ty} {rcode}"
+        ));
     }
     expected.sort();
     assert_eq!(event_lines(&lines), expected);
@@ -211,7 +241,13 @@ fn tunnel_fixture_reports_the_inner_flows_with_their_tunnels_and_reassembles_fra
     let r = "198.51.100.53:53";
     expected.extend(dns("192.0.2.52:53020", r, 12289, "gtp.example.com", "A"));
     expected.extend(dns("192.0.2.55:53021", r, 12290, "mpls.example.com", "A"));
-    expected.extend(dns("192.0.2.57:53022", r, 12291, "frag4.example.com", "TXT"));
+    expected.extend(dns(
+        "192.0.2.57:53022",
+        r,
+        12291,
+        "frag4.example.com",
+        "TXT",
+    ));
     expected.extend(dns(
         "2001:db8::57:53023",
         "2001:db8::53:53",
@@ -266,7 +302,11 @@ fn malformed_fixture_is_counted_and_skipped_and_valid_traffic_after_it_is_report
 
 #[test]
 fn every_link_type_fixture_gives_its_dns_and_http_events() {
-    for (file, host, last) in [("sll.pcap", "sll", 71), ("raw.pcap", "raw", 72), ("null.pcap", "null", 73)] {
+    for (file, host, last) in [
+        ("sll.pcap", "sll", 71),
+        ("raw.pcap", "raw", 72),
+        ("null.pcap", "null", 73),
+    ] {
         let (lines, _) = replay_to_eve(&[fixture(file)], 1);
         let id = match host {
             "sll" => 0x5047,

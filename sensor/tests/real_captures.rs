@@ -21,15 +21,45 @@ const EXCEPTIONS: &[(&str, &str, &str, &str)] = &[
     // Fuzzed capture: the query's destination port 53 was rewritten to a random port. tshark
     // still dissects DNS because the client port was seen talking to port 53 earlier; DNS has no
     // content signature, so we (like Suricata without a port match) do not.
-    ("ndpi__fuzz-2006-06-26-2594.pcap", "dns", "8", "fuzzed destination port"),
-    ("ndpi__fuzz-2006-06-26-2594.pcap", "dns", "109", "fuzzed destination port"),
-    ("ndpi__fuzz-2006-06-26-2594.pcap", "dns", "352", "fuzzed destination port"),
-    ("ndpi__fuzz-2006-06-26-2594.pcap", "dns", "571", "fuzzed destination port"),
+    (
+        "ndpi__fuzz-2006-06-26-2594.pcap",
+        "dns",
+        "8",
+        "fuzzed destination port",
+    ),
+    (
+        "ndpi__fuzz-2006-06-26-2594.pcap",
+        "dns",
+        "109",
+        "fuzzed destination port",
+    ),
+    (
+        "ndpi__fuzz-2006-06-26-2594.pcap",
+        "dns",
+        "352",
+        "fuzzed destination port",
+    ),
+    (
+        "ndpi__fuzz-2006-06-26-2594.pcap",
+        "dns",
+        "571",
+        "fuzzed destination port",
+    ),
     // Deliberately broken request lines from Zeek's method tests: `OPTIONS` with no target and
     // no version, and `CCM_POST /HTTP/1.1` with no space before the version. tshark reports them
     // as requests; we do not treat a line without a target and version as an HTTP request.
-    ("zeek__methods.pcap", "http", "34", "request line without target and version"),
-    ("zeek__methods.pcap", "http", "329", "request line without a version"),
+    (
+        "zeek__methods.pcap",
+        "http",
+        "34",
+        "request line without target and version",
+    ),
+    (
+        "zeek__methods.pcap",
+        "http",
+        "329",
+        "request line without a version",
+    ),
 ];
 
 /// Longest a single capture may take before we call it a hang.
@@ -293,7 +323,11 @@ fn recall_against_tshark_on_the_real_captures() {
         dns.expected,
         dns.recall() * 100.0
     );
-    for (what, t) in [("TLS SNI", sni), ("HTTP requests", http), ("DNS queries", dns)] {
+    for (what, t) in [
+        ("TLS SNI", sni),
+        ("HTTP requests", http),
+        ("DNS queries", dns),
+    ] {
         assert!(
             t.recall() >= 0.99,
             "{what}: recall {:.2}% is below 99% ({} of {})",

@@ -7,7 +7,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pcapgen", version, about = "Fixture generator and capture amplifier")]
+#[command(
+    name = "pcapgen",
+    version,
+    about = "Fixture generator and capture amplifier"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,

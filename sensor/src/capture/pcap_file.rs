@@ -71,7 +71,11 @@ pub enum CaptureError {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Format {
-    Legacy { be: bool, nanos: bool, linktype: i32 },
+    Legacy {
+        be: bool,
+        nanos: bool,
+        linktype: i32,
+    },
     PcapNg,
 }
 
@@ -94,10 +98,12 @@ impl PcapFile {
         // SAFETY: the mapping is read-only; a capture file truncated or rewritten by another
         // process while we replay it is outside what a replay can defend against (as for
         // tcpdump -r), and every access goes through bounds-checked slices.
-        let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }.map_err(io)?;
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
         // Sequential read-ahead; a failed hint only costs speed.
         let _ = map.advise(memmap2::Advice::Sequential);
-        let head = map.get(..4).ok_or_else(|| CaptureError::NotPcap(path.to_owned()))?;
+        let head = map
+            .get(..4)
+            .ok_or_else(|| CaptureError::NotPcap(path.to_owned()))?;
         let magic = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let (format, start) = if PCAP_MAGICS.contains(&magic) {
             let (rest, hdr) =
@@ -314,7 +320,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.pcap");
         let mut w = PcapWriter::new(File::create(&path).unwrap(), 1, 65535, true).unwrap();
-        w.write_packet(1_700_000_000_123_456_789, &[1, 2, 3]).unwrap();
+        w.write_packet(1_700_000_000_123_456_789, &[1, 2, 3])
+            .unwrap();
         w.write(1_700_000_001_000_000_000, &[4, 5], 60).unwrap();
         w.into_inner().unwrap();
 

@@ -161,14 +161,17 @@ impl Dispatcher {
     }
 }
 
-/// Waiting without burning a core: spin briefly, then yield, then sleep. Used by a producer on
-/// a full ring in lossless replay and by a worker on an empty ring. CPU seconds are what the
-/// benchmark compares, so a waiting thread must not spin for long.
+/// Waiting without burning a core: spin briefly, then sleep, longer each time up to 1 ms. Used
+/// by the source on a full ring (lossless replay) and by a worker on an empty ring. CPU seconds
+/// are what the benchmark compares, so a waiting thread must not spin or `sched_yield` in a
+/// loop: each yield is a syscall, and a worker waiting for a busy reader would make thousands.
 pub struct Backoff {
     step: u32,
 }
 
 impl Backoff {
+    const SPINS: u32 = 32;
+
     pub fn new() -> Backoff {
         Backoff { step: 0 }
     }
@@ -178,12 +181,11 @@ impl Backoff {
     }
 
     pub fn wait(&mut self) {
-        if self.step < 16 {
+        if self.step < Self::SPINS {
             std::hint::spin_loop();
-        } else if self.step < 32 {
-            std::thread::yield_now();
         } else {
-            std::thread::sleep(std::time::Duration::from_micros(50));
+            let exp = (self.step - Self::SPINS).min(5);
+            std::thread::sleep(std::time::Duration::from_micros(32 << exp));
         }
         self.step = self.step.saturating_add(1);
     }

@@ -423,7 +423,11 @@ fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
         b.str_list("alpn", t.alpn.iter().map(String::as_str));
     }
     if !t.offered_versions.is_empty() {
-        let names: Vec<String> = t.offered_versions.iter().map(|v| tls_version_name(*v)).collect();
+        let names: Vec<String> = t
+            .offered_versions
+            .iter()
+            .map(|v| tls_version_name(*v))
+            .collect();
         b.str_list("client_versions", names.iter().map(String::as_str));
     }
     b.end();

@@ -293,7 +293,8 @@ impl FlowTable {
                 }
             }
             if let Some(app) = f.app.as_mut() {
-                let progress = app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
+                let progress =
+                    app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
                 f.app_proto = app.proto();
                 if progress == Progress::Done {
                     f.app = None;
@@ -391,7 +392,8 @@ impl FlowTable {
         // or (no SYN at all, capture started mid-flow) goes from a well-known port to an
         // ephemeral one: then the receiver initiated.
         let syn_ack = tcp_flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN | tcpflags::ACK;
-        let from_service = tcp_flags & tcpflags::SYN == 0 && info.sport < 1024 && info.dport >= 1024;
+        let from_service =
+            tcp_flags & tcpflags::SYN == 0 && info.sport < 1024 && info.dport >= 1024;
         let init_is_lo = if syn_ack || from_service {
             !key.src_is_lo
         } else {
@@ -403,7 +405,8 @@ impl FlowTable {
             _ => CLASS_OTHER,
         };
         let tunnel = (info.tunnel.kind != TunnelKind::None).then(|| Box::new(info.tunnel));
-        let app = (info.proto == ipproto::TCP).then(|| Box::new(TcpApp::with_ports(info.sport, info.dport)));
+        let app = (info.proto == ipproto::TCP)
+            .then(|| Box::new(TcpApp::with_ports(info.sport, info.dport)));
         let flow = Flow {
             hash: desc.hash,
             flow_id: flow_id(desc.hash, desc.ts),
@@ -687,7 +690,10 @@ mod tests {
         t.packet(&pkt(S, 6, 1, 40000, 2, 80, FA), &[], &mut out);
         t.packet(&pkt(S, 6, 2, 80, 1, 40000, FA), &[], &mut out);
         t.advance(5 * S, &mut out);
-        assert!(flows(&out).is_empty(), "closed flow lingers for its last ACK");
+        assert!(
+            flows(&out).is_empty(),
+            "closed flow lingers for its last ACK"
+        );
         t.packet(&pkt(5 * S, 6, 1, 40000, 2, 80, ACK), &[], &mut out);
         t.advance(16 * S, &mut out);
         let f = flows(&out);

@@ -8,10 +8,17 @@ use sensor::dpi::{Dir, DpiConfig, TcpApp};
 
 fuzz_target!(|data: &[u8]| {
     let cfg = DpiConfig::default();
-    let mut app = TcpApp::new();
+    let Some((&mode, mut rest)) = data.split_first() else {
+        return;
+    };
+    // Odd first byte: a flow on port 53, so DNS-over-TCP framing is exercised too.
+    let mut app = if mode & 1 == 1 {
+        TcpApp::with_ports(40000, 53)
+    } else {
+        TcpApp::new()
+    };
     let mut out = Vec::new();
     let mut seq = [1000u32, 5000u32];
-    let mut rest = data;
     let mut ts = 0u64;
     // Each segment: [dir|flags, seq jitter, len] then len bytes.
     while rest.len() >= 3 {

@@ -155,6 +155,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     Ok(Summary {
         reader,
         decode: decoder.stats.clone(),
+        frag_pending: decoder.frag_pending(),
         flows,
         eve,
         workers: n,

@@ -38,6 +38,8 @@ pub struct Summary {
     pub decode: DecodeStats,
     pub flows: FlowStats,
     pub eve: EveStats,
+    /// Incomplete IP datagrams (and their fragments) still held when the capture ended.
+    pub frag_pending: (u64, u64),
     pub workers: usize,
     pub elapsed: Duration,
     /// True for `--no-decode` runs, which only read frames.

@@ -350,3 +350,21 @@ fn output_is_identical_run_to_run_and_for_any_number_of_workers() {
     assert_eq!(one, run(1));
     assert_eq!(one, run(3));
 }
+
+/// The committed fixtures are exactly what the generator writes today: nobody edits them by hand
+/// and the generator stays deterministic.
+#[test]
+fn committed_fixtures_equal_a_fresh_generation() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = sensor::gen::fixtures::write_all(dir.path()).unwrap();
+    assert!(names.len() >= 9);
+    for name in names {
+        let fresh = std::fs::read(dir.path().join(&name)).unwrap();
+        let committed = std::fs::read(fixture(&name))
+            .unwrap_or_else(|e| panic!("testdata-pcaps/{name}: {e} (run pcapgen fixtures)"));
+        assert!(
+            fresh == committed,
+            "testdata-pcaps/{name} differs from the generator's output: regenerate with `cargo run --bin pcapgen -- fixtures --out testdata-pcaps`"
+        );
+    }
+}

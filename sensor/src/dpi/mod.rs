@@ -111,7 +111,8 @@ pub struct DnsEvent {
     pub ts: Ts,
     pub kind: DnsKind,
     pub id: u16,
-    /// Query name as dotted text; non-printable bytes escaped as `\xNN`.
+    /// Query name as dotted text, rendered as tshark renders it (non-printable bytes as C or
+    /// octal escapes such as `\r` or `\000`, `<Root>` for the root).
     pub rrname: String,
     pub rrtype: u16,
     /// Response code; `None` for queries.

@@ -6,7 +6,7 @@
 mod common;
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sensor::capture::pcap_file::PcapFile;
 use sensor::config::Config;
@@ -38,7 +38,7 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 /// Writes a mutated copy of `src` (same link type) and returns its path.
-fn mutate(src: &PathBuf, dir: &std::path::Path, seed: u64) -> PathBuf {
+fn mutate(src: &Path, dir: &Path, seed: u64) -> PathBuf {
     let mut rng = XorShift(seed | 1);
     let f = PcapFile::open(src).unwrap();
     let frames: Vec<_> = f.frames().collect();

@@ -236,7 +236,15 @@ impl FragTable {
         }
 
         let before = dg.charge();
-        let grow = end.saturating_sub(dg.data.len());
+        // Grow geometrically (at least doubling, capped at the largest datagram): growing by
+        // exactly each fragment made reassembly of a large datagram quadratic in copies and
+        // reallocations.
+        let new_cap = if end > dg.data.capacity() {
+            end.max(2 * dg.data.capacity()).min(MAX_DATAGRAM)
+        } else {
+            dg.data.capacity()
+        };
+        let grow = new_cap - dg.data.capacity();
         if self.bytes + grow > cfg.frag_max_bytes || dg.too_many_ranges(a, b) {
             let frags = dg.frags;
             self.bytes -= before;
@@ -245,7 +253,9 @@ impl FragTable {
             return FragOutcome::Dropped(DecodeError::FragBudget);
         }
         if grow > 0 {
-            dg.data.reserve_exact(grow);
+            dg.data.reserve_exact(new_cap - dg.data.len());
+        }
+        if end > dg.data.len() {
             dg.data.resize(end, 0);
         }
         if !more {

@@ -111,3 +111,31 @@ fn no_decode_only_counts_frames() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("read only"), "{stderr}");
 }
+
+/// `--speed X` replays at recorded timing times X: dns.pcap spans 5 s of capture time, so at
+/// 10x it cannot finish in less than 0.5 s (as fast as possible it takes milliseconds).
+#[test]
+fn speed_paces_the_replay_at_recorded_timing() {
+    let started = std::time::Instant::now();
+    let out = sensor()
+        .args(["replay", "--speed", "10", "--eve", ""])
+        .arg(fixture("dns.pcap"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(450),
+        "finished in {:?}",
+        started.elapsed()
+    );
+    let out = sensor()
+        .args(["replay", "--speed", "-1"])
+        .arg(fixture("dns.pcap"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -293,11 +293,7 @@ mod tests {
     use super::*;
 
     fn whole(buf: &[u8]) -> Region {
-        Region {
-            off: 0,
-            end: buf.len(),
-            trunc: true,
-        }
+        Region::whole(buf, true)
     }
 
     #[test]

@@ -459,11 +459,7 @@ mod tests {
     use super::*;
 
     fn whole(buf: &[u8]) -> Region {
-        Region {
-            off: 0,
-            end: buf.len(),
-            trunc: true,
-        }
+        Region::whole(buf, true)
     }
 
     /// The first step and the offset where it starts, for a whole frame.

@@ -286,6 +286,16 @@ struct Region {
 }
 
 impl Region {
+    /// All of `buf`, for the per-header unit tests.
+    #[cfg(test)]
+    fn whole(buf: &[u8], trunc: bool) -> Region {
+        Region {
+            off: 0,
+            end: buf.len(),
+            trunc,
+        }
+    }
+
     #[inline]
     fn bytes(self, buf: &[u8]) -> &[u8] {
         buf.get(self.off..self.end).unwrap_or(&[])

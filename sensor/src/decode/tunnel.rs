@@ -239,11 +239,7 @@ mod tests {
     use super::*;
 
     fn whole(buf: &[u8]) -> Region {
-        Region {
-            off: 0,
-            end: buf.len(),
-            trunc: false,
-        }
+        Region::whole(buf, false)
     }
 
     #[test]

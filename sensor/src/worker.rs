@@ -66,13 +66,16 @@ impl Worker {
                 continue;
             }
             backoff.reset();
-            // Consume a chunk and release its slots to the source in one go.
+            // Handle a chunk in place (no copy out of the ring), then release its slots to the
+            // source in one go.
             let Ok(chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
                 continue;
             };
-            for msg in chunk {
+            let (first, second) = chunk.as_slices();
+            for msg in first.iter().chain(second) {
                 self.handle(msg);
             }
+            chunk.commit_all();
         }
         self.table.flush(&mut self.out);
         self.send();
@@ -80,17 +83,17 @@ impl Worker {
     }
 
     #[inline]
-    fn handle(&mut self, msg: Msg) {
+    fn handle(&mut self, msg: &Msg) {
         match msg {
             Msg::Packet(desc) => {
-                let payload = payload_of(&self.files, &desc);
-                self.table.packet(&desc, payload, &mut self.out);
+                let payload = payload_of(&self.files, desc);
+                self.table.packet(desc, payload, &mut self.out);
                 if self.out.len() >= BATCH {
                     self.send();
                 }
             }
             Msg::Tick(ts) => {
-                self.table.advance(ts, &mut self.out);
+                self.table.advance(*ts, &mut self.out);
                 if !self.out.is_empty() {
                     self.send();
                 }

@@ -110,6 +110,14 @@ pub fn tls_version_name(v: u16) -> String {
     }
 }
 
+/// A JSON key as written: `"name":`, built at compile time so writing it is one constant-size
+/// copy.
+macro_rules! key {
+    ($name:literal) => {
+        concat!("\"", $name, "\":")
+    };
+}
+
 /// A minimal JSON object writer into a byte buffer: no allocation per field, strings escaped
 /// per RFC 8259. Hand-written because serialization runs once per record on the exporter thread
 /// and with serde's derive plus `format!` per field it cost more than decoding the packets.
@@ -124,47 +132,53 @@ impl<'a> Obj<'a> {
         Obj { buf, first: true }
     }
 
-    fn key(&mut self, k: &str) {
+    /// `k` is a [`key!`] literal, quotes and colon included.
+    #[inline(always)]
+    fn key(&mut self, k: &'static str) {
         if !self.first {
             self.buf.push(b',');
         }
         self.first = false;
-        self.buf.push(b'"');
-        put(self.buf, k.as_bytes());
-        put(self.buf, b"\":");
+        self.buf.extend_from_slice(k.as_bytes());
     }
 
-    fn str(&mut self, k: &str, v: &str) {
+    #[inline]
+    fn str(&mut self, k: &'static str, v: &str) {
         self.key(k);
         json_str(self.buf, v);
     }
 
-    fn u64(&mut self, k: &str, v: u64) {
+    #[inline]
+    fn u64(&mut self, k: &'static str, v: u64) {
         self.key(k);
         push_u64(self.buf, v);
     }
 
-    fn bool(&mut self, k: &str, v: bool) {
+    #[inline]
+    fn bool(&mut self, k: &'static str, v: bool) {
         self.key(k);
         self.buf
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
 
-    fn ts(&mut self, k: &str, ts: u64) {
+    #[inline]
+    fn ts(&mut self, k: &'static str, ts: u64) {
         self.key(k);
         self.buf.push(b'"');
         push_eve_time(self.buf, ts);
         self.buf.push(b'"');
     }
 
-    fn ip(&mut self, k: &str, addr: &[u8; 16], is_v6: bool) {
+    #[inline]
+    fn ip(&mut self, k: &'static str, addr: &[u8; 16], is_v6: bool) {
         self.key(k);
         self.buf.push(b'"');
         push_ip(self.buf, addr, is_v6);
         self.buf.push(b'"');
     }
 
-    fn hex2(&mut self, k: &str, v: u8) {
+    #[inline]
+    fn hex2(&mut self, k: &'static str, v: u8) {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.key(k);
         self.buf.extend_from_slice(&[
@@ -175,7 +189,7 @@ impl<'a> Obj<'a> {
         ]);
     }
 
-    fn str_list<'s>(&mut self, k: &str, items: impl Iterator<Item = &'s str>) {
+    fn str_list<'s>(&mut self, k: &'static str, items: impl Iterator<Item = &'s str>) {
         self.key(k);
         self.buf.push(b'[');
         for (i, it) in items.enumerate() {
@@ -188,7 +202,7 @@ impl<'a> Obj<'a> {
     }
 
     /// Opens a nested object under `k`; close it with [`Obj::end`].
-    fn object(&mut self, k: &str) -> Obj<'_> {
+    fn object(&mut self, k: &'static str) -> Obj<'_> {
         self.key(k);
         Obj::new(self.buf)
     }
@@ -329,31 +343,31 @@ const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
 /// The fields every record starts with.
 fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
-    o.ts("timestamp", ts);
-    o.u64("flow_id", meta.flow_id);
-    o.str("event_type", event_type);
+    o.ts(key!("timestamp"), ts);
+    o.u64(key!("flow_id"), meta.flow_id);
+    o.str(key!("event_type"), event_type);
     let ports = matches!(meta.proto, ipproto::TCP | ipproto::UDP);
     let icmp = matches!(meta.proto, ipproto::ICMP | ipproto::ICMPV6);
-    o.ip("src_ip", &meta.src, meta.is_v6);
+    o.ip(key!("src_ip"), &meta.src, meta.is_v6);
     if ports {
-        o.u64("src_port", u64::from(meta.sport));
+        o.u64(key!("src_port"), u64::from(meta.sport));
     }
-    o.ip("dest_ip", &meta.dst, meta.is_v6);
+    o.ip(key!("dest_ip"), &meta.dst, meta.is_v6);
     if ports {
-        o.u64("dest_port", u64::from(meta.dport));
+        o.u64(key!("dest_port"), u64::from(meta.dport));
     }
     match meta.proto {
-        ipproto::TCP => o.str("proto", "TCP"),
-        ipproto::UDP => o.str("proto", "UDP"),
-        p => o.str("proto", &proto_name(p)),
+        ipproto::TCP => o.str(key!("proto"), "TCP"),
+        ipproto::UDP => o.str(key!("proto"), "UDP"),
+        p => o.str(key!("proto"), &proto_name(p)),
     }
     if icmp {
-        o.u64("icmp_type", u64::from(meta.sport));
-        o.u64("icmp_code", u64::from(meta.dport));
+        o.u64(key!("icmp_type"), u64::from(meta.sport));
+        o.u64(key!("icmp_code"), u64::from(meta.dport));
     }
-    o.str("app_proto", meta.app_proto.as_str());
+    o.str(key!("app_proto"), meta.app_proto.as_str());
     if meta.vlan != 0 {
-        o.key("vlan");
+        o.key(key!("vlan"));
         o.buf.push(b'[');
         push_u64(o.buf, u64::from(meta.vlan));
         o.buf.push(b']');
@@ -361,12 +375,12 @@ fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
     if let Some(t) = &meta.tunnel {
         // Outer addresses are IPv4-mapped when IPv4.
         let v4 = t.outer_src[..12] == V4_MAPPED_PREFIX && t.outer_dst[..12] == V4_MAPPED_PREFIX;
-        let mut n = o.object("tunnel");
-        n.ip("src_ip", &t.outer_src, !v4);
-        n.ip("dest_ip", &t.outer_dst, !v4);
-        n.str("proto", t.kind.as_str());
+        let mut n = o.object(key!("tunnel"));
+        n.ip(key!("src_ip"), &t.outer_src, !v4);
+        n.ip(key!("dest_ip"), &t.outer_dst, !v4);
+        n.str(key!("proto"), t.kind.as_str());
         if t.kind != TunnelKind::IpInIp {
-            n.u64("id", u64::from(t.id));
+            n.u64(key!("id"), u64::from(t.id));
         }
         n.end();
     }
@@ -374,36 +388,36 @@ fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
 
 fn write_flow(o: &mut Obj<'_>, r: &FlowRecord) {
     header(o, &r.meta, "flow", r.start);
-    let mut f = o.object("flow");
-    f.u64("pkts_toserver", r.pkts_toserver);
-    f.u64("pkts_toclient", r.pkts_toclient);
-    f.u64("bytes_toserver", r.bytes_toserver);
-    f.u64("bytes_toclient", r.bytes_toclient);
-    f.ts("start", r.start);
-    f.ts("end", r.end);
+    let mut f = o.object(key!("flow"));
+    f.u64(key!("pkts_toserver"), r.pkts_toserver);
+    f.u64(key!("pkts_toclient"), r.pkts_toclient);
+    f.u64(key!("bytes_toserver"), r.bytes_toserver);
+    f.u64(key!("bytes_toclient"), r.bytes_toclient);
+    f.ts(key!("start"), r.start);
+    f.ts(key!("end"), r.end);
     f.u64(
-        "age",
+        key!("age"),
         r.end.saturating_sub(r.start) / crate::time::NANOS_PER_SEC,
     );
     f.str(
-        "state",
+        key!("state"),
         match r.state {
             FlowState::New => "new",
             FlowState::Established => "established",
             FlowState::Closed => "closed",
         },
     );
-    f.str("reason", r.reason.as_str());
+    f.str(key!("reason"), r.reason.as_str());
     f.end();
     if r.meta.proto == ipproto::TCP {
         let all = r.tcp_flags_ts | r.tcp_flags_tc;
-        let mut t = o.object("tcp");
-        t.hex2("tcp_flags", all);
-        t.hex2("tcp_flags_ts", r.tcp_flags_ts);
-        t.hex2("tcp_flags_tc", r.tcp_flags_tc);
-        t.bool("syn", all & tcpflags::SYN != 0);
-        t.bool("fin", all & tcpflags::FIN != 0);
-        t.bool("rst", all & tcpflags::RST != 0);
+        let mut t = o.object(key!("tcp"));
+        t.hex2(key!("tcp_flags"), all);
+        t.hex2(key!("tcp_flags_ts"), r.tcp_flags_ts);
+        t.hex2(key!("tcp_flags_tc"), r.tcp_flags_tc);
+        t.bool(key!("syn"), all & tcpflags::SYN != 0);
+        t.bool(key!("fin"), all & tcpflags::FIN != 0);
+        t.bool(key!("rst"), all & tcpflags::RST != 0);
         t.end();
     }
 }
@@ -414,13 +428,13 @@ fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
         .server_version
         .or_else(|| t.offered_versions.iter().copied().max())
         .unwrap_or(t.client_version);
-    let mut b = o.object("tls");
+    let mut b = o.object(key!("tls"));
     if let Some(sni) = &t.sni {
-        b.str("sni", sni);
+        b.str(key!("sni"), sni);
     }
-    b.str("version", &tls_version_name(negotiated));
+    b.str(key!("version"), &tls_version_name(negotiated));
     if !t.alpn.is_empty() {
-        b.str_list("alpn", t.alpn.iter().map(String::as_str));
+        b.str_list(key!("alpn"), t.alpn.iter().map(String::as_str));
     }
     if !t.offered_versions.is_empty() {
         let names: Vec<String> = t
@@ -428,42 +442,42 @@ fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
             .iter()
             .map(|v| tls_version_name(*v))
             .collect();
-        b.str_list("client_versions", names.iter().map(String::as_str));
+        b.str_list(key!("client_versions"), names.iter().map(String::as_str));
     }
     b.end();
 }
 
 fn write_http(o: &mut Obj<'_>, meta: &FlowMeta, h: &HttpEvent) {
     header(o, meta, "http", h.ts);
-    let mut b = o.object("http");
-    b.str("hostname", &h.hostname);
-    b.str("url", &h.url);
-    b.str("http_method", &h.method);
+    let mut b = o.object(key!("http"));
+    b.str(key!("hostname"), &h.hostname);
+    b.str(key!("url"), &h.url);
+    b.str(key!("http_method"), &h.method);
     if let Some(ua) = &h.user_agent {
-        b.str("http_user_agent", ua);
+        b.str(key!("http_user_agent"), ua);
     }
     if let Some(st) = h.status {
-        b.u64("status", u64::from(st));
+        b.u64(key!("status"), u64::from(st));
     }
-    b.str("protocol", &h.protocol);
+    b.str(key!("protocol"), &h.protocol);
     b.end();
 }
 
 fn write_dns(o: &mut Obj<'_>, meta: &FlowMeta, d: &DnsEvent) {
     header(o, meta, "dns", d.ts);
-    let mut b = o.object("dns");
+    let mut b = o.object(key!("dns"));
     b.str(
-        "type",
+        key!("type"),
         match d.kind {
             DnsKind::Query => "query",
             DnsKind::Answer => "answer",
         },
     );
-    b.u64("id", u64::from(d.id));
-    b.str("rrname", &d.rrname);
-    b.str("rrtype", &rrtype_name(d.rrtype));
+    b.u64(key!("id"), u64::from(d.id));
+    b.str(key!("rrname"), &d.rrname);
+    b.str(key!("rrtype"), &rrtype_name(d.rrtype));
     if let Some(rc) = d.rcode {
-        b.str("rcode", &rcode_name(rc));
+        b.str(key!("rcode"), &rcode_name(rc));
     }
     b.end();
 }

@@ -211,8 +211,6 @@ fn dispatch_files(
                 }
             }
             if let Some(x) = speed {
-                // Paced: packets go out one by one, on time.
-                rings.flush();
                 pace_to(&mut pace, ts, x);
             }
             match next_tick {
@@ -274,7 +272,6 @@ fn dispatch_files(
         }
         base_bytes += file.bytes().len() as u64;
     }
-    rings.flush();
     st.ring_waits = rings.waits;
     st
 }

@@ -27,7 +27,7 @@ use crate::time::{Ts, NANOS_PER_SEC};
 use crate::worker::Worker;
 
 /// Batches in flight between workers and the exporter.
-const EXPORT_CHANNEL_BATCHES: usize = 64;
+const EXPORT_CHANNEL_BATCHES: usize = 16;
 /// Frames between progress updates and speed checks.
 const PROGRESS_EVERY: u64 = 16_384;
 
@@ -96,8 +96,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     };
 
     let (export_tx, export_rx) = crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES);
+    // Room for every batch that can exist at once (queued, being written, being filled), so the
+    // exporter never has to drop one and workers never allocate in steady state.
     let (recycle_tx, recycle_rx) =
-        crossbeam_channel::bounded::<Vec<Record>>(2 * EXPORT_CHANNEL_BATCHES);
+        crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES + 4 * n + 8);
     let eve_out = open_eve(&opts.eve)?;
     let exporter = thread::Builder::new()
         .name("export-eve".into())

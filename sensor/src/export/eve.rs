@@ -226,49 +226,53 @@ fn put(buf: &mut Vec<u8>, s: &[u8]) {
     }
 }
 
+/// Bytes that cannot stand unescaped in a JSON string (controls, `"`, `\\`) or that we escape
+/// anyway (DEL), as a table: one load per byte in the scan.
+const ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t[0x7f] = true;
+    t
+};
+
 /// Appends a JSON string literal.
 fn json_str(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => {
-                put(buf, &bytes[start..i]);
+        if !ESCAPE[usize::from(b)] {
+            continue;
+        }
+        buf.extend_from_slice(&bytes[start..i]);
+        match b {
+            b'"' => buf.extend_from_slice(b"\\\""),
+            b'\\' => buf.extend_from_slice(b"\\\\"),
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            _ => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 buf.extend_from_slice(b"\\u00");
                 buf.push(HEX[usize::from(b >> 4)]);
                 buf.push(HEX[usize::from(b & 15)]);
-                start = i + 1;
-                continue;
             }
-            _ => continue,
-        };
-        put(buf, &bytes[start..i]);
-        put(buf, esc);
+        }
         start = i + 1;
     }
-    put(buf, &bytes[start..]);
+    buf.extend_from_slice(&bytes[start..]);
     buf.push(b'"');
 }
 
-fn push_u64(buf: &mut Vec<u8>, mut v: u64) {
-    let mut tmp = [0u8; 20];
-    let mut i = tmp.len();
-    loop {
-        i -= 1;
-        tmp[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    put(buf, &tmp[i..]);
+fn push_u64(buf: &mut Vec<u8>, v: u64) {
+    let mut b = itoa::Buffer::new();
+    put(buf, b.format(v).as_bytes());
 }
 
 /// Appends `v` zero-padded to `width` digits.

@@ -2,8 +2,10 @@
 //!
 //! Hand-written rather than etherparse's `defrag` module: that one keeps no time or memory
 //! budget of its own and is keyed without the tunnel context; a sensor facing hostile traffic
-//! needs both. Each datagram under reassembly holds one buffer, grown to the highest end seen,
-//! and the sorted, merged list of byte ranges received. Overlaps resolve first-wins (the bytes
+//! needs both. Each datagram under reassembly holds the pieces of payload received (only bytes
+//! not held yet are stored, so memory is what arrived, not the highest offset claimed) and the
+//! sorted, merged list of byte ranges; the payload is assembled in one exact allocation when
+//! the last gap closes. Overlaps resolve first-wins (the bytes
 //! already held are kept), duplicates are absorbed. Every byte held is charged to one budget;
 //! when a fragment would exceed it, the fragment and its datagram are dropped and counted, so
 //! memory stays bounded whatever the input. Expiry is driven by packet time and checked when a
@@ -21,6 +23,11 @@ const MAX_DATAGRAM: usize = 65_535;
 const MAX_RANGES: usize = 64;
 /// Bytes charged per datagram on top of its buffers (map entry, queue entry, bookkeeping).
 const DATAGRAM_OVERHEAD: usize = 256;
+/// Bytes charged per stored piece on top of its payload (allocation and list entry).
+const PIECE_OVERHEAD: usize = 48;
+/// Stored pieces per datagram before it is given up (a 64 KiB datagram in 1480-byte fragments
+/// has 45).
+const MAX_PIECES: usize = 256;
 
 /// Identifies one datagram: the IP fields RFC 791/8200 name, plus where it was found (VLAN and
 /// outer tunnel), so equal inner addresses in different tunnels do not mix.
@@ -53,7 +60,10 @@ pub(super) enum FragOutcome {
 struct Datagram {
     /// Distinguishes this datagram from an earlier one with the same key in the expiry queue.
     serial: u64,
-    data: Vec<u8>,
+    /// Payload received, as (offset, bytes); disjoint, in arrival order.
+    pieces: Vec<(u32, Vec<u8>)>,
+    /// Bytes allocated for `pieces` (their capacities).
+    held: usize,
     /// Received byte ranges `[start, end)`: sorted, disjoint, not adjacent.
     ranges: Vec<(u32, u32)>,
     /// Payload length, known once the last fragment arrived.
@@ -65,7 +75,8 @@ struct Datagram {
 impl Datagram {
     fn charge(&self) -> usize {
         DATAGRAM_OVERHEAD
-            + self.data.capacity()
+            + self.held
+            + self.pieces.len() * PIECE_OVERHEAD
             + self.ranges.capacity() * core::mem::size_of::<(u32, u32)>()
     }
 
@@ -77,16 +88,29 @@ impl Datagram {
         matches!((self.total, self.ranges.as_slice()), (Some(t), [(0, e)]) if *e == t)
     }
 
-    /// Copies the parts of `src` (placed at `[a, b)`) not held yet and records the range.
-    /// Returns whether any byte was already held. `data` must be at least `b` long.
+    /// Stores the parts of `src` (placed at `[a, b)`) not held yet and records the range.
+    /// Returns whether any byte was already held.
     fn add(&mut self, a: u32, b: u32, src: &[u8]) -> bool {
         let mut overlap = false;
         let mut cur = a;
-        let copy = |data: &mut Vec<u8>, from: u32, to: u32| {
-            let (from, to) = (from as usize, to as usize);
-            let rel = (from - a as usize)..(to - a as usize);
-            if let (Some(dst), Some(src)) = (data.get_mut(from..to), src.get(rel)) {
-                dst.copy_from_slice(src);
+        // A piece that continues the last one stored extends it, so fragments arriving in
+        // order make a single piece however small they are.
+        let copy = |pieces: &mut Vec<(u32, Vec<u8>)>, held: &mut usize, from: u32, to: u32| {
+            let rel = (from - a) as usize..(to - a) as usize;
+            let Some(bytes) = src.get(rel) else {
+                return;
+            };
+            match pieces.last_mut() {
+                Some((start, last)) if *start as usize + last.len() == from as usize => {
+                    *held -= last.capacity();
+                    last.extend_from_slice(bytes);
+                    *held += last.capacity();
+                }
+                _ => {
+                    let piece = bytes.to_vec();
+                    *held += piece.capacity();
+                    pieces.push((from, piece));
+                }
             }
         };
         for &(s, e) in &self.ranges {
@@ -98,7 +122,7 @@ impl Datagram {
             }
             overlap = true;
             if s > cur {
-                copy(&mut self.data, cur, s);
+                copy(&mut self.pieces, &mut self.held, cur, s);
             }
             cur = cur.max(e);
             if cur >= b {
@@ -106,7 +130,7 @@ impl Datagram {
             }
         }
         if cur < b {
-            copy(&mut self.data, cur, b);
+            copy(&mut self.pieces, &mut self.held, cur, b);
         }
         // Merge [a, b) with the ranges it touches (overlapping or adjacent).
         let i = self.ranges.partition_point(|r| r.1 < a);
@@ -125,8 +149,23 @@ impl Datagram {
         overlap
     }
 
-    /// Whether recording `[a, b)` would add a range beyond [`MAX_RANGES`].
+    /// The payload in one buffer; call when [`Datagram::complete`].
+    fn assemble(mut self) -> Box<[u8]> {
+        self.pieces.sort_unstable_by_key(|p| p.0);
+        let len = self.pieces.iter().map(|p| p.1.len()).sum();
+        let mut out = Vec::with_capacity(len);
+        for (_, bytes) in &self.pieces {
+            out.extend_from_slice(bytes);
+        }
+        out.into_boxed_slice()
+    }
+
+    /// Whether recording `[a, b)` would add a range beyond [`MAX_RANGES`] or a piece beyond
+    /// [`MAX_PIECES`].
     fn too_many_ranges(&self, a: u32, b: u32) -> bool {
+        if self.pieces.len() >= MAX_PIECES {
+            return true;
+        }
         if self.ranges.len() < MAX_RANGES {
             return false;
         }
@@ -197,7 +236,8 @@ impl FragTable {
             self.serial += 1;
             let dg = Datagram {
                 serial: self.serial,
-                data: Vec::new(),
+                pieces: Vec::new(),
+                held: 0,
                 ranges: Vec::new(),
                 total: None,
                 frags: 0,
@@ -213,7 +253,7 @@ impl FragTable {
 
         // The first last fragment fixes the datagram's end: data past it is cut off, and a
         // last fragment that disagrees is ignored (first wins).
-        let (mut b, mut data, mut end) = (b, data, end);
+        let (mut b, mut data) = (b, data);
         let conflicts = match (more, dg.total) {
             (true, Some(t)) if b > t => {
                 if a >= t {
@@ -221,7 +261,6 @@ impl FragTable {
                 } else {
                     stats.frag_overlaps += 1;
                     b = t;
-                    end = t as usize;
                     data = data.get(..(t - a) as usize).unwrap_or(&[]);
                     false
                 }
@@ -236,27 +275,17 @@ impl FragTable {
         }
 
         let before = dg.charge();
-        // Grow geometrically (at least doubling, capped at the largest datagram): growing by
-        // exactly each fragment made reassembly of a large datagram quadratic in copies and
-        // reallocations.
-        let new_cap = if end > dg.data.capacity() {
-            end.max(2 * dg.data.capacity()).min(MAX_DATAGRAM)
-        } else {
-            dg.data.capacity()
-        };
-        let grow = new_cap - dg.data.capacity();
+        // At most this much is added (less when part of it is already held; an extended piece
+        // may double its capacity).
+        let last_cap = dg.pieces.last().map_or(0, |p| p.1.capacity());
+        let grow =
+            data.len().max(last_cap) + PIECE_OVERHEAD + 2 * core::mem::size_of::<(u32, u32)>();
         if self.bytes + grow > cfg.frag_max_bytes || dg.too_many_ranges(a, b) {
             let frags = dg.frags;
             self.bytes -= before;
             self.map.remove(&key);
             stats.frag_dropped += 1 + frags;
             return FragOutcome::Dropped(DecodeError::FragBudget);
-        }
-        if grow > 0 {
-            dg.data.reserve_exact(new_cap - dg.data.len());
-        }
-        if end > dg.data.len() {
-            dg.data.resize(end, 0);
         }
         if !more {
             dg.total = Some(b);
@@ -275,10 +304,7 @@ impl FragTable {
         };
         self.bytes -= dg.charge();
         stats.reassembled += 1;
-        let total = dg.total.unwrap_or(0) as usize;
-        let mut data = dg.data;
-        data.truncate(total);
-        FragOutcome::Complete(data.into_boxed_slice())
+        FragOutcome::Complete(dg.assemble())
     }
 
     /// Drops datagrams whose first fragment is older than the timeout (in packet time).

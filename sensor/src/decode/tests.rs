@@ -934,18 +934,46 @@ fn fragment_budgets_drop_and_count() {
     ));
     assert_eq!(d.stats.frag_dropped, 1);
 
-    // Bytes: a fragment far into a datagram would need a buffer over the budget. It and the
-    // one fragment its datagram held are dropped.
+    // Bytes: datagram 0 keeps receiving 1600-byte fragments until the bytes held would pass
+    // the budget; then it and every fragment it held are dropped.
+    let big = vec![2u8; 8000];
+    let ip = v4_udp(A4, B4, 1, 2, &big);
+    let mut held = 1; // the 32-byte fragment stored above
+    let mut dropped = false;
+    for i in 1..5 {
+        let f = v4_frags(&ip, 0, &[(i * 1600, (i + 1) * 1600)]);
+        match d.decode(LinkType::Ethernet, &f[0], 0) {
+            Decoded::FragmentHeld => held += 1,
+            Decoded::Dropped(DecodeError::FragBudget) => {
+                dropped = true;
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(d.frags.bytes() <= cfg.frag_max_bytes);
+    }
+    assert!(dropped, "4 x 1600 bytes must exceed a 4096-byte budget");
+    assert_eq!(d.stats.frag_dropped, 1 + held + 1);
+    assert_eq!(d.frags.len(), 1);
+    assert!(d.frags.bytes() <= cfg.frag_max_bytes);
+}
+
+#[test]
+fn a_lone_fragment_far_into_a_datagram_costs_only_its_bytes() {
+    let cfg = DecodeConfig {
+        frag_max_datagrams: 4,
+        frag_max_bytes: 1024,
+        frag_timeout_ns: 1_000_000_000,
+    };
+    let mut d = Decoder::new(cfg);
     let big = vec![2u8; 8000];
     let ip = v4_udp(A4, B4, 1, 2, &big);
     let f = v4_frags(&ip, 0, &[(7000, 7040)]);
     assert!(matches!(
         d.decode(LinkType::Ethernet, &f[0], 0),
-        Decoded::Dropped(DecodeError::FragBudget)
+        Decoded::FragmentHeld
     ));
-    assert_eq!(d.stats.frag_dropped, 3);
-    assert_eq!(d.frags.len(), 1);
-    assert!(d.frags.bytes() <= cfg.frag_max_bytes);
+    assert!(d.frags.bytes() < 512, "{} bytes charged", d.frags.bytes());
 }
 
 #[test]

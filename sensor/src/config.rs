@@ -93,6 +93,9 @@ pub struct FlowSection {
     pub closed_timeout: u64,
     /// Flows longer than this are exported (reason `active_timeout`) and go on as a new flow.
     pub active_timeout: u64,
+    /// VLAN id is part of the flow key; turn off when the two directions of a connection are
+    /// seen with different VLAN tags (some SPAN setups).
+    pub vlan_in_key: bool,
 }
 
 impl Default for FlowSection {
@@ -105,6 +108,7 @@ impl Default for FlowSection {
             other_idle_timeout: d.other_idle_ns / NANOS_PER_SEC,
             closed_timeout: d.closed_ns / NANOS_PER_SEC,
             active_timeout: d.active_ns / NANOS_PER_SEC,
+            vlan_in_key: d.vlan_in_key,
         }
     }
 }
@@ -238,6 +242,7 @@ impl Config {
             other_idle_ns: self.flow.other_idle_timeout * s,
             closed_ns: self.flow.closed_timeout * s,
             active_ns: self.flow.active_timeout * s,
+            vlan_in_key: self.flow.vlan_in_key,
         }
     }
 

@@ -21,7 +21,7 @@ use crate::decode::{Decoded, Decoder, LinkType};
 use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, Payload};
 use crate::export::eve::{EveStats, EveWriter};
 use crate::export::Record;
-use crate::flow::FlowStats;
+use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
 use crate::time::{Ts, NANOS_PER_SEC};
 use crate::worker::Worker;
@@ -141,7 +141,15 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
 
     let mut decoder = Decoder::new(cfg.decode_config());
     let mut dispatcher = Dispatcher::new(producers);
-    let reader = dispatch_files(&files, &mut decoder, &mut dispatcher, opts.speed, &progress);
+    let flow_cfg = cfg.flow_config();
+    let reader = dispatch_files(
+        &files,
+        &mut decoder,
+        &mut dispatcher,
+        &flow_cfg,
+        opts.speed,
+        &progress,
+    );
     drop(dispatcher);
 
     let mut flows = FlowStats::default();
@@ -184,6 +192,7 @@ fn dispatch_files(
     files: &[PcapFile],
     decoder: &mut Decoder,
     rings: &mut Dispatcher,
+    flow_cfg: &FlowConfig,
     speed: Option<f64>,
     progress: &ProgressBar,
 ) -> ReaderStats {
@@ -253,7 +262,7 @@ fn dispatch_files(
                     continue;
                 }
             };
-            let hash = flow_hash(&info);
+            let hash = flow_hash(&info, flow_cfg.key_vlan(info.vlan));
             let w = worker_for(hash, rings.workers());
             let desc = PacketDesc {
                 ts,

@@ -40,17 +40,21 @@ pub enum Msg {
     Tick(Ts),
 }
 
-/// Symmetric hash of a packet's flow: the same for both directions.
+/// Symmetric hash of a packet's flow: the same for both directions. `vlan` is the VLAN id when
+/// VLANs separate flows (config `flow.vlan_in_key`), else 0.
 ///
 /// Endpoints are ordered before hashing rather than combined with XOR, so that (a,b) and (b,a)
 /// hash alike but (a,a')-style collisions do not cluster. A fixed function, not a seeded one:
 /// the dispatch (and so the output) must be identical on every run.
 #[inline]
-pub fn flow_hash(info: &PacketInfo) -> u64 {
+pub fn flow_hash(info: &PacketInfo, vlan: u16) -> u64 {
     let a = (info.src, info.sport);
     let b = (info.dst, info.dport);
     let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = mix(u64::from(info.proto) | (u64::from(lo.1) << 8) | (u64::from(hi.1) << 24));
+    let mut h = mix(u64::from(info.proto)
+        | (u64::from(lo.1) << 8)
+        | (u64::from(hi.1) << 24)
+        | (u64::from(vlan) << 40));
     for chunk in [&lo.0, &hi.0] {
         let x = u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8]));
         let y = u64::from_le_bytes(chunk[8..].try_into().unwrap_or([0; 8]));
@@ -195,14 +199,15 @@ mod tests {
             dport: fwd.sport,
             ..fwd
         };
-        assert_eq!(flow_hash(&fwd), flow_hash(&rev));
+        assert_eq!(flow_hash(&fwd, 0), flow_hash(&rev, 0));
         let other = PacketInfo {
             sport: 51001,
             ..fwd
         };
-        assert_ne!(flow_hash(&fwd), flow_hash(&other));
+        assert_ne!(flow_hash(&fwd, 0), flow_hash(&other, 0));
         let udp = PacketInfo { proto: 17, ..fwd };
-        assert_ne!(flow_hash(&fwd), flow_hash(&udp));
+        assert_ne!(flow_hash(&fwd, 0), flow_hash(&udp, 0));
+        assert_ne!(flow_hash(&fwd, 10), flow_hash(&fwd, 20));
     }
 
     #[test]
@@ -238,7 +243,7 @@ mod tests {
                 proto: 17,
                 ..Default::default()
             };
-            counts[worker_for(flow_hash(&p), 3)] += 1;
+            counts[worker_for(flow_hash(&p, 0), 3)] += 1;
         }
         for c in counts {
             assert!((9_000..11_000).contains(&c), "uneven split {counts:?}");

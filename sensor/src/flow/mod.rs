@@ -23,6 +23,21 @@ pub struct FlowConfig {
     pub closed_ns: u64,
     /// A flow lasting longer than this is exported and goes on under a new flow_id.
     pub active_ns: u64,
+    /// The VLAN id is part of the flow key (as Suricata's `vlan.use-for-tracking`): equal
+    /// addresses in different VLANs are different flows.
+    pub vlan_in_key: bool,
+}
+
+impl FlowConfig {
+    /// The VLAN id that takes part in the key of a packet in VLAN `vlan`.
+    #[inline]
+    pub fn key_vlan(&self, vlan: u16) -> u16 {
+        if self.vlan_in_key {
+            vlan
+        } else {
+            0
+        }
+    }
 }
 
 impl Default for FlowConfig {
@@ -34,6 +49,7 @@ impl Default for FlowConfig {
             other_idle_ns: 60 * NANOS_PER_SEC,
             closed_ns: 10 * NANOS_PER_SEC,
             active_ns: 1800 * NANOS_PER_SEC,
+            vlan_in_key: true,
         }
     }
 }

@@ -52,6 +52,8 @@ struct Flow {
     lo_port: u16,
     hi_port: u16,
     vlan: u16,
+    /// VLAN id taking part in the key (0 when VLANs do not separate flows).
+    key_vlan: u16,
     proto: u8,
     is_v6: bool,
     init_is_lo: bool,
@@ -75,6 +77,7 @@ impl Flow {
         self.lo_port == k.lo_port
             && self.hi_port == k.hi_port
             && self.proto == k.proto
+            && self.key_vlan == k.vlan
             && self.lo == k.lo
             && self.hi == k.hi
     }
@@ -107,11 +110,12 @@ struct Key {
     lo_port: u16,
     hi_port: u16,
     proto: u8,
+    vlan: u16,
     src_is_lo: bool,
 }
 
 impl Key {
-    fn of(info: &PacketInfo) -> Key {
+    fn of(info: &PacketInfo, vlan: u16) -> Key {
         let src_is_lo = (info.src, info.sport) <= (info.dst, info.dport);
         let (lo, lo_port, hi, hi_port) = if src_is_lo {
             (info.src, info.sport, info.dst, info.dport)
@@ -124,6 +128,7 @@ impl Key {
             lo_port,
             hi_port,
             proto: info.proto,
+            vlan,
             src_is_lo,
         }
     }
@@ -227,7 +232,7 @@ impl FlowTable {
             self.now = ts;
         }
         let info = &desc.info;
-        let key = Key::of(info);
+        let key = Key::of(info, self.cfg.key_vlan(info.vlan));
         let tcp_flags = if info.proto == ipproto::TCP {
             info.tcp.flags
         } else {
@@ -419,6 +424,7 @@ impl FlowTable {
             lo_port: key.lo_port,
             hi_port: key.hi_port,
             vlan: info.vlan,
+            key_vlan: key.vlan,
             proto: info.proto,
             is_v6: info.is_v6,
             init_is_lo,
@@ -622,7 +628,7 @@ mod tests {
         PacketDesc {
             ts,
             wire_len: 100,
-            hash: flow_hash(&info),
+            hash: flow_hash(&info, info.vlan),
             info,
             payload: Payload::Owned(Box::new([])),
         }
@@ -772,6 +778,27 @@ mod tests {
         assert_eq!(f[0].pkts_toserver, 30);
         assert_eq!(f[1].pkts_toserver, 11);
         assert_ne!(f[0].meta.flow_id, f[1].meta.flow_id);
+    }
+
+    #[test]
+    fn vlans_separate_flows_unless_configured_otherwise() {
+        for (vlan_in_key, expected) in [(true, 2), (false, 1)] {
+            let mut t = FlowTable::new(
+                FlowConfig {
+                    vlan_in_key,
+                    ..Default::default()
+                },
+                DpiConfig::default(),
+            );
+            let mut out = Vec::new();
+            for vlan in [10, 20] {
+                let mut p = pkt(S, 17, 1, 5000, 2, 53, 0);
+                p.info.vlan = vlan;
+                p.hash = flow_hash(&p.info, t.cfg.key_vlan(vlan));
+                t.packet(&p, &[], &mut out);
+            }
+            assert_eq!(t.len(), expected, "vlan_in_key = {vlan_in_key}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! which is what makes replay lossless).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -19,6 +20,11 @@ use crate::flow::{FlowConfig, FlowStats, FlowTable};
 const BATCH: usize = 512;
 /// Most messages taken from the ring before its slots are handed back to the source.
 const RX_CHUNK: usize = 256;
+/// A partial batch waits at most this long (wall time) before it goes to the exporter. Only
+/// when records are sent, not which, depends on it: output stays deterministic. Sending after
+/// every tick instead made tiny batches in sparse captures (a tick per packet) and woke the
+/// exporter tens of thousands of times.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     pub id: usize,
@@ -29,6 +35,7 @@ pub struct Worker {
     export: Sender<Vec<Record>>,
     /// Emptied batches coming back from the exporter, so the packet path does not allocate them.
     recycled: Receiver<Vec<Record>>,
+    last_send: Instant,
 }
 
 impl Worker {
@@ -49,6 +56,7 @@ impl Worker {
             out: Vec::with_capacity(BATCH),
             export,
             recycled,
+            last_send: Instant::now(),
         }
     }
 
@@ -62,6 +70,7 @@ impl Worker {
                 if rx.is_abandoned() && rx.slots() == 0 {
                     break;
                 }
+                self.send_if_due();
                 backoff.wait();
                 continue;
             }
@@ -94,10 +103,19 @@ impl Worker {
             }
             Msg::Tick(ts) => {
                 self.table.advance(*ts, &mut self.out);
-                if !self.out.is_empty() {
+                if self.out.len() >= BATCH {
                     self.send();
+                } else {
+                    self.send_if_due();
                 }
             }
+        }
+    }
+
+    /// Sends a partial batch that has waited for [`FLUSH_INTERVAL`].
+    fn send_if_due(&mut self) {
+        if !self.out.is_empty() && self.last_send.elapsed() >= FLUSH_INTERVAL {
+            self.send();
         }
     }
 
@@ -105,6 +123,7 @@ impl Worker {
         if self.out.is_empty() {
             return;
         }
+        self.last_send = Instant::now();
         let fresh = self
             .recycled
             .try_recv()

@@ -113,7 +113,6 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
         producers.push(tx);
         let w = Worker::new(
             id,
-            rx,
             Arc::clone(&files),
             cfg.flow_config(),
             cfg.dpi_config(),
@@ -129,7 +128,7 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
                     if let Some(c) = core {
                         core_affinity::set_for_current(c);
                     }
-                    w.run()
+                    w.run(rx)
                 })
                 .context("cannot start a worker thread")?,
         );

@@ -28,7 +28,6 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Worker {
     pub id: usize,
-    rx: rtrb::Consumer<Msg>,
     files: Arc<Vec<PcapFile>>,
     table: FlowTable,
     out: Vec<Record>,
@@ -41,7 +40,6 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         id: usize,
-        rx: rtrb::Consumer<Msg>,
         files: Arc<Vec<PcapFile>>,
         flow: FlowConfig,
         dpi: DpiConfig,
@@ -50,7 +48,6 @@ impl Worker {
     ) -> Worker {
         Worker {
             id,
-            rx,
             files,
             table: FlowTable::new(flow, dpi),
             out: Vec::with_capacity(BATCH),
@@ -60,10 +57,10 @@ impl Worker {
         }
     }
 
-    /// Runs until the producer is gone and the ring is empty, then exports every remaining flow.
-    pub fn run(mut self) -> FlowStats {
+    /// Consumes its ring until the producer is gone and the ring is empty, then exports every
+    /// remaining flow.
+    pub fn run(mut self, mut rx: rtrb::Consumer<Msg>) -> FlowStats {
         let mut backoff = Backoff::new();
-        let mut rx = std::mem::replace(&mut self.rx, rtrb::RingBuffer::new(1).1);
         loop {
             let ready = rx.slots();
             if ready == 0 {

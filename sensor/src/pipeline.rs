@@ -112,7 +112,6 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
         let (tx, rx) = rtrb::RingBuffer::<Msg>::new(cfg.sensor.ring_size);
         producers.push(tx);
         let w = Worker::new(
-            id,
             Arc::clone(&files),
             cfg.flow_config(),
             cfg.dpi_config(),
@@ -232,13 +231,11 @@ fn dispatch_files(
                     next_tick = Some(ts.saturating_add(NANOS_PER_SEC));
                 }
             }
-            let Some(link) = LinkType::from_pcap(frame.linktype) else {
-                decoder.stats.frames += 1;
-                decoder.stats.unsupported += 1;
-                st.decode_dropped += 1;
-                continue;
+            let decoded = match LinkType::from_pcap(frame.linktype) {
+                Some(link) => decoder.decode(link, frame.data, ts),
+                None => decoder.unsupported_link(),
             };
-            let (info, payload) = match decoder.decode(link, frame.data, ts) {
+            let (info, payload) = match decoded {
                 Decoded::Packet(info) => {
                     let off = frame.data.as_ptr() as usize - base + info.payload_off as usize;
                     let payload = Payload::Mapped {

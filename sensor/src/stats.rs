@@ -115,6 +115,27 @@ impl fmt::Display for Summary {
             "  drops: truncated={} malformed={} unsupported={} frag_budget={} frag_timeout={} ring_full={} flow_table_full={}",
             d.truncated, d.malformed, d.unsupported, d.frag_dropped, d.frag_timeouts, r.ring_full, fl.table_full_drops
         )?;
+        if r.file_errors > 0 {
+            writeln!(
+                f,
+                "  file errors: {} file(s) ended in a truncated or corrupt record; the rest of each was skipped",
+                r.file_errors
+            )?;
+        }
+        if r.ring_waits > 0 {
+            writeln!(
+                f,
+                "  back-pressure: the reader waited {} times for a full worker ring (replay is lossless)",
+                r.ring_waits
+            )?;
+        }
+        if self.frag_pending.0 > 0 {
+            writeln!(
+                f,
+                "  incomplete at end: {} IP datagrams ({} fragments, counted in fragments_held)",
+                self.frag_pending.0, self.frag_pending.1
+            )?;
+        }
         let ok = if self.accounted() == r.frames {
             "ok"
         } else {

@@ -27,7 +27,6 @@ const RX_CHUNK: usize = 256;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Worker {
-    pub id: usize,
     files: Arc<Vec<PcapFile>>,
     table: FlowTable,
     out: Vec<Record>,
@@ -39,7 +38,6 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        id: usize,
         files: Arc<Vec<PcapFile>>,
         flow: FlowConfig,
         dpi: DpiConfig,
@@ -47,7 +45,6 @@ impl Worker {
         recycled: Receiver<Vec<Record>>,
     ) -> Worker {
         Worker {
-            id,
             files,
             table: FlowTable::new(flow, dpi),
             out: Vec::with_capacity(BATCH),

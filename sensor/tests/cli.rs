@@ -139,3 +139,25 @@ fn speed_paces_the_replay_at_recorded_timing() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A capture cut in the middle of a record is replayed up to the cut, and the summary says so.
+#[test]
+fn a_truncated_capture_is_replayed_up_to_the_cut_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let cut = dir.path().join("cut.pcap");
+    let bytes = std::fs::read(fixture("dns.pcap")).unwrap();
+    std::fs::write(&cut, &bytes[..bytes.len() - 20]).unwrap();
+    let out = sensor()
+        .args(["replay", "--eve", ""])
+        .arg(&cut)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("file errors: 1"), "{stderr}");
+    assert!(stderr.contains("[ok]"), "{stderr}");
+}

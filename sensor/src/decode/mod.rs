@@ -464,6 +464,14 @@ impl Decoder {
         self.frags.pending()
     }
 
+    /// Accounts for a frame whose pcap link type has no [`LinkType`]: counted like any other
+    /// frame the decoder cannot use.
+    pub fn unsupported_link(&mut self) -> Decoded {
+        self.stats.frames += 1;
+        self.stats.unsupported += 1;
+        Decoded::Dropped(DecodeError::Unsupported)
+    }
+
     /// Decodes one captured frame of link type `link`, captured at `ts`.
     pub fn decode(&mut self, link: LinkType, frame: &[u8], ts: Ts) -> Decoded {
         self.stats.frames += 1;

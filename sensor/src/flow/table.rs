@@ -816,7 +816,6 @@ mod tests {
     #[test]
     fn a_tracked_flow_costs_at_most_256_bytes() {
         let per_flow = FlowTable::bytes_per_flow();
-        eprintln!("{per_flow} bytes per tracked flow in the table");
         assert!(per_flow <= 256, "{per_flow} bytes per flow");
     }
 }

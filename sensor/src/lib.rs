@@ -5,6 +5,7 @@
 //! `gen` holds the deterministic fixture generator and capture amplifier (test devices).
 //! See ARCHITECTURE.md at the repository root for the map and the invariants.
 
+pub mod accuracy;
 pub mod capture;
 pub mod config;
 pub mod decode;

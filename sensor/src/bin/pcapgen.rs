@@ -1,5 +1,5 @@
 //! `pcapgen`: writes the deterministic fixtures of `testdata-pcaps/` and builds large captures
-//! for the benchmark by amplifying existing ones.
+//! for the benchmark by amplifying existing ones, and cuts fuzzing seeds from the fixtures.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +27,13 @@ enum Cmd {
     /// Concatenate copies of Ethernet captures, each copy with rewritten addresses and shifted
     /// timestamps, until the output reaches --target-bytes.
     Amplify(sensor::gen::amplify::AmplifyArgs),
+    /// Write fuzzing seeds cut from the fixture captures into OUT/<target>/.
+    Seeds {
+        #[arg(long, default_value = "testdata-pcaps")]
+        fixtures: PathBuf,
+        #[arg(long, default_value = "fuzz/corpus")]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -38,6 +45,9 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::Amplify(args) => sensor::gen::amplify::run(&args).map(|report| println!("{report}")),
+        Cmd::Seeds { fixtures, out } => {
+            sensor::gen::seeds::write_all(&fixtures, &out).map(|report| print!("{report}"))
+        }
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,7 +1,9 @@
 //! Test devices, part of the crate as in smoltcp: a pcap writer, the deterministic fixture
-//! generator behind `testdata-pcaps/`, and the capture amplifier used by the benchmark.
+//! generator behind `testdata-pcaps/`, the capture amplifier used by the benchmark, and the
+//! fuzzing seeds cut from the fixtures.
 //! Nothing here runs on the packet path.
 
 pub mod amplify;
 pub mod fixtures;
 pub mod pcap_writer;
+pub mod seeds;

@@ -19,6 +19,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod ja;
 pub mod stream;
 pub mod tls;
 
@@ -81,6 +82,31 @@ pub struct TlsEvent {
     /// The ClientHello was sent by the flow's responder (the initiator guess was wrong, e.g.
     /// a capture that starts mid-flow).
     pub client_is_responder: bool,
+    /// JA3 of the ClientHello (EVE `ja3{hash,string}`).
+    pub ja3: Option<ja::Ja3>,
+    /// JA4 of the ClientHello (EVE `ja4`).
+    pub ja4: Option<String>,
+    /// JA3S of the ServerHello (EVE `ja3s{hash,string}`).
+    pub ja3s: Option<ja::Ja3>,
+    /// Cipher suite the server selected.
+    pub cipher_suite: Option<u16>,
+    /// The server's leaf certificate, when it was sent in clear (TLS <= 1.2).
+    pub cert: Option<Box<CertInfo>>,
+}
+
+/// What EVE reports of a server certificate (Suricata's `subject`, `issuerdn`, `serial`,
+/// `notbefore`, `notafter`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Distinguished names as RFC 4514-style text (`CN=..., O=..., C=...`, in the
+    /// certificate's order).
+    pub subject: String,
+    pub issuerdn: String,
+    /// Serial number as colon-separated upper-case hex bytes, as Suricata prints it.
+    pub serial: String,
+    /// Validity bounds, seconds since the Unix epoch.
+    pub not_before: i64,
+    pub not_after: i64,
 }
 
 /// One HTTP/1.x request, with its response status when the response was seen (EVE `http`).
@@ -662,7 +688,7 @@ pub fn udp_datagram(
 mod tests {
     use super::*;
     use crate::decode::tcpflags::{ACK, PSH, SYN};
-    use tls::tests::{browser_hello, records, server_hello_msg};
+    use tls::tests::{browser_hello, records, server_hello_msg, tls12_server_flight};
 
     const ISN: [u32; 2] = [0xffff_f000, 7_000_000];
 
@@ -879,7 +905,7 @@ mod tests {
         let mut c = Conn::new(TcpApp::new());
         c.send(Dir::ToClient, &browser_hello("mid.example", 0));
         assert_eq!(c.app.proto(), AppProto::Tls);
-        let sh = records(22, &server_hello_msg(0x0303, None, false), 1 << 14);
+        let sh = tls12_server_flight(0x0303);
         assert_eq!(c.send(Dir::ToServer, &sh), Progress::Done);
         let evs = c.tls();
         assert!(evs[0].client_is_responder);
@@ -1063,7 +1089,7 @@ mod tests {
         c.send(Dir::ToServer, &hello[..4]);
         c.send(Dir::ToServer, &hello[4..]);
         assert_eq!(c.app.proto(), AppProto::Tls);
-        let sh = records(22, &server_hello_msg(0x0301, None, false), 1 << 14);
+        let sh = tls12_server_flight(0x0301);
         assert_eq!(c.send(Dir::ToClient, &sh), Progress::Done);
         let ev = c.tls()[0];
         assert_eq!((ev.sni.as_deref(), ev.client_version), (None, 0x0301));

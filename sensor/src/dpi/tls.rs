@@ -13,8 +13,16 @@
 //! The flow is finished (and DPI stops) once the server answered: a ServerHello, or anything
 //! else. A HelloRetryRequest is not an answer: the event of the first ClientHello is emitted and
 //! the second ClientHello gets its own, as tshark counts two handshakes.
+//!
+//! Fingerprints (JA3, JA4, JA3S; see [`super::ja`]) are computed from the same decoded hellos.
+//! When the server selects TLS 1.2 or older, its Certificate message follows in clear: the event
+//! waits for it and reports the leaf certificate's subject, issuer, serial and validity (decoded
+//! with `x509-parser`). A Certificate message is gathered across records and segments like any
+//! handshake message, but only up to `max_buffer` bytes: a longer chain is cut there, which
+//! still holds the leaf certificate (the first one) in practice.
 
-use super::{AppEvent, Ctx, TlsEvent};
+use super::ja::{self, Transport};
+use super::{AppEvent, CertInfo, Ctx, TlsEvent};
 use crate::time::Ts;
 use tls_parser::{
     parse_tls_extension_alpn_content, parse_tls_extension_sni_content,
@@ -34,6 +42,7 @@ mod content {
 mod hs {
     pub const CLIENT_HELLO: u8 = 1;
     pub const SERVER_HELLO: u8 = 2;
+    pub const CERTIFICATE: u8 = 11;
 }
 
 /// Extension types we report.
@@ -119,6 +128,14 @@ enum Server {
     Other,
 }
 
+/// What the server's flight told, kept until the event is emitted.
+#[derive(Default)]
+struct ServerDetails {
+    cipher: Option<u16>,
+    ja3s: Option<ja::Ja3>,
+    cert: Option<Box<CertInfo>>,
+}
+
 /// TLS state of one flow (both directions).
 pub(super) struct TlsParser {
     /// Direction index (0 to server, 1 to client) that sends the ClientHello.
@@ -131,6 +148,9 @@ pub(super) struct TlsParser {
     server: Server,
     /// The last ClientHello, waiting for the server's answer.
     pending: Option<Box<TlsEvent>>,
+    /// The server selected TLS <= 1.2: its Certificate message is awaited in clear.
+    awaiting_cert: bool,
+    server_details: Option<Box<ServerDetails>>,
 }
 
 impl TlsParser {
@@ -144,6 +164,8 @@ impl TlsParser {
             rec: [Record::default(); 2],
             server: Server::Waiting,
             pending: None,
+            awaiting_cert: false,
+            server_details: None,
         }
     }
 
@@ -230,13 +252,42 @@ impl TlsParser {
         self.lost(d & 1, ctx);
     }
 
-    /// The flow ends: a ClientHello still waiting is reported without server version.
+    /// The flow ends: a ClientHello still waiting is reported with what the server said so far.
     pub fn close(&mut self, ts: Ts, out: &mut Vec<AppEvent>) {
         let _ = ts;
         if let Some(ev) = self.pending.take() {
-            out.push(AppEvent::Tls(*ev));
+            let version = match self.server {
+                Server::Hello(v) | Server::Retry(v) => Some(v),
+                Server::Waiting | Server::Other => None,
+            };
+            self.emit(ev, version, out);
         }
         self.finished = true;
+    }
+
+    /// Pushes a ClientHello's event with the server's answer.
+    fn emit(&mut self, mut ev: Box<TlsEvent>, version: Option<u16>, out: &mut Vec<AppEvent>) {
+        ev.server_version = version;
+        if let Some(d) = self.server_details.take() {
+            let d = *d;
+            ev.cipher_suite = d.cipher;
+            ev.ja3s = d.ja3s;
+            ev.cert = d.cert;
+        }
+        out.push(AppEvent::Tls(*ev));
+    }
+
+    /// How many bytes of a handshake message of `total` bytes (header included) of type `typ`
+    /// in direction `d` to gather; `None` to give the direction up.
+    fn gather_limit(&self, d: usize, typ: u8, total: usize, max: usize) -> Option<usize> {
+        if total <= max {
+            Some(total)
+        } else if d != self.client as usize && typ == hs::CERTIFICATE && self.awaiting_cert {
+            // Only the first certificate is decoded: a prefix is enough.
+            Some(max)
+        } else {
+            None
+        }
     }
 
     fn lost(&mut self, d: usize, ctx: &mut Ctx<'_>) {
@@ -276,39 +327,38 @@ impl TlsParser {
                     self.message(d, typ, body, ctx);
                     continue;
                 }
-                if let Some(total) = message_len(p) {
-                    if total > ctx.cfg.max_buffer {
-                        self.lost(d, ctx);
-                        return;
-                    }
-                    carry.reserve_exact(total);
-                }
-                carry.extend_from_slice(p);
-                return;
             }
             if carry.len() < HANDSHAKE_HEADER_LEN {
                 let take = (HANDSHAKE_HEADER_LEN - carry.len()).min(p.len());
                 carry.extend_from_slice(&p[..take]);
                 p = &p[take..];
             }
-            let Some(total) = message_len(carry) else {
+            let (Some(total), Some(&typ)) = (message_len(carry), carry.first()) else {
                 return;
             };
-            if total > ctx.cfg.max_buffer {
+            let Some(limit) = self.gather_limit(d, typ, total, ctx.cfg.max_buffer) else {
                 super::release(carry);
                 self.lost(d, ctx);
                 return;
+            };
+            if carry.capacity() < limit {
+                carry.reserve_exact(limit - carry.len());
             }
-            let take = total.saturating_sub(carry.len()).min(p.len());
+            let take = limit.saturating_sub(carry.len()).min(p.len());
             carry.extend_from_slice(&p[..take]);
             p = &p[take..];
-            if carry.len() < total {
+            if carry.len() < limit {
                 return;
             }
-            if let Some((typ, body, _)) = split_message(carry) {
+            if let Some(body) = carry.get(HANDSHAKE_HEADER_LEN..limit) {
                 self.message(d, typ, body, ctx);
             }
             super::release(carry);
+            if limit < total {
+                // The rest of a cut message cannot be followed.
+                self.lost(d, ctx);
+                return;
+            }
         }
     }
 
@@ -320,7 +370,7 @@ impl TlsParser {
                 self.settle(ctx);
                 return;
             }
-            let Some(mut ev) = client_hello(body) else {
+            let Some(mut ev) = client_hello_over(body, Transport::Tcp) else {
                 self.lost(d, ctx);
                 return;
             };
@@ -331,12 +381,32 @@ impl TlsParser {
                 ctx.out.push(AppEvent::Tls(*older));
             }
         } else {
-            self.server = match typ {
-                hs::SERVER_HELLO => server_hello(body),
-                _ => Server::Other,
-            };
-            if self.server == Server::Other {
-                self.active[d] = false;
+            match typ {
+                hs::SERVER_HELLO => {
+                    let (server, fp) = server_hello(body);
+                    self.server = server;
+                    if let Some(fp) = fp {
+                        let det = self.server_details.get_or_insert_with(Default::default);
+                        det.cipher = Some(fp.cipher);
+                        det.ja3s = Some(fp.ja3s);
+                    }
+                    self.awaiting_cert =
+                        matches!(server, Server::Hello(v) if (0x0300..=0x0303).contains(&v));
+                }
+                hs::CERTIFICATE if self.awaiting_cert => {
+                    let det = self.server_details.get_or_insert_with(Default::default);
+                    det.cert = first_certificate(body).map(Box::new);
+                    self.awaiting_cert = false;
+                    self.active[d] = false;
+                }
+                _ => {
+                    // Anything else: no certificate in clear to wait for.
+                    if self.server == Server::Waiting {
+                        self.server = Server::Other;
+                    }
+                    self.awaiting_cert = false;
+                    self.active[d] = false;
+                }
             }
         }
         self.settle(ctx);
@@ -351,9 +421,11 @@ impl TlsParser {
                 Server::Hello(v) | Server::Retry(v) => Some(v),
                 Server::Other => None,
             };
-            if let Some(mut ev) = self.pending.take() {
-                ev.server_version = version;
-                ctx.out.push(AppEvent::Tls(*ev));
+            if self.awaiting_cert && self.active[1 - self.client as usize] {
+                return;
+            }
+            if let Some(ev) = self.pending.take() {
+                self.emit(ev, version, ctx.out);
             }
             if let Server::Retry(_) = self.server {
                 self.retried = true;
@@ -395,11 +467,20 @@ fn extensions(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8], &[u8])> {
     })
 }
 
-/// Decodes the body of a ClientHello handshake message.
+/// Decodes the body of a ClientHello handshake message received over TCP.
 pub fn client_hello(body: &[u8]) -> Option<TlsEvent> {
+    client_hello_over(body, Transport::Tcp)
+}
+
+/// Decodes the body of a ClientHello handshake message (e.g. reassembled from QUIC CRYPTO
+/// frames, with [`Transport::Quic`]): SNI, ALPN, versions, JA3 and JA4.
+pub fn client_hello_over(body: &[u8], transport: Transport) -> Option<TlsEvent> {
     let (_, ch) = parse_tls_handshake_client_hello(body).ok()?;
+    let fp = ja::client_fingerprints_of(&ch, transport);
     let mut ev = TlsEvent {
         client_version: ch.version.0,
+        ja3: Some(fp.ja3),
+        ja4: Some(fp.ja4),
         ..TlsEvent::default()
     };
     for (typ, data, whole) in extensions(ch.ext.unwrap_or_default()) {
@@ -436,25 +517,46 @@ pub fn client_hello(body: &[u8]) -> Option<TlsEvent> {
 }
 
 /// Decodes the body of a ServerHello handshake message: the selected version, and whether it
-/// is a HelloRetryRequest.
-fn server_hello(body: &[u8]) -> Server {
+/// is a HelloRetryRequest; with its cipher suite and JA3S when it decodes.
+fn server_hello(body: &[u8]) -> (Server, Option<ja::ServerFingerprint>) {
     let legacy = match body.first_chunk::<2>() {
         Some(v) => u16::from_be_bytes(*v),
-        None => return Server::Other,
+        None => return (Server::Other, None),
     };
     let Ok((_, sh)) = parse_tls_handshake_server_hello(body) else {
         // A version tls-parser does not know (TLS 1.3 drafts): still a ServerHello.
-        return Server::Hello(legacy);
+        return (Server::Hello(legacy), None);
     };
+    let fp = ja::server_fingerprint_of(&sh);
     let selected = extensions(sh.ext.unwrap_or_default())
         .find(|(t, data, _)| *t == ext::SUPPORTED_VERSIONS && data.len() == 2)
         .and_then(|(_, data, _)| data.first_chunk::<2>().map(|v| u16::from_be_bytes(*v)))
         .unwrap_or(sh.version.0);
-    if sh.random == HRR_RANDOM {
+    let server = if sh.random == HRR_RANDOM {
         Server::Retry(selected)
     } else {
         Server::Hello(selected)
-    }
+    };
+    (server, Some(fp))
+}
+
+/// The leaf (first) certificate of a Certificate message body (TLS <= 1.2: a 3-byte list
+/// length, then 3-byte-length-prefixed DER certificates). `None` when it is cut short or does
+/// not decode.
+pub fn first_certificate(body: &[u8]) -> Option<CertInfo> {
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let [a, b, c] = *body.get(3..6)?.first_chunk::<3>()?;
+    let len = u32::from_be_bytes([0, a, b, c]) as usize;
+    let der = body.get(6..6usize.checked_add(len)?)?;
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    let validity = cert.validity();
+    Some(CertInfo {
+        subject: cert.subject().to_string(),
+        issuerdn: cert.issuer().to_string(),
+        serial: cert.raw_serial_as_string().to_ascii_uppercase(),
+        not_before: validity.not_before.timestamp(),
+        not_after: validity.not_after.timestamp(),
+    })
 }
 
 #[cfg(test)]
@@ -537,6 +639,13 @@ pub(super) mod tests {
         body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
         body.extend_from_slice(&exts);
         handshake(hs::SERVER_HELLO, &body)
+    }
+
+    /// A TLS <= 1.2 ServerHello then ServerHelloDone (no certificate), in one record.
+    pub fn tls12_server_flight(legacy: u16) -> Vec<u8> {
+        let mut m = server_hello_msg(legacy, None, false);
+        m.extend(handshake(14, &[]));
+        records(22, &m, 1 << 14)
     }
 
     pub fn handshake(typ: u8, body: &[u8]) -> Vec<u8> {
@@ -649,7 +758,7 @@ pub(super) mod tests {
     #[test]
     fn server_hello_tls12_reports_legacy_version() {
         let mut p = TlsParser::new(0);
-        let sh = records(22, &server_hello_msg(0x0303, None, false), 1 << 14);
+        let sh = tls12_server_flight(0x0303);
         let out = run(&mut p, &[(0, &browser_hello("a.test", 0)), (1, &sh)]);
         assert_eq!(tls(&out[0]).server_version, Some(0x0303));
         assert!(!tls(&out[0]).client_is_responder);
@@ -761,6 +870,113 @@ pub(super) mod tests {
         assert!(p.is_done());
     }
 
+    /// The fixtures' leaf certificate (see `gen/fixtures/tls.rs`).
+    pub const LEAF_DER: &[u8] = include_bytes!("../gen/fixtures/leaf-cert.der");
+
+    /// A Certificate handshake message carrying `chain`.
+    pub fn certificate_msg(chain: &[&[u8]]) -> Vec<u8> {
+        let mut list = Vec::new();
+        for c in chain {
+            list.extend_from_slice(&(c.len() as u32).to_be_bytes()[1..]);
+            list.extend_from_slice(c);
+        }
+        let mut body = (list.len() as u32).to_be_bytes()[1..].to_vec();
+        body.extend(list);
+        handshake(hs::CERTIFICATE, &body)
+    }
+
+    fn assert_fixture_cert(ev: &TlsEvent) {
+        let c = ev.cert.as_deref().expect("certificate decoded");
+        assert_eq!(c.subject, "C=US, O=Example Fixture, CN=cert.example.com");
+        assert_eq!(c.issuerdn, "C=US, O=Example Fixture CA, CN=Fixture Root CA");
+        assert_eq!(c.serial, "10:01");
+        assert_eq!(c.not_before, 1_704_067_200, "2024-01-01T00:00:00Z");
+        assert_eq!(c.not_after, 2_019_686_400, "2034-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn tls12_server_flight_gives_cipher_ja3s_and_certificate() {
+        let mut p = TlsParser::new(0);
+        let mut flight = server_hello_msg(0x0303, None, false);
+        flight.extend(certificate_msg(&[LEAF_DER, &[0x30; 900]]));
+        flight.extend(handshake(14, &[])); // ServerHelloDone
+        let recs = records(22, &flight, 1 << 14);
+        let out = run(&mut p, &[(0, &browser_hello("a.test", 0)), (1, &recs)]);
+        assert_eq!(out.len(), 1);
+        let ev = tls(&out[0]);
+        assert_eq!(ev.server_version, Some(0x0303));
+        assert_eq!(ev.cipher_suite, Some(0x1301));
+        let ja3s = ev.ja3s.as_ref().expect("ja3s");
+        assert_eq!(ja3s.string, "771,4865,");
+        assert_eq!(ev.ja3.as_ref().map(|j| j.hash.len()), Some(32));
+        assert!(ev
+            .ja4
+            .as_deref()
+            .is_some_and(|j| j.starts_with("t13d0204h2_")));
+        assert_fixture_cert(ev);
+        assert!(p.is_done());
+    }
+
+    #[test]
+    fn certificate_split_over_records_and_byte_sized_segments() {
+        let mut flight = server_hello_msg(0x0303, None, false);
+        flight.extend(certificate_msg(&[LEAF_DER]));
+        let recs = records(22, &flight, 100);
+        let mut p = TlsParser::new(0);
+        let mut pieces: Vec<(usize, &[u8])> = vec![(0, &[])];
+        let hello = browser_hello("a.test", 0);
+        pieces[0] = (0, &hello);
+        pieces.extend(recs.chunks(7).map(|c| (1, c)));
+        let out = run(&mut p, &pieces);
+        assert_eq!(out.len(), 1);
+        assert_fixture_cert(tls(&out[0]));
+    }
+
+    #[test]
+    fn certificate_chain_longer_than_the_buffer_keeps_the_leaf() {
+        let big = vec![0x30; 40_000];
+        let mut flight = server_hello_msg(0x0303, None, false);
+        flight.extend(certificate_msg(&[LEAF_DER, &big]));
+        let recs = records(22, &flight, 1 << 14);
+        let mut p = TlsParser::new(0);
+        let out = run(&mut p, &[(0, &browser_hello("a.test", 0)), (1, &recs)]);
+        assert_fixture_cert(tls(&out[0]));
+        // a leaf that does not fit in the buffer: the event comes without certificate
+        let mut flight = server_hello_msg(0x0303, None, false);
+        flight.extend(certificate_msg(&[&big]));
+        let mut p = TlsParser::new(0);
+        let out = run(
+            &mut p,
+            &[
+                (0, &browser_hello("a.test", 0)),
+                (1, &records(22, &flight, 1 << 14)),
+            ],
+        );
+        assert_eq!(out.len(), 1);
+        assert!(tls(&out[0]).cert.is_none());
+        assert_eq!(tls(&out[0]).server_version, Some(0x0303));
+        assert!(p.is_done());
+    }
+
+    #[test]
+    fn tls12_resumption_and_tls13_do_not_wait_for_a_certificate() {
+        let mut flight = records(22, &server_hello_msg(0x0303, None, false), 1 << 14);
+        flight.extend_from_slice(b"\x14\x03\x03\x00\x01\x01");
+        let mut p = TlsParser::new(0);
+        let out = run(&mut p, &[(0, &browser_hello("a.test", 0)), (1, &flight)]);
+        assert_eq!(out.len(), 1);
+        assert!(tls(&out[0]).cert.is_none());
+        assert!(p.is_done());
+        // server hello alone: waits for the certificate, and emits at close
+        let mut p = TlsParser::new(0);
+        let sh = records(22, &server_hello_msg(0x0303, None, false), 1 << 14);
+        assert!(run(&mut p, &[(0, &browser_hello("a.test", 0)), (1, &sh)]).is_empty());
+        let mut out = Vec::new();
+        p.close(0, &mut out);
+        assert_eq!(tls(&out[0]).cipher_suite, Some(0x1301));
+        assert_eq!(tls(&out[0]).server_version, Some(0x0303));
+    }
+
     #[test]
     fn truncations_and_random_bytes_never_panic() {
         let hello = browser_hello("trunc.example", 300);
@@ -787,6 +1003,12 @@ pub(super) mod tests {
             run(&mut p, &[(0, &buf[..]), (1, &buf[..])]);
             let _ = client_hello(&buf[9..]);
             let _ = server_hello(&buf[9..]);
+            let _ = first_certificate(&buf[9..]);
         }
+        let cert = certificate_msg(&[LEAF_DER]);
+        for n in 0..cert.len() {
+            assert!(first_certificate(&cert[4..n.max(4)]).is_none());
+        }
+        assert!(first_certificate(&cert[4..]).is_some());
     }
 }

@@ -448,7 +448,49 @@ fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
             .collect();
         b.str_list(key!("client_versions"), names.iter().map(String::as_str));
     }
+    write_tls_details(&mut b, t);
     b.end();
+}
+
+/// Fingerprints, the server's choice and its certificate (Suricata's `ja3`, `ja3s`, `ja4`,
+/// `subject`, `issuerdn`, `serial`, `notbefore`, `notafter`; `cipher_suite` is ours).
+fn write_tls_details(b: &mut Obj<'_>, t: &TlsEvent) {
+    if let Some(ja3) = &t.ja3 {
+        let mut j = b.object(key!("ja3"));
+        j.str(key!("hash"), &ja3.hash);
+        j.str(key!("string"), &ja3.string);
+        j.end();
+    }
+    if let Some(ja4) = &t.ja4 {
+        b.str(key!("ja4"), ja4);
+    }
+    if let Some(ja3s) = &t.ja3s {
+        let mut j = b.object(key!("ja3s"));
+        j.str(key!("hash"), &ja3s.hash);
+        j.str(key!("string"), &ja3s.string);
+        j.end();
+    }
+    if let Some(cs) = t.cipher_suite {
+        match tls_parser::TlsCipherSuite::from_id(cs) {
+            Some(suite) => b.str(key!("cipher_suite"), suite.name),
+            None => b.str(key!("cipher_suite"), &format!("0x{cs:04x}")),
+        }
+    }
+    if let Some(c) = &t.cert {
+        b.str(key!("subject"), &c.subject);
+        b.str(key!("issuerdn"), &c.issuerdn);
+        b.str(key!("serial"), &c.serial);
+        b.str(key!("notbefore"), &cert_time(c.not_before));
+        b.str(key!("notafter"), &cert_time(c.not_after));
+    }
+}
+
+/// A certificate time as Suricata prints it: `2024-01-31T12:34:56` (UTC, no zone).
+pub fn cert_time(secs: i64) -> String {
+    let (y, mo, d) = crate::time::civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400);
+    let (h, mi, s) = (sod / 3600, (sod / 60) % 60, sod % 60);
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
 fn write_http(o: &mut Obj<'_>, meta: &FlowMeta, h: &HttpEvent) {
@@ -667,6 +709,51 @@ mod tests {
         let mut b = Vec::new();
         push_ip(&mut b, &Ipv6Addr::LOCALHOST.octets(), true);
         assert_eq!(b, b"::1");
+    }
+
+    #[test]
+    fn tls_fingerprints_and_certificate_use_suricata_names() {
+        use crate::dpi::{ja::Ja3, CertInfo};
+        let tls = Record::Event(EventRecord {
+            meta: meta(),
+            event: AppEvent::Tls(TlsEvent {
+                client_version: 0x0303,
+                server_version: Some(0x0303),
+                ja3: Some(Ja3 {
+                    string: "771,4865,0,,".into(),
+                    hash: "aa".into(),
+                }),
+                ja4: Some("t12d0101h2_x_y".into()),
+                ja3s: Some(Ja3 {
+                    string: "771,49199,".into(),
+                    hash: "bb".into(),
+                }),
+                cipher_suite: Some(0xc02f),
+                cert: Some(Box::new(CertInfo {
+                    subject: "CN=a.example".into(),
+                    issuerdn: "CN=CA".into(),
+                    serial: "10:01".into(),
+                    not_before: 1_704_067_200,
+                    not_after: 253_402_300_799,
+                })),
+                ..Default::default()
+            }),
+        });
+        let mut buf = Vec::new();
+        write_record(&mut buf, &tls);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let t = &v["tls"];
+        assert_eq!(t["ja3"]["hash"], "aa");
+        assert_eq!(t["ja3"]["string"], "771,4865,0,,");
+        assert_eq!(t["ja3s"]["hash"], "bb");
+        assert_eq!(t["ja4"], "t12d0101h2_x_y");
+        assert_eq!(t["cipher_suite"], "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+        assert_eq!(t["subject"], "CN=a.example");
+        assert_eq!(t["issuerdn"], "CN=CA");
+        assert_eq!(t["serial"], "10:01");
+        assert_eq!(t["notbefore"], "2024-01-01T00:00:00");
+        assert_eq!(t["notafter"], "9999-12-31T23:59:59");
+        assert_eq!(cert_time(-86_400), "1969-12-31T00:00:00");
     }
 
     #[test]

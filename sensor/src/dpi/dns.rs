@@ -23,10 +23,14 @@
 //! [`MAX_POINTERS`] per name; at most [`MAX_QUESTIONS`] questions per message. Unlike tshark, a
 //! pointer loop is an error (tshark shows `<Name contains a pointer that loops>`).
 //!
-//! Resource records (answers) will reuse [`read_name`] and [`Header`]; the section walk in
-//! [`parse_message`] is where they go.
+//! Answers: the answer section of a response is decoded into the event of its first question
+//! (at most [`MAX_ANSWERS`] records; A, AAAA, CNAME, NS, PTR, MX, DNAME and TXT with their data,
+//! other types by type and TTL only). Damage in the answer section ends the walk there and keeps
+//! what came before, without failing the message: the questions were already reported.
 
-use super::{AppEvent, DnsEvent, DnsKind};
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::{AppEvent, DnsAnswer, DnsEvent, DnsKind};
 use crate::time::Ts;
 
 /// Field offsets and bit masks of the DNS wire format (RFC 1035 section 4.1).
@@ -77,6 +81,10 @@ pub const MAX_NAME_TEXT: usize = NAME_BUF_LEN - 2;
 const NAME_BUF_LEN: usize = 255;
 /// Most compression pointers followed in one name.
 pub const MAX_POINTERS: usize = 128;
+/// Most answer records decoded per response (a hostile ANCOUNT cannot make more work).
+pub const MAX_ANSWERS: u16 = 32;
+/// Longest TXT rdata text kept (longer text is cut at a character boundary).
+const MAX_TXT_TEXT: usize = 255;
 
 const ROOT_TEXT: &str = "<Root>";
 const TOO_LONG_TEXT: &str = "<Name too long>";
@@ -424,6 +432,7 @@ pub fn parse_message(msg: &[u8], ts: Ts, out: &mut Vec<AppEvent>) -> Result<(), 
         (DnsKind::Query, None)
     };
     let mut pos = field::HEADER_LEN;
+    let first = out.len();
     for _ in 0..header.qdcount.min(MAX_QUESTIONS) {
         let (q, next) = read_question(msg, pos)?;
         out.push(AppEvent::Dns(DnsEvent {
@@ -433,11 +442,104 @@ pub fn parse_message(msg: &[u8], ts: Ts, out: &mut Vec<AppEvent>) -> Result<(), 
             rrname: q.name.to_text(),
             rrtype: q.qtype,
             rcode,
+            answers: Vec::new(),
         }));
         pos = next;
     }
-    // Answer, authority and additional sections (header.ancount, ...) start at `pos`.
+    if header.is_response() && header.ancount > 0 && header.qdcount <= MAX_QUESTIONS {
+        if let Some(AppEvent::Dns(ev)) = out.get_mut(first) {
+            read_answers(msg, pos, header.ancount.min(MAX_ANSWERS), &mut ev.answers);
+        }
+    }
     Ok(())
+}
+
+/// RR fields after the owner name: TYPE, CLASS, TTL, RDLENGTH (RFC 1035 section 4.1.3).
+const RR_FIXED_LEN: usize = 10;
+
+/// Reads up to `count` resource records at `pos` into `answers`; stops at the first damaged one.
+fn read_answers(msg: &[u8], mut pos: usize, count: u16, answers: &mut Vec<DnsAnswer>) {
+    for _ in 0..count {
+        let Ok((name, after)) = read_name(msg, pos) else {
+            return;
+        };
+        let Some(&[t0, t1, _, _, l0, l1, l2, l3, r0, r1]) = msg
+            .get(after..after + RR_FIXED_LEN)
+            .and_then(|f| f.first_chunk::<RR_FIXED_LEN>())
+        else {
+            return;
+        };
+        let rrtype = u16::from_be_bytes([t0, t1]);
+        let ttl = u32::from_be_bytes([l0, l1, l2, l3]);
+        let start = after + RR_FIXED_LEN;
+        let end = start + usize::from(u16::from_be_bytes([r0, r1]));
+        let Some(rdata) = msg.get(start..end) else {
+            return;
+        };
+        answers.push(DnsAnswer {
+            rrname: name.to_text(),
+            rrtype,
+            ttl,
+            rdata: rdata_text(msg, start, rrtype, rdata),
+        });
+        pos = end;
+    }
+}
+
+/// Record types whose data we render.
+mod rrtype {
+    pub const A: u16 = 1;
+    pub const NS: u16 = 2;
+    pub const CNAME: u16 = 5;
+    pub const PTR: u16 = 12;
+    pub const MX: u16 = 15;
+    pub const TXT: u16 = 16;
+    pub const AAAA: u16 = 28;
+    pub const DNAME: u16 = 39;
+}
+
+/// The data of a record as text (see [`DnsAnswer::rdata`]); `start` is where `rdata` begins in
+/// `msg` (names in it may point back into the message).
+fn rdata_text(msg: &[u8], start: usize, rrtype: u16, rdata: &[u8]) -> Option<String> {
+    let name_at = |off: usize| {
+        read_name(msg, start + off)
+            .ok()
+            .filter(|(_, end)| *end <= start + rdata.len())
+            .map(|(n, _)| n.to_text())
+    };
+    match rrtype {
+        rrtype::A => {
+            let b: [u8; 4] = rdata.try_into().ok()?;
+            Some(Ipv4Addr::from(b).to_string())
+        }
+        rrtype::AAAA => {
+            let b: [u8; 16] = rdata.try_into().ok()?;
+            Some(Ipv6Addr::from(b).to_string())
+        }
+        rrtype::CNAME | rrtype::NS | rrtype::PTR | rrtype::DNAME => name_at(0),
+        rrtype::MX if rdata.len() > 2 => name_at(2),
+        rrtype::TXT => {
+            // character-strings, concatenated
+            let mut raw = Vec::new();
+            let mut rest = rdata;
+            while let Some((&len, tail)) = rest.split_first() {
+                let s = tail.get(..usize::from(len))?;
+                raw.extend_from_slice(s);
+                rest = &tail[s.len()..];
+            }
+            let mut text = String::new();
+            push_text(&raw, &mut text);
+            if text.len() > MAX_TXT_TEXT {
+                let mut cut = MAX_TXT_TEXT;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+            }
+            Some(text)
+        }
+        _ => None,
+    }
 }
 
 /// Appends `raw` as tshark's `format_text` shows it (see the module doc).
@@ -630,8 +732,87 @@ mod tests {
                 rrname: "www.example.com".into(),
                 rrtype: 1,
                 rcode: None,
+                answers: Vec::new(),
             }]
         );
+    }
+
+    /// A resource record: owner name bytes, type, TTL, rdata.
+    fn rr(name: &[u8], t: u16, ttl: u32, rdata: &[u8]) -> Vec<u8> {
+        let mut v = name.to_vec();
+        v.extend_from_slice(&t.to_be_bytes());
+        v.extend_from_slice(&1u16.to_be_bytes());
+        v.extend_from_slice(&ttl.to_be_bytes());
+        v.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        v.extend_from_slice(rdata);
+        v
+    }
+
+    /// www.example.com CNAME cdn.example.net (compressed owner), two A, one AAAA, an MX, a
+    /// TXT and an RRSIG.
+    fn response_with_answers() -> Vec<u8> {
+        let mut m = header(0x4242, 0x8180, 1, 7);
+        m.extend(question(&qname("www.example.com"), 1));
+        let cname_at = m.len() + 12; // where the CNAME's rdata starts
+        m.extend(rr(&[0xc0, 12], 5, 3600, &qname("cdn.example.net")));
+        let cdn = [0xc0, cname_at as u8];
+        m.extend(rr(&cdn, 1, 60, &[192, 0, 2, 7]));
+        m.extend(rr(&cdn, 1, 60, &[192, 0, 2, 8]));
+        let v6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        m.extend(rr(&cdn, 28, 61, &v6));
+        let mut mx = 10u16.to_be_bytes().to_vec();
+        mx.extend(qname("mail.example.net"));
+        m.extend(rr(&cdn, 15, 62, &mx));
+        m.extend(rr(&cdn, 16, 63, b"\x05hello\x06 world"));
+        m.extend(rr(&cdn, 46, 64, &[1, 2, 3]));
+        m
+    }
+
+    #[test]
+    fn response_answers_are_decoded_into_the_first_question_event() {
+        let (res, evs) = events(&response_with_answers());
+        assert_eq!(res, Ok(()));
+        assert_eq!(evs.len(), 1);
+        let got: Vec<_> = evs[0]
+            .answers
+            .iter()
+            .map(|a| (a.rrname.as_str(), a.rrtype, a.ttl, a.rdata.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("www.example.com", 5, 3600, Some("cdn.example.net")),
+                ("cdn.example.net", 1, 60, Some("192.0.2.7")),
+                ("cdn.example.net", 1, 60, Some("192.0.2.8")),
+                ("cdn.example.net", 28, 61, Some("2001:db8::1")),
+                ("cdn.example.net", 15, 62, Some("mail.example.net")),
+                ("cdn.example.net", 16, 63, Some("hello world")),
+                ("cdn.example.net", 46, 64, None),
+            ]
+        );
+        assert!(events(&query_www()).1[0].answers.is_empty());
+    }
+
+    #[test]
+    fn damaged_answer_section_keeps_what_came_before() {
+        let full = response_with_answers();
+        let mut last = 0;
+        for n in 0..full.len() {
+            let (res, evs) = events(&full[..n]);
+            if let Some(ev) = evs.first() {
+                assert_eq!(res, Ok(()), "questions parsed: not an error");
+                assert!(ev.answers.len() >= last, "answers only grow with length");
+                last = ev.answers.len();
+            }
+        }
+        assert_eq!(last, 6, "the last record is cut until the very end");
+        // a hostile ANCOUNT: capped
+        let mut m = header(1, 0x8180, 1, 0xffff);
+        m.extend(question(&qname("a.example"), 1));
+        for _ in 0..100 {
+            m.extend(rr(&[0xc0, 12], 1, 1, &[10, 0, 0, 1]));
+        }
+        assert_eq!(events(&m).1[0].answers.len(), usize::from(MAX_ANSWERS));
     }
 
     #[test]

@@ -143,6 +143,21 @@ pub struct DnsEvent {
     pub rrtype: u16,
     /// Response code; `None` for queries.
     pub rcode: Option<u8>,
+    /// The response's answer section (at most [`dns::MAX_ANSWERS`] records), on the event of
+    /// its first question; empty for queries.
+    pub answers: Vec<DnsAnswer>,
+}
+
+/// One resource record of a DNS answer section (EVE `dns.answers[]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// Owner name, rendered like `rrname`.
+    pub rrname: String,
+    pub rrtype: u16,
+    pub ttl: u32,
+    /// A and AAAA as addresses, CNAME/NS/PTR/MX/DNAME as the target name, TXT as its text;
+    /// `None` for other types (reported by type only).
+    pub rdata: Option<String>,
 }
 
 /// Metadata extracted from a flow, in the order it was found.

@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use crate::decode::{ipproto, tcpflags, TunnelKind};
-use crate::dpi::{AppEvent, DnsEvent, DnsKind, HttpEvent, TlsEvent};
+use crate::dpi::{AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, TlsEvent};
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
 pub fn ip_string(addr: &[u8; 16], is_v6: bool) -> String {
@@ -525,7 +525,63 @@ fn write_dns(o: &mut Obj<'_>, meta: &FlowMeta, d: &DnsEvent) {
     if let Some(rc) = d.rcode {
         b.str(key!("rcode"), &rcode_name(rc));
     }
+    if !d.answers.is_empty() {
+        write_dns_answers(&mut b, &d.answers);
+    }
     b.end();
+}
+
+/// A response's answer section as Suricata's EVE DNS v2 writes it: `answers` (one object per
+/// record: `rrname`, `rrtype`, `ttl`, `rdata` when decoded) and `grouped` (rdata by type).
+fn write_dns_answers(b: &mut Obj<'_>, answers: &[DnsAnswer]) {
+    b.key(key!("answers"));
+    b.buf.push(b'[');
+    for (i, a) in answers.iter().enumerate() {
+        if i > 0 {
+            b.buf.push(b',');
+        }
+        let mut o = Obj::new(b.buf);
+        o.str(key!("rrname"), &a.rrname);
+        o.str(key!("rrtype"), &rrtype_name(a.rrtype));
+        o.u64(key!("ttl"), u64::from(a.ttl));
+        if let Some(r) = &a.rdata {
+            o.str(key!("rdata"), r);
+        }
+        o.end();
+    }
+    b.buf.push(b']');
+    // grouped: types in order of first appearance
+    let mut types: Vec<u16> = Vec::new();
+    for a in answers.iter().filter(|a| a.rdata.is_some()) {
+        if !types.contains(&a.rrtype) {
+            types.push(a.rrtype);
+        }
+    }
+    if types.is_empty() {
+        return;
+    }
+    b.key(key!("grouped"));
+    b.buf.push(b'{');
+    for (i, t) in types.iter().enumerate() {
+        if i > 0 {
+            b.buf.push(b',');
+        }
+        json_str(b.buf, &rrtype_name(*t));
+        b.buf.push(b':');
+        b.buf.push(b'[');
+        let data = answers
+            .iter()
+            .filter(|a| a.rrtype == *t)
+            .filter_map(|a| a.rdata.as_deref());
+        for (j, r) in data.enumerate() {
+            if j > 0 {
+                b.buf.push(b',');
+            }
+            json_str(b.buf, r);
+        }
+        b.buf.push(b']');
+    }
+    b.buf.push(b'}');
 }
 
 /// Appends one record as a JSON line to `buf`.
@@ -667,6 +723,7 @@ mod tests {
                 rrname: "example.com".into(),
                 rrtype: 28,
                 rcode: Some(3),
+                answers: Vec::new(),
             }),
         });
         let mut buf = Vec::new();
@@ -675,6 +732,43 @@ mod tests {
         assert_eq!(v["dns"]["rrtype"], "AAAA");
         assert_eq!(v["dns"]["rcode"], "NXDOMAIN");
         assert_eq!(v["dns"]["type"], "answer");
+        assert!(v["dns"].get("answers").is_none(), "no answer section");
+
+        let answer = |name: &str, t: u16, rdata: Option<&str>| DnsAnswer {
+            rrname: name.into(),
+            rrtype: t,
+            ttl: 300,
+            rdata: rdata.map(str::to_string),
+        };
+        let dns = Record::Event(EventRecord {
+            meta: meta(),
+            event: AppEvent::Dns(DnsEvent {
+                ts: 0,
+                kind: DnsKind::Answer,
+                id: 8,
+                rrname: "www.example.com".into(),
+                rrtype: 1,
+                rcode: Some(0),
+                answers: vec![
+                    answer("www.example.com", 5, Some("cdn.example.net")),
+                    answer("cdn.example.net", 1, Some("192.0.2.7")),
+                    answer("cdn.example.net", 1, Some("192.0.2.8")),
+                    answer("cdn.example.net", 46, None),
+                ],
+            }),
+        });
+        buf.clear();
+        write_record(&mut buf, &dns);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["dns"]["answers"][0]["rrtype"], "CNAME");
+        assert_eq!(v["dns"]["answers"][0]["rdata"], "cdn.example.net");
+        assert_eq!(v["dns"]["answers"][1]["ttl"], 300);
+        assert_eq!(v["dns"]["answers"][3]["rrtype"], "RRSIG");
+        assert!(v["dns"]["answers"][3].get("rdata").is_none());
+        assert_eq!(
+            v["dns"]["grouped"],
+            serde_json::json!({"CNAME": ["cdn.example.net"], "A": ["192.0.2.7", "192.0.2.8"]})
+        );
 
         let tls = Record::Event(EventRecord {
             meta: meta(),

@@ -11,6 +11,11 @@
 //! the flow ends, so events come out in request order.
 //!
 //! The same request parser serves HTTP over UDP (SSDP), one datagram being one message.
+//!
+//! Besides Host and User-Agent, the headers analysts usually log ([`LOGGED_HEADERS`]:
+//! Content-Type, Content-Length, Referer, X-Forwarded-For, Upgrade) are kept for the request and
+//! its response. An `Upgrade` answered `101 Switching Protocols` (WebSocket) ends the HTTP
+//! parsing, like an accepted CONNECT; both stay recorded in the request's event.
 
 use super::{AppEvent, AppProto, Ctx, HttpEvent};
 use crate::time::Ts;
@@ -22,6 +27,17 @@ const MAX_PENDING: usize = 32;
 /// Header lines parsed from the stack; more falls back to a heap array.
 const STACK_HEADERS: usize = 64;
 const HEAP_HEADERS: usize = 1024;
+
+/// Headers kept in events (first occurrence of each), by lower-case name.
+pub const LOGGED_HEADERS: [&str; 5] = [
+    "content-type",
+    "content-length",
+    "referer",
+    "x-forwarded-for",
+    "upgrade",
+];
+/// Longest header value kept in an event (longer ones are cut at a character boundary).
+const MAX_LOGGED_VALUE: usize = 1024;
 
 /// Request methods recognised at the start of a client stream (RFC 9110, WebDAV, SSDP/GENA).
 const METHODS: &[&[u8]] = &[
@@ -177,10 +193,25 @@ struct Head<'b> {
     user_agent: Option<&'b [u8]>,
     content_length: Option<u64>,
     chunked: bool,
+    /// Values of [`LOGGED_HEADERS`], by index.
+    logged: [Option<&'b [u8]>; LOGGED_HEADERS.len()],
 }
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
+}
+
+/// A logged header value: lossy UTF-8, at most [`MAX_LOGGED_VALUE`] bytes.
+fn logged_text(b: &[u8]) -> String {
+    let mut s = text(b.get(..MAX_LOGGED_VALUE).unwrap_or(b));
+    if b.len() > MAX_LOGGED_VALUE {
+        let mut cut = s.len().min(MAX_LOGGED_VALUE);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
 }
 
 impl Head<'_> {
@@ -195,7 +226,17 @@ impl Head<'_> {
             user_agent: None,
             content_length: None,
             chunked: false,
+            logged: [None; LOGGED_HEADERS.len()],
         }
+    }
+
+    /// The logged headers that were present, in [`LOGGED_HEADERS`] order.
+    fn logged_headers(&self) -> Vec<(&'static str, String)> {
+        LOGGED_HEADERS
+            .iter()
+            .zip(self.logged.iter())
+            .filter_map(|(&name, v)| v.map(|v| (name, logged_text(v))))
+            .collect()
     }
 
     fn event(&self, ts: Ts) -> HttpEvent {
@@ -207,6 +248,8 @@ impl Head<'_> {
             user_agent: self.user_agent.map(text),
             protocol: text(self.version),
             status: None,
+            request_headers: self.logged_headers(),
+            response_headers: Vec::new(),
         }
     }
 }
@@ -390,6 +433,14 @@ fn header_field<'b>(
     name: &[u8],
     value: &'b [u8],
 ) -> Result<(), httparse::Error> {
+    if let Some(i) = LOGGED_HEADERS
+        .iter()
+        .position(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+    {
+        if let Some(slot) = head.logged.get_mut(i) {
+            slot.get_or_insert(value);
+        }
+    }
     if name.eq_ignore_ascii_case(b"host") {
         head.host.get_or_insert(value);
     } else if name.eq_ignore_ascii_case(b"user-agent") {
@@ -792,6 +843,7 @@ impl HttpParser {
         let (head, connect) = req.as_ref().map_or((false, false), |r| (r.head, r.connect));
         if let Some(mut r) = req {
             r.ev.status = Some(code);
+            r.ev.response_headers = h.logged_headers();
             ctx.out.push(AppEvent::Http(r.ev));
         }
         if code == 101 || (connect && (200..300).contains(&code)) {
@@ -1037,6 +1089,87 @@ mod tests {
     }
 
     #[test]
+    fn logged_headers_of_request_and_response() {
+        let mut p = HttpParser::new(0);
+        let evs = run(
+            &mut p,
+            &[
+                (
+                    0,
+                    b"POST /form HTTP/1.1\r\nHost: h\r\nReferer: http://r.example/\r\n\
+                      X-Forwarded-For: 203.0.113.9, 198.51.100.1\r\nContent-Type: text/plain\r\n\
+                      content-length: 3\r\nX-Forwarded-For: ignored\r\n\r\nabc",
+                ),
+                (
+                    1,
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                ),
+            ],
+        );
+        assert_eq!(evs.len(), 1);
+        let e = &evs[0];
+        assert_eq!(
+            e.request_headers,
+            [
+                ("content-type", "text/plain".to_string()),
+                ("content-length", "3".to_string()),
+                ("referer", "http://r.example/".to_string()),
+                ("x-forwarded-for", "203.0.113.9, 198.51.100.1".to_string()),
+            ]
+        );
+        assert_eq!(e.response_header("content-type"), Some("application/json"));
+        assert_eq!(e.response_header("content-length"), Some("2"));
+        assert_eq!(e.response_header("referer"), None);
+        let long = format!(
+            "GET / HTTP/1.1\r\nReferer: {}\r\n\r\n",
+            "é".repeat(MAX_LOGGED_VALUE)
+        );
+        let evs = run(&mut HttpParser::new(0), &[(0, long.as_bytes())]);
+        assert!(evs.is_empty());
+        let mut p = HttpParser::new(0);
+        run(&mut p, &[(0, long.as_bytes())]);
+        let mut out = Vec::new();
+        p.close(0, &mut out);
+        let r = http(out.remove(0));
+        assert!(r
+            .request_header("referer")
+            .is_some_and(|v| v.len() <= MAX_LOGGED_VALUE));
+    }
+
+    /// Bodies that look like requests must be skipped as bodies, whatever the segment cuts.
+    #[test]
+    fn request_bodies_do_not_desynchronise_the_parser() {
+        let fake = "GET /inside-body HTTP/1.1\r\nHost: evil\r\n\r\n";
+        let by_length = format!(
+            "POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: {}\r\n\r\n{fake}",
+            fake.len()
+        );
+        let chunked = format!(
+            "PUT /b HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n\
+             {:x};ext=1\r\n{fake}\r\n5\r\nHTTP/\r\n0\r\nTrailer: x\r\n\r\n",
+            fake.len()
+        );
+        let after = "GET /c HTTP/1.1\r\nHost: h\r\n\r\n";
+        let client = format!("{by_length}{chunked}{after}").into_bytes();
+        let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+        let server: Vec<u8> = ok.repeat(3);
+        for cut in 1..client.len() {
+            let mut p = HttpParser::new(0);
+            let (a, b) = client.split_at(cut);
+            let mut evs = run(&mut p, &[(0, a), (0, b), (1, &server)]);
+            let mut out = Vec::new();
+            p.close(0, &mut out);
+            evs.extend(out.into_iter().map(http));
+            let got: Vec<_> = evs.iter().map(|e| (e.url.as_str(), e.status)).collect();
+            assert_eq!(
+                got,
+                [("/a", Some(200)), ("/b", Some(200)), ("/c", Some(200))],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
     fn upgrade_stops_parsing() {
         let mut p = HttpParser::new(0);
         let evs = run(
@@ -1050,6 +1183,7 @@ mod tests {
             ],
         );
         assert_eq!(evs[0].status, Some(101));
+        assert_eq!(evs[0].request_header("upgrade"), Some("websocket"));
         assert!(p.is_done());
     }
 

@@ -122,6 +122,27 @@ pub struct HttpEvent {
     /// e.g. `HTTP/1.1`.
     pub protocol: String,
     pub status: Option<u16>,
+    /// The commonly logged request headers that were present (see [`http::LOGGED_HEADERS`]),
+    /// in that order, with the lower-case name: EVE `request_headers`, `http_refer`, `xff`.
+    pub request_headers: Vec<(&'static str, String)>,
+    /// The same for the response: EVE `response_headers`, `http_content_type`, `length`.
+    pub response_headers: Vec<(&'static str, String)>,
+}
+
+impl HttpEvent {
+    /// Value of a logged request header (`name` in lower case).
+    pub fn request_header(&self, name: &str) -> Option<&str> {
+        header_value(&self.request_headers, name)
+    }
+
+    /// Value of a logged response header (`name` in lower case).
+    pub fn response_header(&self, name: &str) -> Option<&str> {
+        header_value(&self.response_headers, name)
+    }
+}
+
+fn header_value<'a>(h: &'a [(&'static str, String)], name: &str) -> Option<&'a str> {
+    h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
 }
 
 /// DNS message kind, as EVE's `dns.type`.

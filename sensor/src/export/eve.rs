@@ -506,7 +506,43 @@ fn write_http(o: &mut Obj<'_>, meta: &FlowMeta, h: &HttpEvent) {
         b.u64(key!("status"), u64::from(st));
     }
     b.str(key!("protocol"), &h.protocol);
+    if let Some(v) = h.request_header("referer") {
+        b.str(key!("http_refer"), v);
+    }
+    if let Some(v) = h.request_header("x-forwarded-for") {
+        b.str(key!("xff"), v);
+    }
+    if let Some(v) = h.response_header("content-type") {
+        b.str(key!("http_content_type"), v);
+    }
+    if let Some(n) = h
+        .response_header("content-length")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        b.u64(key!("length"), n);
+    }
+    header_list(&mut b, key!("request_headers"), &h.request_headers);
+    header_list(&mut b, key!("response_headers"), &h.response_headers);
     b.end();
+}
+
+/// Suricata's `request_headers` / `response_headers`: `[{"name": ..., "value": ...}]`.
+fn header_list(b: &mut Obj<'_>, k: &'static str, headers: &[(&'static str, String)]) {
+    if headers.is_empty() {
+        return;
+    }
+    b.key(k);
+    b.buf.push(b'[');
+    for (i, (name, value)) in headers.iter().enumerate() {
+        if i > 0 {
+            b.buf.push(b',');
+        }
+        let mut o = Obj::new(b.buf);
+        o.str(key!("name"), name);
+        o.str(key!("value"), value);
+        o.end();
+    }
+    b.buf.push(b']');
 }
 
 fn write_dns(o: &mut Obj<'_>, meta: &FlowMeta, d: &DnsEvent) {
@@ -848,6 +884,40 @@ mod tests {
         assert_eq!(t["notbefore"], "2024-01-01T00:00:00");
         assert_eq!(t["notafter"], "9999-12-31T23:59:59");
         assert_eq!(cert_time(-86_400), "1969-12-31T00:00:00");
+    }
+
+    #[test]
+    fn http_logged_headers_use_suricata_names() {
+        let rec = Record::Event(EventRecord {
+            meta: meta(),
+            event: AppEvent::Http(HttpEvent {
+                method: "GET".into(),
+                url: "/".into(),
+                protocol: "HTTP/1.1".into(),
+                status: Some(200),
+                request_headers: vec![
+                    ("referer", "http://r/".into()),
+                    ("x-forwarded-for", "192.0.2.1".into()),
+                    ("upgrade", "websocket".into()),
+                ],
+                response_headers: vec![
+                    ("content-type", "text/html".into()),
+                    ("content-length", "42".into()),
+                ],
+                ..Default::default()
+            }),
+        });
+        let mut buf = Vec::new();
+        write_record(&mut buf, &rec);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        let h = &v["http"];
+        assert_eq!(h["http_refer"], "http://r/");
+        assert_eq!(h["xff"], "192.0.2.1");
+        assert_eq!(h["http_content_type"], "text/html");
+        assert_eq!(h["length"], 42);
+        assert_eq!(h["request_headers"][2]["name"], "upgrade");
+        assert_eq!(h["request_headers"][2]["value"], "websocket");
+        assert_eq!(h["response_headers"][1]["value"], "42");
     }
 
     #[test]

@@ -639,6 +639,8 @@ pub struct QuicFlow {
     client: Option<Dir>,
     hellos: u8,
     datagrams: u16,
+    /// A Google QUIC version seen in clear: the flow's later client packets may carry a CHLO.
+    gquic: Option<u32>,
     /// CRYPTO bytes that could not be kept, or a hello given up.
     dropped: u64,
     /// Decryption scratch buffer, kept between the packets of a handshake.
@@ -668,7 +670,14 @@ impl QuicFlow {
     ) -> Progress {
         self.datagrams = self.datagrams.saturating_add(1);
         if let Some((version, at)) = gquic::plain_version(d) {
+            self.gquic = Some(version);
             if let Some(c) = d.get(at..).and_then(gquic::find_chlo) {
+                self.client = Some(dir);
+                self.chlo(version, c, ts, out);
+            }
+        } else if let (Some(version), true) = (self.gquic, self.client == Some(dir)) {
+            // After a REJ the client sends its full CHLO without the version (still in clear)
+            if let Some(c) = gquic::find_chlo(d) {
                 self.chlo(version, c, ts, out);
             }
         } else if d.first().is_some_and(|&b| b & 0x80 == 0) {
@@ -751,9 +760,9 @@ impl QuicFlow {
                     continue;
                 };
                 if let Some(n) = keys.open(pkt, h.pn_offset, &mut scratch) {
-                    // new keys: a new connection attempt, whose CRYPTO stream starts afresh
-                    self.dropped += self.crypto.pending() as u64;
-                    self.crypto.reset();
+                    // New keys: the client answers a Retry or a Version Negotiation. It resends
+                    // the same ClientHello, which is not reported again (tshark neither): the
+                    // CRYPTO stream goes on where it was.
                     self.keys = Some(Box::new(keys));
                     header_len = Some(n);
                     break;
@@ -1109,13 +1118,25 @@ mod tests {
     }
 
     #[test]
-    fn a_retry_gives_a_second_hello_under_new_keys() {
+    fn a_hello_resent_after_a_retry_is_reported_once_and_a_second_hello_after_it() {
         let m = client_hello_msg(Some("retry.example"), &[], &[0x0304], 0);
         let first = initial(VERSION_1, DCID, 0, &crypto_frame(0, &m));
+        // after a Retry: new connection id, so new keys, same ClientHello
         let again = initial(VERSION_1, &[0xaa; 16], 1, &crypto_frame(0, &m));
+        // after a HelloRetryRequest: a second ClientHello further on in the stream
+        let m2 = client_hello_msg(Some("second.example"), &[], &[0x0304], 0);
+        let hrr = initial(VERSION_1, &[0xbb; 8], 2, &crypto_frame(m.len() as u64, &m2));
         let mut f = QuicFlow::new();
-        let ev = events(&mut f, &[(Dir::ToServer, &first), (Dir::ToServer, &again)]);
-        assert_eq!(ev.len(), 2);
+        let ev = events(
+            &mut f,
+            &[
+                (Dir::ToServer, &first),
+                (Dir::ToServer, &again),
+                (Dir::ToServer, &hrr),
+            ],
+        );
+        let snis: Vec<_> = ev.iter().map(|e| e.hello.sni.clone().unwrap()).collect();
+        assert_eq!(snis, ["retry.example", "second.example"]);
     }
 
     #[test]
@@ -1185,6 +1206,26 @@ mod tests {
         assert_eq!(version_name(ev[0].version), "Q043");
         assert_eq!(ev[0].hello.sni.as_deref(), Some("www.youtube.com"));
         assert_eq!(ev[0].ua.as_deref(), Some("Chrome/70"));
+    }
+
+    #[test]
+    fn gquic_second_chlo_without_version_flag() {
+        let p = gquic::tests::q043_packet("www.youtube.com");
+        // the same packet as sent after the REJ: no version flag, no version
+        let mut later = vec![0x08];
+        later.extend_from_slice(&p[1..9]);
+        later.extend_from_slice(&p[13..]);
+        assert!(!detect(&later));
+        let ev = events(
+            &mut QuicFlow::new(),
+            &[
+                (Dir::ToServer, &p),
+                (Dir::ToClient, &later),
+                (Dir::ToServer, &later),
+            ],
+        );
+        assert_eq!(ev.len(), 2, "the server's packets are not searched");
+        assert_eq!(version_name(ev[1].version), "Q043");
     }
 
     #[test]

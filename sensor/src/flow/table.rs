@@ -863,6 +863,47 @@ mod tests {
     }
 
     #[test]
+    fn quic_initials_are_read_and_quic_state_is_bounded() {
+        let text: String = include_str!("../dpi/testdata/rfc9001_client_initial.hex")
+            .split_whitespace()
+            .collect();
+        let initial: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect();
+        let mut t = FlowTable::new(
+            FlowConfig::default(),
+            DpiConfig {
+                max_quic_flows: 1,
+                ..DpiConfig::default()
+            },
+        );
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 17, 1, 50000, 2, 443, 0), &initial, &mut out);
+        t.packet(&pkt(S, 17, 1, 50001, 2, 4433, 0), &initial, &mut out);
+        assert_eq!(t.stats.events_quic, 1);
+        assert_eq!(t.stats.quic_state_full, 1, "second flow over the bound");
+        assert_eq!(t.quic_flows, 1);
+        let ev: Vec<_> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(EventRecord {
+                    event: AppEvent::Quic(q),
+                    meta,
+                }) => Some((q, meta)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ev[0].0.hello.sni.as_deref(), Some("example.com"));
+        assert_eq!(ev[0].1.app_proto, AppProto::Quic);
+        assert_eq!(ev[0].1.sport, 50000);
+        t.flush(&mut out);
+        assert_eq!(t.quic_flows, 0, "state released with the flow");
+        let f = flows(&out);
+        assert!(f.iter().all(|f| f.meta.app_proto == AppProto::Quic));
+    }
+
+    #[test]
     fn a_tracked_flow_costs_at_most_256_bytes() {
         let per_flow = FlowTable::bytes_per_flow();
         assert!(per_flow <= 256, "{per_flow} bytes per flow");

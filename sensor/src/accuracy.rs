@@ -146,6 +146,13 @@ pub const EXCEPTIONS: &[(&str, Proto, Side, &str)] = &[
         "HTTP QUERY method on port 4711: tshark's heuristic does not recognise the method there; \
          Zeek's test expects the request",
     ),
+    (
+        "ndpi__quic-forcing-vn-with-data.pcapng",
+        Proto::QuicSni,
+        Side::Extra("192.168.56.103:55523"),
+        "KNOWN_GAPS: after the greased-version Initial (0xbabababa) tshark 4.0 fails to decrypt \
+         the connection's v1 Initials; the ClientHello (no server_name) is there, nDPI sees it too",
+    ),
 ];
 
 /// Counts for one protocol (one file or a total).

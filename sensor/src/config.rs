@@ -144,6 +144,8 @@ pub struct DpiSection {
     pub max_ooo_segments: usize,
     /// Payload bytes after which a flow no parser recognised is given up.
     pub detect_limit: usize,
+    /// UDP flows per worker holding QUIC Initial state at once.
+    pub max_quic_flows: usize,
 }
 
 impl Default for DpiSection {
@@ -153,6 +155,7 @@ impl Default for DpiSection {
             max_buffer: d.max_buffer,
             max_ooo_segments: d.max_ooo_segments,
             detect_limit: d.detect_limit,
+            max_quic_flows: d.max_quic_flows,
         }
     }
 }
@@ -221,6 +224,7 @@ impl Config {
         range("dpi.max_buffer", self.dpi.max_buffer, 512, 1 << 20)?;
         range("dpi.max_ooo_segments", self.dpi.max_ooo_segments, 0, 256)?;
         range("dpi.detect_limit", self.dpi.detect_limit, 16, 1 << 20)?;
+        range("dpi.max_quic_flows", self.dpi.max_quic_flows, 0, 1 << 20)?;
         Ok(())
     }
 
@@ -259,6 +263,7 @@ impl Config {
             max_buffer: self.dpi.max_buffer,
             max_ooo_segments: self.dpi.max_ooo_segments,
             detect_limit: self.dpi.detect_limit,
+            max_quic_flows: self.dpi.max_quic_flows,
         }
     }
 

@@ -101,9 +101,16 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "  events: tls={} http={} dns={}",
-            fl.events_tls, fl.events_http, fl.events_dns
+            "  events: tls={} http={} dns={} quic={}",
+            fl.events_tls, fl.events_http, fl.events_dns, fl.events_quic
         )?;
+        if fl.quic_state_full + fl.quic_crypto_dropped > 0 {
+            writeln!(
+                f,
+                "  quic: {} flow(s) not inspected (dpi.max_quic_flows reached), {} CRYPTO byte(s) not reassembled",
+                fl.quic_state_full, fl.quic_crypto_dropped
+            )?;
+        }
         let d = &self.decode;
         writeln!(
             f,

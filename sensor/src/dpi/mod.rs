@@ -1,7 +1,8 @@
-//! Application-layer metadata extraction: TLS, HTTP/1.x and DNS.
+//! Application-layer metadata extraction: TLS, QUIC, HTTP/1.x and DNS.
 //!
-//! The flow table owns one [`TcpApp`] per TCP flow while DPI is still interested in it, and calls
-//! [`udp_datagram`] for every UDP payload. Parsers detect protocols by content, not by port (DNS,
+//! The flow table owns one [`TcpApp`] per TCP flow while DPI is still interested in it, one
+//! [`quic::QuicFlow`] per UDP flow whose first packets are QUIC Initials (until the ClientHello
+//! is read), and calls [`udp_datagram`] for every other UDP payload. Parsers detect protocols by content, not by port (DNS,
 //! which has no reliable signature, is the exception: well-known ports). Each parser is a
 //! self-contained module that takes bytes and never panics; its events are pushed into the
 //! caller's `Vec<AppEvent>`. Nothing here reads the clock: time comes with each packet.
@@ -18,14 +19,17 @@
 //! a message spans segments, and freed when it completes.
 
 pub mod dns;
+pub mod gquic;
 pub mod http;
 pub mod ja;
+pub mod quic;
 pub mod stream;
 pub mod tls;
 
 use crate::decode::TcpMeta;
 use crate::time::Ts;
 use http::{HttpParser, Start};
+pub use quic::QuicEvent;
 use stream::{Chunk, Stream};
 use tls::TlsParser;
 
@@ -47,6 +51,8 @@ pub enum AppProto {
     Tls,
     Http,
     Dns,
+    /// IETF or Google QUIC.
+    Quic,
     /// Payload was seen but no parser recognised it.
     Failed,
 }
@@ -59,6 +65,7 @@ impl AppProto {
             AppProto::Tls => "tls",
             AppProto::Http => "http",
             AppProto::Dns => "dns",
+            AppProto::Quic => "quic",
             AppProto::Failed => "failed",
         }
     }
@@ -187,6 +194,7 @@ pub enum AppEvent {
     Tls(TlsEvent),
     Http(HttpEvent),
     Dns(DnsEvent),
+    Quic(QuicEvent),
 }
 
 /// Limits of per-flow DPI state (from config `[dpi]`).
@@ -198,6 +206,9 @@ pub struct DpiConfig {
     pub max_ooo_segments: usize,
     /// Payload bytes per direction after which an undetected flow is given up.
     pub detect_limit: usize,
+    /// UDP flows per worker holding QUIC state (keys, CRYPTO reassembly) at once; new QUIC
+    /// flows beyond it are counted and not inspected.
+    pub max_quic_flows: usize,
 }
 
 impl Default for DpiConfig {
@@ -206,6 +217,7 @@ impl Default for DpiConfig {
             max_buffer: 16 * 1024,
             max_ooo_segments: 8,
             detect_limit: 4096,
+            max_quic_flows: 16384,
         }
     }
 }
@@ -699,6 +711,11 @@ impl Default for TcpApp {
     }
 }
 
+/// DNS, mDNS and LLMNR ports: UDP there is DNS (it has no signature of its own).
+pub fn dns_port(p: u16) -> bool {
+    matches!(p, 53 | 5353 | 5355)
+}
+
 /// Inspects one UDP datagram: DNS (ports 53, 5353, 5355) and HTTP-over-UDP (SSDP).
 /// Returns the protocol recognised, if any.
 pub fn udp_datagram(
@@ -710,7 +727,6 @@ pub fn udp_datagram(
     out: &mut Vec<AppEvent>,
 ) -> Option<AppProto> {
     let _ = dir;
-    let dns_port = |p: u16| matches!(p, 53 | 5353 | 5355);
     if dns_port(sport) || dns_port(dport) {
         return match dns::parse_message(payload, ts, out) {
             Ok(()) => Some(AppProto::Dns),

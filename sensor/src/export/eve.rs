@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use crate::decode::{ipproto, tcpflags, TunnelKind};
-use crate::dpi::{AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, TlsEvent};
+use crate::dpi::{
+    quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent,
+};
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
 pub fn ip_string(addr: &[u8; 16], is_v6: bool) -> String {
@@ -620,6 +622,24 @@ fn write_dns_answers(b: &mut Obj<'_>, answers: &[DnsAnswer]) {
     b.buf.push(b'}');
 }
 
+/// Suricata's `quic` event: `version` (hex, or Google's ASCII name), `sni`, `ua` (Google
+/// QUIC), and `alpn` as our `tls` event has it.
+fn write_quic(o: &mut Obj<'_>, meta: &FlowMeta, q: &QuicEvent) {
+    header(o, meta, "quic", q.ts);
+    let mut b = o.object(key!("quic"));
+    b.str(key!("version"), &quic::version_name(q.version));
+    if let Some(sni) = &q.hello.sni {
+        b.str(key!("sni"), sni);
+    }
+    if let Some(ua) = &q.ua {
+        b.str(key!("ua"), ua);
+    }
+    if !q.hello.alpn.is_empty() {
+        b.str_list(key!("alpn"), q.hello.alpn.iter().map(String::as_str));
+    }
+    b.end();
+}
+
 /// Appends one record as a JSON line to `buf`.
 pub fn write_record(buf: &mut Vec<u8>, rec: &Record) {
     let mut o = Obj::new(buf);
@@ -629,6 +649,7 @@ pub fn write_record(buf: &mut Vec<u8>, rec: &Record) {
             AppEvent::Tls(t) => write_tls(&mut o, meta, t),
             AppEvent::Http(h) => write_http(&mut o, meta, h),
             AppEvent::Dns(d) => write_dns(&mut o, meta, d),
+            AppEvent::Quic(q) => write_quic(&mut o, meta, q),
         },
     }
     o.end();
@@ -823,6 +844,50 @@ mod tests {
         assert_eq!(v["tls"]["sni"], "a.example");
         assert_eq!(v["tls"]["version"], "TLS 1.3");
         assert_eq!(v["tls"]["alpn"][0], "h2");
+    }
+
+    #[test]
+    fn quic_event_has_suricata_fields() {
+        let mut m = meta();
+        m.proto = 17;
+        m.app_proto = AppProto::Quic;
+        let rec = Record::Event(EventRecord {
+            meta: m,
+            event: AppEvent::Quic(QuicEvent {
+                ts: 0,
+                version: 1,
+                hello: TlsEvent {
+                    sni: Some("q.example".into()),
+                    alpn: vec!["h3".into()],
+                    ..Default::default()
+                },
+                ua: None,
+            }),
+        });
+        let mut buf = Vec::new();
+        write_record(&mut buf, &rec);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["event_type"], "quic");
+        assert_eq!(v["app_proto"], "quic");
+        assert_eq!(v["proto"], "UDP");
+        assert_eq!(v["quic"]["version"], "1");
+        assert_eq!(v["quic"]["sni"], "q.example");
+        assert_eq!(v["quic"]["alpn"][0], "h3");
+        assert!(v["quic"].get("ua").is_none());
+        let gquic = Record::Event(EventRecord {
+            meta: meta(),
+            event: AppEvent::Quic(QuicEvent {
+                version: u32::from_be_bytes(*b"Q046"),
+                ua: Some("Chrome/70".into()),
+                ..Default::default()
+            }),
+        });
+        buf.clear();
+        write_record(&mut buf, &gquic);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["quic"]["version"], "Q046");
+        assert_eq!(v["quic"]["ua"], "Chrome/70");
+        assert!(v["quic"].get("sni").is_none());
     }
 
     #[test]

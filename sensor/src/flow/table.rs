@@ -14,6 +14,7 @@ use hashbrown::HashTable;
 use super::FlowConfig;
 use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
 use crate::dispatch::{mix, PacketDesc};
+use crate::dpi::quic::{self, QuicFlow};
 use crate::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
 use crate::export::{EndReason, EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use crate::time::Ts;
@@ -70,6 +71,8 @@ struct Flow {
     gen: u32,
     tunnel: Option<Box<TunnelInfo>>,
     app: Option<Box<TcpApp>>,
+    /// QUIC Initial state of a UDP flow, until its ClientHello was read.
+    quic: Option<Box<QuicFlow>>,
 }
 
 impl Flow {
@@ -153,6 +156,12 @@ pub struct FlowStats {
     pub events_tls: u64,
     pub events_http: u64,
     pub events_dns: u64,
+    pub events_quic: u64,
+    /// QUIC flows not inspected because `dpi.max_quic_flows` flows already held QUIC state.
+    pub quic_state_full: u64,
+    /// QUIC CRYPTO bytes not reassembled (over `dpi.max_buffer`, too fragmented, or left in a
+    /// ClientHello that never completed).
+    pub quic_crypto_dropped: u64,
     /// Packets not tracked because the table was full and nothing could be evicted.
     pub table_full_drops: u64,
     /// Flows whose DPI finished early (their later packets were only counted).
@@ -175,6 +184,9 @@ impl FlowStats {
         self.events_tls += o.events_tls;
         self.events_http += o.events_http;
         self.events_dns += o.events_dns;
+        self.events_quic += o.events_quic;
+        self.quic_state_full += o.quic_state_full;
+        self.quic_crypto_dropped += o.quic_crypto_dropped;
         self.table_full_drops += o.table_full_drops;
         self.dpi_bypassed += o.dpi_bypassed;
     }
@@ -189,6 +201,8 @@ pub struct FlowTable {
     queues: [VecDeque<Deadline>; CLASSES],
     now: Ts,
     events: Vec<AppEvent>,
+    /// Flows holding QUIC state (bounded by `dpi.max_quic_flows`).
+    quic_flows: usize,
     pub stats: FlowStats,
 }
 
@@ -203,6 +217,7 @@ impl FlowTable {
             queues: Default::default(),
             now: 0,
             events: Vec::new(),
+            quic_flows: 0,
             stats: FlowStats::default(),
         }
     }
@@ -308,17 +323,45 @@ impl FlowTable {
                 }
             }
         } else if info.proto == ipproto::UDP && !f.dpi_done && !payload.is_empty() {
-            match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events) {
-                Some(p) => f.app_proto = p,
-                None if f.app_proto == AppProto::Unknown => {
-                    f.udp_probes += 1;
-                    if f.udp_probes >= UDP_PROBE_LIMIT {
-                        f.app_proto = AppProto::Failed;
-                        f.dpi_done = true;
-                        self.stats.dpi_bypassed += 1;
-                    }
+            if f.quic.is_none()
+                && f.app_proto == AppProto::Unknown
+                && !dpi::dns_port(info.sport)
+                && !dpi::dns_port(info.dport)
+                && quic::detect(payload)
+            {
+                if self.quic_flows < dpi_cfg.max_quic_flows {
+                    f.quic = Some(Box::default());
+                    self.quic_flows += 1;
+                } else {
+                    self.stats.quic_state_full += 1;
+                    f.app_proto = AppProto::Quic;
+                    f.dpi_done = true;
+                    self.stats.dpi_bypassed += 1;
                 }
-                None => {}
+            }
+            if let Some(q) = f.quic.as_mut() {
+                f.app_proto = AppProto::Quic;
+                if q.datagram(&dpi_cfg, dir, payload, ts, &mut self.events) == Progress::Done {
+                    self.stats.quic_crypto_dropped += q.dropped();
+                    f.quic = None;
+                    self.quic_flows -= 1;
+                    f.dpi_done = true;
+                    self.stats.dpi_bypassed += 1;
+                }
+            } else if !f.dpi_done {
+                match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events)
+                {
+                    Some(p) => f.app_proto = p,
+                    None if f.app_proto == AppProto::Unknown => {
+                        f.udp_probes += 1;
+                        if f.udp_probes >= UDP_PROBE_LIMIT {
+                            f.app_proto = AppProto::Failed;
+                            f.dpi_done = true;
+                            self.stats.dpi_bypassed += 1;
+                        }
+                    }
+                    None => {}
+                }
             }
         }
         if !self.events.is_empty() {
@@ -439,6 +482,7 @@ impl FlowTable {
             gen: 0,
             tunnel,
             app,
+            quic: None,
         };
         let idx = match self.free.pop() {
             Some(i) => {
@@ -565,6 +609,7 @@ impl FlowTable {
                 AppEvent::Tls(_) => self.stats.events_tls += 1,
                 AppEvent::Http(_) => self.stats.events_http += 1,
                 AppEvent::Dns(_) => self.stats.events_dns += 1,
+                AppEvent::Quic(_) => self.stats.events_quic += 1,
             }
             out.push(Record::Event(EventRecord {
                 meta: meta.clone(),
@@ -580,6 +625,10 @@ impl FlowTable {
         }
         f.live = false;
         f.app = None;
+        if let Some(q) = f.quic.take() {
+            self.stats.quic_crypto_dropped += q.dropped();
+            self.quic_flows -= 1;
+        }
         f.tunnel = None;
         let hash = f.hash;
         if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
@@ -811,6 +860,47 @@ mod tests {
             flows(&out)[0].meta.flow_id
         };
         assert_eq!(run(), run());
+    }
+
+    #[test]
+    fn quic_initials_are_read_and_quic_state_is_bounded() {
+        let text: String = include_str!("../dpi/testdata/rfc9001_client_initial.hex")
+            .split_whitespace()
+            .collect();
+        let initial: Vec<u8> = (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect();
+        let mut t = FlowTable::new(
+            FlowConfig::default(),
+            DpiConfig {
+                max_quic_flows: 1,
+                ..DpiConfig::default()
+            },
+        );
+        let mut out = Vec::new();
+        t.packet(&pkt(S, 17, 1, 50000, 2, 443, 0), &initial, &mut out);
+        t.packet(&pkt(S, 17, 1, 50001, 2, 4433, 0), &initial, &mut out);
+        assert_eq!(t.stats.events_quic, 1);
+        assert_eq!(t.stats.quic_state_full, 1, "second flow over the bound");
+        assert_eq!(t.quic_flows, 1);
+        let ev: Vec<_> = out
+            .iter()
+            .filter_map(|r| match r {
+                Record::Event(EventRecord {
+                    event: AppEvent::Quic(q),
+                    meta,
+                }) => Some((q, meta)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ev[0].0.hello.sni.as_deref(), Some("example.com"));
+        assert_eq!(ev[0].1.app_proto, AppProto::Quic);
+        assert_eq!(ev[0].1.sport, 50000);
+        t.flush(&mut out);
+        assert_eq!(t.quic_flows, 0, "state released with the flow");
+        let f = flows(&out);
+        assert!(f.iter().all(|f| f.meta.app_proto == AppProto::Quic));
     }
 
     #[test]

@@ -6,9 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use crate::decode::{ipproto, tcpflags, TunnelKind};
-use crate::dpi::{
-    quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent,
-};
+use crate::dpi::{quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent};
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
 pub fn ip_string(addr: &[u8; 16], is_v6: bool) -> String {

@@ -101,6 +101,9 @@ pub struct EventRecord {
     pub event: AppEvent,
 }
 
+/// Records travel in batch vectors that the exporter recycles, so an unboxed event costs
+/// only slot size, while a box would cost an allocation per event on the worker.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Record {
     Flow(FlowRecord),

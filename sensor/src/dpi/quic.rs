@@ -422,6 +422,22 @@ pub fn seal_initial(
     Some(pkt)
 }
 
+/// The version and decrypted payload (frames) of the client Initial at the start of `d`, keyed
+/// by its own Destination Connection ID. For tools (fuzzing seeds); the sensor uses
+/// [`QuicFlow`].
+pub fn open_initial(d: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let version = u32::from_be_bytes(*d.get(1..)?.first_chunk::<4>()?);
+    let kind = kind_of(version)?;
+    let h = long_header(d, Some(kind)).filter(|h| h.ptype == PacketType::Initial)?;
+    let pkt = d.get(..h.end)?;
+    let mut out = Vec::new();
+    kind.salts.iter().find_map(|salt| {
+        let keys = Keys::client(kind, salt, h.dcid, version)?;
+        let n = keys.open(pkt, h.pn_offset, &mut out)?;
+        Some((version, out.split_off(n)))
+    })
+}
+
 /// A CRYPTO frame carrying `data` at stream offset `off`.
 pub fn crypto_frame(off: u64, data: &[u8]) -> Vec<u8> {
     let mut f = vec![0x06];
@@ -940,6 +956,14 @@ mod tests {
             let pkt = seal_initial(version, &hex(RFC_DCID), &[], 2, &frames, 0).unwrap();
             assert_eq!(pkt, hex(want), "version {version:x}");
         }
+    }
+
+    #[test]
+    fn open_initial_gives_the_frames() {
+        let (v, plain) = open_initial(&hex(V2_PROTECTED)).unwrap();
+        assert_eq!(v, VERSION_2);
+        assert_eq!(plain[..20], hex(PLAIN_PAYLOAD)[..20]);
+        assert!(open_initial(&hex(V2_PROTECTED)[..100]).is_none());
     }
 
     #[test]

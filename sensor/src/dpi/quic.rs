@@ -659,8 +659,6 @@ pub struct QuicFlow {
     gquic: Option<u32>,
     /// CRYPTO bytes that could not be kept, or a hello given up.
     dropped: u64,
-    /// Decryption scratch buffer, kept between the packets of a handshake.
-    scratch: Vec<u8>,
 }
 
 impl QuicFlow {
@@ -759,7 +757,8 @@ impl QuicFlow {
         ts: Ts,
         out: &mut Vec<AppEvent>,
     ) {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        // Decryption buffer: one allocation per Initial (a handful per connection), none held.
+        let mut scratch = Vec::new();
         let mut header_len = self
             .keys
             .as_ref()
@@ -801,9 +800,6 @@ impl QuicFlow {
                 self.dropped += dropped as u64;
                 self.hellos_ready(cfg, h.version, ts, out);
             }
-        }
-        if scratch.capacity() <= 4096 {
-            self.scratch = scratch;
         }
     }
 

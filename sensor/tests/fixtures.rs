@@ -1,5 +1,5 @@
 //! Replays the generated fixtures of `testdata-pcaps/` and asserts the exact records that
-//! `testdata-pcaps/README.md` documents: every TLS, HTTP and DNS event, flows and their end
+//! `testdata-pcaps/README.md` documents: every TLS, QUIC, HTTP and DNS event, flows and their end
 //! reasons, tunnels and VLANs, and that malformed input is counted and skipped.
 
 mod common;
@@ -40,6 +40,13 @@ fn event_lines(lines: &[Value]) -> Vec<String> {
                     s(&v["dns"]["rrname"]),
                     s(&v["dns"]["rrtype"]),
                     s(&v["dns"]["rcode"])
+                ),
+                "quic" => format!(
+                    "quic {src} -> {dst} version={} sni={} alpn={} ua={}",
+                    s(&v["quic"]["version"]),
+                    s(&v["quic"]["sni"]),
+                    v["quic"]["alpn"],
+                    s(&v["quic"]["ua"])
                 ),
                 _ => return None,
             })
@@ -105,6 +112,36 @@ fn tls_fixture_gives_one_event_per_client_hello_including_split_and_out_of_order
     }
     assert_eq!(summary.reader.frames, 61);
     assert_eq!(summary.flows.packets, 61);
+    assert_events_belong_to_flows(&lines);
+}
+
+#[test]
+fn quic_fixture_gives_one_event_per_client_hello_whatever_the_version_or_split() {
+    let (lines, summary) = replay_to_eve(&[fixture("quic.pcap")], 2);
+    let h3 = r#"["h3"]"#;
+    assert_eq!(
+        event_lines(&lines),
+        sorted(&[
+            &format!("quic 192.0.2.40:51001 -> 198.51.100.40:443 version=1 sni=single.quic.example.com alpn={h3} ua=-"),
+            &format!("quic 192.0.2.40:51002 -> 198.51.100.41:443 version=1 sni=pq.quic.example.com alpn={h3} ua=-"),
+            &format!("quic 192.0.2.40:51003 -> 198.51.100.42:443 version=1 sni=ooo.quic.example.net alpn={h3} ua=-"),
+            &format!("quic 192.0.2.40:51004 -> 198.51.100.43:4433 version=6b3343cf sni=v2.quic.example.org alpn={h3} ua=-"),
+            &format!("quic 192.0.2.40:51005 -> 198.51.100.44:443 version=ff00001d sni=draft29.quic.example.com alpn={h3} ua=-"),
+            &format!("quic 192.0.2.40:51006 -> 198.51.100.45:443 version=1 sni=- alpn={h3} ua=-"),
+            "quic 192.0.2.40:51007 -> 198.51.100.46:443 version=Q043 sni=gquic.example.com alpn=null ua=pcapgen-fixture Chrome/70",
+        ])
+    );
+    let flows = of_type(&lines, "flow");
+    assert_eq!(flows.len(), 7);
+    for f in &flows {
+        assert_eq!(f["app_proto"], "quic", "{f}");
+        assert_eq!(f["proto"], "UDP", "{f}");
+        assert_eq!(f["src_ip"], "192.0.2.40", "initiator is src: {f}");
+    }
+    assert_eq!(summary.reader.frames, 13);
+    assert_eq!(summary.flows.events_quic, 7);
+    assert_eq!(summary.flows.quic_crypto_dropped, 0);
+    assert_eq!(summary.flows.quic_state_full, 0);
     assert_events_belong_to_flows(&lines);
 }
 
@@ -357,7 +394,7 @@ fn output_is_identical_run_to_run_and_for_any_number_of_workers() {
 fn committed_fixtures_equal_a_fresh_generation() {
     let dir = tempfile::tempdir().unwrap();
     let names = sensor::gen::fixtures::write_all(dir.path()).unwrap();
-    assert!(names.len() >= 9);
+    assert!(names.len() >= 10);
     for name in names {
         let fresh = std::fs::read(dir.path().join(&name)).unwrap();
         let committed = std::fs::read(fixture(&name))

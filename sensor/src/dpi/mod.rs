@@ -217,7 +217,7 @@ impl Default for DpiConfig {
             max_buffer: 16 * 1024,
             max_ooo_segments: 8,
             detect_limit: 4096,
-            max_quic_flows: 16384,
+            max_quic_flows: 8192,
         }
     }
 }

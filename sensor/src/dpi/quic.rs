@@ -422,6 +422,22 @@ pub fn seal_initial(
     Some(pkt)
 }
 
+/// The version and decrypted payload (frames) of the client Initial at the start of `d`, keyed
+/// by its own Destination Connection ID. For tools (fuzzing seeds); the sensor uses
+/// [`QuicFlow`].
+pub fn open_initial(d: &[u8]) -> Option<(u32, Vec<u8>)> {
+    let version = u32::from_be_bytes(*d.get(1..)?.first_chunk::<4>()?);
+    let kind = kind_of(version)?;
+    let h = long_header(d, Some(kind)).filter(|h| h.ptype == PacketType::Initial)?;
+    let pkt = d.get(..h.end)?;
+    let mut out = Vec::new();
+    kind.salts.iter().find_map(|salt| {
+        let keys = Keys::client(kind, salt, h.dcid, version)?;
+        let n = keys.open(pkt, h.pn_offset, &mut out)?;
+        Some((version, out.split_off(n)))
+    })
+}
+
 /// A CRYPTO frame carrying `data` at stream offset `off`.
 pub fn crypto_frame(off: u64, data: &[u8]) -> Vec<u8> {
     let mut f = vec![0x06];
@@ -643,8 +659,6 @@ pub struct QuicFlow {
     gquic: Option<u32>,
     /// CRYPTO bytes that could not be kept, or a hello given up.
     dropped: u64,
-    /// Decryption scratch buffer, kept between the packets of a handshake.
-    scratch: Vec<u8>,
 }
 
 impl QuicFlow {
@@ -743,7 +757,8 @@ impl QuicFlow {
         ts: Ts,
         out: &mut Vec<AppEvent>,
     ) {
-        let mut scratch = std::mem::take(&mut self.scratch);
+        // Decryption buffer: one allocation per Initial (a handful per connection), none held.
+        let mut scratch = Vec::new();
         let mut header_len = self
             .keys
             .as_ref()
@@ -785,9 +800,6 @@ impl QuicFlow {
                 self.dropped += dropped as u64;
                 self.hellos_ready(cfg, h.version, ts, out);
             }
-        }
-        if scratch.capacity() <= 4096 {
-            self.scratch = scratch;
         }
     }
 
@@ -940,6 +952,14 @@ mod tests {
             let pkt = seal_initial(version, &hex(RFC_DCID), &[], 2, &frames, 0).unwrap();
             assert_eq!(pkt, hex(want), "version {version:x}");
         }
+    }
+
+    #[test]
+    fn open_initial_gives_the_frames() {
+        let (v, plain) = open_initial(&hex(V2_PROTECTED)).unwrap();
+        assert_eq!(v, VERSION_2);
+        assert_eq!(plain[..20], hex(PLAIN_PAYLOAD)[..20]);
+        assert!(open_initial(&hex(V2_PROTECTED)[..100]).is_none());
     }
 
     #[test]

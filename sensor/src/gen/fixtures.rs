@@ -13,6 +13,7 @@
 
 mod dns;
 mod net;
+mod quic;
 mod tls;
 
 use std::path::Path as FsPath;
@@ -33,8 +34,9 @@ const USER_AGENT: &str = "pcapgen-fixture/1.0";
 type Builder = fn() -> anyhow::Result<Capture>;
 
 /// Every fixture file and the function that builds it.
-const FILES: [(&str, Builder); 9] = [
+const FILES: [(&str, Builder); 10] = [
     ("tls.pcap", tls_pcap),
+    ("quic.pcap", quic_pcap),
     ("http.pcap", http_pcap),
     ("dns.pcap", dns_pcap),
     ("ipv6_vlan.pcap", ipv6_vlan_pcap),
@@ -432,6 +434,123 @@ fn dns_pcap() -> anyhow::Result<Capture> {
     let r = dns::response(0x1006, name, dns::TYPE_TXT, 0, &[Rdata::Txt(b"v=fixture1")]);
     c.exchange(&mut cap, &dns::tcp_framed(&q), &dns::tcp_framed(&r))?;
     c.close(&mut cap)?;
+    Ok(cap)
+}
+
+/// The ClientHello handshake message of a QUIC client (the TLS record without its header):
+/// ALPN h3, TLS 1.3 only, as QUIC requires.
+fn quic_hello(sni: Option<&str>, pq: bool, rng: &mut Rng) -> Vec<u8> {
+    let pq_shares = [
+        (tls::GROUP_X25519_MLKEM768, tls::X25519_MLKEM768_SHARE_LEN),
+        (tls::GROUP_X25519, 32),
+    ];
+    let hello = ClientHello {
+        sni,
+        alpn: &["h3"],
+        versions: &[GREASE, TLS13],
+        key_shares: if pq {
+            &pq_shares
+        } else {
+            &[(tls::GROUP_X25519, 32)]
+        },
+        record_len: pq.then_some(PQ_HELLO_LEN),
+    };
+    hello.record(rng).split_off(5)
+}
+
+fn quic_pcap() -> anyhow::Result<Capture> {
+    let mut cap = Capture::new(LINKTYPE_ETHERNET);
+    let mut rng = Rng::new(0x9a1c);
+    let client = v4(192, 0, 2, 40);
+    let eth = Path::ETHERNET;
+    let scid = [0x5c; 8];
+
+    // (a) v1: the ClientHello in one Initial; the server answers, then the client goes 1-RTT.
+    cap.at_second(0)?;
+    let f = UdpFlow::new(eth, sa(client, 51001), sa(v4(198, 51, 100, 40), 443));
+    let dcid = rng.bytes(8);
+    let hello = quic_hello(Some("single.quic.example.com"), false, &mut rng);
+    for p in quic::initials(quic::V1, &dcid, &scid, &hello, &[&[(0, hello.len())]])? {
+        f.send(&mut cap, Dir::ToServer, &p)?;
+    }
+    f.send(&mut cap, Dir::ToClient, &quic::short(&scid, 300, &mut rng))?;
+    f.send(&mut cap, Dir::ToServer, &quic::short(&dcid, 60, &mut rng))?;
+
+    // (b) v1, post-quantum-sized ClientHello over two Initials, as current Chrome sends it.
+    cap.at_second(1)?;
+    let f = UdpFlow::new(eth, sa(client, 51002), sa(v4(198, 51, 100, 41), 443));
+    let dcid = rng.bytes(8);
+    let hello = quic_hello(Some("pq.quic.example.com"), true, &mut rng);
+    let n = hello.len();
+    for p in quic::initials(
+        quic::V1,
+        &dcid,
+        &scid,
+        &hello,
+        &[&[(0, 1100)], &[(1100, n)]],
+    )? {
+        f.send(&mut cap, Dir::ToServer, &p)?;
+    }
+    f.send(&mut cap, Dir::ToClient, &quic::short(&scid, 300, &mut rng))?;
+
+    // (c) v1, the same size over three Initials sent out of order (third, first, second), the
+    // second holding two CRYPTO frames in reverse order.
+    cap.at_second(2)?;
+    let f = UdpFlow::new(eth, sa(client, 51003), sa(v4(198, 51, 100, 42), 443));
+    let dcid = rng.bytes(8);
+    let hello = quic_hello(Some("ooo.quic.example.net"), true, &mut rng);
+    let n = hello.len();
+    let ps = quic::initials(
+        quic::V1,
+        &dcid,
+        &scid,
+        &hello,
+        &[&[(0, 600)], &[(900, 1200), (600, 900)], &[(1200, n)]],
+    )?;
+    for i in [2, 0, 1] {
+        f.send(&mut cap, Dir::ToServer, &ps[i])?;
+    }
+
+    // (d) QUIC v2 (RFC 9369) on port 4433.
+    cap.at_second(3)?;
+    let f = UdpFlow::new(eth, sa(client, 51004), sa(v4(198, 51, 100, 43), 4433));
+    let dcid = rng.bytes(16);
+    let hello = quic_hello(Some("v2.quic.example.org"), false, &mut rng);
+    for p in quic::initials(quic::V2, &dcid, &[], &hello, &[&[(0, hello.len())]])? {
+        f.send(&mut cap, Dir::ToServer, &p)?;
+    }
+
+    // (e) draft-29: the Initial and a 0-RTT packet coalesced in one datagram.
+    cap.at_second(4)?;
+    let f = UdpFlow::new(eth, sa(client, 51005), sa(v4(198, 51, 100, 44), 443));
+    let dcid = rng.bytes(8);
+    let hello = quic_hello(Some("draft29.quic.example.com"), false, &mut rng);
+    let mut d = Vec::new();
+    for p in quic::initials(quic::DRAFT29, &dcid, &scid, &hello, &[&[(0, hello.len())]])? {
+        d.extend(p);
+    }
+    d.extend(quic::zero_rtt(quic::DRAFT29, &dcid, &scid, 64, &mut rng));
+    f.send(&mut cap, Dir::ToServer, &d)?;
+
+    // (f) v1 ClientHello without server_name (a connection by address).
+    cap.at_second(5)?;
+    let f = UdpFlow::new(eth, sa(client, 51006), sa(v4(198, 51, 100, 45), 443));
+    let dcid = rng.bytes(8);
+    let hello = quic_hello(None, false, &mut rng);
+    for p in quic::initials(quic::V1, &dcid, &scid, &hello, &[&[(0, hello.len())]])? {
+        f.send(&mut cap, Dir::ToServer, &p)?;
+    }
+
+    // (g) Google QUIC Q043: CHLO in clear with SNI and user agent.
+    cap.at_second(6)?;
+    let f = UdpFlow::new(eth, sa(client, 51007), sa(v4(198, 51, 100, 46), 443));
+    let chlo = quic::gquic_q043_chlo(
+        rng.next_u64(),
+        "gquic.example.com",
+        "pcapgen-fixture Chrome/70",
+        &mut rng,
+    );
+    f.send(&mut cap, Dir::ToServer, &chlo)?;
     Ok(cap)
 }
 

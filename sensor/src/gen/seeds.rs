@@ -7,7 +7,10 @@
 //!   the payload), in capture order;
 //! - `tls`, `http`: each TCP flow's client payload bytes, concatenated (the targets cut them into
 //!   segments themselves);
-//! - `udp_dpi`, `dns`, `quic`: each UDP payload.
+//! - `udp_dpi`, `dns`: each UDP payload;
+//! - `quic`: each QUIC or gQUIC payload behind a mode byte 0 (raw datagram), and each client
+//!   Initial's decrypted frames behind a mode byte 1 (the target seals them again, so the
+//!   fuzzer mutates the frames, not the ciphertext).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -17,6 +20,7 @@ use anyhow::{Context, Result};
 
 use crate::capture::pcap_file::PcapFile;
 use crate::decode::{ipproto, DecodeConfig, Decoded, Decoder, LinkType, PacketInfo};
+use crate::dpi::quic;
 
 /// Largest seed written; libFuzzer's default -max_len is 4096 for new inputs anyway.
 const MAX_SEED: usize = 16 * 1024;
@@ -83,8 +87,11 @@ pub fn write_all(fixtures: &Path, out: &Path) -> Result<String> {
                     if info.sport == 53 || info.dport == 53 {
                         seeds.add("dns", payload.to_vec());
                     }
-                    if payload.first().is_some_and(|b| b & 0xc0 == 0xc0) {
-                        seeds.add("quic", payload.to_vec());
+                    if quic::detect(payload) {
+                        seeds.add("quic", [&[0u8][..], payload].concat());
+                        if let Some((_, frames)) = quic::open_initial(payload) {
+                            seeds.add("quic", [&[1u8][..], &frames].concat());
+                        }
                     }
                 }
                 ipproto::TCP => {
@@ -148,12 +155,17 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata-pcaps");
         let out = tempfile::tempdir().unwrap();
         let report = write_all(&root, out.path()).unwrap();
-        for t in ["decode", "tcp_dpi", "tls", "http", "udp_dpi", "dns"] {
+        for t in ["decode", "tcp_dpi", "tls", "http", "udp_dpi", "dns", "quic"] {
             let n = std::fs::read_dir(out.path().join(t))
                 .map(|d| d.count())
                 .unwrap_or(0);
             assert!(n > 0, "no seeds for {t}:\n{report}");
         }
+        let modes: Vec<u8> = std::fs::read_dir(out.path().join("quic"))
+            .unwrap()
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap()[0])
+            .collect();
+        assert!(modes.contains(&0) && modes.contains(&1), "{modes:?}");
         let tls = std::fs::read_dir(out.path().join("tls")).unwrap();
         for e in tls {
             assert_eq!(std::fs::read(e.unwrap().path()).unwrap()[0], 0x16);

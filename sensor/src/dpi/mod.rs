@@ -1126,7 +1126,8 @@ mod tests {
             .map(|i| format!("250-X-EXTENSION-{i:04} some capability text\r\n"))
             .collect();
         assert!(long_list.len() > DpiConfig::default().detect_limit * 2);
-        let cases: [(&str, Vec<(Dir, Vec<u8>)>); 5] = [
+        type Steps = Vec<(Dir, Vec<u8>)>;
+        let cases: [(&str, Steps); 5] = [
             (
                 "smtp",
                 vec![

@@ -234,6 +234,147 @@ fn dns_fixture_gives_queries_and_answers_over_udp_ipv6_and_tcp() {
 }
 
 #[test]
+fn dns_fixture_answers_carry_data_and_ttl() {
+    let (lines, _) = replay_to_eve(&[fixture("dns.pcap")], 2);
+    let mut got: Vec<String> = of_type(&lines, "dns")
+        .iter()
+        .filter(|v| v["dns"]["type"] == "answer")
+        .map(|v| {
+            let answers: Vec<String> = v["dns"]["answers"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|r| {
+                            format!(
+                                "{} {} {} {}",
+                                r["rrname"].as_str().unwrap_or("?"),
+                                r["rrtype"].as_str().unwrap_or("?"),
+                                r["ttl"],
+                                r["rdata"].as_str().unwrap_or("-")
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "{}: {}",
+                v["dns"]["rrname"].as_str().unwrap(),
+                answers.join("; ")
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        sorted(&[
+            "example.org: example.org MX 300 mail.example.org",
+            "ipv6.example.com: ipv6.example.com AAAA 300 2001:db8::6",
+            "nonexistent.example.net: ",
+            "txt.example.com: txt.example.com TXT 300 v=fixture1",
+            "www.example.com: www.example.com A 300 203.0.113.80",
+            "www.example.com: www.example.com AAAA 300 2001:db8::80",
+        ])
+    );
+    let a = of_type(&lines, "dns")
+        .into_iter()
+        .find(|v| {
+            v["dns"]["type"] == "answer" && v["dns"]["rrtype"] == "A" && v["src_port"] == 53001
+        })
+        .expect("A answer");
+    assert_eq!(
+        a["dns"]["grouped"]["A"],
+        serde_json::json!(["203.0.113.80"])
+    );
+}
+
+#[test]
+fn http_fixture_logs_content_type_and_length_headers() {
+    let (lines, _) = replay_to_eve(&[fixture("http.pcap")], 2);
+    let post = of_type(&lines, "http")
+        .into_iter()
+        .find(|v| v["http"]["http_method"] == "POST")
+        .expect("POST");
+    assert_eq!(
+        post["http"]["request_headers"],
+        serde_json::json!([
+            {"name": "content-type", "value": "application/x-www-form-urlencoded"},
+            {"name": "content-length", "value": "21"}
+        ])
+    );
+    assert_eq!(post["http"]["length"], 0);
+    let first = of_type(&lines, "http")
+        .into_iter()
+        .find(|v| v["src_port"] == 50010 && v["http"]["status"] == 200)
+        .expect("first keep-alive response");
+    assert_eq!(first["http"]["http_content_type"], "text/html");
+    assert_eq!(first["http"]["length"], 34);
+}
+
+/// TLS after a plain-text start, one flow per protocol (see testdata-pcaps/README.md).
+#[test]
+fn starttls_fixture_finds_the_client_hello_after_each_plain_text_exchange() {
+    let (lines, summary) = replay_to_eve(&[fixture("starttls.pcap")], 2);
+    let tls: Vec<String> = of_type(&lines, "tls")
+        .iter()
+        .map(|v| {
+            let (src, dst) = endpoints(v);
+            format!(
+                "{src} -> {dst} {} {} {}",
+                v["tls"]["sni"].as_str().unwrap_or("-"),
+                v["tls"]["version"].as_str().unwrap_or("-"),
+                v["app_proto"].as_str().unwrap_or("-")
+            )
+        })
+        .collect::<Vec<_>>();
+    let mut tls = tls;
+    tls.sort();
+    assert_eq!(
+        tls,
+        sorted(&[
+            "192.0.2.70:50070 -> 198.51.100.70:25 smtp.example.com TLS 1.2 tls",
+            "192.0.2.70:50071 -> 198.51.100.71:143 imap.example.com TLS 1.3 tls",
+            "192.0.2.70:50072 -> 198.51.100.72:110 pop3.example.com TLS 1.3 tls",
+            "192.0.2.70:50073 -> 198.51.100.73:21 ftp.example.com TLS 1.3 tls",
+            "192.0.2.70:50074 -> 198.51.100.74:5432 db.example.com TLS 1.3 tls",
+            "192.0.2.70:50075 -> 198.51.100.75:3128 tunnel.example.com TLS 1.3 http",
+        ])
+    );
+    // Fingerprints: the same generated ClientHello everywhere; tshark 4.0 prints the same JA3.
+    for t in of_type(&lines, "tls") {
+        assert_eq!(
+            t["tls"]["ja3"]["hash"], "82b2a4df258dfc4834d4700e35098d09",
+            "{t}"
+        );
+        assert_eq!(
+            t["tls"]["ja4"], "t13d1412h2_15c1305fa4d5_0988277d4e88",
+            "{t}"
+        );
+    }
+    let smtp = of_type(&lines, "tls")
+        .into_iter()
+        .find(|v| v["dest_port"] == 25)
+        .expect("smtp");
+    let t = &smtp["tls"];
+    assert_eq!(t["ja3s"]["hash"], "fbe78c619e7ea20046131294ad087f05");
+    assert_eq!(t["cipher_suite"], "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256");
+    assert_eq!(t["subject"], "C=US, O=Example Fixture, CN=cert.example.com");
+    assert_eq!(
+        t["issuerdn"],
+        "C=US, O=Example Fixture CA, CN=Fixture Root CA"
+    );
+    assert_eq!(t["serial"], "10:01");
+    assert_eq!(t["notbefore"], "2024-01-01T00:00:00");
+    assert_eq!(t["notafter"], "2034-01-01T00:00:00");
+    let connect = of_type(&lines, "http");
+    assert_eq!(connect.len(), 1);
+    assert_eq!(connect[0]["http"]["http_method"], "CONNECT");
+    assert_eq!(connect[0]["http"]["status"], 200);
+    assert_eq!(of_type(&lines, "flow").len(), 6);
+    assert_eq!(summary.reader.frames, 86);
+    assert_eq!(summary.flows.packets, 86);
+}
+
+#[test]
 fn ipv6_and_vlan_fixture_reports_inner_vlan_ids() {
     let (lines, _) = replay_to_eve(&[fixture("ipv6_vlan.pcap")], 2);
     assert_eq!(

@@ -23,6 +23,7 @@ pub mod gquic;
 pub mod http;
 pub mod ja;
 pub mod quic;
+pub mod starttls;
 pub mod stream;
 pub mod tls;
 
@@ -429,6 +430,9 @@ enum Parser {
 struct Core {
     proto: AppProto,
     dns_port: bool,
+    /// The flow started like a protocol that may switch to TLS (see [`starttls`]): a larger
+    /// detection window.
+    plain: bool,
     seen: [Seen; 2],
     /// Payload bytes per direction looked at while detecting.
     detect_bytes: [u32; 2],
@@ -523,8 +527,19 @@ impl Core {
             self.parser = Parser::Dns(DnsTcp::new());
             return self.data(d, b, ctx);
         }
+        if self.detect_bytes[d] == 0 && self.seen[d] != Seen::Prefix && starttls::plaintext_start(b)
+        {
+            self.plain = true;
+        }
         self.detect_bytes[d] = self.detect_bytes[d].saturating_add(b.len() as u32);
-        let over_limit = self.detect_bytes[d] as usize >= ctx.cfg.detect_limit;
+        let limit = if self.plain {
+            ctx.cfg
+                .detect_limit
+                .saturating_mul(starttls::PLAIN_WINDOW_FACTOR)
+        } else {
+            ctx.cfg.detect_limit
+        };
+        let over_limit = self.detect_bytes[d] as usize >= limit;
         let mut head = [0u8; SIGNATURE_LEN];
         let held = self.bufs[d].len().min(SIGNATURE_LEN);
         head[..held].copy_from_slice(&self.bufs[d][..held]);
@@ -646,6 +661,7 @@ impl TcpApp {
             core: Core {
                 proto: AppProto::Unknown,
                 dns_port: false,
+                plain: false,
                 seen: [Seen::Nothing; 2],
                 detect_bytes: [0; 2],
                 bufs: [Vec::new(), Vec::new()],
@@ -1116,6 +1132,91 @@ mod tests {
         assert_eq!(c.send(Dir::ToClient, &tls13_server_hello()), Progress::Done);
         assert_eq!(c.tls()[0].sni.as_deref(), Some("smtp.example"));
         assert_eq!(c.tls()[0].server_version, Some(0x0304));
+    }
+
+    /// Each protocol's plain-text exchange, longer than `detect_limit` on the server side, then
+    /// the switch and a ClientHello.
+    #[test]
+    fn starttls_after_long_plain_text_in_each_protocol() {
+        let long_list: String = (0..300)
+            .map(|i| format!("250-X-EXTENSION-{i:04} some capability text\r\n"))
+            .collect();
+        assert!(long_list.len() > DpiConfig::default().detect_limit * 2);
+        type Steps = Vec<(Dir, Vec<u8>)>;
+        let cases: [(&str, Steps); 5] = [
+            (
+                "smtp",
+                vec![
+                    (Dir::ToClient, b"220 mx.example ESMTP\r\n".to_vec()),
+                    (Dir::ToServer, b"EHLO c.example\r\n".to_vec()),
+                    (
+                        Dir::ToClient,
+                        format!("{long_list}250 STARTTLS\r\n").into_bytes(),
+                    ),
+                    (Dir::ToServer, b"STARTTLS\r\n".to_vec()),
+                    (Dir::ToClient, b"220 2.0.0 Ready\r\n".to_vec()),
+                ],
+            ),
+            (
+                "imap",
+                vec![
+                    (Dir::ToClient, b"* OK IMAP4rev1 ready\r\n".to_vec()),
+                    (Dir::ToServer, b"a1 CAPABILITY\r\n".to_vec()),
+                    (
+                        Dir::ToClient,
+                        format!("* CAPABILITY {long_list}\r\na1 OK\r\n").into_bytes(),
+                    ),
+                    (Dir::ToServer, b"a2 STARTTLS\r\n".to_vec()),
+                    (Dir::ToClient, b"a2 OK Begin TLS\r\n".to_vec()),
+                ],
+            ),
+            (
+                "pop3",
+                vec![
+                    (Dir::ToClient, b"+OK POP3 ready\r\n".to_vec()),
+                    (Dir::ToServer, b"CAPA\r\n".to_vec()),
+                    (
+                        Dir::ToClient,
+                        format!("+OK\r\n{long_list}STLS\r\n.\r\n").into_bytes(),
+                    ),
+                    (Dir::ToServer, b"STLS\r\n".to_vec()),
+                    (Dir::ToClient, b"+OK Begin TLS\r\n".to_vec()),
+                ],
+            ),
+            (
+                "ftp",
+                vec![
+                    (
+                        Dir::ToClient,
+                        format!("220-{long_list}220 ready\r\n").into_bytes(),
+                    ),
+                    (Dir::ToServer, b"AUTH TLS\r\n".to_vec()),
+                    (Dir::ToClient, b"234 AUTH TLS OK\r\n".to_vec()),
+                ],
+            ),
+            (
+                "postgres",
+                vec![
+                    (Dir::ToServer, vec![0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f]),
+                    (Dir::ToClient, b"S".to_vec()),
+                ],
+            ),
+        ];
+        for (name, steps) in cases {
+            let mut c = Conn::with_syn();
+            for (dir, bytes) in &steps {
+                // the long text in MSS-sized segments
+                for seg in bytes.chunks(1460) {
+                    assert_eq!(c.send(*dir, seg), Progress::Continue, "{name}");
+                }
+            }
+            assert_eq!(c.app.proto(), AppProto::Unknown, "{name}");
+            c.send(Dir::ToServer, &browser_hello(&format!("{name}.example"), 0));
+            assert_eq!(c.app.proto(), AppProto::Tls, "{name}");
+            assert_eq!(c.send(Dir::ToClient, &tls13_server_hello()), Progress::Done);
+            let sni = format!("{name}.example");
+            assert_eq!(c.tls()[0].sni.as_deref(), Some(sni.as_str()), "{name}");
+        }
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! which a post-quantum ClientHello (about 1.8 KB) spreads over two or three Initials, in any
 //! order, sometimes several frames out of order in one packet. [`QuicFlow`] keeps the per-flow
 //! state: the client's keys and a bounded reassembly buffer, until the ClientHello is whole; it
-//! is then parsed by [`super::tls::client_hello`], the same code as TLS over TCP.
+//! is then parsed by [`super::tls::client_hello_over`], the same code as TLS over TCP (JA4
+//! with the QUIC transport letter `q`).
 //!
 //! Key derivation and ciphers are RustCrypto's `hkdf`, `sha2`, `aes` and `aes-gcm`; packet and
 //! frame parsing is hand-written (small, and no crate parses QUIC without being a whole QUIC
@@ -38,8 +39,8 @@ pub struct QuicEvent {
     pub ts: Ts,
     /// The version of the Initial (or gQUIC packet) that carried the hello.
     pub version: u32,
-    /// The ClientHello as [`tls::client_hello`] reads it (server name, ALPN, offered
-    /// versions). For Google QUIC's CHLO only `sni` is set.
+    /// The ClientHello as [`tls::client_hello_over`] reads it (server name, ALPN, offered
+    /// versions, JA3, JA4). For Google QUIC's CHLO only `sni` is set.
     pub hello: TlsEvent,
     /// Google QUIC user agent (CHLO tag `UAID`).
     pub ua: Option<String>,
@@ -817,7 +818,10 @@ impl QuicFlow {
                 }
             };
             let len = msg.len();
-            if let Some(hello) = msg.get(4..).and_then(tls::client_hello) {
+            if let Some(hello) = msg
+                .get(4..)
+                .and_then(|b| tls::client_hello_over(b, super::ja::Transport::Quic))
+            {
                 // The reassembled ClientHello (`msg`, header included) is here: this is where
                 // fingerprints over its bytes (JA4's QUIC variant) are computed.
                 self.hellos = self.hellos.saturating_add(1);
@@ -972,6 +976,10 @@ mod tests {
             assert_eq!(ev[0].hello.sni.as_deref(), Some("example.com"));
             assert_eq!(ev[0].hello.alpn, ["alpn"]);
             assert_eq!(ev[0].hello.offered_versions, [0x0304]);
+            // JA4 of a ClientHello that came over QUIC carries the transport letter `q`.
+            let ja4 = ev[0].hello.ja4.as_deref().unwrap_or_default();
+            assert!(ja4.starts_with("q13d"), "{ja4}");
+            assert!(ev[0].hello.ja3.is_some());
         }
         assert_eq!(version_name(VERSION_1), "1");
         assert_eq!(version_name(VERSION_2), "6b3343cf");

@@ -621,7 +621,8 @@ fn write_dns_answers(b: &mut Obj<'_>, answers: &[DnsAnswer]) {
 }
 
 /// Suricata's `quic` event: `version` (hex, or Google's ASCII name), `sni`, `ua` (Google
-/// QUIC), and `alpn` as our `tls` event has it.
+/// QUIC), `alpn` as our `tls` event has it, and `ja3`/`ja4` of the ClientHello as Suricata
+/// writes them on `quic` events.
 fn write_quic(o: &mut Obj<'_>, meta: &FlowMeta, q: &QuicEvent) {
     header(o, meta, "quic", q.ts);
     let mut b = o.object(key!("quic"));
@@ -635,6 +636,7 @@ fn write_quic(o: &mut Obj<'_>, meta: &FlowMeta, q: &QuicEvent) {
     if !q.hello.alpn.is_empty() {
         b.str_list(key!("alpn"), q.hello.alpn.iter().map(String::as_str));
     }
+    write_tls_details(&mut b, &q.hello);
     b.end();
 }
 

@@ -34,7 +34,7 @@ const USER_AGENT: &str = "pcapgen-fixture/1.0";
 type Builder = fn() -> anyhow::Result<Capture>;
 
 /// Every fixture file and the function that builds it.
-const FILES: [(&str, Builder); 10] = [
+const FILES: [(&str, Builder); 11] = [
     ("tls.pcap", tls_pcap),
     ("quic.pcap", quic_pcap),
     ("http.pcap", http_pcap),
@@ -45,6 +45,7 @@ const FILES: [(&str, Builder); 10] = [
     ("sll.pcap", sll_pcap),
     ("raw.pcap", raw_pcap),
     ("null.pcap", null_pcap),
+    ("starttls.pcap", starttls_pcap),
 ];
 
 /// Writes every fixture capture into `dir` (created if missing) and returns the file names.
@@ -551,6 +552,111 @@ fn quic_pcap() -> anyhow::Result<Capture> {
         &mut rng,
     );
     f.send(&mut cap, Dir::ToServer, &chlo)?;
+    Ok(cap)
+}
+
+/// TLS after a plain-text start: SMTP STARTTLS with an EHLO reply longer than the default
+/// detection window (then TLS 1.2 with a certificate in clear), IMAP STARTTLS, POP3 STLS, FTP
+/// AUTH TLS, PostgreSQL SSLRequest, and an HTTP CONNECT tunnel.
+fn starttls_pcap() -> anyhow::Result<Capture> {
+    let mut cap = Capture::new(LINKTYPE_ETHERNET);
+    let mut rng = Rng::new(0x5717);
+    let client = v4(192, 0, 2, 70);
+    let eth = Path::ETHERNET;
+    let ehlo_reply: String = (0..200)
+        .map(|i| format!("250-X-FIXTURE-EXTENSION-{i:03} capability text for the window\r\n"))
+        .collect::<String>()
+        + "250 STARTTLS\r\n";
+    // (plain-text steps, server port, SNI)
+    type Steps = Vec<(Dir, Vec<u8>)>;
+    let smtp: Steps = vec![
+        (
+            Dir::ToClient,
+            b"220 mx.example.com ESMTP fixture\r\n".to_vec(),
+        ),
+        (Dir::ToServer, b"EHLO client.example.org\r\n".to_vec()),
+        (
+            Dir::ToClient,
+            format!("250-mx.example.com\r\n{ehlo_reply}").into_bytes(),
+        ),
+        (Dir::ToServer, b"STARTTLS\r\n".to_vec()),
+        (Dir::ToClient, b"220 2.0.0 Ready to start TLS\r\n".to_vec()),
+    ];
+    let imap: Steps = vec![
+        (
+            Dir::ToClient,
+            b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n".to_vec(),
+        ),
+        (Dir::ToServer, b"a1 STARTTLS\r\n".to_vec()),
+        (
+            Dir::ToClient,
+            b"a1 OK Begin TLS negotiation now\r\n".to_vec(),
+        ),
+    ];
+    let pop3: Steps = vec![
+        (Dir::ToClient, b"+OK POP3 fixture ready\r\n".to_vec()),
+        (Dir::ToServer, b"STLS\r\n".to_vec()),
+        (Dir::ToClient, b"+OK Begin TLS\r\n".to_vec()),
+    ];
+    let ftp: Steps = vec![
+        (
+            Dir::ToClient,
+            b"220 ftp.example.com fixture FTP\r\n".to_vec(),
+        ),
+        (Dir::ToServer, b"AUTH TLS\r\n".to_vec()),
+        (Dir::ToClient, b"234 AUTH TLS successful\r\n".to_vec()),
+    ];
+    let postgres: Steps = vec![
+        (Dir::ToServer, vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]),
+        (Dir::ToClient, b"S".to_vec()),
+    ];
+    let connect: Steps = vec![
+        (
+            Dir::ToServer,
+            b"CONNECT tunnel.example.com:443 HTTP/1.1\r\nHost: tunnel.example.com:443\r\n\r\n"
+                .to_vec(),
+        ),
+        (
+            Dir::ToClient,
+            b"HTTP/1.1 200 Connection established\r\n\r\n".to_vec(),
+        ),
+    ];
+    let flows: [(Steps, u16, &str); 6] = [
+        (smtp, 25, "smtp.example.com"),
+        (imap, 143, "imap.example.com"),
+        (pop3, 110, "pop3.example.com"),
+        (ftp, 21, "ftp.example.com"),
+        (postgres, 5432, "db.example.com"),
+        (connect, 3128, "tunnel.example.com"),
+    ];
+    for (i, (steps, port, sni)) in flows.into_iter().enumerate() {
+        cap.at_second(i as u64)?;
+        let mut c = TcpConn::new(
+            eth,
+            sa(client, 50070 + i as u16),
+            sa(v4(198, 51, 100, 70 + i as u8), port),
+            &mut rng,
+        );
+        c.handshake(&mut cap)?;
+        for (dir, bytes) in &steps {
+            c.send(&mut cap, *dir, bytes)?;
+        }
+        let hello = simple_hello(Some(sni));
+        c.send(&mut cap, Dir::ToServer, &hello.record(&mut rng))?;
+        if port == 25 {
+            let flight = tls::server_flight_tls12_with_certificate(&mut rng);
+            c.send(&mut cap, Dir::ToClient, &flight)?;
+        } else {
+            c.send(&mut cap, Dir::ToClient, &tls::server_hello(TLS13, &mut rng))?;
+        }
+        c.send(
+            &mut cap,
+            Dir::ToServer,
+            &tls::application_data(64, &mut rng),
+        )?;
+        c.ack(&mut cap, Dir::ToClient)?;
+        c.close(&mut cap)?;
+    }
     Ok(cap)
 }
 

@@ -5,8 +5,10 @@
 //! - `decode`: every frame, as captured;
 //! - `tcp_dpi`: each TCP flow as the target's segment list (`[dir | flags << 1, 0, len]` then
 //!   the payload), in capture order;
-//! - `tls`, `http`: each TCP flow's client payload bytes, concatenated (the targets cut them into
-//!   segments themselves);
+//! - `http`: each TCP flow's client payload bytes, concatenated (the target cuts them into
+//!   segments itself);
+//! - `tls`: a segment-size byte, the client's first TLS record, then the server's payload bytes
+//!   (the target splits them at the end of that record);
 //! - `udp_dpi`, `dns`: each UDP payload;
 //! - `quic`: each QUIC or gQUIC payload behind a mode byte 0 (raw datagram), and each client
 //!   Initial's decrypted frames behind a mode byte 1 (the target seals them again, so the
@@ -21,6 +23,10 @@ use anyhow::{Context, Result};
 use crate::capture::pcap_file::PcapFile;
 use crate::decode::{ipproto, DecodeConfig, Decoded, Decoder, LinkType, PacketInfo};
 use crate::dpi::quic;
+
+/// Segment size byte of the `tls` seeds (the target cuts at `byte % 97 + 1`): 100-byte
+/// segments.
+const TLS_SEED_CUT: u8 = 99;
 
 /// Largest seed written; libFuzzer's default -max_len is 4096 for new inputs anyway.
 const MAX_SEED: usize = 16 * 1024;
@@ -46,6 +52,7 @@ impl Seeds {
 struct TcpSeed {
     segments: Vec<u8>,
     client: Vec<u8>,
+    server: Vec<u8>,
 }
 
 /// Writes the seeds of every `*.pcap` of `fixtures` under `out/<target>/`; returns a line per
@@ -114,6 +121,8 @@ pub fn write_all(fixtures: &Path, out: &Path) -> Result<String> {
                     }
                     if dir == 0 {
                         f.client.extend_from_slice(payload);
+                    } else if f.server.len() < MAX_SEED {
+                        f.server.extend_from_slice(payload);
                     }
                 }
                 _ => {}
@@ -125,7 +134,17 @@ pub fn write_all(fixtures: &Path, out: &Path) -> Result<String> {
             };
             seeds.add("tcp_dpi", f.segments);
             match f.client.first() {
-                Some(0x16) => seeds.add("tls", f.client),
+                Some(0x16) => {
+                    // the first record (with a preamble-free start), then the server's flight
+                    let first = f
+                        .client
+                        .get(3..5)
+                        .map_or(0, |l| 5 + usize::from(u16::from_be_bytes([l[0], l[1]])));
+                    let mut seed = vec![TLS_SEED_CUT];
+                    seed.extend_from_slice(f.client.get(..first).unwrap_or(&f.client));
+                    seed.extend_from_slice(&f.server);
+                    seeds.add("tls", seed);
+                }
                 Some(c) if c.is_ascii_uppercase() => seeds.add("http", f.client),
                 _ => {}
             }
@@ -168,7 +187,8 @@ mod tests {
         assert!(modes.contains(&0) && modes.contains(&1), "{modes:?}");
         let tls = std::fs::read_dir(out.path().join("tls")).unwrap();
         for e in tls {
-            assert_eq!(std::fs::read(e.unwrap().path()).unwrap()[0], 0x16);
+            let seed = std::fs::read(e.unwrap().path()).unwrap();
+            assert_eq!(seed[..2], [TLS_SEED_CUT, 0x16]);
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct Config {
     pub flow: FlowSection,
     pub decode: DecodeSection,
     pub dpi: DpiSection,
+    pub export: ExportSection,
+    pub clickhouse: ClickHouseSection,
+    pub nats: NatsSection,
+    pub spool: SpoolSection,
 }
 
 /// Threads and rings.
@@ -160,6 +164,134 @@ impl Default for DpiSection {
     }
 }
 
+/// What all sinks share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSection {
+    /// This sensor's name in ClickHouse rows and NATS subjects (`sensor.<id>.<event_type>`);
+    /// empty means the host name. Letters, digits, `-` and `_` only.
+    pub sensor_id: String,
+    /// Seconds shutdown waits for sinks to acknowledge before spooling what remains.
+    pub drain_timeout: u64,
+}
+
+impl Default for ExportSection {
+    fn default() -> Self {
+        ExportSection {
+            sensor_id: String::new(),
+            drain_timeout: 10,
+        }
+    }
+}
+
+/// ClickHouse sink (HTTP interface). Off while `url` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSection {
+    /// e.g. `http://127.0.0.1:8123`.
+    pub url: String,
+    /// Created if missing.
+    pub database: String,
+    pub user: String,
+    /// Empty: taken from the environment variable SENSOR_CLICKHOUSE_PASSWORD if set.
+    pub password: String,
+    /// A batch is sent when it holds this many rows (per table) or is this old.
+    pub batch_rows: usize,
+    pub batch_age_ms: u64,
+    /// Seconds any request may take before it counts as failed (and is retried or spooled).
+    pub timeout: u64,
+    /// Days rows are kept (TTL, on servers that have it); 0 = forever.
+    pub retention_days: u32,
+}
+
+impl Default for ClickHouseSection {
+    fn default() -> Self {
+        ClickHouseSection {
+            url: String::new(),
+            database: "sensor".into(),
+            user: "default".into(),
+            password: String::new(),
+            batch_rows: 50_000,
+            batch_age_ms: 1000,
+            timeout: 30,
+            retention_days: 30,
+        }
+    }
+}
+
+/// NATS JetStream sink. Off while `url` is empty.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSection {
+    /// e.g. `nats://127.0.0.1:4222`; `tls://` requires TLS.
+    pub url: String,
+    /// Token, or user and password; empty: SENSOR_NATS_TOKEN / SENSOR_NATS_PASSWORD if set.
+    pub token: String,
+    pub user: String,
+    pub password: String,
+    /// PEM file of the CA that signed the server's certificate (turns TLS on).
+    pub ca_file: String,
+    /// JetStream stream, created if missing, with subjects `sensor.<sensor_id>.>`.
+    pub stream: String,
+    /// Stream limits: bytes and age in seconds (0 = unlimited), replicas.
+    pub max_bytes: i64,
+    pub max_age: u64,
+    /// Seconds within which JetStream drops a message whose id it has already stored.
+    pub duplicate_window: u64,
+    /// Publishes awaiting their acknowledgement at once.
+    pub max_inflight: usize,
+    /// A batch is sent when it holds this many messages or is this old.
+    pub batch_msgs: usize,
+    pub batch_age_ms: u64,
+    /// Seconds a publish may wait for its acknowledgement.
+    pub timeout: u64,
+}
+
+impl Default for NatsSection {
+    fn default() -> Self {
+        NatsSection {
+            url: String::new(),
+            token: String::new(),
+            user: String::new(),
+            password: String::new(),
+            ca_file: String::new(),
+            stream: "SENSOR".into(),
+            max_bytes: 0,
+            max_age: 7 * 86_400,
+            duplicate_window: 600,
+            max_inflight: 4096,
+            batch_msgs: 10_000,
+            batch_age_ms: 200,
+            timeout: 10,
+        }
+    }
+}
+
+/// On-disk spool used while a sink is down or slow; one subdirectory per sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SpoolSection {
+    pub dir: String,
+    /// Bytes per sink; when full, `full_policy` applies.
+    pub max_bytes: u64,
+    /// `block`: the exporter stops taking records (replay waits, live capture counts drops);
+    /// `drop_oldest`: the oldest spooled batches are deleted and their rows counted.
+    pub full_policy: String,
+}
+
+impl Default for SpoolSection {
+    fn default() -> Self {
+        SpoolSection {
+            dir: "/var/lib/sensor/spool".into(),
+            max_bytes: 1 << 30,
+            full_policy: "block".into(),
+        }
+    }
+}
+
+/// Shown instead of a secret by `check-config`.
+pub const MASK: &str = "********";
+
 impl Config {
     /// Reads and parses a file (no range checks: see [`Config::validate`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -225,6 +357,82 @@ impl Config {
         range("dpi.max_ooo_segments", self.dpi.max_ooo_segments, 0, 256)?;
         range("dpi.detect_limit", self.dpi.detect_limit, 16, 1 << 20)?;
         range("dpi.max_quic_flows", self.dpi.max_quic_flows, 0, 1 << 20)?;
+        let id = &self.export.sensor_id;
+        if id.len() > 64
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                "export.sensor_id",
+                format!("only letters, digits, - and _ (at most 64), got {id:?}"),
+            ));
+        }
+        range("export.drain_timeout", self.export.drain_timeout, 0, 3600)?;
+        let ch = &self.clickhouse;
+        if !(ch.url.is_empty() || ch.url.starts_with("http://")) {
+            return Err(ConfigError::new(
+                "clickhouse.url",
+                format!(
+                    "must start with http:// (https is not supported by this build), got {:?}",
+                    ch.url
+                ),
+            ));
+        }
+        if ch.database.is_empty()
+            || !ch
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(ConfigError::new(
+                "clickhouse.database",
+                format!("letters, digits and _ only, got {:?}", ch.database),
+            ));
+        }
+        range("clickhouse.batch_rows", ch.batch_rows, 1, 10_000_000)?;
+        range("clickhouse.batch_age_ms", ch.batch_age_ms, 1, 600_000)?;
+        range("clickhouse.timeout", ch.timeout, 1, 3600)?;
+        let n = &self.nats;
+        if !n.url.is_empty() && !["nats://", "tls://"].iter().any(|p| n.url.starts_with(p)) {
+            return Err(ConfigError::new(
+                "nats.url",
+                format!("must start with nats:// or tls://, got {:?}", n.url),
+            ));
+        }
+        if n.stream.is_empty()
+            || !n
+                .stream
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ConfigError::new(
+                "nats.stream",
+                format!("letters, digits, - and _ only, got {:?}", n.stream),
+            ));
+        }
+        range("nats.max_bytes", n.max_bytes, 0, i64::MAX)?;
+        range("nats.duplicate_window", n.duplicate_window, 1, 7 * day)?;
+        range("nats.max_inflight", n.max_inflight, 1, 1 << 20)?;
+        range("nats.batch_msgs", n.batch_msgs, 1, 1_000_000)?;
+        range("nats.batch_age_ms", n.batch_age_ms, 1, 600_000)?;
+        range("nats.timeout", n.timeout, 1, 3600)?;
+        range("spool.max_bytes", self.spool.max_bytes, 1 << 16, 1 << 50)?;
+        if !["block", "drop_oldest"].contains(&self.spool.full_policy.as_str()) {
+            return Err(ConfigError::new(
+                "spool.full_policy",
+                format!(
+                    "must be \"block\" or \"drop_oldest\", got {:?}",
+                    self.spool.full_policy
+                ),
+            ));
+        }
+        if self.spool.dir.is_empty() && (!ch.url.is_empty() || !n.url.is_empty()) {
+            return Err(ConfigError::new(
+                "spool.dir",
+                "must not be empty when a sink is on",
+            ));
+        }
         Ok(())
     }
 
@@ -267,9 +475,44 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML (what `sensor check-config` prints).
+    /// The effective configuration as TOML (what `sensor check-config` prints), secrets masked.
     pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        let mut shown = self.clone();
+        for s in [
+            &mut shown.clickhouse.password,
+            &mut shown.nats.password,
+            &mut shown.nats.token,
+        ] {
+            if !s.is_empty() {
+                *s = MASK.to_string();
+            }
+        }
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The sensor id: configured, else the host name (cleaned to what the id allows).
+    pub fn sensor_id(&self) -> String {
+        if !self.export.sensor_id.is_empty() {
+            return self.export.sensor_id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let id: String = host
+            .trim()
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(64)
+            .collect();
+        if id.is_empty() {
+            "sensor".into()
+        } else {
+            id
+        }
     }
 }
 
@@ -385,6 +628,38 @@ mod tests {
         let s = e.to_string();
         assert!(!s.contains('\n'), "{s}");
         assert!(s.starts_with("line 2"), "{s}");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_the_effective_config() {
+        let c = Config::parse(
+            "[clickhouse]\npassword = \"hunter2\"\n[nats]\ntoken = \"tok-42\"\npassword = \"pw-7\"\n",
+        )
+        .unwrap();
+        let t = c.to_toml();
+        for secret in ["hunter2", "tok-42", "pw-7"] {
+            assert!(!t.contains(secret), "{t}");
+        }
+        assert!(t.contains(MASK));
+    }
+
+    #[test]
+    fn sink_keys_are_checked() {
+        let e = Config::parse("[export]\nsensor_id = \"a.b\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "export.sensor_id");
+        let e = Config::parse("[clickhouse]\nurl = \"tcp://x\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "clickhouse.url");
+        let e = Config::parse("[spool]\nfull_policy = \"maybe\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "spool.full_policy");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 
 use sensor::config::{Config, ConfigError};
@@ -22,6 +22,48 @@ static GLOBAL: MiMalloc = MiMalloc;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Sink flags shared by `replay` and `run`; they override the config file.
+#[derive(Args, Default)]
+struct SinkArgs {
+    /// ClickHouse HTTP interface, e.g. http://127.0.0.1:8123 (config clickhouse.url).
+    #[arg(long, value_name = "URL")]
+    clickhouse: Option<String>,
+    /// NATS server, e.g. nats://127.0.0.1:4222 (config nats.url).
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// Name of this sensor in rows and subjects (config export.sensor_id; default host name).
+    #[arg(long, value_name = "ID")]
+    sensor_id: Option<String>,
+    /// Seconds shutdown waits for sinks before spooling the rest (config export.drain_timeout).
+    #[arg(long, value_name = "SECS")]
+    drain_timeout: Option<u64>,
+}
+
+impl SinkArgs {
+    fn apply(self, cfg: &mut Config) {
+        if let Some(u) = self.clickhouse {
+            cfg.clickhouse.url = u;
+        }
+        if let Some(u) = self.nats {
+            cfg.nats.url = u;
+        }
+        if let Some(id) = self.sensor_id {
+            cfg.export.sensor_id = id;
+        }
+        if let Some(t) = self.drain_timeout {
+            cfg.export.drain_timeout = t;
+        }
+    }
+}
+
+/// A runtime error that is really a configuration problem (e.g. refused credentials) exits 2.
+fn runtime_failure(e: anyhow::Error) -> Failure {
+    match e.downcast_ref::<ConfigError>() {
+        Some(c) => Failure::Usage(format!("config error: {c}")),
+        None => Failure::Runtime(e),
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,6 +91,8 @@ enum Cmd {
         /// No progress bar even on a terminal.
         #[arg(long)]
         quiet: bool,
+        #[command(flatten)]
+        sinks: SinkArgs,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
@@ -90,6 +134,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             speed,
             no_decode,
             quiet,
+            sinks,
         } => {
             let mut cfg = load_config(config.as_ref())?;
             if let Some(w) = workers {
@@ -101,6 +146,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             if let Some(e) = eve {
                 cfg.output.eve = e;
             }
+            sinks.apply(&mut cfg);
             if let Some(x) = speed {
                 if !(x.is_finite() && x > 0.0) {
                     return Err(Failure::Usage(format!(
@@ -117,7 +163,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 no_decode,
                 progress: !quiet,
             };
-            let summary = replay(&opts).map_err(Failure::Runtime)?;
+            let summary = replay(&opts).map_err(runtime_failure)?;
             eprintln!("{summary}");
             Ok(())
         }

@@ -19,15 +19,12 @@ use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
 use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, Payload};
-use crate::export::eve::{EveStats, EveWriter};
-use crate::export::Record;
+use crate::export::runtime::Exporter;
 use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
 use crate::time::{Ts, NANOS_PER_SEC};
 use crate::worker::Worker;
 
-/// Batches in flight between workers and the exporter.
-const EXPORT_CHANNEL_BATCHES: usize = 16;
 /// Frames between progress updates and speed checks.
 const PROGRESS_EVERY: u64 = 16_384;
 
@@ -95,16 +92,10 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
         Vec::new()
     };
 
-    let (export_tx, export_rx) = crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES);
-    // Room for every batch that can exist at once (queued, being written, being filled), so the
-    // exporter never has to drop one and workers never allocate in steady state.
-    let (recycle_tx, recycle_rx) =
-        crossbeam_channel::bounded::<Vec<Record>>(EXPORT_CHANNEL_BATCHES + 4 * n + 8);
     let eve_out = open_eve(&opts.eve)?;
-    let exporter = thread::Builder::new()
-        .name("export-eve".into())
-        .spawn(move || run_eve(eve_out, export_rx, recycle_tx))
-        .context("cannot start the exporter thread")?;
+    let exporter = Exporter::start(cfg, eve_out, n)?;
+    let export_tx = exporter.sender();
+    let recycle_rx = exporter.recycled();
 
     let mut producers = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
@@ -155,17 +146,15 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
         let s = w.join().map_err(|_| anyhow!("a DPI worker panicked"))?;
         flows.add(&s);
     }
-    let eve = exporter
-        .join()
-        .map_err(|_| anyhow!("the EVE exporter panicked"))?
-        .context("writing EVE output")?;
     progress.finish_and_clear();
+    let export = exporter.finish()?;
     Ok(Summary {
         reader,
         decode: decoder.stats.clone(),
         frag_pending: decoder.frag_pending(),
         flows,
-        eve,
+        eve: export.eve,
+        sinks: export.sinks,
         workers: n,
         elapsed: started.elapsed(),
         read_only: false,
@@ -327,34 +316,4 @@ fn open_eve(target: &EveTarget) -> Result<Option<Box<dyn Write + Send>>> {
         }
         EveTarget::None => None,
     })
-}
-
-/// The EVE exporter thread: writes every batch until all workers are done.
-/// Written batches go back to the workers empty, to be refilled without a new allocation.
-fn run_eve(
-    out: Option<Box<dyn Write + Send>>,
-    rx: crossbeam_channel::Receiver<Vec<Record>>,
-    recycle: crossbeam_channel::Sender<Vec<Record>>,
-) -> std::io::Result<EveStats> {
-    let mut w = out.map(EveWriter::new);
-    let mut counted = EveStats::default();
-    for mut batch in rx {
-        match &mut w {
-            Some(w) => w.write(&batch)?,
-            None => {
-                for r in &batch {
-                    match r {
-                        Record::Flow(_) => counted.flows += 1,
-                        Record::Event(_) => counted.events += 1,
-                    }
-                }
-            }
-        }
-        batch.clear();
-        let _ = recycle.try_send(batch);
-    }
-    match w {
-        Some(w) => w.finish(),
-        None => Ok(counted),
-    }
 }

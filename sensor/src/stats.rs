@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::decode::DecodeStats;
 use crate::export::eve::EveStats;
+use crate::export::sink::SinkReport;
 use crate::export::EndReason;
 use crate::flow::FlowStats;
 
@@ -38,6 +39,8 @@ pub struct Summary {
     pub decode: DecodeStats,
     pub flows: FlowStats,
     pub eve: EveStats,
+    /// Network sinks (ClickHouse, NATS), when on.
+    pub sinks: Vec<SinkReport>,
     /// Incomplete IP datagrams (and their fragments) still held when the capture ended.
     pub frag_pending: (u64, u64),
     pub workers: usize,
@@ -127,6 +130,24 @@ impl fmt::Display for Summary {
                 f,
                 "  file errors: {} file(s) ended in a truncated or corrupt record; the rest of each was skipped",
                 r.file_errors
+            )?;
+        }
+        for s in &self.sinks {
+            writeln!(
+                f,
+                "  sink {}: sent={} batches={} failed={} lost={} retried={} spooled={} replayed={} spool_dropped={} spool_corrupt={} spool_peak_bytes={} spool_left_bytes={}",
+                s.name,
+                s.sent_rows,
+                s.sent_batches,
+                s.failed_rows,
+                s.lost_rows,
+                s.transient_errors,
+                s.spool.spooled_rows,
+                s.spool.replayed_rows,
+                s.spool.dropped_rows,
+                s.spool.corrupt_records,
+                s.spool.peak_bytes,
+                s.spool_bytes_left
             )?;
         }
         if r.ring_waits > 0 {

@@ -694,6 +694,21 @@ impl<W: Write> EveWriter<W> {
         Ok(())
     }
 
+    /// Writes a line [`write_record`] already produced (the exporter serializes a record once
+    /// for EVE and NATS).
+    pub fn write_line(&mut self, line: &[u8], is_flow: bool) -> io::Result<()> {
+        self.buf.extend_from_slice(line);
+        if is_flow {
+            self.stats.flows += 1;
+        } else {
+            self.stats.events += 1;
+        }
+        if self.buf.len() >= 1 << 16 {
+            self.drain()?;
+        }
+        Ok(())
+    }
+
     fn drain(&mut self) -> io::Result<()> {
         self.stats.bytes += self.buf.len() as u64;
         self.out.write_all(&self.buf)?;

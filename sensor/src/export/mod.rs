@@ -1,10 +1,17 @@
 //! Export: what workers produce and the sinks that consume it.
 //!
 //! Workers turn finished flows and DPI events into [`Record`]s and send them in batches over a
-//! bounded channel to an exporter thread, off the packet cores. Sinks (today EVE JSON; ClickHouse
-//! and NATS later) only see records; they know nothing of packets or flow tables.
+//! bounded channel to the exporter ([`runtime`]), off the packet cores. Sinks only see records;
+//! they know nothing of packets or flow tables: EVE JSON ([`eve`]), ClickHouse
+//! ([`clickhouse`]) and NATS JetStream ([`nats`]), the last two built from the shared retry and
+//! drain logic of [`sink`] and the on-disk [`spool`].
 
+pub mod clickhouse;
 pub mod eve;
+pub mod nats;
+pub mod runtime;
+pub mod sink;
+pub mod spool;
 
 use crate::decode::TunnelInfo;
 use crate::dpi::{AppEvent, AppProto};

@@ -63,3 +63,4 @@ pub fn endpoints(v: &serde_json::Value) -> (String, String) {
     };
     (ep("src_ip", "src_port"), ep("dest_ip", "dest_port"))
 }
+pub mod servers;

@@ -1,0 +1,137 @@
+//! The schema: versioned SQL files under `config/clickhouse/migrations/`, rendered for the
+//! server's version and applied at start-up, each recorded in `<db>.schema_migrations`.
+//!
+//! Files are embedded in the binary (the sensor must not depend on where it is run from) and
+//! are templates: `{db}` the database, `{ip}` `IPv6` or `FixedString(16)` (same 16 bytes),
+//! `{lc}` `LowCardinality(String)` or `String`, `{codec_ts}`/`{codec_num}` column codecs or
+//! nothing, `{ttl}` a TTL clause or nothing. Servers older than 20.1 (Debian's 18.16) get the
+//! plain variant: they lack IPv6, stable LowCardinality, TTL and codecs.
+
+/// `(version, name, sql)` of every migration, in order.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "flows",
+        include_str!("../../../../config/clickhouse/migrations/0001_flows.sql"),
+    ),
+    (
+        2,
+        "http_requests",
+        include_str!("../../../../config/clickhouse/migrations/0002_http_requests.sql"),
+    ),
+    (
+        3,
+        "dns_queries",
+        include_str!("../../../../config/clickhouse/migrations/0003_dns_queries.sql"),
+    ),
+];
+
+/// What the server supports, from `SELECT version()`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    pub major: u32,
+    pub minor: u32,
+    /// IPv6 type, LowCardinality, TTL and column codecs (all there from 20.1 on).
+    pub modern: bool,
+}
+
+impl Features {
+    /// Parses `18.16.1` or `24.3.2.23`; unknown formats are treated as old (the safe variant).
+    pub fn from_version(v: &str) -> Features {
+        let mut it = v.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let major = it.next().unwrap_or(0);
+        let minor = it.next().unwrap_or(0);
+        Features {
+            major,
+            minor,
+            modern: major >= 20,
+        }
+    }
+}
+
+/// Renders one migration for a server.
+pub fn render(sql: &str, db: &str, f: Features, retention_days: u32) -> String {
+    let (ip, lc, codec_ts, codec_num) = if f.modern {
+        (
+            "IPv6",
+            "LowCardinality(String)",
+            " CODEC(DoubleDelta, LZ4)",
+            " CODEC(T64, LZ4)",
+        )
+    } else {
+        ("FixedString(16)", "String", "", "")
+    };
+    let ttl = if f.modern && retention_days > 0 {
+        format!("TTL ts + INTERVAL {retention_days} DAY")
+    } else {
+        String::new()
+    };
+    let body: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    body.replace("{db}", db)
+        .replace("{ip}", ip)
+        .replace("{lc}", lc)
+        .replace("{codec_ts}", codec_ts)
+        .replace("{codec_num}", codec_num)
+        .replace("{ttl}", &ttl)
+        .trim()
+        .to_string()
+}
+
+/// The migrations table itself (not versioned: it records the versions).
+pub fn migrations_table(db: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.schema_migrations (version UInt32, name String, \
+         applied_at DateTime) ENGINE = MergeTree ORDER BY version"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_detected() {
+        assert!(!Features::from_version("18.16.1").modern);
+        assert!(Features::from_version("24.8.4.13").modern);
+        assert!(!Features::from_version("garbage").modern);
+    }
+
+    #[test]
+    fn old_servers_get_fixedstring_and_no_ttl_new_ones_ipv6_lowcardinality_ttl_codecs() {
+        for (_, _, sql) in MIGRATIONS {
+            let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
+            assert!(old.contains("FixedString(16)"), "{old}");
+            for absent in ["IPv6", "LowCardinality", "TTL", "CODEC", "{"] {
+                assert!(!old.contains(absent), "{absent} in {old}");
+            }
+            assert!(
+                old.starts_with("CREATE TABLE IF NOT EXISTS sensor."),
+                "{old}"
+            );
+
+            let new = render(sql, "sensor", Features::from_version("24.3.1"), 30);
+            for present in [
+                "IPv6",
+                "LowCardinality(String)",
+                "TTL ts + INTERVAL 30 DAY",
+                "CODEC(",
+            ] {
+                assert!(new.contains(present), "{present} missing in {new}");
+            }
+            assert!(!new.contains("FixedString") && !new.contains('{'), "{new}");
+            let no_ttl = render(sql, "sensor", Features::from_version("24.3.1"), 0);
+            assert!(!no_ttl.contains("TTL"));
+        }
+    }
+
+    #[test]
+    fn migration_versions_are_increasing() {
+        for w in MIGRATIONS.windows(2) {
+            assert!(w[0].0 < w[1].0);
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! What every network sink shares: typed retry decisions, backoff, the spool, and the drain at
+//! shutdown. A sink only says how to get ready (connect, create its schema or stream) and how to
+//! send one batch; [`drive`] does the rest.
+//!
+//! Order is kept: while the spool holds anything, new batches go behind it on disk, and the
+//! spool is replayed oldest first once the sink answers again.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::spool::{Spool, SpoolStats};
+
+/// How a failed request should be handled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendError {
+    /// Will likely succeed later (network, timeout, server overloaded): retry, then spool.
+    Transient(String),
+    /// Will never succeed (bad data or schema): log, count, do not retry.
+    Permanent(String),
+    /// Configuration is wrong (credentials, permissions): stop the run with this line.
+    Fatal(String),
+}
+
+/// A batch ready for a sink: its row (message) count and its encoded bytes, which are exactly
+/// what goes to the spool.
+#[derive(Debug)]
+pub struct Batch {
+    pub rows: u32,
+    pub payload: Vec<u8>,
+}
+
+/// A destination.
+pub trait Sink: Send + 'static {
+    fn name(&self) -> &'static str;
+    /// Connects and creates what the sink needs (schema, stream). Called again after failures.
+    fn prepare(&mut self) -> impl Future<Output = Result<(), SendError>> + Send;
+    /// Sends one batch; `Ok` means the destination acknowledged all of it.
+    fn send(
+        &mut self,
+        rows: u32,
+        payload: &[u8],
+    ) -> impl Future<Output = Result<(), SendError>> + Send;
+}
+
+/// Live counters of a sink, readable while it runs.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Rows (or messages) the destination acknowledged, directly or from the spool.
+    pub sent_rows: AtomicU64,
+    pub sent_batches: AtomicU64,
+    /// Rows rejected for good (bad data): counted, not retried.
+    pub failed_rows: AtomicU64,
+    /// Requests that failed and were retried or spooled.
+    pub transient_errors: AtomicU64,
+    /// Rows that could not be kept at all (spool full with nowhere to go at shutdown).
+    pub lost_rows: AtomicU64,
+}
+
+/// What a sink did over a run.
+#[derive(Clone, Debug, Default)]
+pub struct SinkReport {
+    pub name: &'static str,
+    pub sent_rows: u64,
+    pub sent_batches: u64,
+    pub failed_rows: u64,
+    pub transient_errors: u64,
+    pub lost_rows: u64,
+    pub spool: SpoolStats,
+    /// Bytes left in the spool at exit (to be replayed by the next run).
+    pub spool_bytes_left: u64,
+    /// A configuration problem that stopped the sink.
+    pub fatal: Option<String>,
+}
+
+/// Timing of retries.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    /// Attempts for a fresh batch before it is spooled.
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+    /// How long the drain at shutdown keeps trying.
+    pub drain: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(5),
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Driver<S: Sink> {
+    sink: S,
+    spool: Spool,
+    counters: Arc<SinkCounters>,
+    retry: Retry,
+    ready: bool,
+    /// When the sink may be tried again after a failure.
+    next_try: Instant,
+    backoff: Duration,
+    fatal: Option<String>,
+    /// A batch that found the spool full under the `Block` policy.
+    held: Option<Batch>,
+}
+
+/// Runs a sink until its input closes, then drains (bounded by `retry.drain`).
+pub async fn drive<S: Sink>(
+    sink: S,
+    ready: bool,
+    spool: Spool,
+    mut rx: mpsc::Receiver<Batch>,
+    counters: Arc<SinkCounters>,
+    retry: Retry,
+) -> SinkReport {
+    let name = sink.name();
+    let mut d = Driver {
+        sink,
+        spool,
+        counters,
+        retry,
+        ready,
+        next_try: Instant::now(),
+        backoff: retry.first_backoff,
+        fatal: None,
+        held: None,
+    };
+    if !d.spool.is_empty() {
+        tracing::info!(
+            "{name}: resuming a spool of {} bytes in {}",
+            d.spool.bytes(),
+            d.spool.dir().display()
+        );
+    }
+    loop {
+        if d.fatal.is_some() {
+            // Keep taking input so the pipeline finishes; everything goes to the spool.
+            match rx.recv().await {
+                Some(b) => d.spool_batch(b),
+                None => break,
+            }
+            continue;
+        }
+        if d.held.is_some() {
+            d.flush_held();
+        }
+        let can_take = d.held.is_none();
+        let now = Instant::now();
+        if !d.spool.is_empty() && now >= d.next_try {
+            // Whatever already arrived goes behind the spool, then one spooled batch is sent.
+            while d.held.is_none() {
+                match rx.try_recv() {
+                    Ok(b) => d.spool_batch(b),
+                    Err(_) => break,
+                }
+            }
+            d.replay_one().await;
+            continue;
+        }
+        let wake = if d.spool.is_empty() && d.held.is_none() {
+            None
+        } else {
+            Some(d.next_try.max(now + Duration::from_millis(20)))
+        };
+        tokio::select! {
+            b = rx.recv(), if can_take => match b {
+                Some(b) => d.take(b).await,
+                None => break,
+            },
+            _ = sleep_until_opt(wake) => {}
+        }
+    }
+    d.drain().await;
+    let c = &d.counters;
+    SinkReport {
+        name,
+        sent_rows: c.sent_rows.load(Ordering::Relaxed),
+        sent_batches: c.sent_batches.load(Ordering::Relaxed),
+        failed_rows: c.failed_rows.load(Ordering::Relaxed),
+        transient_errors: c.transient_errors.load(Ordering::Relaxed),
+        lost_rows: c.lost_rows.load(Ordering::Relaxed),
+        spool_bytes_left: d.spool.bytes(),
+        spool: d.spool.stats.clone(),
+        fatal: d.fatal,
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl<S: Sink> Driver<S> {
+    fn failed(&mut self, why: &str) {
+        self.counters
+            .transient_errors
+            .fetch_add(1, Ordering::Relaxed);
+        if self.backoff == self.retry.first_backoff {
+            tracing::warn!("{}: {why}; spooling and retrying", self.sink.name());
+        }
+        self.ready = false;
+        self.next_try = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(self.retry.max_backoff);
+    }
+
+    fn succeeded(&mut self, rows: u32) {
+        if self.backoff != self.retry.first_backoff {
+            tracing::info!("{}: sending again", self.sink.name());
+        }
+        self.backoff = self.retry.first_backoff;
+        self.counters
+            .sent_rows
+            .fetch_add(u64::from(rows), Ordering::Relaxed);
+        self.counters.sent_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn permanent(&mut self, rows: u32, why: &str) {
+        tracing::error!(
+            "{}: batch of {rows} rows rejected, not retried: {why}",
+            self.sink.name()
+        );
+        self.counters
+            .failed_rows
+            .fetch_add(u64::from(rows), Ordering::Relaxed);
+    }
+
+    fn fatal(&mut self, why: String) {
+        tracing::error!("{}: {why}", self.sink.name());
+        self.fatal = Some(why);
+    }
+
+    async fn ensure_ready(&mut self) -> Result<(), SendError> {
+        if !self.ready {
+            self.sink.prepare().await?;
+            self.ready = true;
+        }
+        Ok(())
+    }
+
+    async fn attempt(&mut self, rows: u32, payload: &[u8]) -> Result<(), SendError> {
+        self.ensure_ready().await?;
+        self.sink.send(rows, payload).await
+    }
+
+    /// A fresh batch: sent directly while the sink is healthy and the spool empty.
+    async fn take(&mut self, b: Batch) {
+        if !self.spool.is_empty() || Instant::now() < self.next_try {
+            self.spool_batch(b);
+            return;
+        }
+        let mut delay = self.retry.first_backoff;
+        for attempt in 1..=self.retry.attempts {
+            match self.attempt(b.rows, &b.payload).await {
+                Ok(()) => {
+                    self.succeeded(b.rows);
+                    return;
+                }
+                Err(SendError::Permanent(why)) => {
+                    self.permanent(b.rows, &why);
+                    return;
+                }
+                Err(SendError::Fatal(why)) => {
+                    self.fatal(why);
+                    self.spool_batch(b);
+                    return;
+                }
+                Err(SendError::Transient(why)) => {
+                    if attempt == self.retry.attempts {
+                        self.failed(&why);
+                    } else {
+                        self.counters
+                            .transient_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        self.ready = false;
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(self.retry.max_backoff);
+                    }
+                }
+            }
+        }
+        self.spool_batch(b);
+    }
+
+    fn spool_batch(&mut self, b: Batch) {
+        if self.held.is_some() {
+            // Only reached at shutdown with a full blocking spool: nowhere left to keep it.
+            self.lost(b.rows, "spool full");
+            return;
+        }
+        if !self.spool.has_room(b.payload.len()) {
+            self.held = Some(b);
+            return;
+        }
+        match self.spool.push(b.rows, &b.payload) {
+            Ok(true) => {}
+            Ok(false) => self.held = Some(b),
+            Err(e) => self.lost(b.rows, &format!("cannot write the spool: {e}")),
+        }
+    }
+
+    fn flush_held(&mut self) {
+        if let Some(b) = self.held.take() {
+            if self.spool.has_room(b.payload.len()) {
+                self.spool_batch(b);
+            } else {
+                self.held = Some(b);
+            }
+        }
+    }
+
+    fn lost(&mut self, rows: u32, why: &str) {
+        tracing::error!("{}: {rows} rows lost: {why}", self.sink.name());
+        self.counters
+            .lost_rows
+            .fetch_add(u64::from(rows), Ordering::Relaxed);
+    }
+
+    /// Sends the oldest spooled batch. `false` when the sink failed (or nothing was there).
+    async fn replay_one(&mut self) -> bool {
+        let b = match self.spool.peek() {
+            Ok(Some(b)) => b,
+            Ok(None) => return false,
+            Err(e) => {
+                tracing::error!("{}: cannot read the spool: {e}", self.sink.name());
+                self.next_try = Instant::now() + self.retry.max_backoff;
+                return false;
+            }
+        };
+        match self.attempt(b.rows, &b.payload).await {
+            Ok(()) => {
+                self.succeeded(b.rows);
+                if let Err(e) = self.spool.ack(&b) {
+                    tracing::error!("{}: cannot update the spool: {e}", self.sink.name());
+                }
+                true
+            }
+            Err(SendError::Permanent(why)) => {
+                self.permanent(b.rows, &why);
+                let _ = self.spool.ack(&b);
+                true
+            }
+            Err(SendError::Fatal(why)) => {
+                self.fatal(why);
+                false
+            }
+            Err(SendError::Transient(why)) => {
+                self.failed(&why);
+                false
+            }
+        }
+    }
+
+    /// Input closed: send what the spool holds until it is empty or the deadline passes; a
+    /// batch still held (spool full) gets sent directly or is counted as lost.
+    async fn drain(&mut self) {
+        let deadline = Instant::now() + self.retry.drain;
+        while self.fatal.is_none() && Instant::now() < deadline {
+            if let Some(b) = self.held.take() {
+                if self.spool.is_empty() {
+                    match self.attempt(b.rows, &b.payload).await {
+                        Ok(()) => self.succeeded(b.rows),
+                        Err(SendError::Permanent(why)) => self.permanent(b.rows, &why),
+                        Err(SendError::Fatal(why)) => {
+                            self.held = Some(b);
+                            self.fatal(why);
+                        }
+                        Err(SendError::Transient(why)) => {
+                            self.held = Some(b);
+                            self.failed(&why);
+                        }
+                    }
+                } else {
+                    self.held = Some(b);
+                    self.flush_held();
+                }
+            }
+            if self.spool.is_empty() && self.held.is_none() {
+                break;
+            }
+            if Instant::now() < self.next_try {
+                tokio::time::sleep_until(self.next_try.min(deadline)).await;
+                continue;
+            }
+            self.replay_one().await;
+        }
+        if let Some(b) = self.held.take() {
+            self.lost(b.rows, "spool full at shutdown");
+        }
+        if !self.spool.is_empty() {
+            tracing::warn!(
+                "{}: {} bytes left in the spool {}; the next run sends them",
+                self.sink.name(),
+                self.spool.bytes(),
+                self.spool.dir().display()
+            );
+        }
+    }
+}

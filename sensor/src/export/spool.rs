@@ -1,0 +1,438 @@
+//! On-disk spool of one sink: batches the sink could not take, kept in order until it
+//! acknowledges them.
+//!
+//! Layout: a directory per sink holding segment files `NNNNNNNNNNNNNNNNNNNN.seg`, appended in
+//! order, each a sequence of records `[len u32 LE][crc32 u32 LE][rows u32 LE][payload]` (the
+//! checksum covers rows and payload). Reading starts at the oldest segment; how far it has been
+//! acknowledged is kept in `NNN.ack` beside it (a byte offset), so a sensor restart resumes
+//! where the last run stopped without sending acknowledged batches again. A segment is deleted
+//! once all its records are acknowledged. A record that fails its checksum (torn write at a
+//! crash) ends its segment: it and anything after it in that segment are counted as corrupt.
+//!
+//! Hand-written rather than a queue crate because what we need is small (append, read oldest,
+//! ack, drop oldest segment) and its on-disk format must stay ours across versions.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes of a record header: length, checksum, row count.
+const HEADER: usize = 12;
+
+/// What to do when the spool is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullPolicy {
+    /// Refuse new batches: the exporter stops taking records, so workers see back-pressure
+    /// (replay waits; live capture counts drops).
+    Block,
+    /// Delete the oldest segment to make room; its rows are counted as dropped.
+    DropOldest,
+}
+
+/// Counters of one spool.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SpoolStats {
+    /// Batches and rows written to disk.
+    pub spooled_batches: u64,
+    pub spooled_rows: u64,
+    /// Batches and rows read back and acknowledged by the sink.
+    pub replayed_batches: u64,
+    pub replayed_rows: u64,
+    /// Rows deleted by the drop-oldest policy.
+    pub dropped_rows: u64,
+    /// Records found damaged on disk (bad checksum or truncated) and skipped.
+    pub corrupt_records: u64,
+    /// Largest size the spool reached, in bytes.
+    pub peak_bytes: u64,
+}
+
+/// One batch read back from the spool; pass its `pos` to [`Spool::ack`] once the sink took it.
+#[derive(Debug)]
+pub struct Spooled {
+    pub rows: u32,
+    pub payload: Vec<u8>,
+    pos: (u64, u64),
+}
+
+/// A spool directory. Not shared between processes; one per sink.
+pub struct Spool {
+    dir: PathBuf,
+    max_bytes: u64,
+    segment_bytes: u64,
+    policy: FullPolicy,
+    /// Segment ids on disk, oldest first.
+    segments: Vec<u64>,
+    /// Bytes on disk across all segments (acknowledged parts of the oldest included).
+    bytes: u64,
+    writer: Option<(u64, BufWriter<File>, u64)>,
+    /// Read position in the oldest segment: (segment id, offset).
+    read: Option<(u64, u64)>,
+    pub stats: SpoolStats,
+}
+
+impl Spool {
+    /// Opens (creating if needed) a spool directory and finds what a previous run left in it.
+    pub fn open(
+        dir: &Path,
+        max_bytes: u64,
+        segment_bytes: u64,
+        policy: FullPolicy,
+    ) -> io::Result<Spool> {
+        fs::create_dir_all(dir)?;
+        let mut segments = Vec::new();
+        let mut bytes = 0;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(id) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".seg"))
+                .and_then(|n| n.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            bytes += entry.metadata()?.len();
+            segments.push(id);
+        }
+        segments.sort_unstable();
+        let mut s = Spool {
+            dir: dir.to_path_buf(),
+            max_bytes,
+            segment_bytes: segment_bytes.max(4096),
+            policy,
+            segments,
+            bytes,
+            writer: None,
+            read: None,
+            stats: SpoolStats::default(),
+        };
+        s.stats.peak_bytes = bytes;
+        Ok(s)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Bytes on disk.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn seg_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.seg"))
+    }
+
+    fn ack_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.ack"))
+    }
+
+    /// Appends one batch. `Ok(false)` when the spool is full under the `Block` policy (nothing
+    /// written; the caller keeps the batch and tries again later).
+    pub fn push(&mut self, rows: u32, payload: &[u8]) -> io::Result<bool> {
+        let need = (HEADER + payload.len()) as u64;
+        while self.bytes + need > self.max_bytes {
+            match self.policy {
+                FullPolicy::Block => return Ok(false),
+                FullPolicy::DropOldest => {
+                    if !self.drop_oldest()? {
+                        // Nothing left to drop: this batch alone is larger than the spool.
+                        self.stats.dropped_rows += u64::from(rows);
+                        return Ok(true);
+                    }
+                }
+            }
+        }
+        let rotate = match &self.writer {
+            Some((_, _, len)) => *len >= self.segment_bytes,
+            None => true,
+        };
+        if rotate {
+            if let Some((_, mut w, _)) = self.writer.take() {
+                w.flush()?;
+            }
+            let id = self.segments.last().map_or(1, |l| l + 1);
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.seg_path(id))?;
+            self.segments.push(id);
+            self.writer = Some((id, BufWriter::with_capacity(1 << 20, f), 0));
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&rows.to_le_bytes());
+        h.update(payload);
+        let crc = h.finalize();
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "batch over 4 GiB"))?;
+        if let Some((_, w, wlen)) = &mut self.writer {
+            w.write_all(&len.to_le_bytes())?;
+            w.write_all(&crc.to_le_bytes())?;
+            w.write_all(&rows.to_le_bytes())?;
+            w.write_all(payload)?;
+            // Flushed per batch so a reader (and a crash) sees whole records.
+            w.flush()?;
+            *wlen += need;
+        }
+        self.bytes += need;
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.bytes);
+        self.stats.spooled_batches += 1;
+        self.stats.spooled_rows += u64::from(rows);
+        Ok(true)
+    }
+
+    /// Whether a batch of `len` payload bytes fits now (for the `Block` policy).
+    pub fn has_room(&self, len: usize) -> bool {
+        self.policy == FullPolicy::DropOldest
+            || self.bytes + (HEADER + len) as u64 <= self.max_bytes
+    }
+
+    /// The oldest batch not yet acknowledged, if any.
+    pub fn peek(&mut self) -> io::Result<Option<Spooled>> {
+        loop {
+            let Some(&id) = self.segments.first() else {
+                return Ok(None);
+            };
+            let off = match self.read {
+                Some((rid, off)) if rid == id => off,
+                _ => {
+                    let off = fs::read_to_string(self.ack_path(id))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .unwrap_or(0);
+                    self.read = Some((id, off));
+                    off
+                }
+            };
+            if let Some((wid, w, _)) = &mut self.writer {
+                if *wid == id {
+                    w.flush()?;
+                }
+            }
+            match read_record(&self.seg_path(id), off)? {
+                Record::Ok(rows, payload) => {
+                    let next = off + (HEADER + payload.len()) as u64;
+                    return Ok(Some(Spooled {
+                        rows,
+                        payload,
+                        pos: (id, next),
+                    }));
+                }
+                Record::End => self.remove_segment(id)?,
+                Record::Corrupt => {
+                    self.stats.corrupt_records += 1;
+                    if matches!(&self.writer, Some((wid, _, _)) if *wid == id) {
+                        self.writer = None;
+                    }
+                    self.remove_segment(id)?;
+                }
+            }
+        }
+    }
+
+    /// Marks a batch returned by [`Spool::peek`] as taken by the sink.
+    pub fn ack(&mut self, b: &Spooled) -> io::Result<()> {
+        let (id, next) = b.pos;
+        self.read = Some((id, next));
+        self.stats.replayed_batches += 1;
+        self.stats.replayed_rows += u64::from(b.rows);
+        // The writer flushes every record, so the file length is where its last record ends;
+        // a fully acknowledged segment goes even if it was being written (the next batch
+        // starts a new one), so "empty" always means "nothing left to send".
+        let len = fs::metadata(self.seg_path(id))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if next >= len {
+            self.remove_segment(id)?;
+        } else {
+            fs::write(self.ack_path(id), next.to_string())?;
+        }
+        Ok(())
+    }
+
+    fn remove_segment(&mut self, id: u64) -> io::Result<()> {
+        let path = self.seg_path(id);
+        let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        if matches!(&self.writer, Some((wid, _, _)) if *wid == id) {
+            self.writer = None;
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let _ = fs::remove_file(self.ack_path(id));
+        self.segments.retain(|s| *s != id);
+        self.bytes = self.bytes.saturating_sub(len);
+        if matches!(self.read, Some((rid, _)) if rid == id) {
+            self.read = None;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest segment, counting the rows it still held. `false` if none.
+    fn drop_oldest(&mut self) -> io::Result<bool> {
+        let Some(&id) = self.segments.first() else {
+            return Ok(false);
+        };
+        let start = fs::read_to_string(self.ack_path(id))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        let start = match self.read {
+            Some((rid, off)) if rid == id => off,
+            _ => start,
+        };
+        if let Some((wid, w, _)) = &mut self.writer {
+            if *wid == id {
+                w.flush()?;
+            }
+        }
+        let mut off = start;
+        while let Record::Ok(rows, payload) = read_record(&self.seg_path(id), off)? {
+            self.stats.dropped_rows += u64::from(rows);
+            off += (HEADER + payload.len()) as u64;
+        }
+        self.remove_segment(id)?;
+        Ok(true)
+    }
+}
+
+enum Record {
+    Ok(u32, Vec<u8>),
+    End,
+    Corrupt,
+}
+
+fn read_record(path: &Path, off: u64) -> io::Result<Record> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Record::End),
+        Err(e) => return Err(e),
+    };
+    let len = f.metadata()?.len();
+    if off >= len {
+        return Ok(Record::End);
+    }
+    if len - off < HEADER as u64 {
+        return Ok(Record::Corrupt);
+    }
+    f.seek(SeekFrom::Start(off))?;
+    let mut h = [0u8; HEADER];
+    f.read_exact(&mut h)?;
+    let plen = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    let rows = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if u64::from(plen) > len - off - HEADER as u64 {
+        return Ok(Record::Corrupt);
+    }
+    let mut payload = vec![0u8; plen as usize];
+    f.read_exact(&mut payload)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&rows.to_le_bytes());
+    hasher.update(&payload);
+    if hasher.finalize() != crc {
+        return Ok(Record::Corrupt);
+    }
+    Ok(Record::Ok(rows, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(s: &mut Spool) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while let Some(b) = s.peek().unwrap() {
+            out.push(b.payload.clone());
+            s.ack(&b).unwrap();
+        }
+        out
+    }
+
+    #[test]
+    fn batches_come_back_in_order_across_segments_and_segments_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 1 << 20, 4096, FullPolicy::Block).unwrap();
+        let batches: Vec<Vec<u8>> = (0..50u8).map(|i| vec![i; 300]).collect();
+        for b in &batches {
+            assert!(s.push(1, b).unwrap());
+        }
+        assert!(s.segments.len() > 1);
+        assert_eq!(drain(&mut s), batches);
+        assert!(s.is_empty());
+        assert_eq!(s.bytes(), 0);
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_reopened_spool_resumes_after_the_last_acknowledged_batch() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(d.path(), 1 << 20, 1 << 16, FullPolicy::Block).unwrap();
+            for i in 0..10u8 {
+                s.push(2, &[i; 10]).unwrap();
+            }
+            for _ in 0..4 {
+                let b = s.peek().unwrap().unwrap();
+                s.ack(&b).unwrap();
+            }
+        }
+        let mut s = Spool::open(d.path(), 1 << 20, 1 << 16, FullPolicy::Block).unwrap();
+        let rest = drain(&mut s);
+        assert_eq!(rest, (4..10u8).map(|i| vec![i; 10]).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn full_spool_blocks_or_drops_the_oldest_and_counts_rows() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 2000, 4096, FullPolicy::Block).unwrap();
+        let mut taken = 0;
+        while s.push(5, &[1; 100]).unwrap() {
+            taken += 1;
+        }
+        assert_eq!(taken, 2000 / 112);
+        assert!(!s.has_room(100));
+
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 2000, 500, FullPolicy::DropOldest).unwrap();
+        for i in 0..100u8 {
+            assert!(s.push(5, &[i; 100]).unwrap());
+        }
+        assert!(s.bytes() <= 2000);
+        let kept = drain(&mut s);
+        assert_eq!(s.stats.dropped_rows + 5 * kept.len() as u64, 500);
+        assert_eq!(kept.last().unwrap()[0], 99, "newest kept");
+    }
+
+    #[test]
+    fn a_torn_record_is_counted_and_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(d.path(), 1 << 20, 1 << 20, FullPolicy::Block).unwrap();
+            s.push(1, b"good").unwrap();
+            s.push(1, b"torn-record").unwrap();
+        }
+        let seg = fs::read_dir(d.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let len = fs::metadata(&seg).unwrap().len();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        let mut s = Spool::open(d.path(), 1 << 20, 1 << 20, FullPolicy::Block).unwrap();
+        assert_eq!(drain(&mut s), vec![b"good".to_vec()]);
+        assert_eq!(s.stats.corrupt_records, 1);
+        assert!(s.is_empty());
+    }
+}

@@ -454,6 +454,12 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     use crate::worker::LiveHooks;
 
     let started = Instant::now();
+    // First thing: a SIGINT/SIGTERM from here on stops the run cleanly.
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("cannot install the signal handlers")?;
+    }
     let cfg = &opts.config;
     let l = &cfg.live;
     let iface = opts.iface.as_str();
@@ -612,11 +618,6 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         if l.bypass { "on" } else { "off" }
     );
 
-    let term = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, Arc::clone(&term))
-            .context("cannot install the signal handlers")?;
-    }
     let interval = Duration::from_secs(l.stats_interval);
     let mut next_log = Instant::now() + interval;
     while !term.load(Ordering::Relaxed)

@@ -923,6 +923,54 @@ mod tests {
     }
 
     #[test]
+    fn bypass_counters_from_the_kernel_complete_the_flow_and_keep_it_alive() {
+        let mut t = table(10);
+        t.enable_bypass();
+        let mut out = Vec::new();
+        // Unknown UDP protocol: DPI gives up after a few datagrams and asks for bypass.
+        for i in 0..UDP_PROBE_LIMIT as u64 {
+            let mut p = pkt(S + i, 17, 1, 5000, 2, 9999, 0);
+            p.info.payload_len = 4;
+            t.packet(&p, &[1, 2, 3, 4], &mut out);
+        }
+        let key = match t.bypass_events.as_slice() {
+            [BypassEvent::Add(k)] => *k,
+            other => panic!("expected one Add, got {other:?}"),
+        };
+        assert_eq!((key.src, key.sport, key.dport), (v4(1), 5000, 9999));
+        t.bypass_events.clear();
+        // The kernel counted 10 more each way; the last one at 100 s keeps the flow alive.
+        assert!(t.bypass_update(&key, 10, 1000, 100 * S));
+        assert!(t.bypass_update(&key.reversed(), 10, 1000, 100 * S));
+        t.advance(150 * S, &mut out);
+        assert!(
+            flows(&out).is_empty(),
+            "not idle: the kernel saw packets at 100 s"
+        );
+        t.advance(221 * S, &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].pkts_toserver, f[0].pkts_toclient), (14, 10));
+        assert_eq!(f[0].end, 100 * S);
+        assert_eq!(t.bypass_events, vec![BypassEvent::Remove(key)]);
+        assert!(!t.bypass_update(&key, 1, 60, 222 * S), "flow gone");
+        assert_eq!(t.stats.bypass_orphan_packets, 1);
+        assert_eq!(t.stats.bypass_packets, 20);
+    }
+
+    #[test]
+    fn without_bypass_enabled_nothing_is_requested() {
+        let mut t = table(10);
+        let mut out = Vec::new();
+        for i in 0..UDP_PROBE_LIMIT as u64 {
+            let mut p = pkt(S + i, 17, 1, 5000, 2, 9999, 0);
+            p.info.payload_len = 4;
+            t.packet(&p, &[1, 2, 3, 4], &mut out);
+        }
+        assert!(t.bypass_events.is_empty());
+    }
+
+    #[test]
     fn a_tracked_flow_costs_at_most_256_bytes() {
         let per_flow = FlowTable::bytes_per_flow();
         assert!(per_flow <= 256, "{per_flow} bytes per flow");

@@ -44,6 +44,8 @@ enum counter {
 #define CFG_FILTER_CIDR 1
 #define CFG_FILTER_PORT 2
 #define CFG_BYPASS 4
+/* Benchmark floor: count every frame and drop it, nothing else. */
+#define CFG_DROP_ALL 8
 
 struct addr16 {
     __u8 b[16];
@@ -177,6 +179,8 @@ int sensor_xdp(struct xdp_md *ctx)
 
     count(C_SEEN, 1);
     count(C_SEEN_BYTES, len);
+    if (cfg & CFG_DROP_ALL)
+        return XDP_DROP;
 
     struct flow_key k = {};
     int is_ip = 0;      /* addresses parsed */

@@ -77,6 +77,18 @@ enum Cmd {
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
     },
+    /// Benchmark floor on an interface: XDP count-and-drop, or a bare AF_XDP receive loop.
+    Floor {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum)]
+        mode: sensor::capture::floor::FloorMode,
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// Seconds to run (or until SIGINT/SIGTERM).
+        #[arg(long, default_value_t = 3600.0)]
+        duration: f64,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
 }
@@ -107,6 +119,32 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let cfg = load_config(Some(&path))?;
             cfg.validate()?;
             print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Cmd::Floor {
+            iface,
+            mode,
+            queue,
+            duration,
+        } => {
+            if !(duration.is_finite() && duration > 0.0) {
+                return Err(Failure::Usage(format!(
+                    "--duration: must be a positive number of seconds, got {duration}"
+                )));
+            }
+            if sensor::pipeline::rx_queues(&iface).is_none() {
+                return Err(Failure::Usage(format!(
+                    "--iface: interface {iface:?} not found"
+                )));
+            }
+            let line = sensor::capture::floor::run(
+                &iface,
+                mode,
+                queue,
+                std::time::Duration::from_secs_f64(duration),
+            )
+            .map_err(Failure::Runtime)?;
+            println!("{line}");
             Ok(())
         }
         Cmd::Run {

@@ -448,7 +448,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
     use crate::capture::control::Control;
     use crate::capture::live::{BufPool, QueueCapture, QueueMetricsRef};
-    use crate::capture::xdp::{counter, AttachMode, CaptureFilter, XdpProgram};
+    use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
     use crate::metrics::{Metrics, MetricsServer};
     use crate::stats::LiveStats;
     use crate::worker::LiveHooks;
@@ -494,7 +494,12 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
             .collect(),
         ports: l.filter_ports.clone(),
     };
-    let mut xdp = XdpProgram::load(iface, mode, &filter, l.bypass)?;
+    let mut xdp = XdpProgram::load(
+        iface,
+        mode,
+        &filter,
+        Behaviour::Capture { bypass: l.bypass },
+    )?;
     let xsk_opts = XskOptions {
         rx_ring: l.rx_ring,
         fill_ring: l.fill_ring,

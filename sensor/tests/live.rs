@@ -394,7 +394,7 @@ fn bypass_on_and_off_give_the_same_flow_counters() {
 }
 
 #[test]
-fn the_blocklist_drops_a_listed_address_and_counts_it() {
+fn an_address_listed_at_run_time_is_dropped_and_counted() {
     if skip() {
         return;
     }
@@ -411,14 +411,18 @@ fn the_blocklist_drops_a_listed_address_and_counts_it() {
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("blocklist.txt");
-    std::fs::write(&list, format!("# test\n{blocked_ip}\n")).unwrap();
+    std::fs::write(&list, "# empty at start\n").unwrap();
     let cfg = dir.path().join("sensor.toml");
     std::fs::write(
         &cfg,
         format!("[live]\nblocklist_file = \"{}\"\n", list.display()),
     )
     .unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let mut sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    // Listed while the sensor runs: it re-reads the file when it changes.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&list, format!("# test\n{blocked_ip}\n")).unwrap();
+    sensor.wait_for("1 addresses", Duration::from_secs(10));
     let sent = sent_packets(&veth.send(2000, &files));
     sensor.wait_seen(&veth.host, sent);
     let (code, log, eve) = sensor.stop();
@@ -477,4 +481,42 @@ fn a_missing_interface_is_a_usage_error() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_capture_filter_passes_only_matching_frames_and_counts_the_rest() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    // Only the flow to 198.51.100.13:4433 is inside both the CIDR and the port set.
+    let wanted: Vec<Value> = replayed
+        .iter()
+        .filter(|v| v["dest_ip"] == "198.51.100.13" && v["dest_port"] == 4433)
+        .cloned()
+        .collect();
+    let flow = wanted
+        .iter()
+        .find(|v| v["event_type"] == "flow")
+        .expect("the fixture's port 4433 flow");
+    let frames = flow["flow"]["pkts_toserver"].as_u64().unwrap()
+        + flow["flow"]["pkts_toclient"].as_u64().unwrap();
+
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        "[live]\nfilter_cidrs = [\"198.51.100.0/24\"]\nfilter_ports = [4433]\n",
+    )
+    .unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sent = sent_packets(&veth.send(2000, &files));
+    sensor.wait_seen(&veth.host, sent);
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("[ok]"), "{log}");
+    assert_eq!(field(&log, "filtered"), sent - frames, "{log}");
+    assert_eq!(normalized(&eve), normalized(&wanted), "{log}");
 }

@@ -6,6 +6,7 @@
 
 pub mod afxdp;
 pub mod control;
+pub mod floor;
 pub mod live;
 pub mod pcap_file;
 pub mod xdp;

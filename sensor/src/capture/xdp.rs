@@ -39,6 +39,7 @@ pub mod counter {
 const CFG_FILTER_CIDR: u32 = 1;
 const CFG_FILTER_PORT: u32 = 2;
 const CFG_BYPASS: u32 = 4;
+const CFG_DROP_ALL: u32 = 8;
 
 /// One direction of a bypassed flow, as the XDP program sees its packets (`struct flow_key`).
 /// Addresses are 16 bytes, IPv4 mapped; ports in host order.
@@ -119,6 +120,15 @@ pub enum AttachMode {
     Skb,
 }
 
+/// What the program does with frames.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Behaviour {
+    /// The sensor's: blocklist, filter, bypass, redirect.
+    Capture { bypass: bool },
+    /// The benchmark's floor: count and drop every frame.
+    CountAndDrop,
+}
+
 /// The capture filter: CIDRs (either address must match) and ports (either port must match).
 #[derive(Clone, Debug, Default)]
 pub struct CaptureFilter {
@@ -171,7 +181,7 @@ impl XdpProgram {
         iface: &str,
         mode: AttachMode,
         filter: &CaptureFilter,
-        bypass: bool,
+        behaviour: Behaviour,
     ) -> Result<XdpProgram, XdpError> {
         let if_index = ifindex(iface).ok_or_else(|| XdpError::NoInterface(iface.to_string()))?;
         raise_memlock();
@@ -184,10 +194,11 @@ impl XdpProgram {
             }
         })?;
 
-        let mut flags = 0;
-        if bypass {
-            flags |= CFG_BYPASS;
-        }
+        let mut flags = match behaviour {
+            Behaviour::Capture { bypass: true } => CFG_BYPASS,
+            Behaviour::Capture { bypass: false } => 0,
+            Behaviour::CountAndDrop => CFG_DROP_ALL,
+        };
         if !filter.cidrs.is_empty() {
             flags |= CFG_FILTER_CIDR;
             let map = ebpf

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project uses: the benchmark's peers and floor
-# (ndpiReader, softflowd, tcpdump) and GNU time for CPU accounting. Idempotent.
+# (ndpiReader, softflowd, tcpdump), GNU time for CPU accounting, and what the live path builds
+# and tests with: clang/llvm for the XDP program, the headers and tools libxdp-sys (xsk-rs)
+# builds its bundled C with, iproute2 and ethtool for the veth tests. Idempotent.
 set -euo pipefail
 need=()
+for pkg in clang llvm libelf-dev zlib1g-dev libbpf-dev libpcap-dev m4 pkg-config make gcc binutils iproute2 ethtool; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
 command -v ndpiReader >/dev/null 2>&1 || need+=(libndpi-bin)
 command -v softflowd >/dev/null 2>&1 || need+=(softflowd)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)

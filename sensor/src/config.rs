@@ -44,6 +44,7 @@ pub struct Config {
     pub clickhouse: ClickHouseSection,
     pub nats: NatsSection,
     pub spool: SpoolSection,
+    pub live: LiveSection,
 }
 
 /// Threads and rings.
@@ -184,6 +185,61 @@ impl Default for ExportSection {
     }
 }
 
+/// Live capture (`sensor run`): XDP program, AF_XDP sockets, bypass, filter, metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveSection {
+    /// Rx queues to capture, one socket and one pinned capture thread each; empty: all of the
+    /// interface's rx queues.
+    pub queues: Vec<u32>,
+    /// XDP attach mode: `auto` (native, falling back to generic), `driver` or `skb`.
+    pub xdp_mode: String,
+    /// AF_XDP binding: `auto` (zero-copy when the driver supports it), `copy` or `zerocopy`.
+    pub bind_mode: String,
+    /// Rx ring slots per socket (power of two).
+    pub rx_ring: u32,
+    /// Fill ring slots per socket (power of two, >= rx_ring); also the UMEM's frame count.
+    pub fill_ring: u32,
+    /// UMEM frame size in bytes: 2048 or 4096 (the largest frame captured).
+    pub frame_size: u32,
+    /// Busy polling on the sockets; each capture thread then needs a core to itself.
+    pub busy_poll: bool,
+    /// Count the packets of flows whose metadata is extracted in the kernel instead of copying
+    /// them to user space; their counters are added to the flow record.
+    pub bypass: bool,
+    /// Capture filter: only frames with an address in one of these CIDRs (empty: all).
+    pub filter_cidrs: Vec<String>,
+    /// Capture filter: only TCP/UDP frames with one of these ports (empty: all).
+    pub filter_ports: Vec<u16>,
+    /// Blocklist file: `ADDRESS [SECONDS]` per line; traffic from/to these is dropped in XDP
+    /// and counted. Re-read when it changes. Empty: none.
+    pub blocklist_file: String,
+    /// Prometheus `/metrics` listen address; empty: no endpoint.
+    pub metrics_addr: String,
+    /// Seconds between summary lines in the log.
+    pub stats_interval: u64,
+}
+
+impl Default for LiveSection {
+    fn default() -> Self {
+        LiveSection {
+            queues: Vec::new(),
+            xdp_mode: "auto".into(),
+            bind_mode: "auto".into(),
+            rx_ring: 2048,
+            fill_ring: 4096,
+            frame_size: 2048,
+            busy_poll: false,
+            bypass: true,
+            filter_cidrs: Vec::new(),
+            filter_ports: Vec::new(),
+            blocklist_file: String::new(),
+            metrics_addr: "127.0.0.1:9187".into(),
+            stats_interval: 10,
+        }
+    }
+}
+
 /// ClickHouse sink (HTTP interface). Off while `url` is empty.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -291,6 +347,26 @@ impl Default for SpoolSection {
 
 /// Shown instead of a secret by `check-config`.
 pub const MASK: &str = "********";
+
+/// Parses `ADDR/LEN` (or a bare address, a host route).
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: std::net::IpAddr = a.trim().parse().map_err(|e| format!("{s:?}: {e}"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(l) => l
+            .trim()
+            .parse::<u8>()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+        None => max,
+    };
+    Ok((addr, len))
+}
 
 impl Config {
     /// Reads and parses a file (no range checks: see [`Config::validate`]).
@@ -433,6 +509,59 @@ impl Config {
                 "must not be empty when a sink is on",
             ));
         }
+        let l = &self.live;
+        for (key, v, allowed) in [
+            ("live.xdp_mode", &l.xdp_mode, &["auto", "driver", "skb"][..]),
+            (
+                "live.bind_mode",
+                &l.bind_mode,
+                &["auto", "copy", "zerocopy"][..],
+            ),
+        ] {
+            if !allowed.contains(&v.as_str()) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be one of {}, got {v:?}", allowed.join(", ")),
+                ));
+            }
+        }
+        for (key, v) in [("live.rx_ring", l.rx_ring), ("live.fill_ring", l.fill_ring)] {
+            range(key, v, 64, 1 << 16)?;
+            if !v.is_power_of_two() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be a power of two, got {v}"),
+                ));
+            }
+        }
+        if l.fill_ring < l.rx_ring {
+            return Err(ConfigError::new(
+                "live.fill_ring",
+                format!(
+                    "must be at least live.rx_ring ({}), got {}",
+                    l.rx_ring, l.fill_ring
+                ),
+            ));
+        }
+        if l.frame_size != 2048 && l.frame_size != 4096 {
+            return Err(ConfigError::new(
+                "live.frame_size",
+                format!("must be 2048 or 4096, got {}", l.frame_size),
+            ));
+        }
+        for c in &l.filter_cidrs {
+            parse_cidr(c).map_err(|e| ConfigError::new("live.filter_cidrs", e))?;
+        }
+        if !l.metrics_addr.is_empty() && l.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::new(
+                "live.metrics_addr",
+                format!(
+                    "must be HOST:PORT with a numeric host, got {:?}",
+                    l.metrics_addr
+                ),
+            ));
+        }
+        range("live.stats_interval", l.stats_interval, 1, 86_400)?;
         Ok(())
     }
 
@@ -660,6 +789,32 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "spool.full_policy");
+    }
+
+    #[test]
+    fn live_values_are_checked_with_their_key() {
+        let e = Config::parse("[live]\nfill_ring = 1024\nrx_ring = 2048\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "live.fill_ring", "{e}");
+        let e = Config::parse("[live]\nrx_ring = 1000\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "live.rx_ring", "{e}");
+        let e = Config::parse("[live]\nfilter_cidrs = [\"10.0.0.0/40\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "live.filter_cidrs", "{e}");
+        let e = Config::parse("[live]\nxdp_mode = \"fast\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "live.xdp_mode", "{e}");
+        assert_eq!(parse_cidr("192.0.2.0/24").unwrap().1, 24);
+        assert_eq!(parse_cidr("2001:db8::1").unwrap().1, 128);
     }
 
     #[test]

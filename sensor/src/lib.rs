@@ -14,6 +14,7 @@ pub mod dpi;
 pub mod export;
 pub mod flow;
 pub mod gen;
+pub mod metrics;
 pub mod pipeline;
 pub mod stats;
 pub mod time;

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use mimalloc::MiMalloc;
 
 use sensor::config::{Config, ConfigError};
-use sensor::pipeline::{replay, EveTarget, ReplayOptions};
+use sensor::pipeline::{replay, run_live, EveTarget, LiveOptions, ReplayOptions};
 
 #[global_allocator]
 static GLOBAL: MiMalloc = MiMalloc;
@@ -94,6 +94,47 @@ enum Cmd {
         #[command(flatten)]
         sinks: SinkArgs,
     },
+    /// Live capture from an interface: XDP program + AF_XDP sockets, until SIGINT/SIGTERM.
+    Run {
+        /// Interface to capture on.
+        #[arg(long)]
+        iface: String,
+        /// Rx queues to capture, comma-separated (default: config live.queues, else all).
+        #[arg(long, value_delimiter = ',')]
+        queues: Option<Vec<u32>>,
+        /// Configuration file (TOML); flags override it.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// DPI worker threads (default: cores minus one per capture thread, at least 1).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// EVE JSON output: a file, or - for standard output (default: config, else -).
+        #[arg(long)]
+        eve: Option<String>,
+        /// Turn the kernel bypass of flows whose metadata is extracted off (config live.bypass).
+        #[arg(long)]
+        no_bypass: bool,
+        /// Prometheus endpoint address, empty for none (config live.metrics_addr).
+        #[arg(long)]
+        metrics_addr: Option<String>,
+        /// Stop by itself after this many seconds (as on SIGTERM).
+        #[arg(long, value_name = "SECS")]
+        duration: Option<f64>,
+        #[command(flatten)]
+        sinks: SinkArgs,
+    },
+    /// Benchmark floor on an interface: XDP count-and-drop, or a bare AF_XDP receive loop.
+    Floor {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum)]
+        mode: sensor::capture::floor::FloorMode,
+        #[arg(long, default_value_t = 0)]
+        queue: u32,
+        /// Seconds to run (or until SIGINT/SIGTERM).
+        #[arg(long, default_value_t = 3600.0)]
+        duration: f64,
+    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
 }
@@ -124,6 +165,87 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let cfg = load_config(Some(&path))?;
             cfg.validate()?;
             print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Cmd::Floor {
+            iface,
+            mode,
+            queue,
+            duration,
+        } => {
+            if !(duration.is_finite() && duration > 0.0) {
+                return Err(Failure::Usage(format!(
+                    "--duration: must be a positive number of seconds, got {duration}"
+                )));
+            }
+            if sensor::pipeline::rx_queues(&iface).is_none() {
+                return Err(Failure::Usage(format!(
+                    "--iface: interface {iface:?} not found"
+                )));
+            }
+            let line = sensor::capture::floor::run(
+                &iface,
+                mode,
+                queue,
+                std::time::Duration::from_secs_f64(duration),
+            )
+            .map_err(Failure::Runtime)?;
+            println!("{line}");
+            Ok(())
+        }
+        Cmd::Run {
+            iface,
+            queues,
+            config,
+            workers,
+            eve,
+            no_bypass,
+            metrics_addr,
+            duration,
+            sinks,
+        } => {
+            let mut cfg = load_config(config.as_ref())?;
+            sinks.apply(&mut cfg);
+            if let Some(w) = workers {
+                if w == 0 {
+                    return Err(Failure::Usage("--workers: must be at least 1".into()));
+                }
+                cfg.sensor.workers = w;
+            }
+            if let Some(q) = queues {
+                cfg.live.queues = q;
+            }
+            if let Some(e) = eve {
+                cfg.output.eve = e;
+            }
+            if no_bypass {
+                cfg.live.bypass = false;
+            }
+            if let Some(a) = metrics_addr {
+                cfg.live.metrics_addr = a;
+            }
+            let duration = match duration {
+                Some(d) if !(d.is_finite() && d > 0.0) => {
+                    return Err(Failure::Usage(format!(
+                        "--duration: must be a positive number of seconds, got {d}"
+                    )))
+                }
+                d => d.map(std::time::Duration::from_secs_f64),
+            };
+            cfg.validate()?;
+            if iface.is_empty() || sensor::pipeline::rx_queues(&iface).is_none() {
+                return Err(Failure::Usage(format!(
+                    "--iface: interface {iface:?} not found"
+                )));
+            }
+            let opts = LiveOptions {
+                iface,
+                eve: EveTarget::parse(&cfg.output.eve),
+                config: cfg,
+                duration,
+            };
+            let summary = run_live(&opts).map_err(runtime_failure)?;
+            eprintln!("{summary}");
             Ok(())
         }
         Cmd::Replay {

@@ -19,9 +19,10 @@ use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
 use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, Payload};
-use crate::export::runtime::Exporter;
+use crate::export::runtime::{ExportReport, Exporter};
 use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
+
 use crate::time::{Ts, NANOS_PER_SEC};
 use crate::worker::Worker;
 
@@ -85,46 +86,11 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     }
 
     let cfg = &opts.config;
-    let n = cfg.worker_count();
-    let cores = if cfg.sensor.pin_cores {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
-
-    let eve_out = open_eve(&opts.eve)?;
-    let exporter = Exporter::start(cfg, eve_out, n)?;
-    let export_tx = exporter.sender();
-    let recycle_rx = exporter.recycled();
-
-    let mut producers = Vec::with_capacity(n);
-    let mut workers = Vec::with_capacity(n);
-    for id in 0..n {
-        let (tx, rx) = rtrb::RingBuffer::<Msg>::new(cfg.sensor.ring_size);
-        producers.push(tx);
-        let w = Worker::new(
-            Arc::clone(&files),
-            cfg.flow_config(),
-            cfg.dpi_config(),
-            export_tx.clone(),
-            recycle_rx.clone(),
-        );
-        // The reader takes the first core; workers the next ones, round-robin.
-        let core = (!cores.is_empty()).then(|| cores[(id + 1) % cores.len()]);
-        workers.push(
-            thread::Builder::new()
-                .name(format!("dpi-{id}"))
-                .spawn(move || {
-                    if let Some(c) = core {
-                        core_affinity::set_for_current(c);
-                    }
-                    w.run(rx)
-                })
-                .context("cannot start a worker thread")?,
-        );
-    }
-    drop(export_tx);
-    if let Some(c) = cores.first() {
+    // The reader takes the first core; workers the next ones.
+    let mut plumbing = start_pipeline(cfg, &opts.eve, Arc::clone(&files), 1, 1, None)?;
+    let n = plumbing.workers();
+    let producers = plumbing.producers.pop().unwrap_or_default();
+    if let Some(c) = plumbing.cores.first() {
         core_affinity::set_for_current(*c);
     }
 
@@ -141,13 +107,8 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
     );
     drop(dispatcher);
 
-    let mut flows = FlowStats::default();
-    for w in workers {
-        let s = w.join().map_err(|_| anyhow!("a DPI worker panicked"))?;
-        flows.add(&s);
-    }
+    let (flows, export) = plumbing.finish()?;
     progress.finish_and_clear();
-    let export = exporter.finish()?;
     Ok(Summary {
         reader,
         decode: decoder.stats.clone(),
@@ -158,7 +119,100 @@ pub fn replay(opts: &ReplayOptions) -> Result<Summary> {
         workers: n,
         elapsed: started.elapsed(),
         read_only: false,
+        live: None,
     })
+}
+
+/// Workers, their rings and the exporter, started: what replay and live capture share. Sources
+/// (the replay reader, or one capture thread per rx queue) push into `producers`.
+pub(crate) struct Pipeline {
+    /// `producers[source][worker]`.
+    pub producers: Vec<Vec<rtrb::Producer<Msg>>>,
+    pub cores: Vec<core_affinity::CoreId>,
+    workers: Vec<thread::JoinHandle<FlowStats>>,
+    exporter: Exporter,
+}
+
+/// Starts `cfg.worker_count()` DPI workers, pinned from core `first_core` on (round-robin),
+/// each with one ring per source, and the exporter. `live` gives each worker its live-capture
+/// hooks (one entry per worker).
+pub(crate) fn start_pipeline(
+    cfg: &Config,
+    eve: &EveTarget,
+    files: Arc<Vec<PcapFile>>,
+    sources: usize,
+    first_core: usize,
+    live: Option<Vec<crate::worker::LiveHooks>>,
+) -> Result<Pipeline> {
+    let n = cfg.worker_count();
+    let cores = if cfg.sensor.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let eve_out = open_eve(eve)?;
+    let exporter = Exporter::start(cfg, eve_out, n)?;
+    let export_tx = exporter.sender();
+    let recycle_rx = exporter.recycled();
+
+    let mut producers: Vec<Vec<rtrb::Producer<Msg>>> = (0..sources).map(|_| Vec::new()).collect();
+    let mut live = live.map(|v| v.into_iter());
+    let mut workers = Vec::with_capacity(n);
+    for id in 0..n {
+        let mut rxs = Vec::with_capacity(sources);
+        for p in producers.iter_mut() {
+            let (tx, rx) = rtrb::RingBuffer::<Msg>::new(cfg.sensor.ring_size);
+            p.push(tx);
+            rxs.push(rx);
+        }
+        let mut w = Worker::new(
+            Arc::clone(&files),
+            cfg.flow_config(),
+            cfg.dpi_config(),
+            export_tx.clone(),
+            recycle_rx.clone(),
+        );
+        if let Some(hooks) = live.as_mut().and_then(|l| l.next()) {
+            w = w.with_live(hooks);
+        }
+        let core = (!cores.is_empty()).then(|| cores[(id + first_core) % cores.len()]);
+        workers.push(
+            thread::Builder::new()
+                .name(format!("dpi-{id}"))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    w.run(rxs)
+                })
+                .context("cannot start a worker thread")?,
+        );
+    }
+    Ok(Pipeline {
+        producers,
+        cores,
+        workers,
+        exporter,
+    })
+}
+
+impl Pipeline {
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Waits for the workers (they end when every source has dropped its producers) and the
+    /// exporter; returns their counters.
+    pub fn finish(self) -> Result<(FlowStats, ExportReport)> {
+        drop(self.producers);
+        let mut flows = FlowStats::default();
+        for w in self.workers {
+            let s = w.join().map_err(|_| anyhow!("a DPI worker panicked"))?;
+            flows.add(&s);
+        }
+        let export = self.exporter.finish()?;
+        Ok((flows, export))
+    }
 }
 
 fn make_progress(wanted: bool, total: u64) -> ProgressBar {
@@ -316,4 +370,310 @@ fn open_eve(target: &EveTarget) -> Result<Option<Box<dyn Write + Send>>> {
         }
         EveTarget::None => None,
     })
+}
+
+/// One live capture run (`sensor run`).
+#[derive(Clone, Debug)]
+pub struct LiveOptions {
+    pub iface: String,
+    pub config: Config,
+    pub eve: EveTarget,
+    /// Stop by itself after this long (otherwise at SIGINT/SIGTERM).
+    pub duration: Option<Duration>,
+}
+
+/// The rx queues of an interface, from sysfs (`queues/rx-N`); `None` if it does not exist.
+pub fn rx_queues(iface: &str) -> Option<Vec<u32>> {
+    let dir = std::path::Path::new("/sys/class/net")
+        .join(iface)
+        .join("queues");
+    let mut qs: Vec<u32> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix("rx-")?.parse().ok())
+        .collect();
+    qs.sort_unstable();
+    Some(qs)
+}
+
+/// Live capture until SIGINT/SIGTERM (or `duration`): XDP program, one AF_XDP socket and one
+/// pinned capture thread per rx queue, then the same workers and exporter as replay. Shutdown
+/// detaches the XDP program first, drains the sockets, collects the last bypass counters, then
+/// flushes every flow.
+pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
+    use crate::capture::control::Control;
+    use crate::capture::live::{BufPool, QueueCapture, QueueMetricsRef};
+    use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
+    use crate::metrics::{Metrics, MetricsServer};
+    use crate::stats::LiveStats;
+    use crate::worker::LiveHooks;
+
+    let started = Instant::now();
+    // First thing: a SIGINT/SIGTERM from here on stops the run cleanly.
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("cannot install the signal handlers")?;
+    }
+    let cfg = &opts.config;
+    let l = &cfg.live;
+    let iface = opts.iface.as_str();
+    let all = rx_queues(iface).ok_or_else(|| anyhow!("interface {iface} not found"))?;
+    let queues: Vec<u32> = if l.queues.is_empty() {
+        all.clone()
+    } else {
+        l.queues.clone()
+    };
+    if let Some(q) = queues.iter().find(|q| !all.contains(q)) {
+        return Err(anyhow!(
+            "interface {iface} has no rx queue {q} (it has {})",
+            all.len()
+        ));
+    }
+    if queues.is_empty() {
+        return Err(anyhow!("interface {iface} has no rx queue"));
+    }
+    let n = cfg.worker_count();
+    let metrics = Metrics::new(iface, &queues, n);
+
+    let mode = match l.xdp_mode.as_str() {
+        "driver" => AttachMode::Driver,
+        "skb" => AttachMode::Skb,
+        _ => AttachMode::Auto,
+    };
+    let filter = CaptureFilter {
+        cidrs: l
+            .filter_cidrs
+            .iter()
+            .filter_map(|c| crate::config::parse_cidr(c).ok())
+            .collect(),
+        ports: l.filter_ports.clone(),
+    };
+    let mut xdp = XdpProgram::load(
+        iface,
+        mode,
+        &filter,
+        Behaviour::Capture { bypass: l.bypass },
+    )?;
+    let xsk_opts = XskOptions {
+        rx_ring: l.rx_ring,
+        fill_ring: l.fill_ring,
+        frame_size: l.frame_size,
+        bind: match l.bind_mode.as_str() {
+            "copy" => BindMode::Copy,
+            "zerocopy" => BindMode::ZeroCopy,
+            _ => BindMode::Auto,
+        },
+        busy_poll: l.busy_poll,
+    };
+    let mut sockets = Vec::with_capacity(queues.len());
+    for q in &queues {
+        let s = XskSocket::open(iface, *q, &xsk_opts)?;
+        xdp.register_socket(*q, s.fd())?;
+        sockets.push(s);
+    }
+
+    // Bypass plumbing: requests to the control thread, counters back to each worker.
+    let (req_tx, req_rx) = crossbeam_channel::bounded(65_536);
+    let mut update_txs = Vec::with_capacity(n);
+    let mut update_rxs = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        update_txs.push(tx);
+        update_rxs.push(rx);
+    }
+    let blocklist = (!l.blocklist_file.is_empty()).then(|| PathBuf::from(&l.blocklist_file));
+    let mut control = Control::new(
+        xdp.take_maps()?,
+        req_rx,
+        update_txs,
+        blocklist,
+        Arc::clone(&metrics),
+    );
+    control
+        .load_blocklist()
+        .map_err(|e| anyhow!("live.blocklist_file: {e}"))?;
+
+    // Packet buffers: per source, a pool sized to fill every worker ring, plus what workers
+    // hold in a chunk; each worker returns buffers over a ring per source.
+    let per_worker = cfg.sensor.ring_size + 1024;
+    let mut recycle_tx: Vec<Vec<rtrb::Producer<Box<[u8]>>>> = (0..n).map(|_| Vec::new()).collect();
+    let mut pools = Vec::with_capacity(queues.len());
+    for _ in &queues {
+        let mut returns = Vec::with_capacity(n);
+        for txs in recycle_tx.iter_mut() {
+            let (tx, rx) = rtrb::RingBuffer::new(per_worker * n);
+            txs.push(tx);
+            returns.push(rx);
+        }
+        pools.push(BufPool::new(per_worker * n, l.frame_size as usize, returns));
+    }
+    let hooks: Vec<LiveHooks> = recycle_tx
+        .into_iter()
+        .zip(update_rxs)
+        .enumerate()
+        .map(|(id, (recycle, updates))| LiveHooks {
+            recycle,
+            bypass: l.bypass.then(|| (id, req_tx.clone())),
+            updates,
+            metrics: Arc::clone(&metrics.workers[id]),
+        })
+        .collect();
+    drop(req_tx);
+
+    // Capture threads take the first cores, workers the next ones.
+    let mut plumbing = start_pipeline(
+        cfg,
+        &opts.eve,
+        Arc::new(Vec::new()),
+        queues.len(),
+        queues.len(),
+        Some(hooks),
+    )?;
+    let finish = Arc::new(AtomicBool::new(false));
+    let control_thread = {
+        let finish = Arc::clone(&finish);
+        thread::Builder::new()
+            .name("xdp-control".into())
+            .spawn(move || control.run(&finish))
+            .context("cannot start the XDP control thread")?
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut captures = Vec::with_capacity(queues.len());
+    let producers = std::mem::take(&mut plumbing.producers);
+    for (i, ((sock, pool), rings)) in sockets.into_iter().zip(pools).zip(producers).enumerate() {
+        let cap = QueueCapture {
+            sock,
+            dispatcher: Dispatcher::new(rings),
+            pool,
+            decoder: Decoder::new(cfg.decode_config()),
+            flow_cfg: cfg.flow_config(),
+            metrics: Arc::new(QueueMetricsRef {
+                all: Arc::clone(&metrics),
+                idx: i,
+            }),
+        };
+        let core = (!plumbing.cores.is_empty()).then(|| plumbing.cores[i % plumbing.cores.len()]);
+        let stop = Arc::clone(&stop);
+        captures.push(
+            thread::Builder::new()
+                .name(format!("capture-{}", queues[i]))
+                .spawn(move || {
+                    if let Some(c) = core {
+                        core_affinity::set_for_current(c);
+                    }
+                    cap.run(&stop)
+                })
+                .context("cannot start a capture thread")?,
+        );
+    }
+    let _server = if l.metrics_addr.is_empty() {
+        None
+    } else {
+        Some(MetricsServer::start(&l.metrics_addr, Arc::clone(&metrics))?)
+    };
+    tracing::info!(
+        "capturing on {iface}: {} queue(s), {n} worker(s), bypass {}",
+        queues.len(),
+        if l.bypass { "on" } else { "off" }
+    );
+
+    let interval = Duration::from_secs(l.stats_interval);
+    let mut next_log = Instant::now() + interval;
+    while !term.load(Ordering::Relaxed)
+        && opts.duration.is_none_or(|d| started.elapsed() < d)
+        && !captures.iter().any(|c| c.is_finished())
+    {
+        thread::sleep(Duration::from_millis(50));
+        if Instant::now() >= next_log {
+            next_log = Instant::now() + interval;
+            tracing::info!("{}", live_line(&metrics));
+        }
+    }
+    tracing::info!("stopping: detaching XDP, draining sockets, flushing flows");
+
+    // Detach first: once it returns no frame is in flight, so draining the sockets gets all.
+    xdp.detach();
+    stop.store(true, Ordering::Release);
+    let mut reader = ReaderStats::default();
+    let mut decode = crate::decode::DecodeStats::default();
+    let mut frag_pending = (0, 0);
+    let mut socket_dropped = 0;
+    for c in captures {
+        let r = c.join().map_err(|_| anyhow!("a capture thread panicked"))?;
+        reader.frames += r.reader.frames;
+        reader.bytes += r.reader.bytes;
+        reader.dispatched += r.reader.dispatched;
+        reader.fragments_held += r.reader.fragments_held;
+        reader.not_ip += r.reader.not_ip;
+        reader.decode_dropped += r.reader.decode_dropped;
+        reader.ring_full += r.reader.ring_full;
+        decode.add(&r.decode);
+        frag_pending.0 += r.frag_pending.0;
+        frag_pending.1 += r.frag_pending.1;
+        socket_dropped += r.xsk_lost;
+    }
+    finish.store(true, Ordering::Release);
+    let x = control_thread
+        .join()
+        .map_err(|_| anyhow!("the XDP control thread panicked"))?;
+    let (flows, export) = plumbing.finish()?;
+    let received = reader.frames;
+    let c = |i: u32| x.get(i as usize).copied().unwrap_or(0);
+    // The summary counts what the XDP program saw; the capture threads' share is `received`.
+    reader.frames = c(counter::SEEN);
+    reader.bytes = c(counter::SEEN_BYTES);
+    Ok(Summary {
+        reader,
+        decode,
+        frag_pending,
+        flows,
+        eve: export.eve,
+        sinks: export.sinks,
+        workers: n,
+        elapsed: started.elapsed(),
+        read_only: false,
+        live: Some(LiveStats {
+            iface: iface.to_string(),
+            xdp_mode: xdp.mode,
+            queues: queues.len(),
+            redirected: c(counter::REDIRECTED),
+            received,
+            socket_dropped,
+            no_socket: c(counter::NO_SOCKET),
+            filtered: c(counter::FILTERED),
+            blocked: c(counter::BLOCKED),
+            bypassed: c(counter::BYPASSED),
+        }),
+    })
+}
+
+/// The periodic log line: what came in and where it went so far.
+fn live_line(m: &crate::metrics::Metrics) -> String {
+    use crate::capture::xdp::counter;
+    use std::sync::atomic::Ordering::Relaxed;
+    let q = |f: fn(&crate::metrics::QueueMetrics) -> &std::sync::atomic::AtomicU64| -> u64 {
+        m.queues.iter().map(|(_, x)| f(x).load(Relaxed)).sum()
+    };
+    let processed: u64 = m.workers.iter().map(|w| w.packets.load(Relaxed)).sum();
+    let active: u64 = m.workers.iter().map(|w| w.flows_active.load(Relaxed)).sum();
+    let exported: u64 = m
+        .workers
+        .iter()
+        .map(|w| w.flows_exported.load(Relaxed))
+        .sum();
+    format!(
+        "live: rx={} received={} processed={} bypassed={} blocked={} filtered={} socket_dropped={} ring_full={} flows_active={active} flows_exported={exported}",
+        m.xdp(counter::SEEN),
+        q(|x| &x.received),
+        processed,
+        m.xdp(counter::BYPASSED),
+        m.xdp(counter::BLOCKED),
+        m.xdp(counter::FILTERED),
+        q(|x| &x.xsk_rx_dropped) + q(|x| &x.xsk_rx_ring_full),
+        q(|x| &x.ring_full),
+    )
 }

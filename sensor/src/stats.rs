@@ -47,6 +47,32 @@ pub struct Summary {
     pub elapsed: Duration,
     /// True for `--no-decode` runs, which only read frames.
     pub read_only: bool,
+    /// Live capture: what happened before the capture threads (`reader.frames` is then what
+    /// the XDP program saw).
+    pub live: Option<LiveStats>,
+}
+
+/// Where live packets went before (or instead of) reaching a capture thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LiveStats {
+    pub iface: String,
+    /// `driver` or `skb`.
+    pub xdp_mode: &'static str,
+    pub queues: usize,
+    /// Frames the XDP program redirected to a socket.
+    pub redirected: u64,
+    /// Frames received from the sockets (by the capture threads).
+    pub received: u64,
+    /// Redirected but lost by the socket (rx ring full, no fill ring frame).
+    pub socket_dropped: u64,
+    /// Passed to the kernel, uncaptured: no socket on their queue.
+    pub no_socket: u64,
+    /// Passed to the kernel, uncaptured: outside the capture filter.
+    pub filtered: u64,
+    /// Dropped in XDP: blocklisted address.
+    pub blocked: u64,
+    /// Counted and dropped in XDP: bypassed flows (their counts are in the flow records).
+    pub bypassed: u64,
 }
 
 impl Summary {
@@ -56,7 +82,10 @@ impl Summary {
         if self.read_only {
             return r.frames;
         }
-        self.flows.packets
+        let live = self.live.as_ref().map_or(0, |l| {
+            l.socket_dropped + l.no_socket + l.filtered + l.blocked + l.bypassed
+        });
+        live + self.flows.packets
             + self.flows.table_full_drops
             + r.ring_full
             + r.fragments_held
@@ -164,6 +193,24 @@ impl fmt::Display for Summary {
                 self.frag_pending.0, self.frag_pending.1
             )?;
         }
+        if let Some(l) = &self.live {
+            writeln!(
+                f,
+                "  live: iface={} xdp_mode={} queues={} redirected={} received={} socket_dropped={} no_socket={} filtered={} blocked={} bypassed={} (bypass counts added to flows: {} packets, {} after their flow ended)",
+                l.iface,
+                l.xdp_mode,
+                l.queues,
+                l.redirected,
+                l.received,
+                l.socket_dropped,
+                l.no_socket,
+                l.filtered,
+                l.blocked,
+                l.bypassed,
+                fl.bypass_packets,
+                fl.bypass_orphan_packets
+            )?;
+        }
         let ok = if self.accounted() == r.frames {
             "ok"
         } else {
@@ -179,6 +226,14 @@ impl fmt::Display for Summary {
             r.decode_dropped,
             r.ring_full,
             fl.table_full_drops
-        )
+        )?;
+        if let Some(l) = &self.live {
+            write!(
+                f,
+                " (live: rx counted by XDP; + socket_dropped {} + no_socket {} + filtered {} + blocked {} + bypassed {})",
+                l.socket_dropped, l.no_socket, l.filtered, l.blocked, l.bypassed
+            )?;
+        }
+        Ok(())
     }
 }

@@ -8,13 +8,36 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::capture::pcap_file::PcapFile;
 use crate::dispatch::{Backoff, Msg, PacketDesc, Payload};
 use crate::dpi::DpiConfig;
 use crate::export::Record;
-use crate::flow::{FlowConfig, FlowStats, FlowTable};
+use crate::flow::{BypassEvent, DirKey, FlowConfig, FlowStats, FlowTable};
+use crate::metrics::WorkerMetrics;
+use crate::time::Ts;
+
+/// Kernel counters for one direction of a bypassed flow since the previous update.
+#[derive(Clone, Copy, Debug)]
+pub struct BypassUpdate {
+    pub key: DirKey,
+    pub pkts: u64,
+    pub bytes: u64,
+    /// When the kernel last saw a packet of it, capture clock.
+    pub last_ts: Ts,
+}
+
+/// What a worker needs in live capture on top of replay's plumbing.
+pub struct LiveHooks {
+    /// Per source ring: where emptied packet buffers go back to that source's pool.
+    pub recycle: Vec<rtrb::Producer<Box<[u8]>>>,
+    /// Bypass requests to the control thread (worker id, event). `None`: bypass off.
+    pub bypass: Option<(usize, Sender<(usize, BypassEvent)>)>,
+    /// Kernel counters of bypassed flows; disconnected when the control thread is done.
+    pub updates: Receiver<BypassUpdate>,
+    pub metrics: Arc<WorkerMetrics>,
+}
 
 /// Records per batch sent to the exporter.
 const BATCH: usize = 512;
@@ -34,6 +57,9 @@ pub struct Worker {
     /// Emptied batches coming back from the exporter, so the packet path does not allocate them.
     recycled: Receiver<Vec<Record>>,
     last_send: Instant,
+    live: Option<LiveHooks>,
+    /// Per-chunk processing time, ns (live only; merged into the metrics every tick).
+    latency: Option<hdrhistogram::Histogram<u64>>,
 }
 
 impl Worker {
@@ -51,38 +77,143 @@ impl Worker {
             export,
             recycled,
             last_send: Instant::now(),
+            live: None,
+            latency: None,
         }
     }
 
-    /// Consumes its ring until the producer is gone and the ring is empty, then exports every
-    /// remaining flow.
-    pub fn run(mut self, mut rx: rtrb::Consumer<Msg>) -> FlowStats {
+    /// Turns on the live-capture duties: buffer recycling, bypass, metrics.
+    pub fn with_live(mut self, live: LiveHooks) -> Worker {
+        if live.bypass.is_some() {
+            self.table.enable_bypass();
+        }
+        // 1 µs to 10 s at 2 significant digits: a few KiB.
+        self.latency = hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 2).ok();
+        self.live = Some(live);
+        self
+    }
+
+    /// Consumes its rings (one per source) until every producer is gone and every ring is
+    /// empty, then exports every remaining flow (in live capture, after the last kernel counters
+    /// of bypassed flows are in).
+    pub fn run(mut self, mut rxs: Vec<rtrb::Consumer<Msg>>) -> FlowStats {
         let mut backoff = Backoff::new();
         loop {
-            let ready = rx.slots();
-            if ready == 0 {
-                if rx.is_abandoned() && rx.slots() == 0 {
-                    break;
+            let mut busy = false;
+            let mut open = false;
+            for (src, rx) in rxs.iter_mut().enumerate() {
+                let ready = rx.slots();
+                if ready == 0 {
+                    open |= !(rx.is_abandoned() && rx.slots() == 0);
+                    continue;
                 }
+                open = true;
+                busy = true;
+                let started = self.latency.is_some().then(Instant::now);
+                let Ok(chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
+                    continue;
+                };
+                if self.live.is_some() {
+                    // Live: take each message out to give its buffer back to the source.
+                    for msg in chunk {
+                        self.handle(&msg);
+                        self.recycle(src, msg);
+                    }
+                    self.bypass_requests();
+                } else {
+                    // Replay: handle a chunk in place (no copy out of the ring), then release
+                    // its slots to the source in one go.
+                    let (first, second) = chunk.as_slices();
+                    for msg in first.iter().chain(second) {
+                        self.handle(msg);
+                    }
+                    chunk.commit_all();
+                }
+                if let (Some(t), Some(h)) = (started, self.latency.as_mut()) {
+                    let _ = h.record(t.elapsed().as_nanos().max(1) as u64);
+                }
+            }
+            if !open {
+                break;
+            }
+            if busy {
+                backoff.reset();
+            } else {
                 self.send_if_due();
                 backoff.wait();
-                continue;
             }
-            backoff.reset();
-            // Handle a chunk in place (no copy out of the ring), then release its slots to the
-            // source in one go.
-            let Ok(chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
-                continue;
-            };
-            let (first, second) = chunk.as_slices();
-            for msg in first.iter().chain(second) {
-                self.handle(msg);
+        }
+        if let Some(live) = self.live.take() {
+            // The control thread sends the last kernel counters, then hangs up.
+            for u in live.updates.iter() {
+                self.table.bypass_update(&u.key, u.pkts, u.bytes, u.last_ts);
             }
-            chunk.commit_all();
+            self.table.flush(&mut self.out);
+            self.table.bypass_events.clear();
+            self.send();
+            self.publish(&live);
+            return self.table.stats.clone();
         }
         self.table.flush(&mut self.out);
         self.send();
         self.table.stats.clone()
+    }
+
+    /// Gives a packet's buffer back to the source that filled it.
+    fn recycle(&mut self, src: usize, msg: Msg) {
+        if let (
+            Msg::Packet(PacketDesc {
+                payload: Payload::Owned(buf),
+                ..
+            }),
+            Some(live),
+        ) = (msg, self.live.as_mut())
+        {
+            if let Some(ring) = live.recycle.get_mut(src) {
+                let _ = ring.push(buf);
+            }
+        }
+    }
+
+    /// Passes the table's bypass requests to the control thread, without waiting: a request
+    /// that does not fit is dropped (the flow is simply not bypassed) and counted.
+    fn bypass_requests(&mut self) {
+        let Some(live) = self.live.as_ref() else {
+            return;
+        };
+        let Some((id, tx)) = live.bypass.as_ref() else {
+            self.table.bypass_events.clear();
+            return;
+        };
+        for ev in self.table.bypass_events.drain(..) {
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) =
+                tx.try_send((*id, ev))
+            {
+                live.metrics
+                    .bypass_requests_dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Live, once per tick: kernel counters in, metrics out.
+    fn live_tick(&mut self) {
+        let Some(live) = self.live.take() else {
+            return;
+        };
+        while let Ok(u) = live.updates.try_recv() {
+            self.table.bypass_update(&u.key, u.pkts, u.bytes, u.last_ts);
+        }
+        self.publish(&live);
+        if let Some(h) = self.latency.as_mut() {
+            live.metrics.merge_latency(h);
+            h.reset();
+        }
+        self.live = Some(live);
+    }
+
+    fn publish(&self, live: &LiveHooks) {
+        live.metrics.publish(&self.table.stats);
     }
 
     #[inline]
@@ -97,6 +228,9 @@ impl Worker {
             }
             Msg::Tick(ts) => {
                 self.table.advance(*ts, &mut self.out);
+                if self.live.is_some() {
+                    self.live_tick();
+                }
                 if self.out.len() >= BATCH {
                     self.send();
                 } else {

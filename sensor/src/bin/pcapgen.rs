@@ -1,5 +1,6 @@
 //! `pcapgen`: writes the deterministic fixtures of `testdata-pcaps/` and builds large captures
-//! for the benchmark by amplifying existing ones, and cuts fuzzing seeds from the fixtures.
+//! for the benchmark by amplifying existing ones, cuts fuzzing seeds from the fixtures, and sends
+//! captures onto an interface (the live tests' and benchmark's traffic generator).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,6 +28,20 @@ enum Cmd {
     /// Concatenate copies of Ethernet captures, each copy with rewritten addresses and shifted
     /// timestamps, until the output reaches --target-bytes.
     Amplify(sensor::gen::amplify::AmplifyArgs),
+    /// Write the live benchmark's mix: many concurrent long TLS flows, interleaved.
+    Longflows {
+        #[arg(long)]
+        out: PathBuf,
+        /// Concurrent flows.
+        #[arg(long, default_value_t = 64)]
+        flows: usize,
+        /// Application data records each way per flow.
+        #[arg(long, default_value_t = 500)]
+        records: usize,
+    },
+    /// Send the Ethernet frames of captures on an interface, at a rate or as fast as possible,
+    /// looping with per-loop address rewriting; prints what was sent.
+    Send(sensor::gen::send::SendArgs),
     /// Write fuzzing seeds cut from the fixture captures into OUT/<target>/.
     Seeds {
         #[arg(long, default_value = "testdata-pcaps")]
@@ -45,6 +60,16 @@ fn main() -> ExitCode {
             }
         }),
         Cmd::Amplify(args) => sensor::gen::amplify::run(&args).map(|report| println!("{report}")),
+        Cmd::Longflows {
+            out,
+            flows,
+            records,
+        } => sensor::gen::fixtures::long_flows(flows, records).and_then(|bytes| {
+            std::fs::write(&out, bytes)?;
+            println!("{}", out.display());
+            Ok(())
+        }),
+        Cmd::Send(args) => sensor::gen::send::run(&args).map(|report| println!("{report}")),
         Cmd::Seeds { fixtures, out } => {
             sensor::gen::seeds::write_all(&fixtures, &out).map(|report| print!("{report}"))
         }

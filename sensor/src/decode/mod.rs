@@ -237,6 +237,37 @@ pub struct DecodeStats {
     pub capwap: u64,
 }
 
+impl DecodeStats {
+    /// Adds another decoder's counters (live capture runs one decoder per rx queue).
+    pub fn add(&mut self, o: &DecodeStats) {
+        self.frames += o.frames;
+        self.ipv4 += o.ipv4;
+        self.ipv6 += o.ipv6;
+        self.tcp += o.tcp;
+        self.udp += o.udp;
+        self.icmp += o.icmp;
+        self.other_l4 += o.other_l4;
+        self.not_ip += o.not_ip;
+        self.truncated += o.truncated;
+        self.malformed += o.malformed;
+        self.unsupported += o.unsupported;
+        self.tunnelled += o.tunnelled;
+        self.vlan += o.vlan;
+        self.fragments += o.fragments;
+        self.reassembled += o.reassembled;
+        self.frag_dropped += o.frag_dropped;
+        self.frag_timeouts += o.frag_timeouts;
+        self.frag_overlaps += o.frag_overlaps;
+        self.mpls += o.mpls;
+        self.pppoe += o.pppoe;
+        self.gre += o.gre;
+        self.vxlan += o.vxlan;
+        self.gtpu += o.gtpu;
+        self.ipip += o.ipip;
+        self.capwap += o.capwap;
+    }
+}
+
 /// Limits of the IP fragment reassembler (from config `[decode]`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeConfig {

@@ -79,9 +79,10 @@ pub fn worker_for(hash: u64, workers: usize) -> usize {
     ((u128::from(hash >> 32) * workers as u128) >> 32) as usize
 }
 
-/// The source side of the rings: one SPSC producer per worker. Lossless: when a ring is full
-/// the source waits (replay). The live path's drop-and-count policy belongs here too when live
-/// capture arrives.
+/// The source side of the rings: one SPSC producer per worker. Replay is lossless: when a ring
+/// is full the source waits ([`Dispatcher::send`]). Live capture cannot wait (the NIC would
+/// drop instead, uncounted), so it drops the packet and counts it ([`Dispatcher::try_send`]);
+/// ticks are never dropped, only delayed ([`Dispatcher::try_tick`]).
 ///
 /// Messages are pushed one by one: rtrb's consumer reads the producer's index only when it has
 /// used up what it last saw, so a push rarely moves a cache line between cores, and staging
@@ -91,6 +92,10 @@ pub struct Dispatcher {
     backoff: Backoff,
     /// Times a full ring made the source wait.
     pub waits: u64,
+    /// Packets dropped because their worker's ring was full (live only).
+    pub ring_full: u64,
+    /// Per worker: a tick that did not fit yet (live only).
+    pending_ticks: Vec<Option<Ts>>,
 }
 
 impl Dispatcher {
@@ -99,6 +104,8 @@ impl Dispatcher {
             rings,
             backoff: Backoff::new(),
             waits: 0,
+            ring_full: 0,
+            pending_ticks: Vec::new(),
         }
     }
 
@@ -122,6 +129,36 @@ impl Dispatcher {
                     self.waits += 1;
                     self.backoff.wait();
                 }
+            }
+        }
+    }
+
+    /// Live: hands a message to worker `w` if its ring has room; otherwise counts the drop and
+    /// gives the message back (so its buffer can be reused).
+    #[inline]
+    #[allow(clippy::result_large_err)] // the message comes back by value so its buffer is reused
+    pub fn try_send(&mut self, w: usize, msg: Msg) -> Result<(), Msg> {
+        let Some(ring) = self.rings.get_mut(w) else {
+            self.ring_full += 1;
+            return Err(msg);
+        };
+        match ring.push(msg) {
+            Ok(()) => Ok(()),
+            Err(rtrb::PushError::Full(m)) => {
+                self.ring_full += 1;
+                Err(m)
+            }
+        }
+    }
+
+    /// Live: sends a tick to every worker without waiting. A worker whose ring is full gets it
+    /// at the next call (a later tick replaces a pending one: only the latest time matters).
+    pub fn try_tick(&mut self, ts: Ts) {
+        self.pending_ticks.resize(self.rings.len(), None);
+        for (w, ring) in self.rings.iter_mut().enumerate() {
+            let t = self.pending_ticks[w].take().map_or(ts, |p| p.max(ts));
+            if ring.push(Msg::Tick(t)).is_err() {
+                self.pending_ticks[w] = Some(t);
             }
         }
     }
@@ -231,6 +268,42 @@ mod tests {
         let seen = consumer.join().unwrap();
         assert_eq!(seen, (0..1000).collect::<Vec<_>>());
         assert!(d.waits > 0, "a 4-slot ring must have filled up");
+    }
+
+    #[test]
+    fn live_drops_and_counts_on_a_full_ring_and_delays_ticks() {
+        let (tx, mut rx) = rtrb::RingBuffer::<Msg>::new(2);
+        let mut d = Dispatcher::new(vec![tx]);
+        let pkt = || {
+            Msg::Packet(PacketDesc {
+                ts: 0,
+                wire_len: 60,
+                hash: 0,
+                info: PacketInfo::default(),
+                payload: Payload::Owned(Box::new([1, 2, 3])),
+            })
+        };
+        assert!(d.try_send(0, pkt()).is_ok());
+        assert!(d.try_send(0, pkt()).is_ok());
+        // Full: the message comes back with its buffer, and the drop is counted.
+        match d.try_send(0, pkt()) {
+            Err(Msg::Packet(p)) => {
+                assert!(matches!(p.payload, Payload::Owned(ref b) if b.len() == 3))
+            }
+            _ => panic!("a full ring must refuse the packet"),
+        }
+        assert_eq!(d.ring_full, 1);
+        d.try_tick(5);
+        d.try_tick(7);
+        assert!(matches!(rx.pop(), Ok(Msg::Packet(_))));
+        assert!(matches!(rx.pop(), Ok(Msg::Packet(_))));
+        assert!(rx.pop().is_err(), "ticks waited for room");
+        d.try_tick(6);
+        assert!(
+            matches!(rx.pop(), Ok(Msg::Tick(7))),
+            "the latest pending time wins"
+        );
+        assert_eq!(d.ring_full, 1, "ticks are not drops");
     }
 
     #[test]

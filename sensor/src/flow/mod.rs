@@ -9,6 +9,39 @@ mod table;
 
 pub use table::{FlowStats, FlowTable};
 
+/// One direction of a flow as a packet carries it: what the XDP bypass map is keyed by.
+/// Addresses are 16 bytes (IPv4 mapped), ports in host order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DirKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+impl DirKey {
+    pub fn reversed(&self) -> DirKey {
+        DirKey {
+            src: self.dst,
+            dst: self.src,
+            sport: self.dport,
+            dport: self.sport,
+            proto: self.proto,
+        }
+    }
+}
+
+/// What the table asks of the live path's bypass (see `FlowTable::enable_bypass`). The key is
+/// the initiator's direction; the bypass covers both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BypassEvent {
+    /// DPI is finished with this flow: count its further packets in the kernel.
+    Add(DirKey),
+    /// The flow was exported: stop bypassing it.
+    Remove(DirKey),
+}
+
 use crate::time::NANOS_PER_SEC;
 
 /// Flow table limits and timeouts (config `[flow]`). Timeouts are in packet time.

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
-use super::FlowConfig;
+use super::{BypassEvent, DirKey, FlowConfig};
 use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
 use crate::dispatch::{mix, PacketDesc};
 use crate::dpi::quic::{self, QuicFlow};
@@ -67,6 +67,8 @@ struct Flow {
     udp_probes: u8,
     /// DPI has finished with this flow (bypassed): no parser sees its packets any more.
     dpi_done: bool,
+    /// The live path was asked to count its packets in the kernel (XDP bypass map).
+    in_bypass: bool,
     app_proto: AppProto,
     gen: u32,
     tunnel: Option<Box<TunnelInfo>>,
@@ -103,6 +105,37 @@ impl Flow {
             vlan: self.vlan,
             tunnel: self.tunnel.as_deref().copied(),
         }
+    }
+
+    /// The initiator's direction, as packets carry it.
+    fn dir_key(&self) -> DirKey {
+        let m = (
+            self.init_is_lo,
+            self.lo,
+            self.lo_port,
+            self.hi,
+            self.hi_port,
+        );
+        let (src, sport, dst, dport) = if m.0 {
+            (m.1, m.2, m.3, m.4)
+        } else {
+            (m.3, m.4, m.1, m.2)
+        };
+        DirKey {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: self.proto,
+        }
+    }
+
+    /// The kernel can count this flow's packets itself: plain TCP/UDP, no VLAN tag or tunnel
+    /// (the XDP program keys only the outer, untagged 5-tuple).
+    fn bypassable(&self) -> bool {
+        (self.proto == ipproto::TCP || self.proto == ipproto::UDP)
+            && self.vlan == 0
+            && self.tunnel.is_none()
     }
 }
 
@@ -166,6 +199,12 @@ pub struct FlowStats {
     pub table_full_drops: u64,
     /// Flows whose DPI finished early (their later packets were only counted).
     pub dpi_bypassed: u64,
+    /// Live bypass: packets and bytes the kernel counted for tracked flows, added to them.
+    pub bypass_packets: u64,
+    pub bypass_bytes: u64,
+    /// Live bypass: packets counted by the kernel for a flow no longer in the table (they
+    /// arrived after its export). Reported, not in any flow record.
+    pub bypass_orphan_packets: u64,
 }
 
 impl FlowStats {
@@ -189,6 +228,9 @@ impl FlowStats {
         self.quic_crypto_dropped += o.quic_crypto_dropped;
         self.table_full_drops += o.table_full_drops;
         self.dpi_bypassed += o.dpi_bypassed;
+        self.bypass_packets += o.bypass_packets;
+        self.bypass_bytes += o.bypass_bytes;
+        self.bypass_orphan_packets += o.bypass_orphan_packets;
     }
 }
 
@@ -203,6 +245,9 @@ pub struct FlowTable {
     events: Vec<AppEvent>,
     /// Flows holding QUIC state (bounded by `dpi.max_quic_flows`).
     quic_flows: usize,
+    /// Live bypass requested (`enable_bypass`); requests accumulate in `bypass_events`.
+    bypass: bool,
+    pub bypass_events: Vec<BypassEvent>,
     pub stats: FlowStats,
 }
 
@@ -218,7 +263,63 @@ impl FlowTable {
             now: 0,
             events: Vec::new(),
             quic_flows: 0,
+            bypass: false,
+            bypass_events: Vec::new(),
             stats: FlowStats::default(),
+        }
+    }
+
+    /// Live capture with kernel bypass: when DPI is finished with a flow the table pushes a
+    /// [`BypassEvent::Add`] (the caller drains `bypass_events`), and a `Remove` when that flow
+    /// is exported. Counters the kernel kept come back through [`FlowTable::bypass_update`].
+    pub fn enable_bypass(&mut self) {
+        self.bypass = true;
+    }
+
+    /// Adds what the kernel counted for one direction of a bypassed flow since the last update;
+    /// `last_ts` is when it last saw a packet (capture clock). False if the flow is gone.
+    pub fn bypass_update(&mut self, key: &DirKey, pkts: u64, bytes: u64, last_ts: Ts) -> bool {
+        let info = PacketInfo {
+            src: key.src,
+            dst: key.dst,
+            sport: key.sport,
+            dport: key.dport,
+            proto: key.proto,
+            ..Default::default()
+        };
+        let hash = crate::dispatch::flow_hash(&info, 0);
+        let k = Key::of(&info, 0);
+        let found = {
+            let slab = &self.slab;
+            self.index
+                .find(hash, |&i| slab[i as usize].same_key(&k))
+                .copied()
+        };
+        let Some(idx) = found else {
+            self.stats.bypass_orphan_packets += pkts;
+            return false;
+        };
+        let f = &mut self.slab[idx as usize];
+        let d = if k.src_is_lo == f.init_is_lo { 0 } else { 1 };
+        f.pkts[d] += pkts;
+        f.bytes[d] += bytes;
+        if last_ts > f.last_ts {
+            f.last_ts = last_ts;
+        }
+        self.stats.bypass_packets += pkts;
+        self.stats.bypass_bytes += bytes;
+        true
+    }
+
+    fn request_bypass(&mut self, idx: u32) {
+        if !self.bypass {
+            return;
+        }
+        let f = &mut self.slab[idx as usize];
+        if !f.in_bypass && f.bypassable() {
+            f.in_bypass = true;
+            let key = f.dir_key();
+            self.bypass_events.push(BypassEvent::Add(key));
         }
     }
 
@@ -320,6 +421,7 @@ impl FlowTable {
                     f.app = None;
                     f.dpi_done = true;
                     self.stats.dpi_bypassed += 1;
+                    self.request_bypass(idx);
                 }
             }
         } else if info.proto == ipproto::UDP && !f.dpi_done && !payload.is_empty() {
@@ -347,6 +449,8 @@ impl FlowTable {
                     self.quic_flows -= 1;
                     f.dpi_done = true;
                     self.stats.dpi_bypassed += 1;
+                    // Past the ClientHello a QUIC flow is all ciphertext: nothing left for DPI.
+                    self.request_bypass(idx);
                 }
             } else if !f.dpi_done {
                 match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events)
@@ -358,6 +462,7 @@ impl FlowTable {
                             f.app_proto = AppProto::Failed;
                             f.dpi_done = true;
                             self.stats.dpi_bypassed += 1;
+                            self.request_bypass(idx);
                         }
                     }
                     None => {}
@@ -478,6 +583,7 @@ impl FlowTable {
             tcp_flags: [0; 2],
             udp_probes: 0,
             dpi_done: info.proto != ipproto::TCP && info.proto != ipproto::UDP,
+            in_bypass: false,
             app_proto: AppProto::Unknown,
             gen: 0,
             tunnel,
@@ -630,6 +736,11 @@ impl FlowTable {
             self.quic_flows -= 1;
         }
         f.tunnel = None;
+        if f.in_bypass {
+            f.in_bypass = false;
+            let key = f.dir_key();
+            self.bypass_events.push(BypassEvent::Remove(key));
+        }
         let hash = f.hash;
         if let Ok(entry) = self.index.find_entry(hash, |&i| i == idx) {
             entry.remove();
@@ -901,6 +1012,54 @@ mod tests {
         assert_eq!(t.quic_flows, 0, "state released with the flow");
         let f = flows(&out);
         assert!(f.iter().all(|f| f.meta.app_proto == AppProto::Quic));
+    }
+
+    #[test]
+    fn bypass_counters_from_the_kernel_complete_the_flow_and_keep_it_alive() {
+        let mut t = table(10);
+        t.enable_bypass();
+        let mut out = Vec::new();
+        // Unknown UDP protocol: DPI gives up after a few datagrams and asks for bypass.
+        for i in 0..UDP_PROBE_LIMIT as u64 {
+            let mut p = pkt(S + i, 17, 1, 5000, 2, 9999, 0);
+            p.info.payload_len = 4;
+            t.packet(&p, &[1, 2, 3, 4], &mut out);
+        }
+        let key = match t.bypass_events.as_slice() {
+            [BypassEvent::Add(k)] => *k,
+            other => panic!("expected one Add, got {other:?}"),
+        };
+        assert_eq!((key.src, key.sport, key.dport), (v4(1), 5000, 9999));
+        t.bypass_events.clear();
+        // The kernel counted 10 more each way; the last one at 100 s keeps the flow alive.
+        assert!(t.bypass_update(&key, 10, 1000, 100 * S));
+        assert!(t.bypass_update(&key.reversed(), 10, 1000, 100 * S));
+        t.advance(150 * S, &mut out);
+        assert!(
+            flows(&out).is_empty(),
+            "not idle: the kernel saw packets at 100 s"
+        );
+        t.advance(221 * S, &mut out);
+        let f = flows(&out);
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].pkts_toserver, f[0].pkts_toclient), (14, 10));
+        assert_eq!(f[0].end, 100 * S);
+        assert_eq!(t.bypass_events, vec![BypassEvent::Remove(key)]);
+        assert!(!t.bypass_update(&key, 1, 60, 222 * S), "flow gone");
+        assert_eq!(t.stats.bypass_orphan_packets, 1);
+        assert_eq!(t.stats.bypass_packets, 20);
+    }
+
+    #[test]
+    fn without_bypass_enabled_nothing_is_requested() {
+        let mut t = table(10);
+        let mut out = Vec::new();
+        for i in 0..UDP_PROBE_LIMIT as u64 {
+            let mut p = pkt(S + i, 17, 1, 5000, 2, 9999, 0);
+            p.info.payload_len = 4;
+            t.packet(&p, &[1, 2, 3, 4], &mut out);
+        }
+        assert!(t.bypass_events.is_empty());
     }
 
     #[test]

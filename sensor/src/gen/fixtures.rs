@@ -63,6 +63,57 @@ pub fn write_all(dir: &FsPath) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The live benchmark's mix (`pcapgen longflows`): `flows` TLS connections at once, each a
+/// handshake, ClientHello, ServerHello, then `records` small application data records each way
+/// and a FIN teardown, their frames interleaved round-robin. Nearly every packet belongs to a
+/// flow whose metadata is already extracted: what bypass is for. Deterministic.
+pub fn long_flows(flows: usize, records: usize) -> anyhow::Result<Vec<u8>> {
+    let mut rng = Rng::new(0x1096);
+    let mut per_flow = Vec::with_capacity(flows);
+    for i in 0..flows {
+        let mut cap = Capture::new(LINKTYPE_ETHERNET);
+        let mut c = TcpConn::new(
+            Path::ETHERNET,
+            sa(v4(192, 0, 2, 100), 40000 + i as u16),
+            sa(v4(198, 51, 100, 100 + (i % 50) as u8), 443),
+            &mut rng,
+        );
+        let sni = format!("long{i}.example.com");
+        let hello = simple_hello(Some(&sni));
+        c.handshake(&mut cap)?;
+        c.send(&mut cap, Dir::ToServer, &hello.record(&mut rng))?;
+        c.send(&mut cap, Dir::ToClient, &tls::server_hello(TLS13, &mut rng))?;
+        for _ in 0..records {
+            c.send(
+                &mut cap,
+                Dir::ToServer,
+                &tls::application_data(40, &mut rng),
+            )?;
+            c.send(
+                &mut cap,
+                Dir::ToClient,
+                &tls::application_data(40, &mut rng),
+            )?;
+        }
+        c.close(&mut cap)?;
+        per_flow.push(cap.into_frames().into_iter());
+    }
+    let mut out = Capture::new(LINKTYPE_ETHERNET);
+    loop {
+        let mut any = false;
+        for f in per_flow.iter_mut() {
+            if let Some(frame) = f.next() {
+                out.push(frame);
+                any = true;
+            }
+        }
+        if !any {
+            break;
+        }
+    }
+    out.to_bytes()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Application payloads
 

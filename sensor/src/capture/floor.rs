@@ -1,0 +1,84 @@
+//! The live benchmark's floors, measured on the same interface as the sensor: the XDP program
+//! counting and dropping every frame (what this machine's kernel path can take at all), and a
+//! bare AF_XDP copy-mode receive loop that touches nothing (what user space can take at all).
+//! `sensor floor --iface IF --mode xdp-drop|afxdp`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+
+use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
+use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
+
+/// Which floor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorMode {
+    /// XDP counts and drops every frame.
+    XdpDrop,
+    /// XDP redirects to an AF_XDP socket (copy mode) whose loop only counts frames.
+    Afxdp,
+}
+
+/// Runs until `duration` or SIGINT/SIGTERM; returns a one-line report
+/// (`floor: mode=... seen=N received=N socket_dropped=N seconds=S`).
+pub fn run(iface: &str, mode: FloorMode, queue: u32, duration: Duration) -> Result<String> {
+    let term = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&term))
+            .context("cannot install the signal handlers")?;
+    }
+    let behaviour = match mode {
+        FloorMode::XdpDrop => Behaviour::CountAndDrop,
+        FloorMode::Afxdp => Behaviour::Capture { bypass: false },
+    };
+    let mut xdp = XdpProgram::load(
+        iface,
+        AttachMode::Auto,
+        &CaptureFilter::default(),
+        behaviour,
+    )?;
+    let mut sock = match mode {
+        FloorMode::Afxdp => {
+            let opts = XskOptions {
+                rx_ring: 2048,
+                fill_ring: 4096,
+                frame_size: 2048,
+                bind: BindMode::Copy,
+                busy_poll: false,
+            };
+            let s = XskSocket::open(iface, queue, &opts)?;
+            xdp.register_socket(queue, s.fd())?;
+            Some(s)
+        }
+        FloorMode::XdpDrop => None,
+    };
+    let maps = xdp.take_maps()?;
+    eprintln!("floor ready on {iface}");
+    let started = Instant::now();
+    let mut received = 0u64;
+    while !term.load(Ordering::Relaxed) && started.elapsed() < duration {
+        match sock.as_mut() {
+            Some(s) => received += s.recv_batch(50, |_| {}) as u64,
+            None => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    xdp.detach();
+    let mut dropped = 0;
+    if let Some(s) = sock.as_mut() {
+        loop {
+            let n = s.recv_batch(0, |_| {}) as u64;
+            if n == 0 {
+                break;
+            }
+            received += n;
+        }
+        dropped = s.stats().lost();
+    }
+    Ok(format!(
+        "floor: mode={mode:?} seen={} received={received} socket_dropped={dropped} seconds={:.3}",
+        maps.counter(counter::SEEN),
+        started.elapsed().as_secs_f64()
+    ))
+}

@@ -1,0 +1,412 @@
+//! Live-capture metrics: counters published by the packet threads (relaxed atomics, written
+//! about once a second or once a batch, never per packet on a shared line) and a Prometheus text
+//! endpoint that renders them.
+//!
+//! The endpoint is `tiny_http` on its own thread, off the packet cores. Per-batch processing
+//! latency is an `hdrhistogram` per worker, merged into a shared one every tick, from which the
+//! endpoint reads quantiles.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use anyhow::{Context, Result};
+use hdrhistogram::Histogram;
+
+use crate::capture::xdp::counter;
+use crate::flow::FlowStats;
+
+/// What one capture thread (one rx queue) did.
+#[derive(Debug, Default)]
+pub struct QueueMetrics {
+    /// Frames received from the AF_XDP socket.
+    pub received: AtomicU64,
+    pub bytes: AtomicU64,
+    pub dispatched: AtomicU64,
+    pub ring_full: AtomicU64,
+    pub not_ip: AtomicU64,
+    pub decode_dropped: AtomicU64,
+    pub fragments_held: AtomicU64,
+    /// Socket counters (getsockopt XDP_STATISTICS).
+    pub xsk_rx_dropped: AtomicU64,
+    pub xsk_rx_ring_full: AtomicU64,
+    pub xsk_fill_ring_empty: AtomicU64,
+}
+
+/// What one DPI worker did (copied from its flow table's counters every tick).
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub flows_active: AtomicU64,
+    pub flows_exported: AtomicU64,
+    pub table_full: AtomicU64,
+    pub bypass_packets: AtomicU64,
+    pub bypass_requests_dropped: AtomicU64,
+    latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl WorkerMetrics {
+    fn new() -> WorkerMetrics {
+        WorkerMetrics {
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            flows_active: AtomicU64::new(0),
+            flows_exported: AtomicU64::new(0),
+            table_full: AtomicU64::new(0),
+            bypass_packets: AtomicU64::new(0),
+            bypass_requests_dropped: AtomicU64::new(0),
+            // 1 ns to 10 s at 2 significant digits: a few KiB.
+            latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000_000, 2).ok()),
+        }
+    }
+
+    pub fn publish(&self, s: &FlowStats) {
+        self.packets.store(s.packets, Relaxed);
+        self.bytes.store(s.bytes, Relaxed);
+        self.flows_active.store(s.active, Relaxed);
+        self.flows_exported.store(s.exported_total(), Relaxed);
+        self.table_full.store(s.table_full_drops, Relaxed);
+        self.bypass_packets.store(s.bypass_packets, Relaxed);
+    }
+
+    pub fn merge_latency(&self, h: &Histogram<u64>) {
+        if let Ok(mut shared) = self.latency.lock() {
+            if let Some(shared) = shared.as_mut() {
+                let _ = shared.add(h);
+            }
+        }
+    }
+}
+
+/// Every metric of a live run.
+#[derive(Debug)]
+pub struct Metrics {
+    pub iface: String,
+    pub queues: Vec<(u32, QueueMetrics)>,
+    pub workers: Vec<Arc<WorkerMetrics>>,
+    /// XDP counters summed over CPUs, indexed as `capture::xdp::counter`.
+    pub xdp: [AtomicU64; counter::COUNT as usize],
+    pub bypass_flows: AtomicU64,
+    pub bypass_map_full: AtomicU64,
+    pub blocklist_entries: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(iface: &str, queues: &[u32], workers: usize) -> Arc<Metrics> {
+        Arc::new(Metrics {
+            iface: iface.to_string(),
+            queues: queues
+                .iter()
+                .map(|q| (*q, QueueMetrics::default()))
+                .collect(),
+            workers: (0..workers)
+                .map(|_| Arc::new(WorkerMetrics::new()))
+                .collect(),
+            xdp: Default::default(),
+            bypass_flows: AtomicU64::new(0),
+            bypass_map_full: AtomicU64::new(0),
+            blocklist_entries: AtomicU64::new(0),
+        })
+    }
+
+    pub fn xdp(&self, idx: u32) -> u64 {
+        self.xdp.get(idx as usize).map_or(0, |a| a.load(Relaxed))
+    }
+
+    /// The Prometheus text exposition of everything.
+    pub fn render(&self) -> String {
+        let mut o = String::with_capacity(4096);
+        let iface = &self.iface;
+        let family = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            &mut o,
+            "sensor_xdp_packets_total",
+            "counter",
+            "Frames seen by the XDP program, by outcome.",
+        );
+        for (idx, what) in [
+            (counter::SEEN, "seen"),
+            (counter::REDIRECTED, "redirected"),
+            (counter::NO_SOCKET, "no_socket"),
+            (counter::FILTERED, "filtered"),
+            (counter::BLOCKED, "blocked"),
+            (counter::BYPASSED, "bypassed"),
+        ] {
+            let _ = writeln!(
+                o,
+                "sensor_xdp_packets_total{{iface=\"{iface}\",outcome=\"{what}\"}} {}",
+                self.xdp(idx)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_xdp_bytes_total",
+            "counter",
+            "Bytes seen by the XDP program, and bytes it counted for bypassed flows.",
+        );
+        for (idx, what) in [
+            (counter::SEEN_BYTES, "seen"),
+            (counter::BYPASSED_BYTES, "bypassed"),
+        ] {
+            let _ = writeln!(
+                o,
+                "sensor_xdp_bytes_total{{iface=\"{iface}\",outcome=\"{what}\"}} {}",
+                self.xdp(idx)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_queue_packets_total",
+            "counter",
+            "Per rx queue: frames received from the AF_XDP socket and handed to workers.",
+        );
+        for (q, m) in &self.queues {
+            for (what, v) in [("received", &m.received), ("dispatched", &m.dispatched)] {
+                let _ = writeln!(
+                    o,
+                    "sensor_queue_packets_total{{iface=\"{iface}\",queue=\"{q}\",stage=\"{what}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        family(
+            &mut o,
+            "sensor_queue_bytes_total",
+            "counter",
+            "Per rx queue: bytes received from the AF_XDP socket.",
+        );
+        for (q, m) in &self.queues {
+            let _ = writeln!(
+                o,
+                "sensor_queue_bytes_total{{iface=\"{iface}\",queue=\"{q}\"}} {}",
+                m.bytes.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_drops_total",
+            "counter",
+            "Packets not processed, by where and why they were lost.",
+        );
+        for (idx, cause) in [
+            (counter::NO_SOCKET, "xdp_no_socket"),
+            (counter::FILTERED, "xdp_filtered"),
+            (counter::BLOCKED, "xdp_blocklist"),
+        ] {
+            let _ = writeln!(
+                o,
+                "sensor_drops_total{{iface=\"{iface}\",cause=\"{cause}\"}} {}",
+                self.xdp(idx)
+            );
+        }
+        for (q, m) in &self.queues {
+            for (cause, v) in [
+                ("socket_rx_dropped", &m.xsk_rx_dropped),
+                ("socket_rx_ring_full", &m.xsk_rx_ring_full),
+                ("ring_full", &m.ring_full),
+                ("not_ip", &m.not_ip),
+                ("decode", &m.decode_dropped),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "sensor_drops_total{{iface=\"{iface}\",queue=\"{q}\",cause=\"{cause}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        for (w, m) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sensor_drops_total{{iface=\"{iface}\",worker=\"{w}\",cause=\"flow_table_full\"}} {}",
+                m.table_full.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_socket_fill_ring_empty_total",
+            "counter",
+            "Per rx queue: times the kernel found the fill ring empty (part of socket_rx_dropped).",
+        );
+        for (q, m) in &self.queues {
+            let _ = writeln!(
+                o,
+                "sensor_socket_fill_ring_empty_total{{iface=\"{iface}\",queue=\"{q}\"}} {}",
+                m.xsk_fill_ring_empty.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_worker_packets_total",
+            "counter",
+            "Per worker: packets through the flow table, and packets the kernel counted for bypassed flows.",
+        );
+        for (w, m) in self.workers.iter().enumerate() {
+            for (what, v) in [("processed", &m.packets), ("bypassed", &m.bypass_packets)] {
+                let _ = writeln!(
+                    o,
+                    "sensor_worker_packets_total{{worker=\"{w}\",kind=\"{what}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        family(
+            &mut o,
+            "sensor_worker_bytes_total",
+            "counter",
+            "Per worker: bytes through the flow table.",
+        );
+        for (w, m) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sensor_worker_bytes_total{{worker=\"{w}\"}} {}",
+                m.bytes.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_flows_active",
+            "gauge",
+            "Per worker: flows in the table.",
+        );
+        for (w, m) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sensor_flows_active{{worker=\"{w}\"}} {}",
+                m.flows_active.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_flows_exported_total",
+            "counter",
+            "Per worker: flow records exported.",
+        );
+        for (w, m) in self.workers.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sensor_flows_exported_total{{worker=\"{w}\"}} {}",
+                m.flows_exported.load(Relaxed)
+            );
+        }
+        family(
+            &mut o,
+            "sensor_bypass_flows",
+            "gauge",
+            "Flows whose packets the XDP program counts and drops.",
+        );
+        let _ = writeln!(
+            o,
+            "sensor_bypass_flows{{iface=\"{iface}\"}} {}",
+            self.bypass_flows.load(Relaxed)
+        );
+        family(
+            &mut o,
+            "sensor_bypass_refused_total",
+            "counter",
+            "Bypass requests not carried out (request queue or kernel map full): those flows stay in user space.",
+        );
+        let refused = self.bypass_map_full.load(Relaxed)
+            + self
+                .workers
+                .iter()
+                .map(|m| m.bypass_requests_dropped.load(Relaxed))
+                .sum::<u64>();
+        let _ = writeln!(
+            o,
+            "sensor_bypass_refused_total{{iface=\"{iface}\"}} {refused}"
+        );
+        family(
+            &mut o,
+            "sensor_batch_latency_seconds",
+            "summary",
+            "Per worker: time to process one batch from its ring (since start).",
+        );
+        for (w, m) in self.workers.iter().enumerate() {
+            let Ok(h) = m.latency.lock() else { continue };
+            let Some(h) = h.as_ref() else { continue };
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let _ = writeln!(
+                    o,
+                    "sensor_batch_latency_seconds{{worker=\"{w}\",quantile=\"{q}\"}} {:.9}",
+                    h.value_at_quantile(q) as f64 / 1e9
+                );
+            }
+            let _ = writeln!(
+                o,
+                "sensor_batch_latency_seconds_count{{worker=\"{w}\"}} {}",
+                h.len()
+            );
+            let sum: f64 = h
+                .iter_recorded()
+                .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64)
+                .sum();
+            let _ = writeln!(
+                o,
+                "sensor_batch_latency_seconds_sum{{worker=\"{w}\"}} {:.9}",
+                sum / 1e9
+            );
+        }
+        o
+    }
+}
+
+/// The `/metrics` endpoint; stops when dropped.
+pub struct MetricsServer {
+    server: Arc<tiny_http::Server>,
+    thread: Option<thread::JoinHandle<()>>,
+    pub addr: String,
+}
+
+impl MetricsServer {
+    pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .map_or_else(|| addr.to_string(), |a| a.to_string());
+        let server = Arc::new(server);
+        let srv = Arc::clone(&server);
+        let thread = thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for req in srv.incoming_requests() {
+                    let resp = if req.url() == "/metrics" {
+                        let header = tiny_http::Header::from_bytes(
+                            &b"Content-Type"[..],
+                            &b"text/plain; version=0.0.4"[..],
+                        );
+                        let r = tiny_http::Response::from_string(metrics.render());
+                        match header {
+                            Ok(h) => r.with_header(h),
+                            Err(()) => r,
+                        }
+                    } else {
+                        tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
+                    };
+                    let _ = req.respond(resp);
+                }
+            })
+            .context("cannot start the metrics thread")?;
+        tracing::info!("metrics on http://{bound}/metrics");
+        Ok(MetricsServer {
+            server,
+            thread: Some(thread),
+            addr: bound,
+        })
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,522 @@
+//! Live capture on a real veth pair: `pcapgen send` puts fixture captures on the wire from a
+//! network namespace, `sensor run` captures them on the other end (XDP + AF_XDP), and what it
+//! reports is compared with `sensor replay` of the same files.
+//!
+//! Needs root (network namespaces, XDP, AF_XDP); skipped with a message otherwise. Every test
+//! makes its own namespace and veth pair with unique names and removes them in a Drop guard,
+//! so they are gone after a failure too, and tests can run in parallel.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Skips (returns true) unless root with `ip` and `ethtool` available.
+fn skip() -> bool {
+    if !is_root() {
+        eprintln!("skipping live test: needs root (creates a network namespace, a veth pair, XDP and AF_XDP sockets)");
+        return true;
+    }
+    for tool in ["ip", "ethtool"] {
+        let ok = Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        if !ok {
+            eprintln!("skipping live test: `{tool}` not found (scripts/setup.sh installs it)");
+            return true;
+        }
+    }
+    false
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A namespace with one end of a veth pair; the other end (`host`) stays here. Removed on drop.
+struct Veth {
+    ns: String,
+    host: String,
+    peer: String,
+}
+
+impl Veth {
+    fn new() -> Veth {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let id = format!(
+            "{}{}",
+            std::process::id() % 100_000,
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        let v = Veth {
+            ns: format!("sensor-t{id}"),
+            host: format!("sva{id}"),
+            peer: format!("svb{id}"),
+        };
+        run("ip", &["netns", "add", &v.ns]);
+        run(
+            "ip",
+            &[
+                "link", "add", &v.host, "type", "veth", "peer", "name", &v.peer,
+            ],
+        );
+        run("ip", &["link", "set", &v.peer, "netns", &v.ns]);
+        // No IPv6 autoconfiguration chatter: only the generator's frames cross the pair.
+        let _ = std::fs::write(
+            format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", v.host),
+            "1",
+        );
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &v.ns,
+                "sh",
+                "-c",
+                &format!("echo 1 > /proc/sys/net/ipv6/conf/{}/disable_ipv6", v.peer),
+            ],
+        );
+        run("ip", &["link", "set", &v.host, "up"]);
+        run(
+            "ip",
+            &["netns", "exec", &v.ns, "ip", "link", "set", &v.peer, "up"],
+        );
+        // Threaded NAPI on the receiving end (GRO gives the veth its NAPI context), so the XDP
+        // work does not run on the sender's CPU.
+        run("ethtool", &["-K", &v.host, "gro", "on"]);
+        let _ = std::fs::write(format!("/sys/class/net/{}/threaded", v.host), "1");
+        v
+    }
+
+    /// Sends captures from the namespace side; returns the generator's report line.
+    fn send(&self, rate: u64, files: &[PathBuf]) -> String {
+        let mut args: Vec<String> = vec![
+            "netns".into(),
+            "exec".into(),
+            self.ns.clone(),
+            env!("CARGO_BIN_EXE_pcapgen").into(),
+            "send".into(),
+            "--iface".into(),
+            self.peer.clone(),
+            "--rate".into(),
+            rate.to_string(),
+        ];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let out = Command::new("ip").args(&args).output().expect("pcapgen");
+        assert!(
+            out.status.success(),
+            "pcapgen send: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// True when an XDP program is attached to the host end.
+    fn xdp_attached(&self) -> bool {
+        let out = Command::new("ip")
+            .args(["-d", "link", "show", "dev", &self.host])
+            .output()
+            .expect("ip link show");
+        let s = String::from_utf8_lossy(&out.stdout);
+        s.contains("prog/xdp") || s.contains("xdpgeneric") || s.contains(" xdp ")
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes the peer, and with it the pair.
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+fn fixture(name: &str) -> PathBuf {
+    common::repo_root().join("testdata-pcaps").join(name)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A running `sensor run`, its stderr collected line by line.
+struct Sensor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    log: Vec<String>,
+    metrics: String,
+    eve: PathBuf,
+}
+
+impl Sensor {
+    fn start(iface: &str, dir: &Path, extra: &[&str]) -> Sensor {
+        let eve = dir.join("eve.json");
+        let metrics = format!("127.0.0.1:{}", free_port());
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sensor"))
+            .args([
+                "run",
+                "--iface",
+                iface,
+                "--workers",
+                "1",
+                "--metrics-addr",
+                &metrics,
+            ])
+            .arg("--eve")
+            .arg(&eve)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sensor run");
+        let (tx, lines) = mpsc::channel();
+        let err = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut s = Sensor {
+            child,
+            lines,
+            log: Vec::new(),
+            metrics,
+            eve,
+        };
+        s.wait_for("capturing on", Duration::from_secs(30));
+        s
+    }
+
+    fn wait_for(&mut self, what: &str, limit: Duration) {
+        let end = Instant::now() + limit;
+        while Instant::now() < end {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => {
+                    let hit = l.contains(what);
+                    self.log.push(l);
+                    if hit {
+                        return;
+                    }
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        panic!("sensor never logged {what:?}:\n{}", self.log.join("\n"));
+    }
+
+    fn scrape(&self) -> String {
+        let Ok(mut s) = TcpStream::connect(&self.metrics) else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    /// A metric's value from the endpoint, by its full name with labels.
+    fn metric(&self, series: &str) -> Option<u64> {
+        let text = self.scrape();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }
+
+    /// Waits until the XDP program has seen `n` frames.
+    fn wait_seen(&self, iface: &str, n: u64) {
+        let series = format!("sensor_xdp_packets_total{{iface=\"{iface}\",outcome=\"seen\"}}");
+        let end = Instant::now() + Duration::from_secs(20);
+        let mut last = None;
+        while Instant::now() < end {
+            last = self.metric(&series);
+            if last.is_some_and(|v| v >= n) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("XDP saw {last:?} frames, expected {n}");
+    }
+
+    /// SIGTERM, wait, return (exit code, summary text, EVE lines).
+    fn stop(mut self) -> (i32, String, Vec<Value>) {
+        // SAFETY: kill on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for the sensor");
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(l);
+        }
+        let text = std::fs::read_to_string(&self.eve).unwrap_or_default();
+        let eve = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad EVE line {l}: {e}")))
+            .collect();
+        (status.code().unwrap_or(-1), self.log.join("\n"), eve)
+    }
+}
+
+/// EVE records without what depends on time (timestamps, flow_id, flow start/end), sorted:
+/// what must be equal between replay and live capture of the same packets.
+fn normalized(lines: &[Value]) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .iter()
+        .map(|v| {
+            let mut v = v.clone();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("timestamp");
+                o.remove("flow_id");
+                if let Some(f) = o.get_mut("flow").and_then(Value::as_object_mut) {
+                    f.remove("start");
+                    f.remove("end");
+                    f.remove("age");
+                }
+            }
+            v.to_string()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// `name=N` from the summary.
+fn field(summary: &str, name: &str) -> u64 {
+    let key = format!(" {name}=");
+    summary
+        .split(&key)
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {name}= in the summary:\n{summary}"))
+}
+
+fn sent_packets(report: &str) -> u64 {
+    field(&format!(" {report}"), "packets")
+}
+
+const FIXTURES: [&str; 3] = ["tls.pcap", "http.pcap", "dns.pcap"];
+
+#[test]
+fn live_capture_gives_the_records_replay_gives_and_counters_add_up() {
+    if skip() {
+        return;
+    }
+    let files: Vec<PathBuf> = FIXTURES.iter().map(|f| fixture(f)).collect();
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &[]);
+    let report = veth.send(2000, &files);
+    let sent = sent_packets(&report);
+    assert!(sent > 100, "{report}");
+    sensor.wait_seen(&veth.host, sent);
+
+    let metrics = sensor.scrape();
+    for series in [
+        "sensor_queue_packets_total{",
+        "sensor_drops_total{",
+        "sensor_flows_active{worker=\"0\"}",
+        "sensor_batch_latency_seconds{worker=\"0\",quantile=\"0.99\"}",
+    ] {
+        assert!(
+            metrics.contains(series),
+            "{series} missing from:\n{metrics}"
+        );
+    }
+
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("[ok]"), "counters must add up:\n{log}");
+    assert_eq!(field(&log, "packets"), sent, "{log}");
+    assert_eq!(normalized(&eve), normalized(&replayed), "{log}");
+    assert!(!veth.xdp_attached(), "the program must be detached at exit");
+}
+
+#[test]
+fn bypass_on_and_off_give_the_same_flow_counters() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    let mut runs = Vec::new();
+    for bypass in [true, false] {
+        let veth = Veth::new();
+        let dir = tempfile::tempdir().unwrap();
+        let extra: &[&str] = if bypass { &[] } else { &["--no-bypass"] };
+        let sensor = Sensor::start(&veth.host, dir.path(), extra);
+        // Slow enough that a flow's bypass entry is in the map before its last packets.
+        let sent = sent_packets(&veth.send(200, &files));
+        sensor.wait_seen(&veth.host, sent);
+        let (code, log, eve) = sensor.stop();
+        assert_eq!(code, 0, "{log}");
+        assert!(log.contains("[ok]"), "{log}");
+        let bypassed = field(&log, "bypassed");
+        if bypass {
+            assert!(bypassed > 0, "nothing was bypassed:\n{log}");
+        } else {
+            assert_eq!(bypassed, 0, "{log}");
+        }
+        runs.push(normalized(&eve));
+    }
+    assert_eq!(runs[0], runs[1], "bypass on vs off");
+    assert_eq!(runs[0], normalized(&replayed), "bypass on vs replay");
+}
+
+#[test]
+fn an_address_listed_at_run_time_is_dropped_and_counted() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    let blocked_ip = "198.51.100.10";
+    let flow = replayed
+        .iter()
+        .find(|v| v["event_type"] == "flow" && v["dest_ip"] == blocked_ip)
+        .expect("the fixture has a flow to the blocked address");
+    let frames = flow["flow"]["pkts_toserver"].as_u64().unwrap()
+        + flow["flow"]["pkts_toclient"].as_u64().unwrap();
+
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("blocklist.txt");
+    std::fs::write(&list, "# empty at start\n").unwrap();
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!("[live]\nblocklist_file = \"{}\"\n", list.display()),
+    )
+    .unwrap();
+    let mut sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    // Listed while the sensor runs: it re-reads the file when it changes.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::write(&list, format!("# test\n{blocked_ip}\n")).unwrap();
+    sensor.wait_for("1 addresses", Duration::from_secs(10));
+    let sent = sent_packets(&veth.send(2000, &files));
+    sensor.wait_seen(&veth.host, sent);
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("[ok]"), "{log}");
+    assert_eq!(field(&log, "blocked"), frames, "{log}");
+    assert!(
+        !eve.iter()
+            .any(|v| v["src_ip"] == blocked_ip || v["dest_ip"] == blocked_ip),
+        "no record of the blocked address"
+    );
+    let others: Vec<&Value> = replayed
+        .iter()
+        .filter(|v| v["src_ip"] != blocked_ip && v["dest_ip"] != blocked_ip)
+        .collect();
+    let others: Vec<Value> = others.into_iter().cloned().collect();
+    assert_eq!(normalized(&eve), normalized(&others));
+}
+
+#[test]
+fn a_killed_sensor_leaves_no_program_attached() {
+    if skip() {
+        return;
+    }
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut sensor = Sensor::start(&veth.host, dir.path(), &[]);
+    assert!(veth.xdp_attached(), "attached while running");
+    sensor.child.kill().expect("SIGKILL");
+    let _ = sensor.child.wait();
+    // The bpf_link goes with the process; the kernel may take a moment to release it.
+    let end = Instant::now() + Duration::from_secs(10);
+    while veth.xdp_attached() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !veth.xdp_attached(),
+        "a killed sensor must not leave XDP attached"
+    );
+    // And the interface takes a new sensor at once.
+    let again = Sensor::start(&veth.host, dir.path(), &[]);
+    let (code, log, _) = again.stop();
+    assert_eq!(code, 0, "{log}");
+}
+
+#[test]
+fn a_missing_interface_is_a_usage_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_sensor"))
+        .args(["run", "--iface", "no-such-if0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--iface") && err.contains("no-such-if0"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn the_capture_filter_passes_only_matching_frames_and_counts_the_rest() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    // Only the flow to 198.51.100.13:4433 is inside both the CIDR and the port set.
+    let wanted: Vec<Value> = replayed
+        .iter()
+        .filter(|v| v["dest_ip"] == "198.51.100.13" && v["dest_port"] == 4433)
+        .cloned()
+        .collect();
+    let flow = wanted
+        .iter()
+        .find(|v| v["event_type"] == "flow")
+        .expect("the fixture's port 4433 flow");
+    let frames = flow["flow"]["pkts_toserver"].as_u64().unwrap()
+        + flow["flow"]["pkts_toclient"].as_u64().unwrap();
+
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        "[live]\nfilter_cidrs = [\"198.51.100.0/24\"]\nfilter_ports = [4433]\n",
+    )
+    .unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sent = sent_packets(&veth.send(2000, &files));
+    sensor.wait_seen(&veth.host, sent);
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("[ok]"), "{log}");
+    assert_eq!(field(&log, "filtered"), sent - frames, "{log}");
+    assert_eq!(normalized(&eve), normalized(&wanted), "{log}");
+}

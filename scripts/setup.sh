@@ -12,6 +12,9 @@ command -v ndpiReader >/dev/null 2>&1 || need+=(libndpi-bin)
 command -v softflowd >/dev/null 2>&1 || need+=(softflowd)
 command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 [ -x /usr/bin/time ] || need+=(time)
+# tshark: the oracle of the real-capture accuracy test (TLS ALPN, JA3 and DNS answers are
+# compared with a live tshark run; wireshark-common asks a debconf question: noninteractive).
+command -v tshark >/dev/null 2>&1 || need+=(tshark)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

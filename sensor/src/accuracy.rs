@@ -9,6 +9,10 @@
 //! where we deliberately differ are listed in [`EXCEPTIONS`] with a reason each; they are
 //! reported in their own column, not silently dropped. `bin/accuracy.rs` prints the report;
 //! `tests/real_captures.rs` asserts its figures.
+//!
+//! TLS ALPN, JA3 and DNS answers are not in the expected tables: when `tshark` is installed they
+//! are compared with a live tshark run per capture ([`tshark_live`], one `-T fields` extraction
+//! of TCP ClientHellos and DNS responses), in the same table.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -34,16 +38,31 @@ pub enum Proto {
     HttpRequest,
     /// DNS/mDNS/LLMNR query question: name and type.
     DnsQuery,
+    /// TLS ClientHello over TCP: the ALPN list (hellos that carry one). Compared with tshark run
+    /// live ([`tshark_live`]): the expected tables have no ALPN column.
+    TlsAlpn,
+    /// TLS ClientHello over TCP: JA3 hash (tshark 4.0's `tls.handshake.ja3`), live.
+    TlsJa3,
+    /// DNS response answer records: name, type, TTL and, for A/AAAA/CNAME, the data; live.
+    DnsAnswer,
 }
 
 impl Proto {
-    pub const ALL: [Proto; 5] = [
+    pub const ALL: [Proto; 8] = [
         Proto::TlsSni,
         Proto::QuicSni,
         Proto::GquicSni,
         Proto::HttpRequest,
         Proto::DnsQuery,
+        Proto::TlsAlpn,
+        Proto::TlsJa3,
+        Proto::DnsAnswer,
     ];
+
+    /// Compared with a live tshark run rather than the expected tables.
+    pub fn live(self) -> bool {
+        matches!(self, Proto::TlsAlpn | Proto::TlsJa3 | Proto::DnsAnswer)
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -52,6 +71,9 @@ impl Proto {
             Proto::GquicSni => "gQUIC SNI",
             Proto::HttpRequest => "HTTP requests",
             Proto::DnsQuery => "DNS queries",
+            Proto::TlsAlpn => "TLS ALPN",
+            Proto::TlsJa3 => "TLS JA3",
+            Proto::DnsAnswer => "DNS answers",
         }
     }
 }
@@ -212,6 +234,8 @@ pub struct FileResult {
 #[derive(Debug, Default)]
 pub struct Report {
     pub files: Vec<FileResult>,
+    /// The [`Proto::live`] rows were compared (tshark was there to run).
+    pub live: bool,
 }
 
 impl Report {
@@ -247,6 +271,10 @@ impl Report {
             "precision"
         );
         for p in Proto::ALL {
+            if p.live() && !self.live {
+                let _ = writeln!(s, "{:<14} not compared: tshark is not installed", p.name());
+                continue;
+            }
             let t = self.total(p);
             let _ = writeln!(
                 s,
@@ -350,7 +378,10 @@ pub fn replay_file(path: &Path, workers: usize) -> Result<(Vec<Value>, Summary)>
 
 /// Compares every capture of `dir` with its expected files.
 pub fn run(dir: &Path, workers: usize, mut progress: impl FnMut(&str)) -> Result<Report> {
-    let mut report = Report::default();
+    let mut report = Report {
+        live: tshark_available(),
+        ..Report::default()
+    };
     for path in captures(dir)? {
         let name = path
             .file_name()
@@ -360,6 +391,10 @@ pub fn run(dir: &Path, workers: usize, mut progress: impl FnMut(&str)) -> Result
         let (lines, summary) =
             replay_file(&path, workers).with_context(|| format!("replaying {name}"))?;
         let mut r = compare(&name, &dir.join("expected"), &lines);
+        if report.live {
+            let live = tshark_live(&path).with_context(|| format!("tshark on {name}"))?;
+            compare_live(&mut r, &live, &lines);
+        }
         r.accounted = summary.accounted() == summary.reader.frames;
         report.files.push(r);
     }
@@ -413,6 +448,7 @@ pub fn compare(name: &str, expected_dir: &Path, lines: &[Value]) -> FileResult {
                     ((v, row_pair(row)), frame(row))
                 })
                 .collect(),
+            Proto::TlsAlpn | Proto::TlsJa3 | Proto::DnsAnswer => continue,
         };
         let ours: Vec<Key> = lines.iter().filter_map(|v| our_key(p, v)).collect();
         let (t, misses, extras) = match_keys(name, p, expected, ours);
@@ -534,7 +570,8 @@ fn rrtype_number(name: &str) -> u16 {
     if let Some(n) = name.strip_prefix("TYPE") {
         return n.parse().unwrap_or(0);
     }
-    (0..=u16::MAX)
+    // every mnemonic is below 300; others are written TYPEnnn
+    (0..300u16)
         .find(|t| crate::export::eve::rrtype_name(*t) == name)
         .unwrap_or(0)
 }
@@ -669,5 +706,195 @@ mod tests {
             our_key(Proto::DnsQuery, &v),
             Some(key("a.b 28", "1.1.1.1:5", "2.2.2.2:53"))
         );
+    }
+}
+
+/// What tshark extracts live from one capture for the [`Proto::live`] protocols, as comparison
+/// keys with the frame number.
+#[derive(Debug, Default)]
+pub struct LiveRows {
+    pub rows: Vec<(Proto, Key, String)>,
+}
+
+/// Fields asked of tshark, in this order (one tab-separated line per frame; several
+/// occurrences of a field joined by [`AGGREGATOR`]).
+const LIVE_FIELDS: [&str; 18] = [
+    "frame.number",
+    "ip.src",
+    "ip.dst",
+    "ipv6.src",
+    "ipv6.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+    "tls.handshake.extensions_alpn_str",
+    "tls.handshake.ja3",
+    "dns.count.answers",
+    "dns.resp.name",
+    "dns.resp.type",
+    "dns.resp.ttl",
+    "dns.a",
+    "dns.aaaa",
+    "dns.cname",
+];
+const AGGREGATOR: char = '\u{1e}';
+/// Only this many answer records per response are compared (ours are capped the same way).
+const LIVE_MAX_ANSWERS: usize = crate::dpi::dns::MAX_ANSWERS as usize;
+
+/// Whether a `tshark` binary can be run.
+pub fn tshark_available() -> bool {
+    std::process::Command::new("tshark")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs tshark on `path` with a tight field extraction (TLS ClientHellos over TCP and DNS
+/// responses only) and returns the rows of the live protocols.
+pub fn tshark_live(path: &Path) -> Result<LiveRows> {
+    let mut cmd = std::process::Command::new("tshark");
+    cmd.args(["-n", "-r"])
+        .arg(path)
+        .args([
+            "-Y",
+            "(tcp && tls.handshake.type == 1) || dns.flags.response == 1",
+            "-T",
+            "fields",
+            "-E",
+            "separator=/t",
+        ])
+        .arg(format!("-Eaggregator={AGGREGATOR}"));
+    for f in LIVE_FIELDS {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd
+        .stderr(std::process::Stdio::null())
+        .output()
+        .context("running tshark")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut rows = Vec::new();
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let get = |i: usize| -> Vec<&str> {
+            cols.get(i)
+                .filter(|c| !c.is_empty())
+                .map(|c| c.split(AGGREGATOR).collect())
+                .unwrap_or_default()
+        };
+        let last = |i: usize| get(i).last().map(|s| s.to_string());
+        let frame = cols.first().unwrap_or(&"").to_string();
+        // innermost addresses and ports (tunnels give several layers)
+        let (src, dst) = match (last(1), last(2), last(3), last(4)) {
+            (_, _, Some(s), Some(d)) if get(1).is_empty() => (s, d),
+            (Some(s), Some(d), _, _) => (s, d),
+            (_, _, Some(s), Some(d)) => (s, d),
+            _ => continue,
+        };
+        let (sport, dport) = match (last(5), last(6), last(7), last(8)) {
+            (Some(s), Some(d), _, _) => (s, d),
+            (_, _, Some(s), Some(d)) => (s, d),
+            _ => continue,
+        };
+        let ep = pair(format!("{src}:{sport}"), format!("{dst}:{dport}"));
+        let alpn = get(9);
+        if !alpn.is_empty() {
+            rows.push((Proto::TlsAlpn, (alpn.join(","), ep.clone()), frame.clone()));
+        }
+        for ja3 in get(10) {
+            rows.push((Proto::TlsJa3, (ja3.to_string(), ep.clone()), frame.clone()));
+        }
+        let answers: usize = get(11).first().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let (names, types, ttls) = (get(12), get(13), get(14));
+        let (mut a, mut aaaa, mut cname) = (
+            get(15).into_iter(),
+            get(16).into_iter(),
+            get(17).into_iter(),
+        );
+        for i in 0..answers.min(names.len()).min(LIVE_MAX_ANSWERS) {
+            let t: u16 = types.get(i).and_then(|t| t.parse().ok()).unwrap_or(0);
+            let rdata = match t {
+                1 => a.next(),
+                28 => aaaa.next(),
+                5 => cname.next(),
+                _ => None,
+            };
+            let v = answer_value(
+                names.get(i).copied().unwrap_or(""),
+                t,
+                ttls.get(i).copied().unwrap_or(""),
+                rdata.unwrap_or("-"),
+            );
+            rows.push((Proto::DnsAnswer, (v, ep.clone()), frame.clone()));
+        }
+    }
+    Ok(LiveRows { rows })
+}
+
+/// The compared text of one answer record; data only for A, AAAA and CNAME.
+fn answer_value(name: &str, rrtype: u16, ttl: &str, rdata: &str) -> String {
+    let rdata = if matches!(rrtype, 1 | 28 | 5) {
+        rdata
+    } else {
+        "-"
+    };
+    format!("{name} {rrtype} {ttl} {rdata}")
+}
+
+/// Our keys of one record for a live protocol.
+fn our_live_keys(p: Proto, v: &Value) -> Vec<Key> {
+    let s = |x: &Value| x.as_str().unwrap_or("").to_string();
+    let ep = |ip: &str, port: &str| format!("{}:{}", s(&v[ip]), v[port].as_u64().unwrap_or(0));
+    let ep = pair(ep("src_ip", "src_port"), ep("dest_ip", "dest_port"));
+    match (p, v["event_type"].as_str()) {
+        (Proto::TlsAlpn, Some("tls")) => match v["tls"]["alpn"].as_array() {
+            Some(list) if !list.is_empty() => {
+                let names: Vec<String> = list.iter().map(s).collect();
+                vec![(names.join(","), ep)]
+            }
+            _ => Vec::new(),
+        },
+        (Proto::TlsJa3, Some("tls")) => match v["tls"]["ja3"]["hash"].as_str() {
+            Some(h) => vec![(h.to_string(), ep)],
+            None => Vec::new(),
+        },
+        (Proto::DnsAnswer, Some("dns")) if v["dns"]["type"] == "answer" => v["dns"]["answers"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|a| {
+                        let t = rrtype_number(a["rrtype"].as_str().unwrap_or(""));
+                        let ttl = a["ttl"].as_u64().unwrap_or(0).to_string();
+                        let v = answer_value(
+                            a["rrname"].as_str().unwrap_or(""),
+                            t,
+                            &ttl,
+                            a["rdata"].as_str().unwrap_or("-"),
+                        );
+                        (v, ep.clone())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
+/// Adds the live protocols' tallies to `r`, comparing our records with tshark's rows.
+pub fn compare_live(r: &mut FileResult, live: &LiveRows, lines: &[Value]) {
+    for p in Proto::ALL.into_iter().filter(|p| p.live()) {
+        let expected: Vec<(Key, String)> = live
+            .rows
+            .iter()
+            .filter(|(q, _, _)| *q == p)
+            .map(|(_, k, f)| (k.clone(), f.clone()))
+            .collect();
+        let ours: Vec<Key> = lines.iter().flat_map(|v| our_live_keys(p, v)).collect();
+        let (t, misses, extras) = match_keys(&r.name, p, expected, ours);
+        r.tallies.insert(p, t);
+        r.misses.extend(misses.into_iter().map(|m| (p, m)));
+        r.extras.extend(extras.into_iter().map(|m| (p, m)));
     }
 }

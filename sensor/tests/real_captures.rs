@@ -4,6 +4,10 @@
 //! precision of any protocol is below 99.5% (documented exceptions, with their reasons, are in
 //! `sensor::accuracy::EXCEPTIONS`), when a capture crashes or hangs the sensor, or when its
 //! packet accounting does not add up. Skips with a message when the folder is absent.
+//!
+//! When `tshark` is installed it also runs on each capture (in parallel with our replay) to
+//! compare TLS ALPN, JA3 and DNS answers, which the expected tables do not have
+//! (`accuracy::tshark_live`); without tshark those rows are skipped with a message.
 
 mod common;
 
@@ -30,9 +34,19 @@ fn accuracy_against_tshark_on_the_real_captures() {
     };
     let files = accuracy::captures(&dir).expect("list real captures");
     assert!(!files.is_empty());
-    let mut report = Report::default();
+    let mut report = Report {
+        live: accuracy::tshark_available(),
+        ..Report::default()
+    };
+    if !report.live {
+        eprintln!("SKIP (part): tshark not installed; TLS ALPN, JA3 and DNS answers not compared");
+    }
     for path in files {
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let live = report.live.then(|| {
+            let p = path.clone();
+            std::thread::spawn(move || accuracy::tshark_live(&p).map_err(|e| format!("{e:#}")))
+        });
         let (tx, rx) = mpsc::channel();
         let p = path.clone();
         std::thread::spawn(move || {
@@ -50,11 +64,21 @@ fn accuracy_against_tshark_on_the_real_captures() {
             "{name}: packet accounting does not add up:\n{summary}"
         );
         let mut r = accuracy::compare(&name, &dir.join("expected"), &lines);
+        if let Some(t) = live {
+            let rows = t
+                .join()
+                .expect("tshark thread")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            accuracy::compare_live(&mut r, &rows, &lines);
+        }
         r.accounted = true;
         report.files.push(r);
     }
     println!("{}", report.render(5));
     for p in Proto::ALL {
+        if p.live() && !report.live {
+            continue;
+        }
         if NOT_YET_EXTRACTED.contains(&p) {
             eprintln!(
                 "NOTE: {} is not extracted yet; its row is reported only",

@@ -447,8 +447,25 @@ pub fn parse_message(msg: &[u8], ts: Ts, out: &mut Vec<AppEvent>) -> Result<(), 
         pos = next;
     }
     if header.is_response() && header.ancount > 0 && header.qdcount <= MAX_QUESTIONS {
+        let count = header.ancount.min(MAX_ANSWERS);
         if let Some(AppEvent::Dns(ev)) = out.get_mut(first) {
-            read_answers(msg, pos, header.ancount.min(MAX_ANSWERS), &mut ev.answers);
+            read_answers(msg, pos, count, &mut ev.answers);
+        } else if header.qdcount == 0 {
+            // Responses without a question (mDNS announcements): the event is named after the
+            // first record.
+            let mut answers = Vec::new();
+            read_answers(msg, pos, count, &mut answers);
+            if let Some(a) = answers.first() {
+                out.push(AppEvent::Dns(DnsEvent {
+                    ts,
+                    kind,
+                    id: header.id,
+                    rrname: a.rrname.clone(),
+                    rrtype: a.rrtype,
+                    rcode,
+                    answers,
+                }));
+            }
         }
     }
     Ok(())

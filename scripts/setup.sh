@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project uses: the benchmark's peers and floor
-# (ndpiReader, softflowd, tcpdump), GNU time for CPU accounting, and what the live path builds
-# and tests with: clang/llvm for the XDP program, the headers and tools libxdp-sys (xsk-rs)
-# builds its bundled C with, iproute2 and ethtool for the veth tests. Idempotent.
+# (ndpiReader, softflowd, tcpdump), GNU time for CPU accounting, what the live path builds
+# and tests with (clang/llvm for the XDP program, the headers and tools libxdp-sys (xsk-rs)
+# builds its bundled C with, iproute2 and ethtool for the veth tests), tshark (the accuracy
+# oracle), and the export sinks' servers (clickhouse-server/-client, nats-server; the tests start
+# them as child processes, no service is enabled). Idempotent.
 set -euo pipefail
 need=()
 for pkg in clang llvm libelf-dev zlib1g-dev libbpf-dev libpcap-dev m4 pkg-config make gcc binutils iproute2 ethtool; do
@@ -15,6 +17,10 @@ command -v tcpdump >/dev/null 2>&1 || need+=(tcpdump)
 # tshark: the oracle of the real-capture accuracy test (TLS ALPN, JA3 and DNS answers are
 # compared with a live tshark run; wireshark-common asks a debconf question: noninteractive).
 command -v tshark >/dev/null 2>&1 || need+=(tshark)
+# Export sinks: real servers for the integration tests and the export benchmark.
+[ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
+command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
+command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

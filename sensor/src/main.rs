@@ -285,6 +285,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 no_decode,
                 progress: !quiet,
             };
+            sensor::pipeline::install_stop_signals().map_err(Failure::Runtime)?;
             let summary = replay(&opts).map_err(runtime_failure)?;
             eprintln!("{summary}");
             Ok(())

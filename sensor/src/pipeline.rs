@@ -8,6 +8,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -28,6 +29,41 @@ use crate::worker::Worker;
 
 /// Frames between progress updates and speed checks.
 const PROGRESS_EVERY: u64 = 16_384;
+
+/// Set by SIGINT/SIGTERM: the reader stops, flows are flushed, sinks drained.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// Makes SIGINT and SIGTERM stop a run gracefully (end of input: flow tables flushed, batches
+/// sent, sinks drained up to `export.drain_timeout`, the rest spooled); a second signal exits
+/// at once with status 130.
+pub fn install_stop_signals() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&flag))
+            .context("cannot install a signal handler")?;
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .context("cannot install a signal handler")?;
+    }
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            if flag.load(Ordering::Relaxed) {
+                if !STOP.swap(true, Ordering::Relaxed) {
+                    tracing::info!("stop requested: finishing flows and draining the sinks");
+                }
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        })
+        .context("cannot start the signal thread")?;
+    Ok(())
+}
+
+/// Whether a stop was requested (by a signal).
+pub fn stop_requested() -> bool {
+    STOP.load(Ordering::Relaxed)
+}
 
 /// Where EVE records go.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -243,10 +279,16 @@ fn dispatch_files(
     let mut pace: Option<(Instant, Ts)> = None;
     let mut last_log = Instant::now();
     for (file_idx, file) in files.iter().enumerate() {
+        if stop_requested() {
+            break;
+        }
         st.files += 1;
         let base = file.bytes().as_ptr() as usize;
         let mut frames = file.frames();
         while let Some(frame) = frames.next() {
+            if stop_requested() {
+                break;
+            }
             st.frames += 1;
             st.bytes += u64::from(frame.wire_len);
             let ts = frame.ts;

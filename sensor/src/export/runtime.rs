@@ -144,7 +144,12 @@ impl Exporter {
                 max_inflight: n.max_inflight,
                 timeout: Duration::from_secs(n.timeout),
             });
-            let ready = first_contact(&rt, &mut sink, "nats.token", "nats.url")?;
+            let secret_key = if n.token.is_empty() && !n.user.is_empty() {
+                "nats.password"
+            } else {
+                "nats.token"
+            };
+            let ready = first_contact(&rt, &mut sink, secret_key, "nats.url")?;
             let spool = open_spool("nats")?;
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
             sinks.push(rt.spawn(drive_prepared(sink, ready, spool, brx, retry)));

@@ -150,11 +150,19 @@ pub async fn drive<S: Sink>(
             }
             continue;
         }
-        if d.held.is_some() {
-            d.flush_held();
+        let now = Instant::now();
+        if let Some(b) = d.held.take() {
+            if d.spool.has_room(b.payload.len()) {
+                d.spool_batch(b);
+            } else if d.spool.is_empty() && now >= d.next_try {
+                // Larger than the whole spool: it can only go straight to the sink.
+                d.send_held(b).await;
+                continue;
+            } else {
+                d.held = Some(b);
+            }
         }
         let can_take = d.held.is_none();
-        let now = Instant::now();
         if !d.spool.is_empty() && now >= d.next_try {
             // Whatever already arrived goes behind the spool, then one spooled batch is sent.
             while d.held.is_none() {
@@ -309,6 +317,22 @@ impl<S: Sink> Driver<S> {
         }
     }
 
+    /// Sends a batch the spool has no room for; on a transient failure it stays held.
+    async fn send_held(&mut self, b: Batch) {
+        match self.attempt(b.rows, &b.payload).await {
+            Ok(()) => self.succeeded(b.rows),
+            Err(SendError::Permanent(why)) => self.permanent(b.rows, &why),
+            Err(SendError::Fatal(why)) => {
+                self.held = Some(b);
+                self.fatal(why);
+            }
+            Err(SendError::Transient(why)) => {
+                self.held = Some(b);
+                self.failed(&why);
+            }
+        }
+    }
+
     fn flush_held(&mut self) {
         if let Some(b) = self.held.take() {
             if self.spool.has_room(b.payload.len()) {
@@ -368,18 +392,12 @@ impl<S: Sink> Driver<S> {
         while self.fatal.is_none() && Instant::now() < deadline {
             if let Some(b) = self.held.take() {
                 if self.spool.is_empty() {
-                    match self.attempt(b.rows, &b.payload).await {
-                        Ok(()) => self.succeeded(b.rows),
-                        Err(SendError::Permanent(why)) => self.permanent(b.rows, &why),
-                        Err(SendError::Fatal(why)) => {
-                            self.held = Some(b);
-                            self.fatal(why);
-                        }
-                        Err(SendError::Transient(why)) => {
-                            self.held = Some(b);
-                            self.failed(&why);
-                        }
+                    if Instant::now() < self.next_try {
+                        self.held = Some(b);
+                        tokio::time::sleep_until(self.next_try.min(deadline)).await;
+                        continue;
                     }
+                    self.send_held(b).await;
                 } else {
                     self.held = Some(b);
                     self.flush_held();

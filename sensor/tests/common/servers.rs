@@ -51,6 +51,7 @@ impl Proc {
             .arg(script)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("sh");
         let stdin = wrapper.stdin.take().expect("stdin");

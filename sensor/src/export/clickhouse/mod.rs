@@ -9,7 +9,11 @@
 //! was lost (server killed after the insert, before the reply) is sent again. Every row carries
 //! its identity instead, `(sensor_id, flow_id)` in `flows` and `(sensor_id, flow_id,
 //! event_index)` in the event tables, so duplicates are detectable with a `GROUP BY ... HAVING
-//! count() > 1`; the outage tests assert there are none.
+//! count() > 1`; the outage tests assert there are none. They are also avoided: a batch (at
+//! most `batch_rows`, far below the server's `max_insert_block_size`) is inserted as one block,
+//! all or nothing, so after a failure whose outcome is unknown (and at start-up, for a spool
+//! left by a previous run) the sink first asks whether the batch's first row is already there
+//! and, if so, counts the batch as sent instead of inserting it again.
 
 pub mod rows;
 pub mod schema;
@@ -51,6 +55,8 @@ pub struct ClickHouseSink {
     /// INSERT statement per table.
     inserts: [(Table, String); 3],
     pub features: Option<Features>,
+    /// The next batch may already be stored (the last attempt's outcome is unknown).
+    uncertain: bool,
 }
 
 impl ClickHouseSink {
@@ -72,6 +78,7 @@ impl ClickHouseSink {
             client,
             inserts,
             features: None,
+            uncertain: true,
         }
     }
 
@@ -149,6 +156,59 @@ pub fn client(opts: &ClickHouseOptions) -> clickhouse::Client {
     c
 }
 
+impl ClickHouseSink {
+    /// Whether the first row of an encoded batch is already in its table.
+    async fn already_stored(&self, table: Table, rows: &[u8]) -> Result<bool, SendError> {
+        let Some(key) = row_key(table, rows) else {
+            return Ok(false);
+        };
+        // `ts` leads the primary key, so the server reads one granule, not the table.
+        let mut sql = format!(
+            "SELECT count() FROM {}.{} WHERE ts = toDateTime({}) AND sensor_id = '{}' AND flow_id = {}",
+            self.opts.database,
+            table.name(),
+            key.3,
+            key.0,
+            key.1
+        );
+        if let Some(i) = key.2 {
+            sql.push_str(&format!(" AND event_index = {i}"));
+        }
+        let q = self.client.query(&sql).fetch_one::<u64>();
+        match tokio::time::timeout(self.opts.timeout, q).await {
+            Ok(Ok(n)) => Ok(n > 0),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(SendError::Transient("no answer".into())),
+        }
+    }
+}
+
+/// `(sensor_id, flow_id, event_index, ts)` of the first row of an encoded batch: the leading
+/// columns of every table (see [`rows`]). `None` if the bytes are too short or the id is not
+/// one [`crate::config`] accepts (it is pasted into SQL).
+pub fn row_key(table: Table, rows: &[u8]) -> Option<(String, u64, Option<u32>, u32)> {
+    let len = usize::from(*rows.first()?);
+    if len >= 0x80 {
+        return None;
+    }
+    let id = std::str::from_utf8(rows.get(1..1 + len)?).ok()?;
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return None;
+    }
+    let flow_id = u64::from_le_bytes(rows.get(1 + len..9 + len)?.try_into().ok()?);
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(rows.get(at..at + 4)?.try_into().ok()?))
+    };
+    let (index, ts) = match table {
+        Table::Flows => (None, u32_at(9 + len)?),
+        _ => (Some(u32_at(9 + len)?), u32_at(13 + len)?),
+    };
+    Some((id.to_string(), flow_id, index, ts))
+}
+
 impl Sink for ClickHouseSink {
     fn name(&self) -> &'static str {
         "clickhouse"
@@ -165,15 +225,37 @@ impl Sink for ClickHouseSink {
         let Some((_, sql)) = self.inserts.iter().find(|(t, _)| t.tag() == tag) else {
             return Err(SendError::Permanent(format!("unknown table tag {tag}")));
         };
+        let Some(table) = Table::from_tag(tag) else {
+            return Err(SendError::Permanent(format!("unknown table tag {tag}")));
+        };
+        if self.uncertain {
+            if self.already_stored(table, body).await? {
+                tracing::info!(
+                    "clickhouse: a {} batch was stored before its acknowledgement was lost; not sent again",
+                    table.name()
+                );
+                self.uncertain = false;
+                return Ok(());
+            }
+            self.uncertain = false;
+        }
         let t = Some(self.opts.timeout);
         let mut ins = self
             .client
             .insert_formatted_with(sql.clone())
             .with_timeouts(t, t);
-        ins.send(Bytes::copy_from_slice(body))
-            .await
-            .map_err(|e| classify(&e))?;
-        ins.end().await.map_err(|e| classify(&e))
+        let r = async {
+            ins.send(Bytes::copy_from_slice(body)).await?;
+            ins.end().await
+        }
+        .await;
+        r.map_err(|e| {
+            let err = classify(&e);
+            // A server's error answer means the insert did not happen; anything else
+            // (connection lost, timeout) leaves it unknown.
+            self.uncertain = !matches!(e, clickhouse::error::Error::BadResponse(_));
+            err
+        })
     }
 }
 
@@ -231,6 +313,45 @@ mod tests {
             SendError::Transient(_)
         ));
         assert!(matches!(classify(&E::TimedOut), SendError::Transient(_)));
+    }
+
+    #[test]
+    fn the_key_of_a_batch_is_read_from_its_first_row() {
+        use crate::dpi::{AppEvent, DnsEvent, DnsKind};
+        use crate::export::{EventRecord, FlowMeta};
+        let meta = FlowMeta {
+            flow_id: 77,
+            src: [0; 16],
+            dst: [0; 16],
+            is_v6: true,
+            sport: 1,
+            dport: 53,
+            proto: 17,
+            app_proto: crate::dpi::AppProto::Dns,
+            vlan: 0,
+            tunnel: None,
+        };
+        let e = EventRecord {
+            meta: meta.clone(),
+            event: AppEvent::Dns(DnsEvent {
+                ts: 5_000_000_000,
+                kind: DnsKind::Query,
+                id: 1,
+                rrname: "a".into(),
+                rrtype: 1,
+                rcode: None,
+                answers: Vec::new(),
+            }),
+        };
+        let mut buf = Vec::new();
+        if let AppEvent::Dns(d) = &e.event {
+            rows::encode_dns(&mut buf, "s-1", &meta, 3, d);
+        }
+        assert_eq!(
+            row_key(Table::DnsQueries, &buf),
+            Some(("s-1".to_string(), 77, Some(3), 5))
+        );
+        assert_eq!(row_key(Table::DnsQueries, &buf[..6]), None);
     }
 
     #[test]

@@ -1,0 +1,924 @@
+//! The ClickHouse sink against a real server (Debian's clickhouse-server 18.16 in CI): rows equal
+//! the EVE output of the same replay, the schema matches the row encoders, dashboards answer
+//! what the EVE output says, outages lose and duplicate nothing, the spool outlives the sensor.
+//!
+//! One server is shared by the tests that only read and write their own database; tests that
+//! kill a server start their own.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::servers::{have, sensor_bin, ClickHouse};
+use serde_json::Value;
+
+fn shared() -> Option<&'static ClickHouse> {
+    static CH: OnceLock<Option<ClickHouse>> = OnceLock::new();
+    CH.get_or_init(|| {
+        if have("clickhouse-server") {
+            Some(ClickHouse::start())
+        } else {
+            eprintln!("SKIPPED: clickhouse-server is not installed (scripts/setup.sh installs it)");
+            None
+        }
+    })
+    .as_ref()
+}
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = common::repo_root().join("testdata-pcaps");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// A sensor run: its output, and its EVE lines.
+struct Run {
+    out: Output,
+    eve: Vec<Value>,
+}
+
+impl Run {
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).to_string()
+    }
+}
+
+/// Config for a run: the database, more `[clickhouse]` keys, a spool dir, then anything extra
+/// (TOML, starting in the `[spool]` section).
+fn config(dir: &Path, db: &str, ch_extra: &str, spool: &Path, extra: &str) -> PathBuf {
+    let p = dir.join("sensor.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sensor]\nworkers = 2\npin_cores = false\n[clickhouse]\ndatabase = \"{db}\"\n\
+             batch_age_ms = 100\n{ch_extra}[spool]\ndir = \"{}\"\n{extra}",
+            spool.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn sensor_cmd(files: &[PathBuf], cfg: &Path, url: &str, eve: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(sensor_bin());
+    c.arg("replay")
+        .args(files)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--clickhouse", url, "--sensor-id", "t1", "--quiet"])
+        .arg("--eve")
+        .arg(eve)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn read_eve(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn run_sensor(files: &[PathBuf], db: &str, url: &str, extra_cfg: &str, args: &[&str]) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let cfg = config(dir.path(), db, "", &spool, extra_cfg);
+    let eve = dir.path().join("eve.json");
+    let out = sensor_cmd(files, &cfg, url, &eve, args).output().unwrap();
+    Run {
+        out,
+        eve: read_eve(&eve),
+    }
+}
+
+fn num(v: &Value) -> u64 {
+    match v {
+        Value::Number(n) => n.as_u64().unwrap_or(0),
+        Value::String(s) => s.parse().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn s(v: &Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// The row's port columns: ports, or for ICMP the type and code (EVE `icmp_type`/`icmp_code`).
+fn port(v: &Value, port_key: &str, icmp_key: &str) -> u64 {
+    if v.get(port_key).is_some() {
+        num(&v[port_key])
+    } else {
+        num(&v[icmp_key])
+    }
+}
+
+fn proto_num(name: &str) -> u64 {
+    match name {
+        "TCP" => 6,
+        "UDP" => 17,
+        "ICMP" => 1,
+        "IPv6-ICMP" => 58,
+        n => n.parse().unwrap_or(0),
+    }
+}
+
+/// Rows of a query as JSON objects.
+fn rows(ch: &ClickHouse, sql: &str) -> Vec<Value> {
+    ch.query(&format!("{sql} FORMAT JSONEachRow"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+const IP: &str = "replaceRegexpOne(IPv6NumToString({c}), '^::ffff:', '')";
+
+fn ip(col: &str) -> String {
+    IP.replace("{c}", col)
+}
+
+/// Every table's rows, as sorted canonical strings, equal what the EVE output says.
+fn assert_tables_equal_eve(ch: &ClickHouse, db: &str, eve: &[Value]) {
+    let mut sni: HashMap<u64, String> = HashMap::new();
+    for v in eve.iter().filter(|v| v["event_type"] == "tls") {
+        sni.entry(num(&v["flow_id"]))
+            .or_insert_with(|| s(&v["tls"]["sni"]));
+    }
+    let mut want: Vec<String> = eve
+        .iter()
+        .filter(|v| v["event_type"] == "flow")
+        .map(|v| {
+            let f = &v["flow"];
+            format!(
+                "{} {}:{} {}:{} {} {} {}/{} {}/{} {} {} sni={}",
+                num(&v["flow_id"]),
+                s(&v["src_ip"]),
+                port(v, "src_port", "icmp_type"),
+                s(&v["dest_ip"]),
+                port(v, "dest_port", "icmp_code"),
+                proto_num(v["proto"].as_str().unwrap_or("")),
+                s(&v["app_proto"]),
+                num(&f["pkts_toserver"]),
+                num(&f["pkts_toclient"]),
+                num(&f["bytes_toserver"]),
+                num(&f["bytes_toclient"]),
+                s(&f["state"]),
+                s(&f["reason"]),
+                sni.get(&num(&v["flow_id"])).cloned().unwrap_or_default()
+            )
+        })
+        .collect();
+    let mut got: Vec<String> = rows(
+        ch,
+        &format!(
+            "SELECT flow_id, {} AS s, src_port, {} AS d, dest_port, proto, app_proto, \
+             pkts_toserver, pkts_toclient, bytes_toserver, bytes_toclient, state, reason, tls_sni \
+             FROM {db}.flows",
+            ip("src_ip"),
+            ip("dest_ip")
+        ),
+    )
+    .iter()
+    .map(|r| {
+        format!(
+            "{} {}:{} {}:{} {} {} {}/{} {}/{} {} {} sni={}",
+            num(&r["flow_id"]),
+            s(&r["s"]),
+            num(&r["src_port"]),
+            s(&r["d"]),
+            num(&r["dest_port"]),
+            num(&r["proto"]),
+            s(&r["app_proto"]),
+            num(&r["pkts_toserver"]),
+            num(&r["pkts_toclient"]),
+            num(&r["bytes_toserver"]),
+            num(&r["bytes_toclient"]),
+            s(&r["state"]),
+            s(&r["reason"]),
+            s(&r["tls_sni"])
+        )
+    })
+    .collect();
+    want.sort();
+    got.sort();
+    assert!(!want.is_empty(), "no flows in the EVE output");
+    assert_eq!(got, want, "flows table differs from EVE flow records");
+
+    let mut want: Vec<String> = eve
+        .iter()
+        .filter(|v| v["event_type"] == "http")
+        .map(|v| {
+            let h = &v["http"];
+            format!(
+                "{} {}:{} {}|{}|{}|{}|{}|{}",
+                num(&v["flow_id"]),
+                s(&v["src_ip"]),
+                num(&v["src_port"]),
+                s(&h["hostname"]),
+                s(&h["url"]),
+                s(&h["http_method"]),
+                s(&h["http_user_agent"]),
+                num(&h["status"]),
+                s(&h["protocol"])
+            )
+        })
+        .collect();
+    let mut got: Vec<String> = rows(
+        ch,
+        &format!(
+            "SELECT flow_id, {} AS s, src_port, hostname, url, http_method, http_user_agent, \
+             status, protocol FROM {db}.http_requests",
+            ip("src_ip")
+        ),
+    )
+    .iter()
+    .map(|r| {
+        format!(
+            "{} {}:{} {}|{}|{}|{}|{}|{}",
+            num(&r["flow_id"]),
+            s(&r["s"]),
+            num(&r["src_port"]),
+            s(&r["hostname"]),
+            s(&r["url"]),
+            s(&r["http_method"]),
+            s(&r["http_user_agent"]),
+            num(&r["status"]),
+            s(&r["protocol"])
+        )
+    })
+    .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "http_requests differs from EVE http events");
+
+    let mut want: Vec<String> = eve
+        .iter()
+        .filter(|v| v["event_type"] == "dns")
+        .map(|v| {
+            let d = &v["dns"];
+            format!(
+                "{} {} {} {}|{}|{}",
+                num(&v["flow_id"]),
+                s(&d["type"]),
+                num(&d["id"]),
+                s(&d["rrname"]),
+                s(&d["rrtype"]),
+                s(&d["rcode"])
+            )
+        })
+        .collect();
+    let mut got: Vec<String> = rows(
+        ch,
+        &format!("SELECT flow_id, type, dns_id, rrname, rrtype, rcode FROM {db}.dns_queries"),
+    )
+    .iter()
+    .map(|r| {
+        format!(
+            "{} {} {} {}|{}|{}",
+            num(&r["flow_id"]),
+            s(&r["type"]),
+            num(&r["dns_id"]),
+            s(&r["rrname"]),
+            s(&r["rrtype"]),
+            s(&r["rcode"])
+        )
+    })
+    .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want, "dns_queries differs from EVE dns events");
+}
+
+/// Rows that share their identity with another row, over all tables.
+fn duplicates(ch: &ClickHouse, db: &str) -> u64 {
+    let flows = ch.count(&format!(
+        "SELECT count() FROM (SELECT sensor_id, flow_id, count() AS c FROM {db}.flows \
+         GROUP BY sensor_id, flow_id HAVING c > 1)"
+    ));
+    let events: u64 = ["http_requests", "dns_queries"]
+        .iter()
+        .map(|t| {
+            ch.count(&format!(
+                "SELECT count() FROM (SELECT sensor_id, flow_id, event_index, count() AS c \
+                 FROM {db}.{t} GROUP BY sensor_id, flow_id, event_index HAVING c > 1)"
+            ))
+        })
+        .sum();
+    flows + events
+}
+
+fn table_counts(ch: &ClickHouse, db: &str) -> [u64; 3] {
+    ["flows", "http_requests", "dns_queries"]
+        .map(|t| ch.count(&format!("SELECT count() FROM {db}.{t}")))
+}
+
+fn eve_counts(eve: &[Value]) -> [u64; 3] {
+    ["flow", "http", "dns"].map(|t| eve.iter().filter(|v| v["event_type"] == t).count() as u64)
+}
+
+/// The fixtures replayed once into database `fx`, shared by the tests that read it.
+fn fixture_run() -> Option<&'static Vec<Value>> {
+    static RUN: OnceLock<Option<Vec<Value>>> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let ch = shared()?;
+        let run = run_sensor(&fixtures(), "fx", &ch.url(), "", &[]);
+        assert!(run.out.status.success(), "{}", run.stderr());
+        Some(run.eve)
+    })
+    .as_ref()
+}
+
+#[test]
+fn fixture_replay_rows_equal_the_eve_output() {
+    let (Some(ch), Some(eve)) = (shared(), fixture_run()) else {
+        return;
+    };
+    assert_tables_equal_eve(ch, "fx", eve);
+    assert_eq!(duplicates(ch, "fx"), 0);
+    let http = eve.iter().filter(|v| v["event_type"] == "http").count();
+    let dns = eve.iter().filter(|v| v["event_type"] == "dns").count();
+    assert!(
+        http > 0 && dns > 0,
+        "fixtures must exercise the event tables"
+    );
+    assert!(
+        ch.count("SELECT count() FROM fx.flows WHERE tls_sni != ''") > 0,
+        "TLS metadata must land on flow rows"
+    );
+}
+
+#[test]
+fn real_capture_rows_equal_the_eve_output() {
+    let Some(ch) = shared() else { return };
+    let Some(dir) = common::real_captures_dir() else {
+        eprintln!("SKIPPED: ../shared/pcaps/real is absent");
+        return;
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    let run = run_sensor(&files, "real", &ch.url(), "", &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    assert_tables_equal_eve(ch, "real", &run.eve);
+    eprintln!(
+        "real captures: {} files, rows {:?}",
+        files.len(),
+        table_counts(ch, "real")
+    );
+}
+
+#[test]
+fn columns_match_the_migrated_schema_and_migrations_are_recorded_once() {
+    use sensor::export::clickhouse::rows::Table;
+    let (Some(ch), Some(_)) = (shared(), fixture_run()) else {
+        return;
+    };
+    for t in Table::ALL {
+        let described: Vec<String> = rows(ch, &format!("DESCRIBE TABLE fx.{}", t.name()))
+            .iter()
+            .map(|r| s(&r["name"]))
+            .collect();
+        assert_eq!(described, t.columns(), "table {}", t.name());
+    }
+    let types = rows(ch, "DESCRIBE TABLE fx.flows");
+    assert_eq!(
+        types[5]["type"], "FixedString(16)",
+        "18.16 variant expected"
+    );
+    // A second run applies nothing new and does not record a migration twice.
+    let run = run_sensor(&fixtures()[..1], "fx_again", &ch.url(), "", &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let run = run_sensor(&fixtures()[..1], "fx_again", &ch.url(), "", &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    let versions = ch.query("SELECT version FROM fx_again.schema_migrations ORDER BY version");
+    let want: Vec<String> = sensor::export::clickhouse::schema::MIGRATIONS
+        .iter()
+        .map(|m| m.0.to_string())
+        .collect();
+    assert_eq!(versions.lines().collect::<Vec<_>>(), want);
+}
+
+/// A dashboard query from config/clickhouse/dashboards with its parameters filled in.
+fn dashboard(name: &str, db: &str, params: &[(&str, String)]) -> String {
+    let path = common::repo_root().join(format!("config/clickhouse/dashboards/{name}.sql"));
+    let mut sql: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    sql = sql.replace("{db}", db);
+    for (k, v) in params {
+        sql = sql.replace(&format!("{{{k}}}"), v);
+    }
+    assert!(!sql.contains('{'), "unfilled parameter in {name}: {sql}");
+    sql
+}
+
+fn count_top(items: impl Iterator<Item = String>) -> Vec<(String, u64)> {
+    let mut m: BTreeMap<String, u64> = BTreeMap::new();
+    for i in items {
+        *m.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<(String, u64)> = m.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v
+}
+
+#[test]
+fn dashboard_queries_agree_with_the_eve_output() {
+    let (Some(ch), Some(eve)) = (shared(), fixture_run()) else {
+        return;
+    };
+    let range = [("from", "0".to_string()), ("to", "4000000000".to_string())];
+    fn with_range<'a>(
+        range: &[(&'a str, String)],
+        extra: &[(&'a str, String)],
+    ) -> Vec<(&'a str, String)> {
+        range.iter().cloned().chain(extra.iter().cloned()).collect()
+    }
+    let with = |extra: &[(&'static str, String)]| with_range(&range, extra);
+    let flows: Vec<&Value> = eve.iter().filter(|v| v["event_type"] == "flow").collect();
+    let bytes = |v: &Value| num(&v["flow"]["bytes_toserver"]) + num(&v["flow"]["bytes_toclient"]);
+
+    // Traffic by minute and app_proto.
+    let mut want: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+    for v in &flows {
+        let ts = s(&v["timestamp"]);
+        let minute = format!("{} {}:00", &ts[..10], &ts[11..16]);
+        let e = want.entry((minute, s(&v["app_proto"]))).or_default();
+        e.0 += 1;
+        e.1 += bytes(v);
+    }
+    let got: BTreeMap<(String, String), (u64, u64)> =
+        rows(ch, &dashboard("traffic_by_app_proto", "fx", &with(&[])))
+            .iter()
+            .map(|r| {
+                (
+                    (s(&r["minute"]), s(&r["app_proto"])),
+                    (num(&r["flows"]), num(&r["bytes"])),
+                )
+            })
+            .collect();
+    assert_eq!(got, want, "traffic_by_app_proto");
+
+    // Top talkers by bytes.
+    let mut by_ip: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for v in &flows {
+        let e = by_ip.entry(s(&v["src_ip"])).or_default();
+        e.0 += bytes(v);
+        e.1 += 1;
+    }
+    let mut want: Vec<(String, u64, u64)> =
+        by_ip.into_iter().map(|(k, (b, n))| (k, b, n)).collect();
+    want.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    want.truncate(5);
+    let got: Vec<(String, u64, u64)> = rows(
+        ch,
+        &dashboard("top_talkers", "fx", &with(&[("limit", "5".into())])),
+    )
+    .iter()
+    .map(|r| (s(&r["ip"]), num(&r["bytes"]), num(&r["flows"])))
+    .collect();
+    assert_eq!(got, want, "top_talkers");
+
+    // Top SNI (flows with a TLS event carrying an SNI).
+    let mut first_sni: BTreeMap<u64, String> = BTreeMap::new();
+    for v in eve.iter().filter(|v| v["event_type"] == "tls") {
+        first_sni
+            .entry(num(&v["flow_id"]))
+            .or_insert_with(|| s(&v["tls"]["sni"]));
+    }
+    let mut want = count_top(first_sni.values().filter(|x| !x.is_empty()).cloned());
+    want.truncate(10);
+    let got: Vec<(String, u64)> = rows(
+        ch,
+        &dashboard("top_sni", "fx", &with(&[("limit", "10".into())])),
+    )
+    .iter()
+    .map(|r| (s(&r["sni"]), num(&r["flows"])))
+    .collect();
+    assert!(!got.is_empty());
+    assert_eq!(got, want, "top_sni");
+
+    // Top HTTP hosts.
+    let mut want = count_top(
+        eve.iter()
+            .filter(|v| v["event_type"] == "http")
+            .map(|v| s(&v["http"]["hostname"])),
+    );
+    want.truncate(10);
+    let got: Vec<(String, u64)> = rows(
+        ch,
+        &dashboard("top_http_hosts", "fx", &with(&[("limit", "10".into())])),
+    )
+    .iter()
+    .map(|r| (s(&r["hostname"]), num(&r["requests"])))
+    .collect();
+    assert!(!got.is_empty());
+    assert_eq!(got, want, "top_http_hosts");
+
+    // Top DNS names asked.
+    let mut want = count_top(
+        eve.iter()
+            .filter(|v| v["event_type"] == "dns" && v["dns"]["type"] == "query")
+            .map(|v| s(&v["dns"]["rrname"])),
+    );
+    want.truncate(10);
+    let got: Vec<(String, u64)> = rows(
+        ch,
+        &dashboard("top_dns_names", "fx", &with(&[("limit", "10".into())])),
+    )
+    .iter()
+    .map(|r| (s(&r["rrname"]), num(&r["queries"])))
+    .collect();
+    assert!(!got.is_empty());
+    assert_eq!(got, want, "top_dns_names");
+
+    // Flow search: by address, by port, by SNI substring.
+    let search = |ip: &str, port: u64, sni: &str| -> Vec<u64> {
+        let mut ids: Vec<u64> = rows(
+            ch,
+            &dashboard(
+                "flow_search",
+                "fx",
+                &with(&[
+                    ("ip", format!("'{ip}'")),
+                    ("port", port.to_string()),
+                    ("sni", format!("'{sni}'")),
+                    ("limit", "1000".into()),
+                ]),
+            ),
+        )
+        .iter()
+        .map(|r| num(&r["flow_id"]))
+        .collect();
+        ids.sort();
+        ids
+    };
+    let a_flow = flows
+        .iter()
+        .find(|v| v["app_proto"] == "tls")
+        .expect("a TLS flow in the fixtures");
+    let addr = s(&a_flow["dest_ip"]);
+    let mut want: Vec<u64> = flows
+        .iter()
+        .filter(|v| s(&v["src_ip"]) == addr || s(&v["dest_ip"]) == addr)
+        .map(|v| num(&v["flow_id"]))
+        .collect();
+    want.sort();
+    assert_eq!(search(&addr, 0, ""), want, "search by address {addr}");
+    let mut want: Vec<u64> = flows
+        .iter()
+        .filter(|v| num(&v["src_port"]) == 53 || num(&v["dest_port"]) == 53)
+        .map(|v| num(&v["flow_id"]))
+        .collect();
+    want.sort();
+    assert!(!want.is_empty());
+    assert_eq!(search("", 53, ""), want, "search by port 53");
+    let (sni_flow, sni) = first_sni
+        .iter()
+        .find(|(_, v)| !v.is_empty())
+        .expect("a flow with an SNI");
+    let part = &sni[..sni.len().min(6)];
+    let mut want: Vec<u64> = first_sni
+        .iter()
+        .filter(|(_, v)| v.to_lowercase().contains(&part.to_lowercase()))
+        .map(|(k, _)| *k)
+        .collect();
+    want.sort();
+    let got = search("", 0, &part.to_uppercase());
+    assert!(got.contains(sni_flow));
+    assert_eq!(got, want, "search by SNI part {part}");
+}
+
+#[test]
+fn refused_credentials_are_one_clear_line_without_the_password() {
+    let Some(ch) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        "creds",
+        "user = \"sensor\"\npassword = \"not-the-password\"\n",
+        &dir.path().join("spool"),
+        "",
+    );
+    let out = sensor_cmd(
+        &fixtures()[..1],
+        &cfg,
+        &ch.url(),
+        &dir.path().join("eve.json"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("clickhouse.password"), "{err}");
+    assert!(!err.contains("not-the-password"), "{err}");
+
+    // The right password works (user `sensor`).
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("not-the-password", ClickHouse::PASSWORD),
+    )
+    .unwrap();
+    let out = sensor_cmd(
+        &fixtures()[..1],
+        &cfg,
+        &ch.url(),
+        &dir.path().join("eve.json"),
+        &[],
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(ch.count("SELECT count() FROM creds.flows") > 0);
+}
+
+/// A capture of many flows spanning some seconds of packet time, made by amplifying the
+/// fixtures; and its span in seconds.
+fn big_capture(dir: &Path, bytes: u64) -> (PathBuf, f64) {
+    let out = dir.join("big.pcap");
+    let root = common::repo_root().join("testdata-pcaps");
+    let args = sensor::gen::amplify::AmplifyArgs {
+        out: out.clone(),
+        target_bytes: bytes,
+        max_gap: 3600,
+        inputs: ["tls.pcap", "http.pcap", "dns.pcap"]
+            .iter()
+            .map(|f| root.join(f))
+            .collect(),
+    };
+    sensor::gen::amplify::run(&args).unwrap();
+    let f = sensor::capture::pcap_file::PcapFile::open(&out).unwrap();
+    let (mut first, mut last) = (None, 0);
+    for fr in f.frames() {
+        first.get_or_insert(fr.ts);
+        last = fr.ts;
+    }
+    let span = (last - first.unwrap_or(last)) as f64 / 1e9;
+    (out, span)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn summary_value(stderr: &str, sink: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("sink {sink}:")))
+        .unwrap_or_else(|| panic!("no {sink} line in {stderr}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn clickhouse_killed_mid_replay_loses_and_duplicates_nothing() {
+    if !have("clickhouse-server") {
+        return;
+    }
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cap, span) = big_capture(dir.path(), 3 << 20);
+    // Paced so the replay lasts about 8 seconds.
+    let speed = (span / 8.0).max(0.01);
+    let spool = dir.path().join("spool");
+    let cfg = config(
+        dir.path(),
+        "outage",
+        "batch_rows = 500\n",
+        &spool,
+        "[export]\ndrain_timeout = 120\n",
+    );
+    let eve = dir.path().join("eve.json");
+    let started = Instant::now();
+    let child = sensor_cmd(
+        &[cap],
+        &cfg,
+        &ch.url(),
+        &eve,
+        &["--speed", &format!("{speed}")],
+    )
+    .spawn()
+    .unwrap();
+    wait_for("first rows", Duration::from_secs(60), || {
+        ch.try_query("SELECT count() FROM outage.flows")
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+    });
+    let before = ch.count("SELECT count() FROM outage.flows");
+    ch.kill();
+    let killed_at = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let spool_bytes: u64 = walk_size(&spool);
+    ch.restart();
+    let restarted_at = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let done_at = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let eve = read_eve(&eve);
+    let want = eve_counts(&eve);
+    assert_eq!(table_counts(&ch, "outage"), want, "{err}");
+    assert_eq!(duplicates(&ch, "outage"), 0);
+    assert_tables_equal_eve(&ch, "outage", &eve);
+    assert!(summary_value(&err, "clickhouse", "spooled") > 0, "{err}");
+    assert_eq!(summary_value(&err, "clickhouse", "lost"), 0);
+    assert_eq!(summary_value(&err, "clickhouse", "spool_left_bytes"), 0);
+    eprintln!(
+        "outage: records={:?} rows before kill={before} killed at {killed_at:?}, spool during outage {spool_bytes} bytes, \
+         restarted at {restarted_at:?}, sensor done at {done_at:?} (replay {span:.1}s of capture at speed {speed:.3})\n{err}",
+        want
+    );
+}
+
+fn walk_size(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
+    rd.filter_map(|e| e.ok())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                walk_size(&e.path())
+            } else {
+                m.len()
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn the_spool_survives_a_sensor_restart_and_full_spools_follow_their_policy() {
+    if !have("clickhouse-server") {
+        return;
+    }
+    let ch = ClickHouse::start();
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let files = fixtures();
+    let (a, b) = files.split_at(files.len() / 2);
+
+    // Run 1: the server is down for the whole run; everything is spooled, nothing is lost.
+    ch.kill();
+    let cfg = config(
+        dir.path(),
+        "restart",
+        "",
+        &spool,
+        "[export]\ndrain_timeout = 1\n",
+    );
+    let eve1 = dir.path().join("eve1.json");
+    let out = sensor_cmd(a, &cfg, &ch.url(), &eve1, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(summary_value(&err, "clickhouse", "sent"), 0, "{err}");
+    assert!(
+        summary_value(&err, "clickhouse", "spool_left_bytes") > 0,
+        "{err}"
+    );
+    let left = walk_size(&spool);
+    assert!(left > 0);
+
+    // Run 2, another capture, server back: the first run's spool goes first, then the rest.
+    ch.restart();
+    let eve2 = dir.path().join("eve2.json");
+    let out = sensor_cmd(b, &cfg, &ch.url(), &eve2, &[]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(summary_value(&err, "clickhouse", "replayed") > 0, "{err}");
+    assert_eq!(
+        summary_value(&err, "clickhouse", "spool_left_bytes"),
+        0,
+        "{err}"
+    );
+    let mut eve = read_eve(&eve1);
+    eve.extend(read_eve(&eve2));
+    assert_eq!(table_counts(&ch, "restart"), eve_counts(&eve));
+    assert_eq!(duplicates(&ch, "restart"), 0);
+    assert_tables_equal_eve(&ch, "restart", &eve);
+    eprintln!("spool restart: {left} bytes spooled by run 1, all replayed by run 2");
+
+    // drop_oldest with a tiny spool and a dead server: drops are counted, and spooled rows =
+    // dropped + still on disk.
+    ch.kill();
+    let d2 = tempfile::tempdir().unwrap();
+    let spool2 = d2.path().join("spool");
+    let (cap, _) = big_capture(d2.path(), 2 << 20);
+    let cfg = config(
+        d2.path(),
+        "dropped",
+        "batch_rows = 50\n",
+        &spool2,
+        "max_bytes = 65536\nfull_policy = \"drop_oldest\"\n[export]\ndrain_timeout = 0\n",
+    );
+    let out = sensor_cmd(&[cap], &cfg, &ch.url(), &d2.path().join("eve.json"), &[])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let spooled = summary_value(&err, "clickhouse", "spooled");
+    let dropped = summary_value(&err, "clickhouse", "spool_dropped");
+    assert!(dropped > 0, "{err}");
+    assert!(walk_size(&spool2.join("clickhouse")) <= 65536 + 4096);
+    let eve = read_eve(&d2.path().join("eve.json"));
+    let total: u64 = eve_counts(&eve).iter().sum();
+    assert_eq!(spooled, total, "every row went to the spool: {err}");
+    assert!(dropped < spooled, "the newest batches are kept: {err}");
+    eprintln!("drop_oldest: {spooled} rows spooled, {dropped} dropped and counted\n{err}");
+
+    // block: the replay waits while the spool is full and the server down, and completes with
+    // nothing lost once the server is back.
+    let d3 = tempfile::tempdir().unwrap();
+    let spool3 = d3.path().join("spool");
+    let (cap, _) = big_capture(d3.path(), 2 << 20);
+    let cfg = config(
+        d3.path(),
+        "blocked",
+        "batch_rows = 50\n",
+        &spool3,
+        "max_bytes = 65536\nfull_policy = \"block\"\n[export]\ndrain_timeout = 120\n",
+    );
+    let eve3 = d3.path().join("eve.json");
+    let mut child = sensor_cmd(&[cap], &cfg, &ch.url(), &eve3, &[])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(child.try_wait().unwrap().is_none(), "the replay must wait");
+    assert!(walk_size(&spool3.join("clickhouse")) <= 65536 + 4096);
+    ch.restart();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let eve = read_eve(&eve3);
+    assert_eq!(table_counts(&ch, "blocked"), eve_counts(&eve), "{err}");
+    assert_eq!(duplicates(&ch, "blocked"), 0);
+    assert_eq!(summary_value(&err, "clickhouse", "lost"), 0);
+}
+
+#[test]
+fn sigterm_mid_replay_flushes_flows_and_drains_to_clickhouse() {
+    let Some(ch) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (cap, span) = big_capture(dir.path(), 2 << 20);
+    let speed = (span / 20.0).max(0.01);
+    let cfg = config(dir.path(), "sigterm", "", &dir.path().join("spool"), "");
+    let eve = dir.path().join("eve.json");
+    let child = sensor_cmd(
+        &[cap],
+        &cfg,
+        &ch.url(),
+        &eve,
+        &["--speed", &speed.to_string()],
+    )
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let eve = read_eve(&eve);
+    let flows = eve_counts(&eve)[0];
+    assert!(flows > 0, "{err}");
+    let shutdown = eve
+        .iter()
+        .filter(|v| v["event_type"] == "flow" && v["flow"]["reason"] == "shutdown")
+        .count();
+    assert!(shutdown > 0, "open flows are flushed at the stop: {err}");
+    assert!(err.contains("stop requested"), "{err}");
+    assert_eq!(table_counts(ch, "sigterm"), eve_counts(&eve), "{err}");
+}

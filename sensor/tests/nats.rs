@@ -1,0 +1,261 @@
+//! The NATS JetStream sink against a real `nats-server -js` (Debian's 2.9 in CI): every EVE
+//! record arrives exactly once as a message whose payload is that EVE object, on
+//! `sensor.<id>.<event_type>`, also across a server crash in the middle of a replay; refused
+//! credentials are one clear line.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, consumer};
+use common::servers::{have, sensor_bin, Nats};
+use futures_util::StreamExt;
+use serde_json::Value;
+
+fn fixtures() -> Vec<PathBuf> {
+    let dir = common::repo_root().join("testdata-pcaps");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn config(dir: &Path, nats_extra: &str, extra: &str) -> PathBuf {
+    let p = dir.join("sensor.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sensor]\nworkers = 2\npin_cores = false\n[nats]\nuser = \"{}\"\n\
+             password = \"{}\"\nbatch_age_ms = 100\n{nats_extra}[spool]\ndir = \"{}\"\n{extra}",
+            Nats::USER,
+            Nats::PASSWORD,
+            dir.join("spool").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn sensor_cmd(files: &[PathBuf], cfg: &Path, url: &str, id: &str, eve: &Path) -> Command {
+    let mut c = Command::new(sensor_bin());
+    c.arg("replay")
+        .args(files)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--nats", url, "--sensor-id", id, "--quiet", "--eve"])
+        .arg(eve)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c
+}
+
+fn read_eve(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Every message of the stream on `sensor.<id>.>`: (subject, msg id, payload).
+fn read_stream(n: &Nats, id: &str) -> Vec<(String, String, Value)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = async_nats::ConnectOptions::with_user_and_password(
+            Nats::USER.into(),
+            Nats::PASSWORD.into(),
+        )
+        .connect(n.url())
+        .await
+        .unwrap();
+        let js = jetstream::new(client);
+        let stream = js.get_stream("SENSOR").await.unwrap();
+        let c = stream
+            .create_consumer(consumer::pull::Config {
+                filter_subject: format!("sensor.{id}.>"),
+                deliver_policy: consumer::DeliverPolicy::All,
+                ack_policy: consumer::AckPolicy::None,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            let mut batch = c
+                .fetch()
+                .max_messages(10_000)
+                .expires(Duration::from_millis(500))
+                .messages()
+                .await
+                .unwrap();
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.unwrap();
+                got += 1;
+                let mid = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("Nats-Msg-Id"))
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                out.push((
+                    m.subject.to_string(),
+                    mid,
+                    serde_json::from_slice(&m.payload).unwrap(),
+                ));
+            }
+            if got == 0 {
+                break;
+            }
+        }
+        out
+    })
+}
+
+/// The stream holds each EVE record exactly once, byte-for-byte the same object.
+fn assert_stream_equals_eve(msgs: &[(String, String, Value)], eve: &[Value], id: &str) {
+    let mut by_id: HashMap<&str, usize> = HashMap::new();
+    for (_, mid, _) in msgs {
+        *by_id.entry(mid.as_str()).or_default() += 1;
+    }
+    let dups: Vec<_> = by_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated message ids: {dups:?}");
+    for (subject, _, v) in msgs {
+        assert_eq!(
+            subject,
+            &format!("sensor.{id}.{}", v["event_type"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+    let canon = |v: &Value| v.to_string();
+    let mut want: Vec<String> = eve.iter().map(canon).collect();
+    let mut got: Vec<String> = msgs.iter().map(|(_, _, v)| canon(v)).collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got.len(), want.len(), "message count");
+    assert_eq!(got, want, "payloads differ from the EVE records");
+}
+
+fn summary_value(stderr: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("sink nats:"))
+        .unwrap_or_else(|| panic!("no nats line in {stderr}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
+}
+
+#[test]
+fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash() {
+    if !have("nats-server") {
+        eprintln!("SKIPPED: nats-server is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let n = Nats::start();
+
+    // Fixtures, server up all along.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", "");
+    let eve = dir.path().join("eve.json");
+    let out = sensor_cmd(&fixtures(), &cfg, &n.url(), "fx", &eve)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let eve = read_eve(&eve);
+    assert_stream_equals_eve(&read_stream(&n, "fx"), &eve, "fx");
+    assert_eq!(summary_value(&err, "sent"), eve.len() as u64);
+
+    // A paced replay of many flows; the server is killed in the middle and restarted on the
+    // same JetStream store.
+    let d = tempfile::tempdir().unwrap();
+    let cap = d.path().join("big.pcap");
+    let root = common::repo_root().join("testdata-pcaps");
+    sensor::gen::amplify::run(&sensor::gen::amplify::AmplifyArgs {
+        out: cap.clone(),
+        target_bytes: 2 << 20,
+        max_gap: 3600,
+        inputs: vec![
+            root.join("tls.pcap"),
+            root.join("dns.pcap"),
+            root.join("http.pcap"),
+        ],
+    })
+    .unwrap();
+    let f = sensor::capture::pcap_file::PcapFile::open(&cap).unwrap();
+    let (mut first, mut last) = (None, 0);
+    for fr in f.frames() {
+        first.get_or_insert(fr.ts);
+        last = fr.ts;
+    }
+    let span = (last - first.unwrap_or(last)) as f64 / 1e9;
+    let speed = (span / 8.0).max(0.01);
+    let cfg = config(
+        d.path(),
+        "batch_msgs = 300\ntimeout = 2\n",
+        "[export]\ndrain_timeout = 120\n",
+    );
+    let eve = d.path().join("eve.json");
+    let started = Instant::now();
+    let mut cmd = sensor_cmd(&[cap], &cfg, &n.url(), "outage", &eve);
+    cmd.args(["--speed", &speed.to_string()]);
+    let child = cmd.spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    n.kill();
+    let killed_at = started.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    n.restart();
+    let out = child.wait_with_output().unwrap();
+    let done_at = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    let eve = read_eve(&eve);
+    let msgs = read_stream(&n, "outage");
+    assert_stream_equals_eve(&msgs, &eve, "outage");
+    assert!(summary_value(&err, "spooled") > 0, "{err}");
+    assert_eq!(summary_value(&err, "lost"), 0, "{err}");
+    assert_eq!(summary_value(&err, "spool_left_bytes"), 0, "{err}");
+    eprintln!(
+        "nats outage: {} records, killed at {killed_at:?} for 3 s, sensor done at {done_at:?}\n{err}",
+        eve.len()
+    );
+}
+
+#[test]
+fn refused_credentials_are_one_clear_line_without_the_secret() {
+    if !have("nats-server") {
+        return;
+    }
+    let n = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(Nats::PASSWORD, "wrong-secret");
+    std::fs::write(&cfg, text).unwrap();
+    let out = sensor_cmd(
+        &fixtures()[..1],
+        &cfg,
+        &n.url(),
+        "creds",
+        &dir.path().join("eve.json"),
+    )
+    .output()
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("nats."), "{err}");
+    assert!(!err.contains("wrong-secret"), "{err}");
+}

@@ -151,9 +151,14 @@ fn ip(col: &str) -> String {
 /// Every table's rows, as sorted canonical strings, equal what the EVE output says.
 fn assert_tables_equal_eve(ch: &ClickHouse, db: &str, eve: &[Value]) {
     let mut sni: HashMap<u64, String> = HashMap::new();
-    for v in eve.iter().filter(|v| v["event_type"] == "tls") {
+    // The flow row's TLS columns come from the flow's first TLS or QUIC ClientHello.
+    for v in eve
+        .iter()
+        .filter(|v| v["event_type"] == "tls" || v["event_type"] == "quic")
+    {
+        let t = v["event_type"].as_str().unwrap_or("tls");
         sni.entry(num(&v["flow_id"]))
-            .or_insert_with(|| s(&v["tls"]["sni"]));
+            .or_insert_with(|| s(&v[t]["sni"]));
     }
     let mut want: Vec<String> = eve
         .iter()
@@ -496,12 +501,16 @@ fn dashboard_queries_agree_with_the_eve_output() {
     .collect();
     assert_eq!(got, want, "top_talkers");
 
-    // Top SNI (flows with a TLS event carrying an SNI).
+    // Top SNI (flows with a TLS or QUIC ClientHello carrying an SNI).
     let mut first_sni: BTreeMap<u64, String> = BTreeMap::new();
-    for v in eve.iter().filter(|v| v["event_type"] == "tls") {
+    for v in eve
+        .iter()
+        .filter(|v| v["event_type"] == "tls" || v["event_type"] == "quic")
+    {
+        let t = v["event_type"].as_str().unwrap_or("tls");
         first_sni
             .entry(num(&v["flow_id"]))
-            .or_insert_with(|| s(&v["tls"]["sni"]));
+            .or_insert_with(|| s(&v[t]["sni"]));
     }
     let mut want = count_top(first_sni.values().filter(|x| !x.is_empty()).cloned());
     want.truncate(10);

@@ -138,7 +138,7 @@ t1=$(now)
 nats_secs=$(elapsed "$t0" "$t1")
 nats_msgs=$(grep -o 'sink nats: sent=[0-9]*' "$TMP/sensor-nats.err" | grep -o '[0-9]*$')
 "$BIN/sensor" replay "$CAP" --config "$TMP/sensor.toml" --eve "$TMP/eve.json" --quiet 2>/dev/null
-read -r floor_msgs floor_secs _ < <("$BIN/examples/nats_publish_floor" "nats://127.0.0.1:$NATS" bench bench "$TMP/eve.json" floor 4096)
+read -r floor_msgs floor_secs _ < <("$BIN/examples/nats_publish_floor" "nats://127.0.0.1:$NATS" bench bench "$TMP/eve.json" bench 4096 || echo "0 0 0")
 
 rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", (s > 0 ? n / s : 0) }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b > 0 ? a / b : 0) }'; }

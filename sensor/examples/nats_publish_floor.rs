@@ -28,7 +28,7 @@ fn main() {
                 .unwrap_or("flow");
             (
                 format!("sensor.{}.{t}", a[5]),
-                format!("{}:{i}", a[5]),
+                format!("floor:{i}"),
                 bytes::Bytes::copy_from_slice(l.as_bytes()),
             )
         })

@@ -298,7 +298,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // async-nats logs every reconnect attempt and its own copy of errors the
+                // NATS sink already reports in one line.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=off")),
         )
         .init();
     match run(Cli::parse()) {

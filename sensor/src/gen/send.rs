@@ -231,6 +231,8 @@ struct TxRing {
     pending: usize,
     /// Lengths of the frames in flight, per slot (for the byte count of what was sent).
     lens: Vec<u32>,
+    /// Bytes of virtio-net header before each frame (0 or [VNET_HDR_LEN]).
+    vnet: usize,
     /// Largest frame the interface takes (MTU + Ethernet header).
     max_frame: usize,
 }
@@ -270,6 +272,7 @@ impl TxRing {
                 head: 0,
                 pending: 0,
                 lens: Vec::new(),
+                vnet: 0,
                 max_frame: mtu(iface).map_or(1514, |m| m + 14),
             };
             let setopt = |name: libc::c_int, val: *const libc::c_void, len: usize| {
@@ -300,6 +303,19 @@ impl TxRing {
                 (&one as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>(),
             );
+            // With a virtio-net header saying the whole frame is header, the kernel copies the
+            // frame into the skb's linear part instead of pointing page fragments at the ring,
+            // which a veth would copy again into a freshly allocated page per frame (a fifth
+            // of the sender's time in a profile here). Without it frames still go out.
+            if setopt(
+                PACKET_VNET_HDR,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>(),
+            )
+            .is_ok()
+            {
+                ring.vnet = VNET_HDR_LEN;
+            }
             let req = libc::tpacket_req {
                 tp_block_size: TX_BLOCK_SIZE as u32,
                 tp_block_nr: TX_BLOCKS as u32,
@@ -392,7 +408,7 @@ impl TxRing {
     /// waits for a free slot when the ring is full. Returns false (and queues nothing) when
     /// the frame is too big for the interface.
     fn queue(&mut self, frame: &[u8], copy: u32, rep: &mut SendReport) -> Result<bool> {
-        if frame.len() > self.max_frame || frame.len() > self.frame_size - TX_DATA_OFF {
+        if frame.len() > self.max_frame || frame.len() + self.vnet > self.frame_size - TX_DATA_OFF {
             return Ok(false);
         }
         while self.pending == self.frames {
@@ -409,16 +425,24 @@ impl TxRing {
         }
         let i = self.head;
         // SAFETY: slot i is ours (status AVAILABLE, not pending); its data area
-        // [TX_DATA_OFF, TX_DATA_OFF + len) lies inside the slot (len checked above).
+        // [TX_DATA_OFF, TX_DATA_OFF + vnet + len) lies inside the slot (len checked above).
         unsafe {
             let slot = self.map.add(i * self.frame_size);
-            let data = std::slice::from_raw_parts_mut(slot.add(TX_DATA_OFF), frame.len());
+            if self.vnet > 0 {
+                // struct virtio_net_hdr: flags 0, gso_type NONE, hdr_len = the whole frame
+                // (little-endian, as the kernel reads it for AF_PACKET), the rest 0.
+                let mut h = [0u8; VNET_HDR_LEN];
+                h[2..4].copy_from_slice(&(frame.len() as u16).to_le_bytes());
+                std::ptr::copy_nonoverlapping(h.as_ptr(), slot.add(TX_DATA_OFF), VNET_HDR_LEN);
+            }
+            let data =
+                std::slice::from_raw_parts_mut(slot.add(TX_DATA_OFF + self.vnet), frame.len());
             data.copy_from_slice(frame);
             if copy > 0 {
                 rewrite_frame(data, copy);
             }
             let hdr = slot.cast::<libc::tpacket2_hdr>();
-            (*hdr).tp_len = frame.len() as u32;
+            (*hdr).tp_len = (self.vnet + frame.len()) as u32;
         }
         if let Some(l) = self.lens.get_mut(i) {
             *l = frame.len() as u32;
@@ -459,6 +483,11 @@ impl TxRing {
         }
     }
 }
+
+/// `PACKET_VNET_HDR` (linux/if_packet.h).
+const PACKET_VNET_HDR: libc::c_int = 15;
+/// `sizeof(struct virtio_net_hdr)`.
+const VNET_HDR_LEN: usize = 10;
 
 /// `TP_STATUS_SENDING` (linux/if_packet.h).
 const TP_STATUS_SENDING: u32 = 1 << 1;

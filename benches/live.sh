@@ -177,6 +177,8 @@ trial() {
 #          the generator was the limit, the receiver's own limit is higher;
 #   veth - lossless at full speed but the generator found the veth full (waited): the veth's
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
+# (tcpdump's trial turns GRO off, which leaves the veth without NAPI: the kernel's receive path
+# then runs on the generator's CPU, so its "generator-limited" includes that work.)
 declare -A ZL MAXR MAXLOSS LIM
 TOOLS=(xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on)
 rm -f "$LOGS/live-send.log"

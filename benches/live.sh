@@ -111,9 +111,12 @@ napi_on
 # threads are left to the scheduler (a polling AF_XDP loop sharing cpu 1 with the NAPI thread
 # collapsed to a third here), except the sensor's, which it pins itself (capture cpu 0, worker 1).
 pin_napi() {
-    local t
-    for t in $(ps -eLo tid=,comm= | awk -v n="napi/$A-" 'index($2, n) == 1 {print $1}'); do
-        taskset -pc 1 "$t" >/dev/null 2>&1
+    local f
+    # Kernel threads are processes: their names are in /proc/PID/comm (no procps needed).
+    for f in /proc/[0-9]*/comm; do
+        [[ $(cat "$f" 2>/dev/null) == "napi/$A-"* ]] || continue
+        f=${f#/proc/}
+        taskset -pc 1 "${f%/comm}" >/dev/null 2>&1
     done
 }
 

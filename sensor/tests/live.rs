@@ -520,3 +520,37 @@ fn the_capture_filter_passes_only_matching_frames_and_counts_the_rest() {
     assert_eq!(field(&log, "filtered"), sent - frames, "{log}");
     assert_eq!(normalized(&eve), normalized(&wanted), "{log}");
 }
+
+#[test]
+fn without_privileges_the_error_says_what_is_needed() {
+    if skip() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bin = dir.path().join("sensor");
+    std::fs::copy(env!("CARGO_BIN_EXE_sensor"), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let veth = Veth::new();
+    // As nobody, without capabilities.
+    let out = match Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&bin)
+        .args(["run", "--iface", &veth.host, "--metrics-addr", ""])
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipping: setpriv not available: {e}");
+            return;
+        }
+    };
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("run as root") && err.contains("CAP_BPF"),
+        "{err}"
+    );
+    assert!(!veth.xdp_attached());
+}

@@ -185,14 +185,7 @@ impl XdpProgram {
     ) -> Result<XdpProgram, XdpError> {
         let if_index = ifindex(iface).ok_or_else(|| XdpError::NoInterface(iface.to_string()))?;
         raise_memlock();
-        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| {
-            let s = format!("{e:#}");
-            if s.contains("EPERM") || s.contains("Operation not permitted") {
-                XdpError::Permission(s)
-            } else {
-                XdpError::Load(s)
-            }
-        })?;
+        let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(&e))?;
 
         let mut flags = match behaviour {
             Behaviour::Capture { bypass: true } => CFG_BYPASS,
@@ -241,14 +234,7 @@ impl XdpProgram {
             .ok_or_else(|| XdpError::Load("program sensor_xdp missing from the object".into()))?
             .try_into()
             .map_err(|e| XdpError::Load(format!("{e}")))?;
-        prog.load().map_err(|e| {
-            let s = format!("{e:#}");
-            if s.contains("EPERM") || s.contains("Operation not permitted") {
-                XdpError::Permission(s)
-            } else {
-                XdpError::Load(s)
-            }
-        })?;
+        prog.load().map_err(|e| load_error(&e))?;
         let tries: &[(XdpMode, &'static str)] = match mode {
             AttachMode::Auto => &[(XdpMode::Driver, "driver"), (XdpMode::Skb, "skb")],
             AttachMode::Driver => &[(XdpMode::Driver, "driver")],
@@ -274,7 +260,7 @@ impl XdpProgram {
                     });
                 }
                 Err(e) => {
-                    let s = format!("{e:#}");
+                    let s = chain(&e);
                     if s.contains("EBUSY") || s.contains("Device or resource busy") {
                         return Err(XdpError::Busy {
                             iface: iface.to_string(),
@@ -360,6 +346,32 @@ impl XdpMaps {
             *slot = self.counter(i as u32);
         }
         out
+    }
+}
+
+/// An error and its sources on one line (aya's errors keep the OS error in `source`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// A load failure, told apart: missing privileges, or anything else.
+fn load_error(e: &dyn std::error::Error) -> XdpError {
+    let s = chain(e);
+    let denied = s.contains("EPERM")
+        || s.contains("Operation not permitted")
+        || s.contains("EACCES")
+        || s.contains("Permission denied");
+    if denied {
+        XdpError::Permission(s)
+    } else {
+        XdpError::Load(s)
     }
 }
 

@@ -106,6 +106,25 @@ impl std::fmt::Display for SendReport {
     }
 }
 
+/// Opens a send-only AF_PACKET socket (protocol 0: it receives nothing) and finds the
+/// interface's index; the caller owns the fd and must close it.
+fn packet_socket(iface: &str) -> Result<(libc::c_int, u32)> {
+    let c = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name"))?;
+    // SAFETY: plain libc calls on a C string we own; the fd is handed to the caller.
+    unsafe {
+        let ifindex = libc::if_nametoindex(c.as_ptr());
+        if ifindex == 0 {
+            bail!("interface {iface} not found");
+        }
+        let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error())
+                .context("AF_PACKET socket (needs root or CAP_NET_RAW)");
+        }
+        Ok((fd, ifindex))
+    }
+}
+
 /// A raw AF_PACKET socket bound to one interface, for sending only.
 struct RawSocket {
     fd: libc::c_int,
@@ -113,20 +132,10 @@ struct RawSocket {
 
 impl RawSocket {
     fn open(iface: &str) -> Result<RawSocket> {
-        let c = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name"))?;
+        let (fd, ifindex) = packet_socket(iface)?;
+        let sock = RawSocket { fd };
         // SAFETY: plain libc calls on values we own; the fd is closed in Drop.
         unsafe {
-            let ifindex = libc::if_nametoindex(c.as_ptr());
-            if ifindex == 0 {
-                bail!("interface {iface} not found");
-            }
-            // Protocol 0: this socket receives nothing.
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("AF_PACKET socket (needs root or CAP_NET_RAW)");
-            }
-            let sock = RawSocket { fd };
             let one: libc::c_int = 1;
             // Skipping the qdisc is an optimisation; without it frames still go out.
             libc::setsockopt(
@@ -250,19 +259,10 @@ const TX_BLOCKS: usize = 128;
 
 impl TxRing {
     fn open(iface: &str) -> Result<TxRing> {
-        let c = std::ffi::CString::new(iface).map_err(|_| anyhow!("bad interface name"))?;
+        let (fd, ifindex) = packet_socket(iface)?;
         // SAFETY: libc calls on values we own; the fd and mapping are released in Drop (the
         // struct is built right after the socket so every later error path drops it).
         unsafe {
-            let ifindex = libc::if_nametoindex(c.as_ptr());
-            if ifindex == 0 {
-                bail!("interface {iface} not found");
-            }
-            let fd = libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error())
-                    .context("AF_PACKET socket (needs root or CAP_NET_RAW)");
-            }
             let mut ring = TxRing {
                 fd,
                 map: std::ptr::null_mut(),

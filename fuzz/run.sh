@@ -15,10 +15,12 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=($(sed -n 's/^name = "\(.*\)"$/\1/p' Cargo.toml | grep -v sensor-fuzz))
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
-export RUSTC_BOOTSTRAP=1
 
 # Seeds: payloads cut from the fixture captures, shaped per target (see sensor/src/gen/seeds.rs).
+# Built before RUSTC_BOOTSTRAP is set: the variable is part of cargo's fingerprint, so setting it
+# first would rebuild the whole workspace in release mode instead of reusing the usual build.
 (cd .. && cargo run --release --quiet --bin pcapgen -- seeds --fixtures testdata-pcaps --out fuzz/corpus)
+export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null
 mkdir -p logs
 

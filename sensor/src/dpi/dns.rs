@@ -225,10 +225,21 @@ impl Name {
         } else if self.put(b'.') {
             self.text_len += 1;
         }
-        for &b in label {
-            if self.put(b) {
-                self.text_len += 1;
-            }
+        // What `put` byte by byte would do, in one copy: write while there is room and buffer,
+        // then, if bytes are left over with room to spare, the buffer is full (no room left).
+        let space = self.buf.len().saturating_sub(self.written);
+        let k = label.len().min(self.room).min(space);
+        if let (Some(dst), Some(src)) = (
+            self.buf.get_mut(self.written..self.written + k),
+            label.get(..k),
+        ) {
+            dst.copy_from_slice(src);
+            self.written += k;
+            self.room -= k;
+            self.text_len += k;
+        }
+        if k < label.len() && self.room > 0 {
+            self.room = 0;
         }
     }
 
@@ -562,7 +573,21 @@ fn rdata_text(msg: &[u8], start: usize, rrtype: u16, rdata: &[u8]) -> Option<Str
 /// Appends `raw` as tshark's `format_text` shows it (see the module doc).
 fn push_text(raw: &[u8], out: &mut String) {
     let mut rest = raw;
-    while let Some((&c, tail)) = rest.split_first() {
+    loop {
+        // Runs of printable ASCII (nearly every name) are copied as they are, in one go.
+        let plain = rest
+            .iter()
+            .position(|&c| !(0x20..0x7f).contains(&c))
+            .unwrap_or(rest.len());
+        if plain > 0 {
+            let (run, tail) = rest.split_at(plain);
+            // Printable ASCII is valid UTF-8.
+            out.push_str(std::str::from_utf8(run).unwrap_or_default());
+            rest = tail;
+        }
+        let Some((&c, tail)) = rest.split_first() else {
+            break;
+        };
         rest = tail;
         if c < 0x80 {
             push_ascii(c, out);

@@ -100,11 +100,7 @@ fn parse_chlo(m: &[u8]) -> Option<Chlo> {
         if end < start {
             return None;
         }
-        let text = || {
-            values
-                .get(start..end)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
+        let text = || values.get(start..end).map(super::lossy);
         if tag == TAG_SNI {
             out.sni = text();
         } else if tag == TAG_UAID {

@@ -198,7 +198,7 @@ struct Head<'b> {
 }
 
 fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    super::lossy(b)
 }
 
 /// A logged header value: lossy UTF-8, at most [`MAX_LOGGED_VALUE`] bytes.

@@ -17,8 +17,10 @@
 //! SHA-256 of the sorted cipher list (4-digit hex, `,`-joined); c = the same of the sorted
 //! extension list without SNI and ALPN, then `_` and the signature algorithms in the client's
 //! order (no `_` when there are none). An empty list hashes to `000000000000`.
-
-use std::fmt::Write as _;
+//!
+//! This runs on the packet cores for every hello, so the strings are written by hand (digits
+//! and hex from tables, no `core::fmt`), the JA4 lists are sorted in place and hashed from one
+//! scratch buffer, and only the 6 digest bytes JA4 shows are turned into hex.
 
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
@@ -71,8 +73,12 @@ pub struct Ja3 {
 }
 
 impl Ja3 {
-    fn of(string: String) -> Ja3 {
-        let hash = hex(&Md5::digest(string.as_bytes()));
+    /// From the field string, written as ASCII bytes.
+    fn of(string: Vec<u8>) -> Ja3 {
+        let mut hash = String::with_capacity(32);
+        push_hex_bytes(&mut hash, &Md5::digest(&string));
+        // Digits and separators only: always valid UTF-8.
+        let string = String::from_utf8(string).unwrap_or_else(|e| super::lossy(e.as_bytes()));
         Ja3 { string, hash }
     }
 }
@@ -114,42 +120,80 @@ fn vec_body(b: &[u8], len_bytes: usize) -> &[u8] {
     rest.get(..len.unwrap_or(0)).unwrap_or(rest)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex.
+fn push_hex_bytes(s: &mut String, bytes: &[u8]) {
+    for &b in bytes {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
     }
+}
+
+#[cfg(test)]
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::new();
+    push_hex_bytes(&mut s, bytes);
     s
 }
 
+/// Appends `v` in decimal.
+fn push_u16(s: &mut Vec<u8>, v: u16) {
+    let mut digits = [0u8; 5];
+    let mut at = digits.len();
+    let mut n = v;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend_from_slice(digits.get(at..).unwrap_or_default());
+}
+
 /// Appends `vals` as decimal, `-`-joined.
-fn push_decimal(s: &mut String, vals: impl Iterator<Item = u16>) {
+fn push_decimal(s: &mut Vec<u8>, vals: impl Iterator<Item = u16>) {
     for (i, v) in vals.enumerate() {
         if i > 0 {
-            s.push('-');
+            s.push(b'-');
         }
-        let _ = write!(s, "{v}");
+        push_u16(s, v);
     }
 }
 
-/// Appends `vals` as 4-digit lowercase hex, `,`-joined.
-fn push_hex_list(s: &mut String, vals: impl Iterator<Item = u16>) {
+/// Appends `vals` as 4-digit lowercase hex, `,`-joined, to a byte buffer (hashed, never shown).
+fn push_hex_list(s: &mut Vec<u8>, vals: impl Iterator<Item = u16>) {
     for (i, v) in vals.enumerate() {
         if i > 0 {
-            s.push(',');
+            s.push(b',');
         }
-        let _ = write!(s, "{v:04x}");
+        let [hi, lo] = v.to_be_bytes();
+        s.extend_from_slice(&[
+            HEX[usize::from(hi >> 4)],
+            HEX[usize::from(hi & 15)],
+            HEX[usize::from(lo >> 4)],
+            HEX[usize::from(lo & 15)],
+        ]);
     }
 }
 
-/// First 12 hex digits of the SHA-256 of `s`; [`EMPTY_HASH`] when `s` is empty.
-fn truncated_sha256(s: &str) -> String {
+/// Appends the first 12 hex digits of the SHA-256 of `s`; [`EMPTY_HASH`] when `s` is empty.
+fn push_truncated_sha256(out: &mut String, s: &[u8]) {
     if s.is_empty() {
-        return EMPTY_HASH.to_string();
+        out.push_str(EMPTY_HASH);
+        return;
     }
-    let mut h = hex(&Sha256::digest(s.as_bytes()));
-    h.truncate(12);
-    h
+    let digest = Sha256::digest(s);
+    push_hex_bytes(out, digest.get(..6).unwrap_or_default());
+}
+
+#[cfg(test)]
+fn truncated_sha256(s: &str) -> String {
+    let mut out = String::new();
+    push_truncated_sha256(&mut out, s.as_bytes());
+    out
 }
 
 /// JA4's two-character version code.
@@ -198,15 +242,13 @@ pub fn client_fingerprints_of(
     ch: &TlsClientHelloContents<'_>,
     transport: Transport,
 ) -> ClientFingerprints {
-    let ciphers: Vec<u16> = ch
-        .ciphers
-        .iter()
-        .map(|c| c.0)
-        .filter(|&c| !is_grease(c))
-        .collect();
     let ext_block = ch.ext.unwrap_or_default();
+    // Ciphers then extension types, GREASE removed, in the client's order: one allocation
+    // for both lists (JA3 shows them in order, JA4 hashes them sorted, in place).
+    let mut vals: Vec<u16> = Vec::with_capacity(ch.ciphers.len() + ext_block.len() / 4);
+    vals.extend(ch.ciphers.iter().map(|c| c.0).filter(|&c| !is_grease(c)));
+    let n_ciphers = vals.len();
 
-    let mut ext_types: Vec<u16> = Vec::new();
     let mut groups: &[u8] = &[];
     let mut points: &[u8] = &[];
     let mut sig_algs: &[u8] = &[];
@@ -217,7 +259,7 @@ pub fn client_fingerprints_of(
         if is_grease(typ) {
             continue;
         }
-        ext_types.push(typ);
+        vals.push(typ);
         match typ {
             ext::SERVER_NAME => sni = true,
             ext::SUPPORTED_GROUPS => groups = vec_body(data, 2),
@@ -233,58 +275,70 @@ pub fn client_fingerprints_of(
             _ => {}
         }
     }
+    let (ciphers, ext_types) = vals.split_at_mut(n_ciphers);
+    let n_exts = ext_types.len();
 
     // JA3: version,ciphers,extensions,groups,point formats.
-    let mut ja3 = String::with_capacity(256);
-    let _ = write!(ja3, "{},", ch.version.0);
+    let mut ja3 =
+        Vec::with_capacity(8 + 6 * (n_ciphers + n_exts) + 3 * groups.len() + 4 * points.len());
+    push_u16(&mut ja3, ch.version.0);
+    ja3.push(b',');
     push_decimal(&mut ja3, ciphers.iter().copied());
-    ja3.push(',');
+    ja3.push(b',');
     push_decimal(&mut ja3, ext_types.iter().copied());
-    ja3.push(',');
+    ja3.push(b',');
     push_decimal(&mut ja3, u16_list(groups));
-    ja3.push(',');
+    ja3.push(b',');
     push_decimal(&mut ja3, points.iter().map(|&p| u16::from(p)));
 
     // JA4.
     let version = u16_list(versions).max().unwrap_or(ch.version.0);
     let [a0, a1] = ja4_alpn(alpn_first);
     let mut ja4 = String::with_capacity(36);
-    let _ = write!(
-        ja4,
-        "{}{}{}{:02}{:02}{a0}{a1}_",
-        transport.letter(),
-        ja4_version(version),
-        if sni { 'd' } else { 'i' },
-        ciphers.len().min(MAX_COUNT),
-        ext_types.len().min(MAX_COUNT),
-    );
-    let mut sorted = ciphers;
-    sorted.sort_unstable();
-    let mut list = String::new();
-    push_hex_list(&mut list, sorted.into_iter());
-    ja4.push_str(&truncated_sha256(&list));
+    ja4.push(transport.letter());
+    ja4.push_str(ja4_version(version));
+    ja4.push(if sni { 'd' } else { 'i' });
+    push_two_digits(&mut ja4, n_ciphers);
+    push_two_digits(&mut ja4, n_exts);
+    ja4.push(a0);
+    ja4.push(a1);
     ja4.push('_');
-    let mut exts: Vec<u16> = ext_types
-        .into_iter()
-        .filter(|&t| t != ext::SERVER_NAME && t != ext::ALPN)
-        .collect();
-    exts.sort_unstable();
+    let mut list: Vec<u8> = Vec::with_capacity(5 * n_ciphers.max(n_exts + sig_algs.len() / 2 + 1));
+    ciphers.sort_unstable();
+    push_hex_list(&mut list, ciphers.iter().copied());
+    push_truncated_sha256(&mut ja4, &list);
+    ja4.push('_');
+    ext_types.sort_unstable();
     list.clear();
-    push_hex_list(&mut list, exts.into_iter());
-    let mut algs = sig_algs
-        .chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
-        .peekable();
-    if algs.peek().is_some() {
-        list.push('_');
-        push_hex_list(&mut list, algs);
+    push_hex_list(
+        &mut list,
+        ext_types
+            .iter()
+            .copied()
+            .filter(|&t| t != ext::SERVER_NAME && t != ext::ALPN),
+    );
+    if sig_algs.len() >= 2 {
+        list.push(b'_');
+        push_hex_list(
+            &mut list,
+            sig_algs
+                .chunks_exact(2)
+                .map(|c| u16::from_be_bytes([c[0], c[1]])),
+        );
     }
-    ja4.push_str(&truncated_sha256(&list));
+    push_truncated_sha256(&mut ja4, &list);
 
     ClientFingerprints {
         ja3: Ja3::of(ja3),
         ja4,
     }
+}
+
+/// Appends a JA4 count: two decimal digits, at most [`MAX_COUNT`].
+fn push_two_digits(s: &mut String, n: usize) {
+    let n = n.min(MAX_COUNT) as u8;
+    s.push(char::from(b'0' + n / 10));
+    s.push(char::from(b'0' + n % 10));
 }
 
 /// What the fingerprints take from a ServerHello.
@@ -303,8 +357,11 @@ pub fn server_fingerprint(body: &[u8]) -> Option<ServerFingerprint> {
 
 /// JA3S of a ServerHello already decoded by `tls-parser`.
 pub fn server_fingerprint_of(sh: &TlsServerHelloContents<'_>) -> ServerFingerprint {
-    let mut s = String::with_capacity(64);
-    let _ = write!(s, "{},{},", sh.version.0, sh.cipher.0);
+    let mut s = Vec::with_capacity(64);
+    push_u16(&mut s, sh.version.0);
+    s.push(b',');
+    push_u16(&mut s, sh.cipher.0);
+    s.push(b',');
     push_decimal(
         &mut s,
         extensions(sh.ext.unwrap_or_default())
@@ -448,6 +505,25 @@ mod tests {
         assert_eq!(fp.ja4, "ts3i000000_000000000000_000000000000");
         assert_eq!(fp.ja3.string, "768,,,,");
         assert_eq!(fp.ja3.hash, hex(&Md5::digest(b"768,,,,")));
+    }
+
+    #[test]
+    fn hand_written_digits_equal_core_fmt() {
+        for v in [
+            0u16, 1, 9, 10, 99, 100, 771, 4865, 9999, 10000, 49199, 65535,
+        ] {
+            let mut s = Vec::new();
+            push_u16(&mut s, v);
+            assert_eq!(s, v.to_string().into_bytes());
+        }
+        let mut s = Vec::new();
+        push_hex_list(&mut s, [0x0a0bu16, 0x1301, 0xffff, 0].into_iter());
+        assert_eq!(s, b"0a0b,1301,ffff,0000");
+        assert_eq!(hex(&[0x00, 0x7f, 0xab]), "007fab");
+        let mut s = String::new();
+        push_two_digits(&mut s, 7);
+        push_two_digits(&mut s, 150);
+        assert_eq!(s, "0799");
     }
 
     #[test]

@@ -238,6 +238,32 @@ struct Ctx<'a> {
     out: &'a mut Vec<AppEvent>,
 }
 
+/// Bytes as an owned string, invalid UTF-8 replaced by U+FFFD: the same text as
+/// `String::from_utf8_lossy(b).into_owned()`, but valid input (nearly all of it) is checked by
+/// `str::from_utf8`'s word-at-a-time ASCII path instead of the lossy decoder's byte loop.
+pub(crate) fn lossy(b: &[u8]) -> String {
+    match std::str::from_utf8(b) {
+        Ok(s) => s.to_owned(),
+        Err(_) => String::from_utf8_lossy(b).into_owned(),
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn lossy_equals_from_utf8_lossy() {
+    let cases: [&[u8]; 6] = [
+        b"",
+        b"example.com",
+        "h\u{e9}llo".as_bytes(),
+        b"a\xffb",
+        b"\xe2\x82",
+        b"\xc0\x80x",
+    ];
+    for b in cases {
+        assert_eq!(lossy(b), String::from_utf8_lossy(b));
+    }
+}
+
 /// Empties a carry buffer, giving its memory back when it grew large.
 fn release(buf: &mut Vec<u8>) {
     if buf.capacity() > 1024 {

@@ -456,6 +456,19 @@ enum FrameError {
     Unexpected(u8),
 }
 
+/// Length of the run of zero bytes `b` starts with: PADDING, most of a client Initial, so it is
+/// scanned 16 bytes at a time.
+fn zero_run(b: &[u8]) -> usize {
+    let mut rest = b;
+    while let Some(w) = rest.first_chunk::<16>() {
+        if u128::from_ne_bytes(*w) != 0 {
+            break;
+        }
+        rest = &rest[16..];
+    }
+    b.len() - rest.len() + rest.iter().take_while(|&&x| x == 0).count()
+}
+
 /// Walks the frames of a decrypted Initial, handing CRYPTO data (offset, bytes) to `crypto`.
 fn frames(p: &[u8], google: bool, mut crypto: impl FnMut(u64, &[u8])) -> Result<(), FrameError> {
     use FrameError::*;
@@ -465,7 +478,7 @@ fn frames(p: &[u8], google: bool, mut crypto: impl FnMut(u64, &[u8])) -> Result<
         match t {
             0x00 => {
                 // PADDING, usually a long run
-                i += p[i..].iter().take_while(|&&b| b == 0).count();
+                i += zero_run(p.get(i..).unwrap_or_default());
             }
             0x01 => {} // PING
             0x02 | 0x03 if !google => {
@@ -660,6 +673,11 @@ pub struct QuicFlow {
     gquic: Option<u32>,
     /// CRYPTO bytes that could not be kept, or a hello given up.
     dropped: u64,
+    /// The server sent a Handshake packet after a reported hello: it answered with a
+    /// ServerHello (a HelloRetryRequest or a Retry comes without Handshake packets), so no
+    /// further ClientHello can come, and the client's remaining Initials (ACKs) need not be
+    /// decrypted.
+    answered: bool,
 }
 
 impl QuicFlow {
@@ -703,7 +721,7 @@ impl QuicFlow {
         } else {
             self.long_packets(cfg, dir, d, ts, out);
         }
-        if self.hellos >= MAX_HELLOS || self.datagrams >= MAX_DATAGRAMS {
+        if self.answered || self.hellos >= MAX_HELLOS || self.datagrams >= MAX_DATAGRAMS {
             Progress::Done
         } else {
             Progress::Continue
@@ -738,6 +756,13 @@ impl QuicFlow {
                         self.client = Some(dir);
                     }
                 }
+            }
+            if h.ptype == PacketType::Handshake
+                && self.hellos > 0
+                && self.client.is_some_and(|c| c != dir)
+            {
+                self.answered = true;
+                return;
             }
             if h.ptype == PacketType::Retry {
                 return;
@@ -1254,6 +1279,17 @@ mod tests {
         );
         assert_eq!(ev.len(), 2, "the server's packets are not searched");
         assert_eq!(version_name(ev[1].version), "Q043");
+    }
+
+    #[test]
+    fn zero_run_counts_leading_zeros() {
+        for len in [0usize, 1, 15, 16, 17, 31, 32, 33, 1200] {
+            for tail in [&[][..], &[1u8][..], &[0x80, 0][..]] {
+                let mut b = vec![0u8; len];
+                b.extend_from_slice(tail);
+                assert_eq!(zero_run(&b), len, "{len} {tail:?}");
+            }
+        }
     }
 
     #[test]

@@ -490,16 +490,13 @@ pub fn client_hello_over(body: &[u8], transport: Transport) -> Option<TlsEvent> 
                     ev.sni = names
                         .iter()
                         .find(|(t, name)| *t == SNIType::HostName && !name.is_empty())
-                        .map(|(_, name)| String::from_utf8_lossy(name).into_owned());
+                        .map(|(_, name)| super::lossy(name));
                 }
             }
             ext::ALPN if ev.alpn.is_empty() => {
                 if let Ok((_, TlsExtension::ALPN(protos))) = parse_tls_extension_alpn_content(data)
                 {
-                    ev.alpn = protos
-                        .iter()
-                        .map(|p| String::from_utf8_lossy(p).into_owned())
-                        .collect();
+                    ev.alpn = protos.iter().map(|p| super::lossy(p)).collect();
                 }
             }
             ext::SUPPORTED_VERSIONS if ev.offered_versions.is_empty() => {
@@ -543,20 +540,66 @@ fn server_hello(body: &[u8]) -> (Server, Option<ja::ServerFingerprint>) {
 /// The leaf (first) certificate of a Certificate message body (TLS <= 1.2: a 3-byte list
 /// length, then 3-byte-length-prefixed DER certificates). `None` when it is cut short or does
 /// not decode.
+///
+/// Only the start of the TBSCertificate is decoded, as far as the fields reported (version,
+/// serial, signature algorithm, issuer, validity, subject), each with `x509-parser`'s own
+/// parser for that field: the public key, the extensions and the signature are not read. That
+/// is most of a certificate's decoding cost, paid on the packet core for every TLS <= 1.2
+/// handshake. The fields reported are the same as a full parse gives; a certificate whose key,
+/// extensions or signature do not decode is still reported.
 pub fn first_certificate(body: &[u8]) -> Option<CertInfo> {
-    use x509_parser::prelude::{FromDer, X509Certificate};
+    use x509_parser::asn1_rs::{Any, Class, FromBer, Tag};
+    use x509_parser::prelude::{AlgorithmIdentifier, FromDer, Validity, X509Name, X509Version};
     let [a, b, c] = *body.get(3..6)?.first_chunk::<3>()?;
     let len = u32::from_be_bytes([0, a, b, c]) as usize;
     let der = body.get(6..6usize.checked_add(len)?)?;
-    let (_, cert) = X509Certificate::from_der(der).ok()?;
-    let validity = cert.validity();
+    // Certificate ::= SEQUENCE { tbsCertificate TBSCertificate, ... }
+    let (_, cert) = Any::from_der(der).ok()?;
+    if cert.tag() != Tag::Sequence {
+        return None;
+    }
+    let (_, tbs) = Any::from_der(cert.data).ok()?;
+    if tbs.tag() != Tag::Sequence {
+        return None;
+    }
+    let mut i = tbs.data;
+    // version [0] EXPLICIT Version DEFAULT v1
+    if let Ok((rest, v)) = Any::from_der(i) {
+        if v.class() == Class::ContextSpecific && v.tag() == Tag(0) {
+            X509Version::from_der(v.data).ok()?;
+            i = rest;
+        }
+    }
+    // serialNumber: any INTEGER, as x509-parser reads it (negative serials are common).
+    let (i, serial) = Any::from_ber(i).ok()?;
+    if serial.tag() != Tag::Integer {
+        return None;
+    }
+    let (i, _) = AlgorithmIdentifier::from_der(i).ok()?;
+    let (i, issuer) = X509Name::from_der(i).ok()?;
+    let (i, validity) = Validity::from_der(i).ok()?;
+    let (_, subject) = X509Name::from_der(i).ok()?;
     Some(CertInfo {
-        subject: cert.subject().to_string(),
-        issuerdn: cert.issuer().to_string(),
-        serial: cert.raw_serial_as_string().to_ascii_uppercase(),
+        subject: subject.to_string(),
+        issuerdn: issuer.to_string(),
+        serial: serial_text(serial.data),
         not_before: validity.not_before.timestamp(),
         not_after: validity.not_after.timestamp(),
     })
+}
+
+/// Serial bytes as colon-separated upper-case hex (`01:AB:...`), as Suricata prints them.
+fn serial_text(raw: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut s = String::with_capacity(3 * raw.len());
+    for (i, &b) in raw.iter().enumerate() {
+        if i > 0 {
+            s.push(':');
+        }
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1010,5 +1053,64 @@ pub(super) mod tests {
             assert!(first_certificate(&cert[4..n.max(4)]).is_none());
         }
         assert!(first_certificate(&cert[4..]).is_some());
+    }
+
+    /// What a full `x509-parser` decode of the leaf reports: the reference the partial decode
+    /// in [`first_certificate`] must equal.
+    fn full_decode(der: &[u8]) -> Option<CertInfo> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let validity = cert.validity();
+        Some(CertInfo {
+            subject: cert.subject().to_string(),
+            issuerdn: cert.issuer().to_string(),
+            serial: cert.raw_serial_as_string().to_ascii_uppercase(),
+            not_before: validity.not_before.timestamp(),
+            not_after: validity.not_after.timestamp(),
+        })
+    }
+
+    /// The partial decode reports exactly what a full decode does, on the fixture leaf and on
+    /// thousands of corrupted copies of it; a copy it rejects, the full decode rejects too.
+    #[test]
+    fn partial_certificate_decode_equals_the_full_decode() {
+        let full = full_decode(LEAF_DER).expect("fixture leaf decodes");
+        assert_eq!(
+            first_certificate(&certificate_msg(&[LEAF_DER])[4..]),
+            Some(full)
+        );
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let (mut same, mut both_none) = (0, 0);
+        for _ in 0..4000 {
+            let mut der = LEAF_DER.to_vec();
+            for _ in 0..1 + x % 3 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let i = (x % der.len() as u64) as usize;
+                der[i] = (x >> 40) as u8;
+            }
+            let ours = first_certificate(&certificate_msg(&[&der])[4..]);
+            match (ours, full_decode(&der)) {
+                (Some(a), Some(b)) => {
+                    assert_eq!(a, b);
+                    same += 1;
+                }
+                (None, full) => {
+                    assert!(full.is_none(), "rejected what a full decode reads");
+                    both_none += 1;
+                }
+                // a key, extension or signature a full decode rejects: still reported
+                (Some(_), None) => {}
+            }
+        }
+        assert!(same > 100 && both_none > 10, "{same} {both_none}");
+    }
+
+    #[test]
+    fn serial_text_is_colon_separated_upper_case_hex() {
+        assert_eq!(serial_text(&[]), "");
+        assert_eq!(serial_text(&[0x0a]), "0A");
+        assert_eq!(serial_text(&[0x00, 0xff, 0x10]), "00:FF:10");
     }
 }

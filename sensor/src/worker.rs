@@ -14,7 +14,7 @@ use crate::capture::pcap_file::PcapFile;
 use crate::dispatch::{Backoff, Msg, PacketDesc, Payload};
 use crate::dpi::DpiConfig;
 use crate::export::Record;
-use crate::flow::{BypassEvent, DirKey, FlowConfig, FlowStats, FlowTable};
+use crate::flow::{BypassEvent, BypassProtocols, DirKey, FlowConfig, FlowStats, FlowTable};
 use crate::metrics::WorkerMetrics;
 use crate::time::Ts;
 
@@ -34,6 +34,8 @@ pub struct LiveHooks {
     pub recycle: Vec<rtrb::Producer<Box<[u8]>>>,
     /// Bypass requests to the control thread (worker id, event). `None`: bypass off.
     pub bypass: Option<(usize, Sender<(usize, BypassEvent)>)>,
+    /// Which flows may be bypassed (config `live.bypass_protocols`).
+    pub bypass_protocols: BypassProtocols,
     /// Kernel counters of bypassed flows; disconnected when the control thread is done.
     pub updates: Receiver<BypassUpdate>,
     pub metrics: Arc<WorkerMetrics>,
@@ -85,7 +87,7 @@ impl Worker {
     /// Turns on the live-capture duties: buffer recycling, bypass, metrics.
     pub fn with_live(mut self, live: LiveHooks) -> Worker {
         if live.bypass.is_some() {
-            self.table.enable_bypass();
+            self.table.enable_bypass(live.bypass_protocols);
         }
         // 1 µs to 10 s at 2 significant digits: a few KiB.
         self.latency = hdrhistogram::Histogram::new_with_bounds(1, 10_000_000_000, 2).ok();

@@ -112,15 +112,20 @@ impl Worker {
                 open = true;
                 busy = true;
                 let started = self.latency.is_some().then(Instant::now);
-                let Ok(chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
+                let Ok(mut chunk) = rx.read_chunk(ready.min(RX_CHUNK)) else {
                     continue;
                 };
                 if self.live.is_some() {
-                    // Live: take each message out to give its buffer back to the source.
-                    for msg in chunk {
-                        self.handle(&msg);
+                    // Live: handled in place too; only each packet's buffer is taken out of its
+                    // slot (an empty box left behind costs nothing to drop) and given back to
+                    // the source. Moving every message out of the ring instead was a copy of
+                    // each descriptor, 6% of the worker's time.
+                    let (first, second) = chunk.as_mut_slices();
+                    for msg in first.iter_mut().chain(second) {
+                        self.handle(msg);
                         self.recycle(src, msg);
                     }
+                    chunk.commit_all();
                     self.bypass_requests();
                 } else {
                     // Replay: handle a chunk in place (no copy out of the ring), then release
@@ -162,7 +167,7 @@ impl Worker {
     }
 
     /// Gives a packet's buffer back to the source that filled it.
-    fn recycle(&mut self, src: usize, msg: Msg) {
+    fn recycle(&mut self, src: usize, msg: &mut Msg) {
         if let (
             Msg::Packet(PacketDesc {
                 payload: Payload::Owned(buf),
@@ -172,7 +177,7 @@ impl Worker {
         ) = (msg, self.live.as_mut())
         {
             if let Some(ring) = live.recycle.get_mut(src) {
-                let _ = ring.push(buf);
+                let _ = ring.push(std::mem::take(buf));
             }
         }
     }

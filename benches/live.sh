@@ -27,7 +27,8 @@
 # that maximum. Receive side: threaded NAPI on the veth, its thread pinned to cpu 1; the generator
 # (`pcapgen send`, PACKET_TX_RING) pinned to cpu 0; the sensor runs one capture thread and one
 # worker, pinned by itself (capture cpu 0, worker cpu 1), and the AF_XDP floor's receive loop is
-# pinned where the sensor's capture thread is (cpu 0), so both receive under the same policy;
+# pinned where the sensor's capture thread is (cpu 0) and opens its socket with the same
+# `live.*` ring and frame sizes (both use the defaults), so both receive under the same policy;
 # the XDP floor has no user-space thread and tcpdump is not pinned.
 #
 # The figures are those of a shared 2-core machine: the generator, the veth's NAPI thread and

@@ -8,7 +8,7 @@
 # Usage: benches/live.sh [--short]        (needs root: network namespace, XDP, AF_XDP)
 #
 #   (default)  5 s per trial, 6 bisection steps per receiver.
-#   --short    1.5 s per trial, 3 bisection steps: the CI mode (.ci/run), about 2 minutes.
+#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), about 3 minutes.
 #
 # Traffic: `pcapgen longflows` (64 concurrent TLS connections, ClientHello + ServerHello, then
 # 500 small application data records each way; nearly every packet belongs to a flow whose
@@ -26,7 +26,10 @@
 # and ratios against it are printed as bounds, not results; otherwise a bisection between 0 and
 # that maximum. Receive side: threaded NAPI on the veth, its thread pinned to cpu 1; the generator
 # (`pcapgen send`, PACKET_TX_RING) pinned to cpu 0; the sensor runs one capture thread and one
-# worker, pinned by itself (cpu 0 and 1); the floors and tcpdump are not pinned.
+# worker, pinned by itself (capture cpu 0, worker cpu 1), and the AF_XDP floor's receive loop is
+# pinned where the sensor's capture thread is (cpu 0) and opens its socket with the same
+# `live.*` ring and frame sizes (both use the defaults), so both receive under the same policy;
+# the XDP floor has no user-space thread and tcpdump is not pinned.
 #
 # The figures are those of a shared 2-core machine: the generator, the veth's NAPI thread and
 # the receiver compete for the same cores, so they are orders of magnitude, not a datasheet.
@@ -68,7 +71,7 @@ LOGS=$WORK/logs
 mkdir -p "$LOGS"
 if [[ $SHORT == 1 ]]; then
     SECS=${BENCH_SECONDS:-1.5}
-    STEPS=${BENCH_STEPS:-3}
+    STEPS=${BENCH_STEPS:-5}
 else
     SECS=${BENCH_SECONDS:-5}
     STEPS=${BENCH_STEPS:-6}
@@ -107,9 +110,9 @@ napi_on() {
 }
 napi_on
 
-# The generator runs pinned to cpu 0 and the veth's NAPI thread on cpu 1. The receivers' own
-# threads are left to the scheduler (a polling AF_XDP loop sharing cpu 1 with the NAPI thread
-# collapsed to a third here), except the sensor's, which it pins itself (capture cpu 0, worker 1).
+# The generator runs pinned to cpu 0 and the veth's NAPI thread on cpu 1. The sensor pins its
+# threads itself (capture cpu 0, worker 1); the AF_XDP floor's loop gets the capture thread's
+# cpu 0 (a polling AF_XDP loop sharing cpu 1 with the NAPI thread collapsed to a third here).
 pin_napi() {
     local f
     # Kernel threads are processes: their names are in /proc/PID/comm (no procps needed).
@@ -137,7 +140,7 @@ trial() {
     local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got
     case "$name" in
     xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
-    afxdp) "$SENSOR" floor --iface "$A" --mode afxdp >"$log" 2>&1 & ;;
+    afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp >"$log" 2>&1 & ;;
     tcpdump)
         ethtool -K "$A" gro off >/dev/null 2>&1
         tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &

@@ -134,6 +134,10 @@ enum Cmd {
         /// Seconds to run (or until SIGINT/SIGTERM).
         #[arg(long, default_value_t = 3600.0)]
         duration: f64,
+        /// Configuration file: the AF_XDP floor's socket takes its `[live]` ring and frame
+        /// sizes, as `sensor run` would (default: the defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
@@ -172,7 +176,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
             mode,
             queue,
             duration,
+            config,
         } => {
+            let cfg = load_config(config.as_ref())?;
+            cfg.validate()?;
             if !(duration.is_finite() && duration > 0.0) {
                 return Err(Failure::Usage(format!(
                     "--duration: must be a positive number of seconds, got {duration}"
@@ -187,6 +194,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 &iface,
                 mode,
                 queue,
+                &cfg.live,
                 std::time::Duration::from_secs_f64(duration),
             )
             .map_err(Failure::Runtime)?;

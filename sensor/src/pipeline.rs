@@ -560,6 +560,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         .map(|(id, (recycle, updates))| LiveHooks {
             recycle,
             bypass: l.bypass.then(|| (id, req_tx.clone())),
+            bypass_protocols: cfg.bypass_protocols(),
             updates,
             metrics: Arc::clone(&metrics.workers[id]),
         })

@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
 use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
+use crate::config::LiveSection;
 
 /// Which floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -23,7 +24,13 @@ pub enum FloorMode {
 
 /// Runs until `duration` or SIGINT/SIGTERM; returns a one-line report
 /// (`floor: mode=... seen=N received=N socket_dropped=N seconds=S`).
-pub fn run(iface: &str, mode: FloorMode, queue: u32, duration: Duration) -> Result<String> {
+pub fn run(
+    iface: &str,
+    mode: FloorMode,
+    queue: u32,
+    live: &LiveSection,
+    duration: Duration,
+) -> Result<String> {
     let term = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(sig, Arc::clone(&term))
@@ -41,10 +48,11 @@ pub fn run(iface: &str, mode: FloorMode, queue: u32, duration: Duration) -> Resu
     )?;
     let mut sock = match mode {
         FloorMode::Afxdp => {
+            // The sensor's own socket sizes (`live.*`), so both receive with the same buffering.
             let opts = XskOptions {
-                rx_ring: 2048,
-                fill_ring: 4096,
-                frame_size: 2048,
+                rx_ring: live.rx_ring,
+                fill_ring: live.fill_ring,
+                frame_size: live.frame_size,
                 bind: BindMode::Copy,
                 busy_poll: false,
             };

@@ -42,6 +42,73 @@ pub enum BypassEvent {
     Remove(DirKey),
 }
 
+/// Which flows the live bypass may take, by the protocol DPI found (config
+/// `live.bypass_protocols`, with EVE's `app_proto` names). A flow whose protocol is not listed
+/// is never bypassed: every packet of it reaches its worker. When a listed flow is bypassed:
+/// - `tls`: once the handshake was read (ServerHello, and the certificate up to TLS 1.2);
+/// - `quic`: once the ClientHello was read (the rest is ciphertext);
+/// - `failed`: once detection gave up (no parser recognised the payload);
+/// - `http`: after the first exchange (request and response headers); the response body and
+///   later requests on the connection are not seen, hence not in the default;
+/// - `dns`: after the first response; later queries on the same 5-tuple are not seen, hence
+///   not in the default;
+/// - any of them also when its parser stopped by itself (nothing more to extract).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BypassProtocols {
+    bits: u8,
+}
+
+impl BypassProtocols {
+    /// Accepted names, in the order the docs list them.
+    pub const NAMES: [(&'static str, AppProto); 5] = [
+        ("tls", AppProto::Tls),
+        ("quic", AppProto::Quic),
+        ("http", AppProto::Http),
+        ("dns", AppProto::Dns),
+        ("failed", AppProto::Failed),
+    ];
+
+    /// Nothing is bypassed.
+    pub const NONE: BypassProtocols = BypassProtocols { bits: 0 };
+
+    /// The default: the protocols whose metadata is complete once DPI is done with them.
+    pub const DEFAULT: [&'static str; 3] = ["tls", "quic", "failed"];
+
+    /// From names; the error names the first unknown one and what is accepted.
+    pub fn parse<S: AsRef<str>>(names: &[S]) -> Result<BypassProtocols, String> {
+        let mut bits = 0;
+        for n in names {
+            let n = n.as_ref();
+            let Some(i) = Self::NAMES.iter().position(|(name, _)| *name == n) else {
+                let all: Vec<&str> = Self::NAMES.iter().map(|(name, _)| *name).collect();
+                return Err(format!(
+                    "unknown protocol {n:?} (expected some of {})",
+                    all.join(", ")
+                ));
+            };
+            bits |= 1 << i;
+        }
+        Ok(BypassProtocols { bits })
+    }
+
+    /// May a flow of protocol `p` be bypassed?
+    #[inline]
+    pub fn allows(self, p: AppProto) -> bool {
+        Self::NAMES
+            .iter()
+            .position(|(_, q)| *q == p)
+            .is_some_and(|i| self.bits & (1 << i) != 0)
+    }
+}
+
+impl Default for BypassProtocols {
+    fn default() -> Self {
+        // The names are this type's own: parsing them cannot fail.
+        BypassProtocols::parse(&Self::DEFAULT).unwrap_or(Self::NONE)
+    }
+}
+
+use crate::dpi::AppProto;
 use crate::time::NANOS_PER_SEC;
 
 /// Flow table limits and timeouts (config `[flow]`). Timeouts are in packet time.

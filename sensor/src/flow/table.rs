@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use hashbrown::HashTable;
 
-use super::{BypassEvent, DirKey, FlowConfig};
+use super::{BypassEvent, BypassProtocols, DirKey, FlowConfig};
 use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
 use crate::dispatch::{mix, PacketDesc};
 use crate::dpi::quic::{self, QuicFlow};
@@ -247,6 +247,8 @@ pub struct FlowTable {
     quic_flows: usize,
     /// Live bypass requested (`enable_bypass`); requests accumulate in `bypass_events`.
     bypass: bool,
+    /// Which flows bypass may take (by `app_proto`).
+    bypass_protocols: BypassProtocols,
     pub bypass_events: Vec<BypassEvent>,
     pub stats: FlowStats,
 }
@@ -264,16 +266,20 @@ impl FlowTable {
             events: Vec::new(),
             quic_flows: 0,
             bypass: false,
+            bypass_protocols: BypassProtocols::default(),
             bypass_events: Vec::new(),
             stats: FlowStats::default(),
         }
     }
 
-    /// Live capture with kernel bypass: when DPI is finished with a flow the table pushes a
-    /// [`BypassEvent::Add`] (the caller drains `bypass_events`), and a `Remove` when that flow
-    /// is exported. Counters the kernel kept come back through [`FlowTable::bypass_update`].
-    pub fn enable_bypass(&mut self) {
+    /// Live capture with kernel bypass: when a flow of one of `protocols` has given its
+    /// metadata (see [`BypassProtocols`]) the table pushes a [`BypassEvent::Add`] (the caller
+    /// drains `bypass_events`), and a `Remove` when that flow is exported. Counters the kernel
+    /// kept come back through [`FlowTable::bypass_update`]. Never on in replay: there, DPI
+    /// always runs to its own end.
+    pub fn enable_bypass(&mut self, protocols: BypassProtocols) {
         self.bypass = true;
+        self.bypass_protocols = protocols;
     }
 
     /// Adds what the kernel counted for one direction of a bypassed flow since the last update;
@@ -316,7 +322,7 @@ impl FlowTable {
             return;
         }
         let f = &mut self.slab[idx as usize];
-        if !f.in_bypass && f.bypassable() {
+        if !f.in_bypass && f.bypassable() && self.bypass_protocols.allows(f.app_proto) {
             f.in_bypass = true;
             let key = f.dir_key();
             self.bypass_events.push(BypassEvent::Add(key));
@@ -413,11 +419,23 @@ impl FlowTable {
                     newly_closed = true;
                 }
             }
+            // Live bypass may end DPI at the first HTTP/DNS exchange (`BypassProtocols`).
+            let cuttable = self.bypass && f.bypassable();
             if let Some(app) = f.app.as_mut() {
                 let progress =
                     app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
                 f.app_proto = app.proto();
-                if progress == Progress::Done {
+                let done = progress == Progress::Done
+                    || (cuttable
+                        && self.bypass_protocols.allows(f.app_proto)
+                        && exchange_done(&self.events, f.app_proto)
+                        && {
+                            // Bypassed before its parser's end: what it still holds (pipelined
+                            // requests without a response) is emitted now, not lost.
+                            app.on_close(ts, &mut self.events);
+                            true
+                        });
+                if done {
                     f.app = None;
                     f.dpi_done = true;
                     self.stats.dpi_bypassed += 1;
@@ -455,7 +473,18 @@ impl FlowTable {
             } else if !f.dpi_done {
                 match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events)
                 {
-                    Some(p) => f.app_proto = p,
+                    Some(p) => {
+                        f.app_proto = p;
+                        if self.bypass
+                            && f.bypassable()
+                            && self.bypass_protocols.allows(p)
+                            && exchange_done(&self.events, p)
+                        {
+                            f.dpi_done = true;
+                            self.stats.dpi_bypassed += 1;
+                            self.request_bypass(idx);
+                        }
+                    }
                     None if f.app_proto == AppProto::Unknown => {
                         f.udp_probes += 1;
                         if f.udp_probes >= UDP_PROBE_LIMIT {
@@ -752,6 +781,17 @@ impl FlowTable {
 
 /// The EVE flow_id: a function of the flow's 5-tuple hash and its first packet's time, so it is
 /// the same on every run and for any number of workers.
+/// The events of one packet complete a request/response exchange of `proto`: an HTTP response
+/// matched to its request, or a DNS response. What "done" means for HTTP and DNS when they are
+/// bypassed (`live.bypass_protocols`): every request is metadata, so there is no natural end.
+fn exchange_done(events: &[AppEvent], proto: AppProto) -> bool {
+    events.iter().any(|e| match (e, proto) {
+        (AppEvent::Http(h), AppProto::Http) => h.status.is_some(),
+        (AppEvent::Dns(d), AppProto::Dns) => d.rcode.is_some(),
+        _ => false,
+    })
+}
+
 fn flow_id(hash: u64, first_ts: Ts) -> u64 {
     mix(hash ^ first_ts.rotate_left(32)) & FLOW_ID_MASK
 }
@@ -1017,7 +1057,7 @@ mod tests {
     #[test]
     fn bypass_counters_from_the_kernel_complete_the_flow_and_keep_it_alive() {
         let mut t = table(10);
-        t.enable_bypass();
+        t.enable_bypass(BypassProtocols::default());
         let mut out = Vec::new();
         // Unknown UDP protocol: DPI gives up after a few datagrams and asks for bypass.
         for i in 0..UDP_PROBE_LIMIT as u64 {
@@ -1048,6 +1088,128 @@ mod tests {
         assert!(!t.bypass_update(&key, 1, 60, 222 * S), "flow gone");
         assert_eq!(t.stats.bypass_orphan_packets, 1);
         assert_eq!(t.stats.bypass_packets, 20);
+    }
+
+    /// A keep-alive HTTP connection (192.0.2.1:40000 -> .2:80) with two exchanges, then FINs;
+    /// returns the bypass requests and the HTTP events seen.
+    fn http_keep_alive(t: &mut FlowTable) -> (Vec<BypassEvent>, usize) {
+        let mut out = Vec::new();
+        let mut seq = [1000u32, 5000u32];
+        let mut send = |t: &mut FlowTable, i: u64, to_server: bool, flags: u8, data: &[u8]| {
+            let d = usize::from(!to_server);
+            let mut p = if to_server {
+                pkt(S + i, 6, 1, 40000, 2, 80, flags)
+            } else {
+                pkt(S + i, 6, 2, 80, 1, 40000, flags)
+            };
+            p.info.tcp.seq = seq[d];
+            p.info.payload_len = data.len() as u32;
+            seq[d] = seq[d].wrapping_add(data.len() as u32 + u32::from(flags & SYN != 0));
+            t.packet(&p, data, &mut out);
+        };
+        send(t, 0, true, SYN, b"");
+        send(t, 1, false, SA, b"");
+        for (i, path) in [(2, "/a"), (4, "/b")] {
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x.example\r\n\r\n");
+            send(t, i, true, ACK, req.as_bytes());
+            send(
+                t,
+                i + 1,
+                false,
+                ACK,
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            );
+        }
+        send(t, 8, true, FA, b"");
+        send(t, 9, false, FA, b"");
+        t.flush(&mut out);
+        let http = out
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Record::Event(EventRecord {
+                        event: AppEvent::Http(_),
+                        ..
+                    })
+                )
+            })
+            .count();
+        (std::mem::take(&mut t.bypass_events), http)
+    }
+
+    #[test]
+    fn http_is_bypassed_only_when_listed_and_then_after_its_first_exchange() {
+        let mut plain = table(10);
+        let (reqs, http) = http_keep_alive(&mut plain);
+        assert!(reqs.is_empty(), "bypass off (replay): nothing requested");
+        assert_eq!(http, 2, "both requests reported");
+
+        let mut default = table(10);
+        default.enable_bypass(BypassProtocols::default());
+        let (reqs, http) = http_keep_alive(&mut default);
+        assert!(reqs.is_empty(), "http is not bypassed by default: {reqs:?}");
+        assert_eq!(http, 2);
+
+        let mut listed = table(10);
+        listed.enable_bypass(BypassProtocols::parse(&["http"]).unwrap());
+        let (reqs, http) = http_keep_alive(&mut listed);
+        match reqs.as_slice() {
+            [BypassEvent::Add(k), BypassEvent::Remove(r)] => {
+                assert_eq!(k, r);
+                assert_eq!((k.src, k.sport, k.dport), (v4(1), 40000, 80));
+            }
+            other => panic!("expected Add then Remove, got {other:?}"),
+        }
+        assert_eq!(
+            http, 1,
+            "bypassed after the first exchange: the second is not seen"
+        );
+        assert_eq!(listed.stats.dpi_bypassed, 1);
+    }
+
+    #[test]
+    fn dns_over_udp_is_bypassed_after_its_response_when_listed() {
+        use crate::gen::fixtures::dns;
+        let query = dns::query(7, "www.example.com", dns::TYPE_A);
+        let response = dns::response(
+            7,
+            "www.example.com",
+            dns::TYPE_A,
+            0,
+            &[dns::Rdata::A([1; 4])],
+        );
+        for (protocols, expect) in [(&["tls"][..], false), (&["dns"][..], true)] {
+            let mut t = table(10);
+            t.enable_bypass(BypassProtocols::parse(protocols).unwrap());
+            let mut out = Vec::new();
+            let mut q = pkt(S, 17, 1, 33333, 2, 53, 0);
+            q.info.payload_len = query.len() as u32;
+            t.packet(&q, &query, &mut out);
+            assert!(t.bypass_events.is_empty(), "not after the query alone");
+            let mut r = pkt(S + 1, 17, 2, 53, 1, 33333, 0);
+            r.info.payload_len = response.len() as u32;
+            t.packet(&r, &response, &mut out);
+            assert_eq!(t.stats.events_dns, 2, "{protocols:?}");
+            assert_eq!(!t.bypass_events.is_empty(), expect, "{protocols:?}");
+        }
+    }
+
+    #[test]
+    fn an_unlisted_protocol_is_not_bypassed_when_its_dpi_is_done() {
+        // Unknown UDP payload ends as `failed`: bypassed by default, not when only tls is listed.
+        for (protocols, expect) in [(&["tls"][..], 0), (&["failed"][..], 1)] {
+            let mut t = table(10);
+            t.enable_bypass(BypassProtocols::parse(protocols).unwrap());
+            let mut out = Vec::new();
+            for i in 0..UDP_PROBE_LIMIT as u64 {
+                let mut p = pkt(S + i, 17, 1, 5000, 2, 9999, 0);
+                p.info.payload_len = 4;
+                t.packet(&p, &[1, 2, 3, 4], &mut out);
+            }
+            assert_eq!(t.stats.dpi_bypassed, 1, "DPI is done either way");
+            assert_eq!(t.bypass_events.len(), expect, "{protocols:?}");
+        }
     }
 
     #[test]

@@ -859,8 +859,11 @@ fn clickhouse_killed_mid_replay_loses_and_duplicates_nothing() {
     assert_eq!(summary_value(&err, "clickhouse", "spool_left_bytes"), 0);
     eprintln!(
         "outage: records={:?} rows before kill={before} killed at {killed_at:?}, spool during outage {spool_bytes} bytes, \
-         restarted at {restarted_at:?}, sensor done at {done_at:?} (replay {span:.1}s of capture at speed {speed:.3})\n{err}",
-        want
+         restarted at {restarted_at:?}, sensor done at {done_at:?} (replay {span:.1}s of capture at speed {speed:.3}), \
+         spool_peak_bytes={} catch_up_ms={}\n{err}",
+        want,
+        summary_value(&err, "clickhouse", "spool_peak_bytes"),
+        summary_value(&err, "clickhouse", "catch_up_ms")
     );
 }
 

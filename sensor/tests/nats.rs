@@ -1,7 +1,7 @@
 //! The NATS JetStream sink against a real `nats-server -js` (Debian's 2.9 in CI): every EVE
 //! record arrives exactly once as a message whose payload is that EVE object, on
-//! `sensor.<id>.<event_type>`, also across a server crash in the middle of a replay; refused
-//! credentials are one clear line.
+//! `sensor.<id>.<event_type>`, also across a server crash in the middle of a replay, and over
+//! TLS with a CA file and a token; refused credentials and a wrong CA are one clear line.
 
 mod common;
 
@@ -231,6 +231,7 @@ fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash(
     let killed_at = started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     n.restart();
+    let restarted_at = started.elapsed();
     let out = child.wait_with_output().unwrap();
     let done_at = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -243,8 +244,11 @@ fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash(
     assert_eq!(summary_value(&err, "lost"), 0, "{err}");
     assert_eq!(summary_value(&err, "spool_left_bytes"), 0, "{err}");
     eprintln!(
-        "nats outage: {} records, killed at {killed_at:?} for 3 s, sensor done at {done_at:?}\n{err}",
-        eve.len()
+        "nats outage: records={} killed at {killed_at:?}, restarted at {restarted_at:?}, sensor done at {done_at:?}, \
+         spool_peak_bytes={} catch_up_ms={}\n{err}",
+        eve.len(),
+        summary_value(&err, "spool_peak_bytes"),
+        summary_value(&err, "catch_up_ms")
     );
 }
 

@@ -250,13 +250,16 @@ impl Default for LiveSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSection {
-    /// e.g. `http://127.0.0.1:8123`.
+    /// e.g. `http://127.0.0.1:8123`, or `https://host:8443` for TLS.
     pub url: String,
     /// Created if missing.
     pub database: String,
     pub user: String,
     /// Empty: taken from the environment variable SENSOR_CLICKHOUSE_PASSWORD if set.
     pub password: String,
+    /// PEM file of the CA that signed the server's certificate, for `https://` URLs; empty:
+    /// the system's roots.
+    pub ca_file: String,
     /// A batch is sent when it holds this many rows (per table) or is this old.
     pub batch_rows: usize,
     pub batch_age_ms: u64,
@@ -273,6 +276,7 @@ impl Default for ClickHouseSection {
             database: "sensor".into(),
             user: "default".into(),
             password: String::new(),
+            ca_file: String::new(),
             batch_rows: 50_000,
             batch_age_ms: 1000,
             timeout: 30,
@@ -452,13 +456,10 @@ impl Config {
         }
         range("export.drain_timeout", self.export.drain_timeout, 0, 3600)?;
         let ch = &self.clickhouse;
-        if !(ch.url.is_empty() || ch.url.starts_with("http://")) {
+        if !(ch.url.is_empty() || ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
             return Err(ConfigError::new(
                 "clickhouse.url",
-                format!(
-                    "must start with http:// (https is not supported by this build), got {:?}",
-                    ch.url
-                ),
+                format!("must start with http:// or https://, got {:?}", ch.url),
             ));
         }
         if ch.database.is_empty()

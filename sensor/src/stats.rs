@@ -164,7 +164,7 @@ impl fmt::Display for Summary {
         for s in &self.sinks {
             writeln!(
                 f,
-                "  sink {}: sent={} batches={} failed={} lost={} retried={} spooled={} replayed={} spool_dropped={} spool_corrupt={} spool_peak_bytes={} spool_left_bytes={}",
+                "  sink {}: sent={} batches={} failed={} lost={} retried={} spooled={} replayed={} spool_dropped={} spool_corrupt={} spool_peak_bytes={} spool_left_bytes={} catch_up_ms={}",
                 s.name,
                 s.sent_rows,
                 s.sent_batches,
@@ -176,7 +176,8 @@ impl fmt::Display for Summary {
                 s.spool.dropped_rows,
                 s.spool.corrupt_records,
                 s.spool.peak_bytes,
-                s.spool_bytes_left
+                s.spool_bytes_left,
+                s.catch_up.as_millis()
             )?;
         }
         if r.ring_waits > 0 {

@@ -13,7 +13,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::servers::{have, sensor_bin, ClickHouse};
+use common::proxy::{Fault, LossyProxy};
+use common::servers::{have, sensor_bin, ClickHouse, TestCerts};
 use serde_json::Value;
 
 fn shared() -> Option<&'static ClickHouse> {
@@ -666,6 +667,98 @@ fn refused_credentials_are_one_clear_line_without_the_password() {
     assert!(ch.count("SELECT count() FROM creds.flows") > 0);
 }
 
+#[test]
+fn https_with_a_ca_file_stores_every_row_and_a_wrong_ca_is_one_clear_line() {
+    if !have("clickhouse-server") {
+        return;
+    }
+    let certs = TestCerts::new();
+    let ch = ClickHouse::start_tls(&certs);
+    let dir = tempfile::tempdir().unwrap();
+    let eve = dir.path().join("eve.json");
+    let cfg_with = |ca: &str| {
+        config(
+            dir.path(),
+            "tls",
+            &format!(
+                "user = \"sensor\"\npassword = \"{}\"\nca_file = \"{ca}\"\ntimeout = 20\n",
+                ClickHouse::PASSWORD
+            ),
+            &dir.path().join("spool"),
+            "",
+        )
+    };
+
+    // A server certificate our CA did not sign: refused at once (no retry until the request
+    // timeout, no spooling), one line naming the key, the password nowhere.
+    for ca in [certs.wrong_ca.display().to_string(), String::new()] {
+        let cfg = cfg_with(&ca);
+        let started = Instant::now();
+        let out = sensor_cmd(&fixtures()[..1], &cfg, &ch.https_url(), &eve, &[])
+            .output()
+            .unwrap();
+        let took = started.elapsed();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "CA {ca:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains("clickhouse.ca_file") && err.contains("TLS"),
+            "{err}"
+        );
+        assert!(err.contains("UnknownIssuer"), "{err}");
+        assert!(!err.contains(ClickHouse::PASSWORD), "{err}");
+        assert!(took < Duration::from_secs(20), "took {took:?}: {err}");
+    }
+
+    // The right CA: every EVE record is a row, read back over plain HTTP.
+    let cfg = cfg_with(&certs.ca.display().to_string());
+    let out = sensor_cmd(&fixtures(), &cfg, &ch.https_url(), &eve, &[])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(ClickHouse::PASSWORD), "{err}");
+    let eve = read_eve(&eve);
+    assert!(!eve.is_empty());
+    assert_tables_equal_eve(&ch, "tls", &eve);
+    assert_eq!(duplicates(&ch, "tls"), 0);
+    assert_eq!(
+        summary_value(&err, "clickhouse", "sent"),
+        eve_counts(&eve).iter().sum::<u64>()
+    );
+}
+
+/// The "already stored?" check, forced: a proxy in front of the real server lets an INSERT be
+/// stored and drops its answer (twice), and drops another INSERT before the server sees it.
+/// The sensor cannot tell these apart; its check must skip the first kind and resend the
+/// second, so every row is there exactly once.
+#[test]
+fn an_insert_whose_answer_is_lost_is_found_stored_and_not_sent_again() {
+    let Some(ch) = shared() else { return };
+    let proxy = LossyProxy::start(
+        ch.http_port,
+        &[Fault::LoseAck, Fault::LoseRequest, Fault::LoseAck],
+    );
+    let run = run_sensor(&fixtures(), "lostack", &proxy.url(), "", &[]);
+    let err = run.stderr();
+    assert!(run.out.status.success(), "{err}");
+    assert_eq!(proxy.lost_acks(), 2, "{err}");
+    assert_eq!(proxy.lost_requests(), 1, "{err}");
+    assert_eq!(
+        err.matches("stored before its acknowledgement was lost")
+            .count(),
+        2,
+        "{err}"
+    );
+    assert!(summary_value(&err, "clickhouse", "retried") >= 3, "{err}");
+    assert_eq!(duplicates(ch, "lostack"), 0);
+    assert_tables_equal_eve(ch, "lostack", &run.eve);
+    assert_eq!(
+        summary_value(&err, "clickhouse", "sent"),
+        eve_counts(&run.eve).iter().sum::<u64>()
+    );
+}
+
 /// A capture of many flows spanning some seconds of packet time, made by amplifying the
 /// fixtures; and its span in seconds.
 fn big_capture(dir: &Path, bytes: u64) -> (PathBuf, f64) {
@@ -766,8 +859,11 @@ fn clickhouse_killed_mid_replay_loses_and_duplicates_nothing() {
     assert_eq!(summary_value(&err, "clickhouse", "spool_left_bytes"), 0);
     eprintln!(
         "outage: records={:?} rows before kill={before} killed at {killed_at:?}, spool during outage {spool_bytes} bytes, \
-         restarted at {restarted_at:?}, sensor done at {done_at:?} (replay {span:.1}s of capture at speed {speed:.3})\n{err}",
-        want
+         restarted at {restarted_at:?}, sensor done at {done_at:?} (replay {span:.1}s of capture at speed {speed:.3}), \
+         spool_peak_bytes={} catch_up_ms={}\n{err}",
+        want,
+        summary_value(&err, "clickhouse", "spool_peak_bytes"),
+        summary_value(&err, "clickhouse", "catch_up_ms")
     );
 }
 

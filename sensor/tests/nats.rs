@@ -1,7 +1,7 @@
 //! The NATS JetStream sink against a real `nats-server -js` (Debian's 2.9 in CI): every EVE
 //! record arrives exactly once as a message whose payload is that EVE object, on
-//! `sensor.<id>.<event_type>`, also across a server crash in the middle of a replay; refused
-//! credentials are one clear line.
+//! `sensor.<id>.<event_type>`, also across a server crash in the middle of a replay, and over
+//! TLS with a CA file and a token; refused credentials and a wrong CA are one clear line.
 
 mod common;
 
@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use common::servers::{have, sensor_bin, Nats};
+use common::servers::{have, sensor_bin, Nats, TestCerts};
 use futures_util::StreamExt;
 use serde_json::Value;
 
@@ -27,14 +27,22 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 fn config(dir: &Path, nats_extra: &str, extra: &str) -> PathBuf {
+    let auth = format!(
+        "user = \"{}\"\npassword = \"{}\"\n",
+        Nats::USER,
+        Nats::PASSWORD
+    );
+    config_with_auth(dir, &auth, nats_extra, extra)
+}
+
+/// Config with the given `[nats]` authentication keys (TOML lines).
+fn config_with_auth(dir: &Path, auth: &str, nats_extra: &str, extra: &str) -> PathBuf {
     let p = dir.join("sensor.toml");
     std::fs::write(
         &p,
         format!(
-            "[sensor]\nworkers = 2\npin_cores = false\n[nats]\nuser = \"{}\"\n\
-             password = \"{}\"\nbatch_age_ms = 100\n{nats_extra}[spool]\ndir = \"{}\"\n{extra}",
-            Nats::USER,
-            Nats::PASSWORD,
+            "[sensor]\nworkers = 2\npin_cores = false\n[nats]\n{auth}\
+             batch_age_ms = 100\n{nats_extra}[spool]\ndir = \"{}\"\n{extra}",
             dir.join("spool").display()
         ),
     )
@@ -65,18 +73,25 @@ fn read_eve(p: &Path) -> Vec<Value> {
 
 /// Every message of the stream on `sensor.<id>.>`: (subject, msg id, payload).
 fn read_stream(n: &Nats, id: &str) -> Vec<(String, String, Value)> {
+    let opts = async_nats::ConnectOptions::with_user_and_password(
+        Nats::USER.into(),
+        Nats::PASSWORD.into(),
+    );
+    read_stream_with(n, opts, id)
+}
+
+/// [`read_stream`], connecting with `opts`.
+fn read_stream_with(
+    n: &Nats,
+    opts: async_nats::ConnectOptions,
+    id: &str,
+) -> Vec<(String, String, Value)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        let client = async_nats::ConnectOptions::with_user_and_password(
-            Nats::USER.into(),
-            Nats::PASSWORD.into(),
-        )
-        .connect(n.url())
-        .await
-        .unwrap();
+        let client = opts.connect(n.url()).await.unwrap();
         let js = jetstream::new(client);
         let stream = js.get_stream("SENSOR").await.unwrap();
         let c = stream
@@ -216,6 +231,7 @@ fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash(
     let killed_at = started.elapsed();
     std::thread::sleep(Duration::from_secs(3));
     n.restart();
+    let restarted_at = started.elapsed();
     let out = child.wait_with_output().unwrap();
     let done_at = started.elapsed();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
@@ -228,8 +244,11 @@ fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash(
     assert_eq!(summary_value(&err, "lost"), 0, "{err}");
     assert_eq!(summary_value(&err, "spool_left_bytes"), 0, "{err}");
     eprintln!(
-        "nats outage: {} records, killed at {killed_at:?} for 3 s, sensor done at {done_at:?}\n{err}",
-        eve.len()
+        "nats outage: records={} killed at {killed_at:?}, restarted at {restarted_at:?}, sensor done at {done_at:?}, \
+         spool_peak_bytes={} catch_up_ms={}\n{err}",
+        eve.len(),
+        summary_value(&err, "spool_peak_bytes"),
+        summary_value(&err, "catch_up_ms")
     );
 }
 
@@ -259,4 +278,70 @@ fn refused_credentials_are_one_clear_line_without_the_secret() {
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("nats."), "{err}");
     assert!(!err.contains("wrong-secret"), "{err}");
+}
+
+#[test]
+fn tls_with_a_ca_file_and_a_token_publishes_every_record_once_and_a_wrong_ca_is_one_clear_line() {
+    if !have("nats-server") {
+        return;
+    }
+    let certs = TestCerts::new();
+    let n = Nats::start_tls_token(&certs);
+    let dir = tempfile::tempdir().unwrap();
+    let eve = dir.path().join("eve.json");
+    let files = fixtures();
+
+    // A server certificate our CA did not sign, then a wrong token: one line each, naming the
+    // key, exit 2, no secret.
+    for (auth, key) in [
+        (
+            format!(
+                "token = \"{}\"\nca_file = \"{}\"\n",
+                Nats::TOKEN,
+                certs.wrong_ca.display()
+            ),
+            "nats.ca_file",
+        ),
+        (
+            format!(
+                "token = \"wrong-token-77\"\nca_file = \"{}\"\n",
+                certs.ca.display()
+            ),
+            "nats.token",
+        ),
+    ] {
+        let cfg = config_with_auth(dir.path(), &auth, "timeout = 5\n", "");
+        let out = sensor_cmd(&files[..1], &cfg, &n.url(), "tls", &eve)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{auth}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(
+            !err.contains(Nats::TOKEN) && !err.contains("wrong-token-77"),
+            "{err}"
+        );
+    }
+
+    // The right CA, the token from the environment: every record once, over TLS.
+    let cfg = config_with_auth(
+        dir.path(),
+        &format!("ca_file = \"{}\"\n", certs.ca.display()),
+        "",
+        "",
+    );
+    let out = sensor_cmd(&files, &cfg, &n.url(), "tls", &eve)
+        .env("SENSOR_NATS_TOKEN", Nats::TOKEN)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains(Nats::TOKEN), "{err}");
+    let eve = read_eve(&eve);
+    let opts = async_nats::ConnectOptions::with_token(Nats::TOKEN.into())
+        .add_root_certificates(certs.ca.clone())
+        .require_tls(true);
+    assert_stream_equals_eve(&read_stream_with(&n, opts, "tls"), &eve, "tls");
+    assert_eq!(summary_value(&err, "sent"), eve.len() as u64);
 }

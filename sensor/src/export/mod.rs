@@ -12,6 +12,7 @@ pub mod nats;
 pub mod runtime;
 pub mod sink;
 pub mod spool;
+pub mod tls;
 
 use crate::decode::TunnelInfo;
 use crate::dpi::{AppEvent, AppProto};

@@ -109,10 +109,21 @@ impl Exporter {
                 database: c.database.clone(),
                 user: c.user.clone(),
                 password,
+                ca_file: c.ca_file.clone(),
                 timeout: Duration::from_secs(c.timeout),
                 retention_days: c.retention_days,
-            });
-            let ready = first_contact(&rt, &mut sink, "clickhouse.password", "clickhouse.url")?;
+            })
+            .map_err(|msg| ConfigError {
+                key: "clickhouse.ca_file".into(),
+                msg,
+            })?;
+            let ready = first_contact(
+                &rt,
+                &mut sink,
+                "clickhouse.password",
+                "clickhouse.ca_file",
+                "clickhouse.url",
+            )?;
             let spool = open_spool("clickhouse")?;
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
             sinks.push(rt.spawn(drive_prepared(sink, ready, spool, brx, retry)));
@@ -149,7 +160,12 @@ impl Exporter {
             } else {
                 "nats.token"
             };
-            let ready = first_contact(&rt, &mut sink, secret_key, "nats.url")?;
+            let tls_key = if n.ca_file.is_empty() {
+                "nats.url"
+            } else {
+                "nats.ca_file"
+            };
+            let ready = first_contact(&rt, &mut sink, secret_key, tls_key, "nats.url")?;
             let spool = open_spool("nats")?;
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
             sinks.push(rt.spawn(drive_prepared(sink, ready, spool, brx, retry)));
@@ -230,12 +246,14 @@ impl Exporter {
     }
 }
 
-/// Tries a sink once at start-up so refused credentials stop the run at once with one line.
+/// Tries a sink once at start-up so refused credentials or a server certificate our CA did not
+/// sign stop the run at once with one line naming the key.
 /// `Ok(false)`: not reachable now; the sink task keeps trying while batches are spooled.
 fn first_contact<S: Sink>(
     rt: &tokio::runtime::Runtime,
     sink: &mut S,
     secret_key: &str,
+    tls_key: &str,
     url_key: &str,
 ) -> Result<bool> {
     match rt.block_on(sink.prepare()) {
@@ -243,6 +261,8 @@ fn first_contact<S: Sink>(
         Err(SendError::Fatal(why)) => {
             let key = if why.contains("credentials") {
                 secret_key
+            } else if why.starts_with("TLS") {
+                tls_key
             } else {
                 url_key
             };

@@ -75,6 +75,9 @@ pub struct SinkReport {
     pub spool_bytes_left: u64,
     /// A configuration problem that stopped the sink.
     pub fatal: Option<String>,
+    /// Longest catch-up after an outage: from the sink's first acknowledgement after failures
+    /// to the spool being empty again (the replay time after recovery).
+    pub catch_up: Duration,
 }
 
 /// Timing of retries.
@@ -111,6 +114,9 @@ struct Driver<S: Sink> {
     fatal: Option<String>,
     /// A batch that found the spool full under the `Block` policy.
     held: Option<Batch>,
+    /// When the sink answered again after failures while the spool held batches.
+    recovered_at: Option<Instant>,
+    catch_up: Duration,
 }
 
 /// Runs a sink until its input closes, then drains (bounded by `retry.drain`).
@@ -133,6 +139,8 @@ pub async fn drive<S: Sink>(
         backoff: retry.first_backoff,
         fatal: None,
         held: None,
+        recovered_at: None,
+        catch_up: Duration::ZERO,
     };
     if !d.spool.is_empty() {
         tracing::info!(
@@ -199,6 +207,7 @@ pub async fn drive<S: Sink>(
         spool_bytes_left: d.spool.bytes(),
         spool: d.spool.stats.clone(),
         fatal: d.fatal,
+        catch_up: d.catch_up,
     }
 }
 
@@ -225,6 +234,9 @@ impl<S: Sink> Driver<S> {
     fn succeeded(&mut self, rows: u32) {
         if self.backoff != self.retry.first_backoff {
             tracing::info!("{}: sending again", self.sink.name());
+            if !self.spool.is_empty() && self.recovered_at.is_none() {
+                self.recovered_at = Some(Instant::now());
+            }
         }
         self.backoff = self.retry.first_backoff;
         self.counters
@@ -366,6 +378,11 @@ impl<S: Sink> Driver<S> {
                 self.succeeded(b.rows);
                 if let Err(e) = self.spool.ack(&b) {
                     tracing::error!("{}: cannot update the spool: {e}", self.sink.name());
+                }
+                if self.spool.is_empty() {
+                    if let Some(t) = self.recovered_at.take() {
+                        self.catch_up = self.catch_up.max(t.elapsed());
+                    }
                 }
                 true
             }

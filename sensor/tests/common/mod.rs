@@ -63,4 +63,5 @@ pub fn endpoints(v: &serde_json::Value) -> (String, String) {
     };
     (ep("src_ip", "src_port"), ep("dest_ip", "dest_port"))
 }
+pub mod proxy;
 pub mod servers;

@@ -88,12 +88,61 @@ fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// A throwaway certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, as PEM files in a temporary directory; made at test time, never committed.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the servers use.
+    pub wrong_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = |name: &str| {
+            let key = KeyPair::generate().expect("CA key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.self_signed(&key).expect("CA certificate");
+            (cert, Issuer::new(p, key))
+        };
+        let (ca_cert, issuer) = ca("sensor test CA");
+        let (wrong_cert, _) = ca("some other CA");
+        let key = KeyPair::generate().expect("server key");
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("server params");
+        p.distinguished_name.push(DnType::CommonName, "localhost");
+        let cert = p.signed_by(&key, &issuer).expect("server certificate");
+        let d = dir.path();
+        let write = |name: &str, text: String| {
+            let path = d.join(name);
+            std::fs::write(&path, text).expect("PEM file");
+            path
+        };
+        TestCerts {
+            ca: write("ca.pem", ca_cert.pem()),
+            wrong_ca: write("wrong-ca.pem", wrong_cert.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            dir,
+        }
+    }
+}
+
 /// A ClickHouse server (Debian's 18.16 in CI) with a `default` user without password and a
 /// `sensor` user whose password is [`ClickHouse::PASSWORD`].
 pub struct ClickHouse {
     pub dir: tempfile::TempDir,
     pub http_port: u16,
     pub tcp_port: u16,
+    /// The HTTPS interface, when started with [`ClickHouse::start_tls`].
+    pub https_port: Option<u16>,
     proc: Mutex<Option<Proc>>,
 }
 
@@ -101,9 +150,31 @@ impl ClickHouse {
     pub const PASSWORD: &'static str = "s3cret-pw";
 
     pub fn start() -> ClickHouse {
+        Self::start_with(None)
+    }
+
+    /// Also serves HTTPS with `certs`' server certificate (the HTTP port stays, for checks).
+    pub fn start_tls(certs: &TestCerts) -> ClickHouse {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> ClickHouse {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         let (http_port, tcp_port) = (free_port(), free_port());
+        let https_port = certs.map(|_| free_port());
+        let tls = match (certs, https_port) {
+            (Some(c), Some(port)) => format!(
+                "<https_port>{port}</https_port>\n  <openSSL><server>\
+                 <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+                 <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+                 <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
+                 <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
+                c.cert.display(),
+                c.key.display()
+            ),
+            _ => String::new(),
+        };
         std::fs::create_dir_all(d.join("data")).expect("data dir");
         std::fs::write(
             d.join("config.xml"),
@@ -114,6 +185,7 @@ impl ClickHouse {
   <listen_host>127.0.0.1</listen_host>
   <http_port>{http_port}</http_port>
   <tcp_port>{tcp_port}</tcp_port>
+  {tls}
   <path>{d}/data/</path>
   <tmp_path>{d}/data/tmp/</tmp_path>
   <user_files_path>{d}/data/user_files/</user_files_path>
@@ -152,6 +224,7 @@ impl ClickHouse {
             dir,
             http_port,
             tcp_port,
+            https_port,
             proc: Mutex::new(None),
         };
         ch.restart();
@@ -194,6 +267,14 @@ impl ClickHouse {
         format!("http://127.0.0.1:{}", self.http_port)
     }
 
+    /// The HTTPS interface's URL (only for a server from [`ClickHouse::start_tls`]).
+    pub fn https_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.https_port.expect("a server started with TLS")
+        )
+    }
+
     /// Runs a query as `default` over HTTP; the body, or the server's error.
     pub fn try_query(&self, sql: &str) -> Result<String, String> {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).map_err(|e| e.to_string())?;
@@ -234,22 +315,41 @@ impl Drop for ClickHouse {
     }
 }
 
-/// A NATS server with JetStream, user `sensor` / [`Nats::PASSWORD`].
+/// A NATS server with JetStream, user `sensor` / [`Nats::PASSWORD`] unless started with
+/// other options.
 pub struct Nats {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// Authentication and TLS options of the command line.
+    args: String,
     proc: Mutex<Option<Proc>>,
 }
 
 impl Nats {
     pub const USER: &'static str = "sensor";
     pub const PASSWORD: &'static str = "nats-pw";
+    pub const TOKEN: &'static str = "nats-tok-9f3";
 
     pub fn start() -> Nats {
+        Self::start_with(&format!("--user {} --pass {}", Self::USER, Self::PASSWORD))
+    }
+
+    /// Requires TLS with `certs`' server certificate, and the token [`Nats::TOKEN`].
+    pub fn start_tls_token(certs: &TestCerts) -> Nats {
+        Self::start_with(&format!(
+            "--tls --tlscert '{}' --tlskey '{}' --auth {}",
+            certs.cert.display(),
+            certs.key.display(),
+            Self::TOKEN
+        ))
+    }
+
+    fn start_with(args: &str) -> Nats {
         let dir = tempfile::tempdir().expect("temp dir");
         let n = Nats {
             dir,
             port: free_port(),
+            args: args.to_string(),
             proc: Mutex::new(None),
         };
         n.restart();
@@ -260,11 +360,10 @@ impl Nats {
         let d = self.dir.path();
         let p = Proc::spawn(
             &format!(
-                "nats-server -js -a 127.0.0.1 -p {} -sd '{}' --user {} --pass {}",
+                "nats-server -js -a 127.0.0.1 -p {} -sd '{}' {}",
                 self.port,
                 d.join("js").display(),
-                Self::USER,
-                Self::PASSWORD
+                self.args
             ),
             &d.join("server.log"),
         );

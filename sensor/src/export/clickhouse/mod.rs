@@ -15,6 +15,7 @@
 //! left by a previous run) the sink first asks whether the batch's first row is already there
 //! and, if so, counts the batch as sent instead of inserting it again.
 
+pub mod https;
 pub mod rows;
 pub mod schema;
 
@@ -33,6 +34,9 @@ pub struct ClickHouseOptions {
     pub database: String,
     pub user: String,
     pub password: String,
+    /// PEM file of the CA that signed the server's certificate (`https://` URLs); empty: the
+    /// system's roots.
+    pub ca_file: String,
     pub timeout: Duration,
     pub retention_days: u32,
 }
@@ -44,6 +48,7 @@ impl std::fmt::Debug for ClickHouseOptions {
             .field("url", &self.url)
             .field("database", &self.database)
             .field("user", &self.user)
+            .field("ca_file", &self.ca_file)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
@@ -60,8 +65,9 @@ pub struct ClickHouseSink {
 }
 
 impl ClickHouseSink {
-    pub fn new(opts: ClickHouseOptions) -> ClickHouseSink {
-        let client = client(&opts);
+    /// Fails (with a line about `ca_file`) only when an `https://` client cannot be built.
+    pub fn new(opts: ClickHouseOptions) -> Result<ClickHouseSink, String> {
+        let client = client(&opts)?;
         let inserts = Table::ALL.map(|t| {
             (
                 t,
@@ -73,13 +79,13 @@ impl ClickHouseSink {
                 ),
             )
         });
-        ClickHouseSink {
+        Ok(ClickHouseSink {
             opts,
             client,
             inserts,
             features: None,
             uncertain: true,
-        }
+        })
     }
 
     async fn execute(&self, sql: &str) -> Result<(), SendError> {
@@ -144,8 +150,14 @@ impl ClickHouseSink {
 
 /// A client for these options, without schema validation (it needs a newer server than
 /// Debian's 18.16; the `columns_match_the_migrated_schema` test checks our rows instead).
-pub fn client(opts: &ClickHouseOptions) -> clickhouse::Client {
-    let mut c = clickhouse::Client::default()
+/// `https://` URLs get the rustls client of [`https`]; the error is about its CA file.
+pub fn client(opts: &ClickHouseOptions) -> Result<clickhouse::Client, String> {
+    let base = if opts.url.starts_with("https://") {
+        https::https_client(&opts.ca_file)?
+    } else {
+        clickhouse::Client::default()
+    };
+    let mut c = base
         .with_url(&opts.url)
         .with_user(&opts.user)
         .with_compression(clickhouse::Compression::Lz4)
@@ -153,7 +165,7 @@ pub fn client(opts: &ClickHouseOptions) -> clickhouse::Client {
     if !opts.password.is_empty() {
         c = c.with_password(&opts.password);
     }
-    c
+    Ok(c)
 }
 
 impl ClickHouseSink {
@@ -287,6 +299,11 @@ pub fn classify(e: &clickhouse::error::Error) -> SendError {
             }
         }
         E::InvalidParams(_) => SendError::Fatal(msg),
+        // A certificate our CA did not sign never becomes valid by retrying.
+        E::Network(inner) => match super::tls::tls_failure(inner.as_ref()) {
+            Some(why) => SendError::Fatal(format!("TLS: {why}")),
+            None => SendError::Transient(msg),
+        },
         E::Compression(_) | E::Custom(_) | E::SequenceMustHaveLength => SendError::Permanent(msg),
         _ => SendError::Transient(msg),
     }
@@ -361,6 +378,7 @@ mod tests {
             database: "sensor".into(),
             user: "u".into(),
             password: "hunter2".into(),
+            ca_file: String::new(),
             timeout: Duration::from_secs(1),
             retention_days: 0,
         };

@@ -120,6 +120,9 @@ impl NatsSink {
                     | async_nats::ConnectErrorKind::Authentication
             ) {
                 SendError::Fatal(format!("server refused our credentials: {msg}"))
+            } else if let Some(why) = super::tls::tls_failure(&e) {
+                // A certificate our CA did not sign comes as an I/O error.
+                SendError::Fatal(format!("TLS: {why}"))
             } else if matches!(e.kind(), async_nats::ConnectErrorKind::Tls) {
                 SendError::Fatal(format!("TLS: {msg}"))
             } else {

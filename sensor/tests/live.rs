@@ -393,6 +393,38 @@ fn bypass_on_and_off_give_the_same_flow_counters() {
     assert_eq!(runs[0], normalized(&replayed), "bypass on vs replay");
 }
 
+/// The busy-polling option: the socket options are accepted by the kernel (no warning) and the
+/// capture still gives the records replay gives. It says nothing about speed, which only a
+/// core of its own shows (benches/README.md).
+#[test]
+fn busy_polling_capture_gives_the_records_replay_gives() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap"), fixture("dns.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(&cfg, "[live]\nbusy_poll = true\n").unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sent = sent_packets(&veth.send(2000, &files));
+    sensor.wait_seen(&veth.host, sent);
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("busy polling"),
+        "busy polling not enabled:\n{log}"
+    );
+    assert!(
+        !log.contains("busy-poll socket option"),
+        "the kernel refused a busy-poll option:\n{log}"
+    );
+    assert!(log.contains("[ok]"), "counters must add up:\n{log}");
+    assert_eq!(field(&log, "packets"), sent, "{log}");
+    assert_eq!(normalized(&eve), normalized(&replayed), "{log}");
+}
+
 /// Events of one type, normalized.
 fn events_of(lines: &[Value], event_type: &str) -> Vec<String> {
     let v: Vec<Value> = lines

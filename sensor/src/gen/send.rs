@@ -125,6 +125,26 @@ fn packet_socket(iface: &str) -> Result<(libc::c_int, u32)> {
     }
 }
 
+/// Binds an AF_PACKET socket from [`packet_socket`] to its interface. The TX ring binds only
+/// after its ring is set up and mapped, so this is not part of opening the socket.
+fn bind_to_interface(fd: libc::c_int, ifindex: libc::c_uint) -> Result<()> {
+    // SAFETY: sockaddr_ll is plain data (zero is valid); bind reads the struct we own.
+    let rc = unsafe {
+        let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_ifindex = ifindex as i32;
+        libc::bind(
+            fd,
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error()).context("bind to the interface");
+    }
+    Ok(())
+}
+
 /// A raw AF_PACKET socket bound to one interface, for sending only.
 struct RawSocket {
     fd: libc::c_int,
@@ -145,17 +165,7 @@ impl RawSocket {
                 (&one as *const libc::c_int).cast(),
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = ifindex as i32;
-            if libc::bind(
-                fd,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error()).context("bind to the interface");
-            }
+            bind_to_interface(fd, ifindex)?;
             Ok(sock)
         }
     }
@@ -343,17 +353,7 @@ impl TxRing {
             }
             ring.map = map.cast();
             ring.lens = vec![0; ring.frames];
-            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
-            sll.sll_family = libc::AF_PACKET as u16;
-            sll.sll_ifindex = ifindex as i32;
-            if libc::bind(
-                fd,
-                (&sll as *const libc::sockaddr_ll).cast(),
-                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error()).context("bind to the interface");
-            }
+            bind_to_interface(fd, ifindex)?;
             Ok(ring)
         }
     }

@@ -145,9 +145,10 @@ trial() {
         ethtool -K "$A" gro off >/dev/null 2>&1
         tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
         ;;
-    sensor-bypass-off | sensor-bypass-on)
+    sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
         local extra=()
         [[ $name == sensor-bypass-off ]] && extra=(--no-bypass)
+        [[ $name == sensor-rings-off ]] && extra=(--no-bypass --config "$WORK/rings.toml")
         "$SENSOR" run --iface "$A" --workers 1 --eve /dev/null --metrics-addr "" "${extra[@]}" >"$log" 2>&1 &
         ;;
     esac
@@ -186,7 +187,8 @@ trial() {
 # (tcpdump's trial turns GRO off, which leaves the veth without NAPI: the kernel's receive path
 # then runs on the generator's CPU, so its "generator-limited" includes that work.)
 declare -A ZL MAXR MAXLOSS LIM
-TOOLS=(xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on)
+read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off}"
+printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
 rm -f "$LOGS/live-send.log"
 for t in "${TOOLS[@]}"; do
     read -r sent got secs waits < <(trial "$t" 0)
@@ -227,6 +229,10 @@ shown() {
 }
 # ratio A B: A's zero-loss rate over B's, saying so when either is only a lower bound.
 ratio() {
+    if [[ -z ${ZL[$1]:-} || -z ${ZL[$2]:-} ]]; then
+        echo "-   (not run: BENCH_RECEIVERS)"
+        return
+    fi
     local a=${ZL[$1]} b=${ZL[$2]} la=${LIM[$1]} lb=${LIM[$2]}
     if ((b <= 0)); then
         echo "-   ($2 has no zero-loss rate)"
@@ -255,5 +261,6 @@ echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass
 echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass-on xdp-drop)"
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on tcpdump)"
 echo "  sensor bypass off / tcpdump (AF_PACKET)            $(ratio sensor-bypass-off tcpdump)"
+echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off afxdp)"
 echo "  bare AF_XDP loop  / XDP count-and-drop             $(ratio afxdp xdp-drop)"
 exit 0

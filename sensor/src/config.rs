@@ -204,6 +204,11 @@ pub struct LiveSection {
     pub frame_size: u32,
     /// Busy polling on the sockets; each capture thread then needs a core to itself.
     pub busy_poll: bool,
+    /// Where DPI runs: `inline` (each queue's capture thread is that queue's DPI worker: no
+    /// copy, no hand-over; flows must reach a queue whole), `rings` (capture threads hash and
+    /// hand packets to `sensor.workers` workers over SPSC rings), or `auto` (inline when there
+    /// is one queue and one worker, else rings).
+    pub dispatch: String,
     /// Count the packets of flows whose metadata is extracted in the kernel instead of copying
     /// them to user space; their counters are added to the flow record.
     pub bypass: bool,
@@ -235,6 +240,7 @@ impl Default for LiveSection {
             fill_ring: 16384,
             frame_size: 2048,
             busy_poll: false,
+            dispatch: "auto".into(),
             bypass: true,
             bypass_protocols: BypassProtocols::DEFAULT.map(String::from).to_vec(),
             filter_cidrs: Vec::new(),
@@ -524,6 +530,11 @@ impl Config {
                 &l.bind_mode,
                 &["auto", "copy", "zerocopy"][..],
             ),
+            (
+                "live.dispatch",
+                &l.dispatch,
+                &["auto", "inline", "rings"][..],
+            ),
         ] {
             if !allowed.contains(&v.as_str()) {
                 return Err(ConfigError::new(
@@ -575,6 +586,16 @@ impl Config {
     }
 
     /// Workers to start: the configured number, or cores minus one (at least one).
+    /// Whether live capture runs DPI in the capture threads (`live.dispatch`), given the
+    /// number of queues captured.
+    pub fn inline_dpi(&self, queues: usize) -> bool {
+        match self.live.dispatch.as_str() {
+            "inline" => true,
+            "rings" => false,
+            _ => queues == 1 && self.worker_count() == 1,
+        }
+    }
+
     pub fn worker_count(&self) -> usize {
         if self.sensor.workers > 0 {
             return self.sensor.workers;
@@ -828,6 +849,11 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "live.xdp_mode", "{e}");
+        let e = Config::parse("[live]\ndispatch = \"threads\"\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e.key, "live.dispatch", "{e}");
         let e = Config::parse("[live]\nbypass_protocols = [\"tls\", \"ssh\"]\n")
             .unwrap()
             .validate()

@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, Payload};
+use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
 use crate::export::runtime::{ExportReport, Exporter};
 use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
@@ -188,8 +188,6 @@ pub(crate) fn start_pipeline(
     };
     let eve_out = open_eve(eve)?;
     let exporter = Exporter::start(cfg, eve_out, n)?;
-    let export_tx = exporter.sender();
-    let recycle_rx = exporter.recycled();
 
     let mut producers: Vec<Vec<rtrb::Producer<Msg>>> = (0..sources).map(|_| Vec::new()).collect();
     let mut live = live.map(|v| v.into_iter());
@@ -201,16 +199,12 @@ pub(crate) fn start_pipeline(
             p.push(tx);
             rxs.push(rx);
         }
-        let mut w = Worker::new(
+        let w = new_worker(
+            cfg,
             Arc::clone(&files),
-            cfg.flow_config(),
-            cfg.dpi_config(),
-            export_tx.clone(),
-            recycle_rx.clone(),
+            &exporter,
+            live.as_mut().and_then(|l| l.next()),
         );
-        if let Some(hooks) = live.as_mut().and_then(|l| l.next()) {
-            w = w.with_live(hooks);
-        }
         let core = (!cores.is_empty()).then(|| cores[(id + first_core) % cores.len()]);
         workers.push(
             thread::Builder::new()
@@ -230,6 +224,52 @@ pub(crate) fn start_pipeline(
         workers,
         exporter,
     })
+}
+
+/// A DPI worker feeding `exporter`, with its live-capture hooks if any.
+fn new_worker(
+    cfg: &Config,
+    files: Arc<Vec<PcapFile>>,
+    exporter: &Exporter,
+    live: Option<crate::worker::LiveHooks>,
+) -> Worker {
+    let w = Worker::new(
+        files,
+        cfg.flow_config(),
+        cfg.dpi_config(),
+        exporter.sender(),
+        exporter.recycled(),
+    );
+    match live {
+        Some(hooks) => w.with_live(hooks),
+        None => w,
+    }
+}
+
+/// Inline dispatch: the exporter and one worker per capture thread, which runs it itself. The
+/// returned pipeline has no rings and no worker threads of its own.
+fn start_inline(
+    cfg: &Config,
+    eve: &EveTarget,
+    hooks: Vec<crate::worker::LiveHooks>,
+) -> Result<(Pipeline, Vec<Worker>)> {
+    let cores = if cfg.sensor.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let exporter = Exporter::start(cfg, open_eve(eve)?, hooks.len())?;
+    let workers = hooks
+        .into_iter()
+        .map(|h| new_worker(cfg, Arc::new(Vec::new()), &exporter, Some(h)))
+        .collect();
+    let pipeline = Pipeline {
+        producers: Vec::new(),
+        cores,
+        workers: Vec::new(),
+        exporter,
+    };
+    Ok((pipeline, workers))
 }
 
 impl Pipeline {
@@ -346,10 +386,12 @@ fn dispatch_files(
             let hash = flow_hash(&info, flow_cfg.key_vlan(info.vlan));
             let w = worker_for(hash, rings.workers());
             let desc = PacketDesc {
-                ts,
-                wire_len: frame.wire_len,
-                hash,
-                info,
+                head: PacketHead {
+                    ts,
+                    wire_len: frame.wire_len,
+                    hash,
+                    info,
+                },
                 payload,
             };
             rings.send(w, Msg::Packet(desc));
@@ -447,7 +489,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
 
     use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
     use crate::capture::control::Control;
-    use crate::capture::live::{BufPool, QueueCapture, QueueMetricsRef};
+    use crate::capture::live::{BufPool, Handoff, QueueCapture, QueueMetricsRef};
     use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
     use crate::metrics::{Metrics, MetricsServer};
     use crate::stats::LiveStats;
@@ -478,7 +520,13 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     if queues.is_empty() {
         return Err(anyhow!("interface {iface} has no rx queue"));
     }
-    let n = cfg.worker_count();
+    // Inline: each capture thread is its queue's worker.
+    let inline = cfg.inline_dpi(queues.len());
+    let n = if inline {
+        queues.len()
+    } else {
+        cfg.worker_count()
+    };
     let metrics = Metrics::new(iface, &queues, n);
 
     let mode = match l.xdp_mode.as_str() {
@@ -539,12 +587,12 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         .load_blocklist()
         .map_err(|e| anyhow!("live.blocklist_file: {e}"))?;
 
-    // Packet buffers: per source, a pool sized to fill every worker ring, plus what workers
-    // hold in a chunk; each worker returns buffers over a ring per source.
+    // Packet buffers (rings only): per source, a pool sized to fill every worker ring, plus
+    // what workers hold in a chunk; each worker returns buffers over a ring per source.
     let per_worker = cfg.sensor.ring_size + 1024;
     let mut recycle_tx: Vec<Vec<rtrb::Producer<Box<[u8]>>>> = (0..n).map(|_| Vec::new()).collect();
     let mut pools = Vec::with_capacity(queues.len());
-    for _ in &queues {
+    for _ in queues.iter().filter(|_| !inline) {
         let mut returns = Vec::with_capacity(n);
         for txs in recycle_tx.iter_mut() {
             let (tx, rx) = rtrb::RingBuffer::new(per_worker * n);
@@ -568,14 +616,19 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     drop(req_tx);
 
     // Capture threads take the first cores, workers the next ones.
-    let mut plumbing = start_pipeline(
-        cfg,
-        &opts.eve,
-        Arc::new(Vec::new()),
-        queues.len(),
-        queues.len(),
-        Some(hooks),
-    )?;
+    let (mut plumbing, inline_workers) = if inline {
+        start_inline(cfg, &opts.eve, hooks)?
+    } else {
+        let p = start_pipeline(
+            cfg,
+            &opts.eve,
+            Arc::new(Vec::new()),
+            queues.len(),
+            queues.len(),
+            Some(hooks),
+        )?;
+        (p, Vec::new())
+    };
     let finish = Arc::new(AtomicBool::new(false));
     let control_thread = {
         let finish = Arc::clone(&finish);
@@ -586,12 +639,25 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     };
     let stop = Arc::new(AtomicBool::new(false));
     let mut captures = Vec::with_capacity(queues.len());
-    let producers = std::mem::take(&mut plumbing.producers);
-    for (i, ((sock, pool), rings)) in sockets.into_iter().zip(pools).zip(producers).enumerate() {
+    let mut handoffs: Vec<Handoff> = if inline {
+        inline_workers
+            .into_iter()
+            .map(|w| Handoff::Inline(Box::new(w)))
+            .collect()
+    } else {
+        std::mem::take(&mut plumbing.producers)
+            .into_iter()
+            .zip(pools)
+            .map(|(rings, pool)| Handoff::Rings {
+                dispatcher: Dispatcher::new(rings),
+                pool,
+            })
+            .collect()
+    };
+    for (i, (sock, handoff)) in sockets.into_iter().zip(handoffs.drain(..)).enumerate() {
         let cap = QueueCapture {
             sock,
-            dispatcher: Dispatcher::new(rings),
-            pool,
+            handoff,
             decoder: Decoder::new(cfg.decode_config()),
             flow_cfg: cfg.flow_config(),
             metrics: Arc::new(QueueMetricsRef {
@@ -619,8 +685,13 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         Some(MetricsServer::start(&l.metrics_addr, Arc::clone(&metrics))?)
     };
     tracing::info!(
-        "capturing on {iface}: {} queue(s), {n} worker(s), bypass {}",
+        "capturing on {iface}: {} queue(s), {n} worker(s) {}, bypass {}",
         queues.len(),
+        if inline {
+            "inline (DPI in the capture threads)"
+        } else {
+            "behind SPSC rings"
+        },
         if l.bypass { "on" } else { "off" }
     );
 
@@ -645,8 +716,10 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     let mut decode = crate::decode::DecodeStats::default();
     let mut frag_pending = (0, 0);
     let mut socket_dropped = 0;
+    let mut inline_workers = Vec::new();
     for c in captures {
-        let r = c.join().map_err(|_| anyhow!("a capture thread panicked"))?;
+        let mut r = c.join().map_err(|_| anyhow!("a capture thread panicked"))?;
+        inline_workers.extend(r.worker.take());
         reader.frames += r.reader.frames;
         reader.bytes += r.reader.bytes;
         reader.dispatched += r.reader.dispatched;
@@ -663,7 +736,13 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     let x = control_thread
         .join()
         .map_err(|_| anyhow!("the XDP control thread panicked"))?;
-    let (flows, export) = plumbing.finish()?;
+    // Inline workers end here, now that the control thread has sent the last counters.
+    let mut inline_flows = crate::flow::FlowStats::default();
+    for w in inline_workers {
+        inline_flows.add(&w.finish());
+    }
+    let (mut flows, export) = plumbing.finish()?;
+    flows.add(&inline_flows);
     let received = reader.frames;
     let c = |i: u32| x.get(i as usize).copied().unwrap_or(0);
     // The summary counts what the XDP program saw; the capture threads' share is `received`.

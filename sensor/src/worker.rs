@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::capture::pcap_file::PcapFile;
-use crate::dispatch::{Backoff, Msg, PacketDesc, Payload};
+use crate::dispatch::{Backoff, Msg, PacketDesc, PacketHead, Payload};
 use crate::dpi::DpiConfig;
 use crate::export::Record;
 use crate::flow::{BypassEvent, BypassProtocols, DirKey, FlowConfig, FlowStats, FlowTable};
@@ -150,8 +150,14 @@ impl Worker {
                 backoff.wait();
             }
         }
+        self.finish()
+    }
+
+    /// Exports every remaining flow and returns the worker's counters. In live capture it first
+    /// takes in the last kernel counters of bypassed flows: the control thread sends them, then
+    /// hangs up, so this waits for the control thread to end.
+    pub fn finish(mut self) -> FlowStats {
         if let Some(live) = self.live.take() {
-            // The control thread sends the last kernel counters, then hangs up.
             for u in live.updates.iter() {
                 self.table.bypass_update(&u.key, u.pkts, u.bytes, u.last_ts);
             }
@@ -164,6 +170,34 @@ impl Worker {
         self.table.flush(&mut self.out);
         self.send();
         self.table.stats.clone()
+    }
+
+    /// Inline DPI (`live.dispatch = inline`): one packet, its payload bytes still in the
+    /// capture thread's UMEM frame.
+    #[inline]
+    pub fn packet(&mut self, head: &PacketHead, payload: &[u8]) {
+        self.table.packet(head, payload, &mut self.out);
+        if self.out.len() >= BATCH {
+            self.send();
+        }
+    }
+
+    /// Inline DPI: the start of a received batch, for the latency histogram.
+    pub fn batch_clock(&self) -> Option<Instant> {
+        self.latency.is_some().then(Instant::now)
+    }
+
+    /// Inline DPI: after a received batch: bypass requests out, its processing time in.
+    pub fn batch_done(&mut self, started: Option<Instant>) {
+        self.bypass_requests();
+        if let (Some(t), Some(h)) = (started, self.latency.as_mut()) {
+            let _ = h.record(t.elapsed().as_nanos().max(1) as u64);
+        }
+    }
+
+    /// Inline DPI: no frame came for a while; a partial batch that waited long enough goes.
+    pub fn idle(&mut self) {
+        self.send_if_due();
     }
 
     /// Gives a packet's buffer back to the source that filled it.
@@ -228,22 +262,26 @@ impl Worker {
         match msg {
             Msg::Packet(desc) => {
                 let payload = payload_of(&self.files, desc);
-                self.table.packet(desc, payload, &mut self.out);
+                self.table.packet(&desc.head, payload, &mut self.out);
                 if self.out.len() >= BATCH {
                     self.send();
                 }
             }
-            Msg::Tick(ts) => {
-                self.table.advance(*ts, &mut self.out);
-                if self.live.is_some() {
-                    self.live_tick();
-                }
-                if self.out.len() >= BATCH {
-                    self.send();
-                } else {
-                    self.send_if_due();
-                }
-            }
+            Msg::Tick(ts) => self.tick(*ts),
+        }
+    }
+
+    /// Capture time has reached `ts`: expire idle flows; in live capture also take in kernel
+    /// counters and publish metrics.
+    pub fn tick(&mut self, ts: Ts) {
+        self.table.advance(ts, &mut self.out);
+        if self.live.is_some() {
+            self.live_tick();
+        }
+        if self.out.len() >= BATCH {
+            self.send();
+        } else {
+            self.send_if_due();
         }
     }
 
@@ -271,14 +309,14 @@ impl Worker {
 
 /// The L4 payload of a packet, wherever it lies; empty if the descriptor points outside.
 fn payload_of<'a>(files: &'a [PcapFile], desc: &'a PacketDesc) -> &'a [u8] {
-    let len = desc.info.payload_len as usize;
+    let len = desc.head.info.payload_len as usize;
     match &desc.payload {
         Payload::Mapped { file, off } => files
             .get(*file as usize)
             .and_then(|f| f.bytes().get(*off..off.saturating_add(len)))
             .unwrap_or(&[]),
         Payload::Owned(buf) => {
-            let off = desc.info.payload_off as usize;
+            let off = desc.head.info.payload_off as usize;
             buf.get(off..off.saturating_add(len)).unwrap_or(&[])
         }
     }

@@ -333,10 +333,24 @@ fn live_capture_gives_the_records_replay_gives_and_counters_add_up() {
     }
     let files: Vec<PathBuf> = FIXTURES.iter().map(|f| fixture(f)).collect();
     let (replayed, _) = common::replay_to_eve(&files, 1);
+    // Both ways of reaching DPI: in the capture thread, and over rings to a worker thread.
+    for (dispatch, says) in [("inline", "inline"), ("rings", "behind SPSC rings")] {
+        capture_equals_replay(&files, &replayed, dispatch, says);
+    }
+}
+
+fn capture_equals_replay(files: &[PathBuf], replayed: &[Value], dispatch: &str, says: &str) {
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &[]);
-    let report = veth.send(2000, &files);
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(&cfg, format!("[live]\ndispatch = \"{dispatch}\"\n")).unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    assert!(
+        sensor.log.iter().any(|l| l.contains(says)),
+        "dispatch {dispatch}: {:?}",
+        sensor.log
+    );
+    let report = veth.send(2000, files);
     let sent = sent_packets(&report);
     assert!(sent > 100, "{report}");
     sensor.wait_seen(&veth.host, sent);
@@ -358,7 +372,11 @@ fn live_capture_gives_the_records_replay_gives_and_counters_add_up() {
     assert_eq!(code, 0, "{log}");
     assert!(log.contains("[ok]"), "counters must add up:\n{log}");
     assert_eq!(field(&log, "packets"), sent, "{log}");
-    assert_eq!(normalized(&eve), normalized(&replayed), "{log}");
+    assert_eq!(
+        normalized(&eve),
+        normalized(replayed),
+        "dispatch {dispatch}\n{log}"
+    );
     assert!(!veth.xdp_attached(), "the program must be detached at exit");
 }
 
@@ -370,11 +388,17 @@ fn bypass_on_and_off_give_the_same_flow_counters() {
     let files = vec![fixture("tls.pcap")];
     let (replayed, _) = common::replay_to_eve(&files, 1);
     let mut runs = Vec::new();
-    for bypass in [true, false] {
+    // Bypass requests come from the capture thread (inline) or from a worker thread (rings).
+    for (bypass, dispatch) in [(true, "inline"), (false, "inline"), (true, "rings")] {
         let veth = Veth::new();
         let dir = tempfile::tempdir().unwrap();
-        let extra: &[&str] = if bypass { &[] } else { &["--no-bypass"] };
-        let sensor = Sensor::start(&veth.host, dir.path(), extra);
+        let cfg = dir.path().join("sensor.toml");
+        std::fs::write(&cfg, format!("[live]\ndispatch = \"{dispatch}\"\n")).unwrap();
+        let mut extra = vec!["--config", cfg.to_str().unwrap()];
+        if !bypass {
+            extra.push("--no-bypass");
+        }
+        let sensor = Sensor::start(&veth.host, dir.path(), &extra);
         // Slow enough that a flow's bypass entry is in the map before its last packets.
         let sent = sent_packets(&veth.send(200, &files));
         sensor.wait_seen(&veth.host, sent);
@@ -390,6 +414,7 @@ fn bypass_on_and_off_give_the_same_flow_counters() {
         runs.push(normalized(&eve));
     }
     assert_eq!(runs[0], runs[1], "bypass on vs off");
+    assert_eq!(runs[2], runs[1], "bypass on over rings vs off");
     assert_eq!(runs[0], normalized(&replayed), "bypass on vs replay");
 }
 

@@ -20,15 +20,21 @@ pub enum Payload {
     Owned(Box<[u8]>),
 }
 
-/// One decoded packet on its way to a worker.
-#[derive(Debug)]
-pub struct PacketDesc {
+/// What the flow table needs of a decoded packet besides its payload bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct PacketHead {
     pub ts: Ts,
     /// Frame length on the wire (what flow byte counters add up, as tshark's `frame.len`).
     pub wire_len: u32,
     /// Symmetric flow hash, computed once by the source and reused by the worker's table.
     pub hash: u64,
     pub info: PacketInfo,
+}
+
+/// One decoded packet on its way to a worker.
+#[derive(Debug)]
+pub struct PacketDesc {
+    pub head: PacketHead,
     pub payload: Payload,
 }
 
@@ -276,10 +282,12 @@ mod tests {
         let mut d = Dispatcher::new(vec![tx]);
         let pkt = || {
             Msg::Packet(PacketDesc {
-                ts: 0,
-                wire_len: 60,
-                hash: 0,
-                info: PacketInfo::default(),
+                head: PacketHead {
+                    ts: 0,
+                    wire_len: 60,
+                    hash: 0,
+                    info: PacketInfo::default(),
+                },
                 payload: Payload::Owned(Box::new([1, 2, 3])),
             })
         };

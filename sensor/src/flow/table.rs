@@ -13,7 +13,7 @@ use hashbrown::HashTable;
 
 use super::{BypassEvent, BypassProtocols, DirKey, FlowConfig};
 use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
-use crate::dispatch::{mix, PacketDesc};
+use crate::dispatch::{mix, PacketHead};
 use crate::dpi::quic::{self, QuicFlow};
 use crate::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
 use crate::export::{EndReason, EventRecord, FlowMeta, FlowRecord, FlowState, Record};
@@ -348,7 +348,7 @@ impl FlowTable {
     }
 
     /// Accounts one packet; `payload` is its L4 payload. Exported records go to `out`.
-    pub fn packet(&mut self, desc: &PacketDesc, payload: &[u8], out: &mut Vec<Record>) {
+    pub fn packet(&mut self, desc: &PacketHead, payload: &[u8], out: &mut Vec<Record>) {
         let ts = desc.ts;
         if ts > self.now {
             self.now = ts;
@@ -561,7 +561,7 @@ impl FlowTable {
 
     fn create(
         &mut self,
-        desc: &PacketDesc,
+        desc: &PacketHead,
         key: &Key,
         tcp_flags: u8,
         out: &mut Vec<Record>,
@@ -800,7 +800,7 @@ fn flow_id(hash: u64, first_ts: Ts) -> u64 {
 mod tests {
     use super::*;
     use crate::decode::TcpMeta;
-    use crate::dispatch::{flow_hash, Payload};
+    use crate::dispatch::flow_hash;
     use crate::time::NANOS_PER_SEC as S;
 
     fn v4(last: u8) -> [u8; 16] {
@@ -812,7 +812,7 @@ mod tests {
     }
 
     /// A packet from host `a`:`sport` to host `b`:`dport`.
-    fn pkt(ts: Ts, proto: u8, a: u8, sport: u16, b: u8, dport: u16, flags: u8) -> PacketDesc {
+    fn pkt(ts: Ts, proto: u8, a: u8, sport: u16, b: u8, dport: u16, flags: u8) -> PacketHead {
         let info = PacketInfo {
             src: v4(a),
             dst: v4(b),
@@ -825,12 +825,11 @@ mod tests {
             },
             ..Default::default()
         };
-        PacketDesc {
+        PacketHead {
             ts,
             wire_len: 100,
             hash: flow_hash(&info, info.vlan),
             info,
-            payload: Payload::Owned(Box::new([])),
         }
     }
 

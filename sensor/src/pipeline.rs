@@ -370,16 +370,8 @@ fn dispatch_files(
                     (info, payload)
                 }
                 Decoded::Reassembled(info, buf) => (info, Payload::Owned(buf)),
-                Decoded::FragmentHeld => {
-                    st.fragments_held += 1;
-                    continue;
-                }
-                Decoded::NotIp => {
-                    st.not_ip += 1;
-                    continue;
-                }
-                Decoded::Dropped(_) => {
-                    st.decode_dropped += 1;
+                other => {
+                    st.count_no_packet(&other);
                     continue;
                 }
             };

@@ -32,6 +32,19 @@ pub struct ReaderStats {
     pub file_errors: u64,
 }
 
+impl ReaderStats {
+    /// Counts a frame that gives no packet to hand on (held fragment, not IP, dropped).
+    pub fn count_no_packet(&mut self, d: &crate::decode::Decoded) {
+        use crate::decode::Decoded;
+        match d {
+            Decoded::FragmentHeld => self.fragments_held += 1,
+            Decoded::NotIp => self.not_ip += 1,
+            Decoded::Dropped(_) => self.decode_dropped += 1,
+            Decoded::Packet(_) | Decoded::Reassembled(..) => {}
+        }
+    }
+}
+
 /// Everything a run reports at its end.
 #[derive(Clone, Debug, Default)]
 pub struct Summary {

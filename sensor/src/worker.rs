@@ -1,5 +1,6 @@
 //! A DPI worker: pops packets from its SPSC ring, runs them through its own flow table (and so
-//! DPI), and sends finished records in batches to the exporter.
+//! DPI), and sends finished records in batches to the exporter. With inline live dispatch a
+//! capture thread drives it instead ([`Worker::packet`], [`Worker::tick`], [`Worker::finish`]).
 //!
 //! The worker owns its flow table outright: no locks, no shared state on the packet path. It
 //! never does I/O; a full export channel is the exporter's back-pressure (replay waits on it,

@@ -271,16 +271,8 @@ fn handle_frame(
             (info, Payload::Owned(buf))
         }
         Decoded::Reassembled(info, buf) => (info, Payload::Owned(buf)),
-        Decoded::FragmentHeld => {
-            st.fragments_held += 1;
-            return;
-        }
-        Decoded::NotIp => {
-            st.not_ip += 1;
-            return;
-        }
-        Decoded::Dropped(_) => {
-            st.decode_dropped += 1;
+        other => {
+            st.count_no_packet(&other);
             return;
         }
     };
@@ -333,16 +325,8 @@ fn inline_frame(
     match decoder.decode(LinkType::Ethernet, frame, ts) {
         Decoded::Packet(info) => worker.packet(&head(info), payload_in(frame, &info)),
         Decoded::Reassembled(info, buf) => worker.packet(&head(info), payload_in(&buf, &info)),
-        Decoded::FragmentHeld => {
-            st.fragments_held += 1;
-            return;
-        }
-        Decoded::NotIp => {
-            st.not_ip += 1;
-            return;
-        }
-        Decoded::Dropped(_) => {
-            st.decode_dropped += 1;
+        other => {
+            st.count_no_packet(&other);
             return;
         }
     }

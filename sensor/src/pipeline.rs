@@ -550,6 +550,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
             _ => BindMode::Auto,
         },
         busy_poll: l.busy_poll,
+        huge_pages: l.huge_pages,
     };
     let mut sockets = Vec::with_capacity(queues.len());
     for q in &queues {

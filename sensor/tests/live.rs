@@ -450,6 +450,75 @@ fn busy_polling_capture_gives_the_records_replay_gives() {
     assert_eq!(normalized(&eve), normalized(&replayed), "{log}");
 }
 
+/// Reserves `n` more 2 MiB huge pages for the life of the guard (`vm.nr_hugepages`).
+struct HugePages {
+    before: u64,
+}
+
+impl HugePages {
+    fn reserve(n: u64) -> HugePages {
+        let path = "/proc/sys/vm/nr_hugepages";
+        let before: u64 = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        std::fs::write(path, (before + n).to_string()).expect("set vm.nr_hugepages");
+        HugePages { before }
+    }
+
+    /// (total, free) from /proc/meminfo.
+    fn counts() -> (u64, u64) {
+        let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let get = |k: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(k)?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        (get("HugePages_Total:"), get("HugePages_Free:"))
+    }
+}
+
+impl Drop for HugePages {
+    fn drop(&mut self) {
+        let _ = std::fs::write("/proc/sys/vm/nr_hugepages", self.before.to_string());
+    }
+}
+
+/// `live.huge_pages`: with pages reserved, the UMEM takes them (the free count drops while the
+/// sensor runs, no fallback warning) and the capture gives the records replay gives.
+#[test]
+fn a_umem_on_huge_pages_gives_the_records_replay_gives() {
+    if skip() {
+        return;
+    }
+    let files = vec![fixture("tls.pcap"), fixture("http.pcap")];
+    let (replayed, _) = common::replay_to_eve(&files, 1);
+    // The default UMEM is 32 MiB: 16 pages of 2 MiB.
+    let _pages = HugePages::reserve(16);
+    let (total, free_before) = HugePages::counts();
+    if free_before < 16 {
+        eprintln!("skipping: the kernel reserved only {free_before} of {total} huge pages (memory fragmented)");
+        return;
+    }
+    let veth = Veth::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sensor.toml");
+    std::fs::write(&cfg, "[live]\nhuge_pages = true\n").unwrap();
+    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let (_, free_running) = HugePages::counts();
+    let sent = sent_packets(&veth.send(2000, &files));
+    sensor.wait_seen(&veth.host, sent);
+    let (code, log, eve) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(!log.contains("no huge pages"), "fell back:\n{log}");
+    assert!(
+        free_running + 16 <= free_before,
+        "the UMEM took no huge pages: {free_before} free before, {free_running} while running"
+    );
+    assert!(log.contains("[ok]"), "counters must add up:\n{log}");
+    assert_eq!(normalized(&eve), normalized(&replayed), "{log}");
+}
+
 /// Events of one type, normalized.
 fn events_of(lines: &[Value], event_type: &str) -> Vec<String> {
     let v: Vec<Value> = lines

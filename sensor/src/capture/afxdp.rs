@@ -36,6 +36,9 @@ pub struct XskOptions {
     /// Busy polling (SO_PREFER_BUSY_POLL): the capture thread drives the NAPI loop itself and
     /// never sleeps; it then needs a core to itself.
     pub busy_poll: bool,
+    /// Back the UMEM with 2 MiB huge pages: the kernel fills frames in fill-ring order, through
+    /// the whole UMEM, so with 4 KiB pages nearly every frame is a TLB miss.
+    pub huge_pages: bool,
 }
 
 /// Counters the kernel keeps for a socket (`getsockopt(XDP_STATISTICS)`).
@@ -102,11 +105,25 @@ impl XskSocket {
             .build()
             .map_err(|e| err(format!("UMEM config: {e}")))?;
         let frames = NonZeroU32::new(opts.fill_ring).ok_or_else(|| err("no frames".into()))?;
-        let (umem, descs) = Umem::new(umem_cfg, frames, false).map_err(|e| {
+        let umem_err = |e: &dyn std::fmt::Display| {
             err(format!(
                 "cannot create the UMEM ({e}); a non-root sensor needs CAP_IPC_LOCK"
             ))
-        })?;
+        };
+        let (umem, descs) = if opts.huge_pages {
+            match Umem::new(umem_cfg, frames, true) {
+                Ok(u) => u,
+                Err(e) => {
+                    tracing::warn!(
+                        "{iface} queue {queue}: no huge pages for the UMEM ({e}), using 4 KiB \
+                         pages; reserve them with sysctl vm.nr_hugepages"
+                    );
+                    Umem::new(umem_cfg, frames, false).map_err(|e| umem_err(&e))?
+                }
+            }
+        } else {
+            Umem::new(umem_cfg, frames, false).map_err(|e| umem_err(&e))?
+        };
         let ifname: Interface = iface
             .parse()
             .map_err(|e| err(format!("bad interface name: {e}")))?;

@@ -55,6 +55,7 @@ pub fn run(
                 frame_size: live.frame_size,
                 bind: BindMode::Copy,
                 busy_poll: false,
+                huge_pages: live.huge_pages,
             };
             let s = XskSocket::open(iface, queue, &opts)?;
             xdp.register_socket(queue, s.fd())?;

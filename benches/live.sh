@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Live benchmark: the highest offered rate each receiver takes with zero loss, all on the same
-# veth pair in the same run, with the same traffic: the sensor (bypass off and on) against
+# veth pair in the same run, with the same traffic: the sensor (bypass off and on, DPI inline in
+# the capture thread; and bypass off with DPI behind SPSC rings in a worker thread) against
 #   (a) the XDP program counting and dropping every frame: the floor of this machine;
 #   (b) a bare AF_XDP copy-mode receive loop that touches nothing: the floor for user space;
 #   (c) a plain AF_PACKET capture: tcpdump -w /dev/null.
@@ -25,15 +26,17 @@
 # "veth-limited" when the generator found the veth full: the kernel's receive side set the pace),
 # and ratios against it are printed as bounds, not results; otherwise a bisection between 0 and
 # that maximum. Receive side: threaded NAPI on the veth, its thread pinned to cpu 1; the generator
-# (`pcapgen send`, PACKET_TX_RING) pinned to cpu 0; the sensor runs one capture thread and one
-# worker, pinned by itself (capture cpu 0, worker cpu 1), and the AF_XDP floor's receive loop is
+# (`pcapgen send`, PACKET_TX_RING) pinned to cpu 0; the sensor pins its own threads: its capture
+# thread on cpu 0 (with `--workers 1` on one queue it runs DPI inline; with live.dispatch =
+# "rings" a worker thread on cpu 1 does), and the AF_XDP floor's receive loop is
 # pinned where the sensor's capture thread is (cpu 0) and opens its socket with the same
 # `live.*` ring and frame sizes (both use the defaults), so both receive under the same policy;
 # the XDP floor has no user-space thread and tcpdump is not pinned.
 #
 # The figures are those of a shared 2-core machine: the generator, the veth's NAPI thread and
 # the receiver compete for the same cores, so they are orders of magnitude, not a datasheet.
-# Environment: BENCH_SECONDS (per trial), BENCH_STEPS (bisection steps).
+# Environment: BENCH_SECONDS (per trial), BENCH_STEPS (bisection steps), BENCH_RECEIVERS (which
+# rows, space-separated; default all).
 # Exit status: 0 whatever the figures; 1 if the build fails; 2 on bad usage.
 set -uo pipefail
 export LC_ALL=C
@@ -111,7 +114,7 @@ napi_on() {
 napi_on
 
 # The generator runs pinned to cpu 0 and the veth's NAPI thread on cpu 1. The sensor pins its
-# threads itself (capture cpu 0, worker 1); the AF_XDP floor's loop gets the capture thread's
+# threads itself (capture cpu 0, a rings worker cpu 1); the AF_XDP floor's loop gets the capture thread's
 # cpu 0 (a polling AF_XDP loop sharing cpu 1 with the NAPI thread collapsed to a third here).
 pin_napi() {
     local f

@@ -36,8 +36,8 @@ pub struct XskOptions {
     /// Busy polling (SO_PREFER_BUSY_POLL): the capture thread drives the NAPI loop itself and
     /// never sleeps; it then needs a core to itself.
     pub busy_poll: bool,
-    /// Back the UMEM with 2 MiB huge pages: the kernel fills frames in fill-ring order, through
-    /// the whole UMEM, so with 4 KiB pages nearly every frame is a TLB miss.
+    /// Back the UMEM with 2 MiB huge pages: the kernel fills frames in fill-ring order through
+    /// the whole UMEM, so with 4 KiB pages reading a frame is often a TLB miss.
     pub huge_pages: bool,
 }
 

@@ -14,11 +14,12 @@
 //! before the batch and every [`CHECK_EVERY`] while it waits), or when any message is not
 //! acknowledged within `timeout` of being published; the driver then spools it and replays it
 //! with the same message ids. After a failure the client is dropped and the next attempt
-//! connects afresh (so credentials refused after a restart are a config error, as at start-up,
-//! and a fresh connection to a server that is down fails at once). A dropped client goes on
-//! reconnecting in the background until the server is back, then sends what it had queued and
-//! closes: JetStream drops those messages as duplicates of the replayed batch, which it stores
-//! within seconds of them, well inside `duplicate_window`.
+//! connects afresh: credentials refused after a server restart are a config error, as at
+//! start-up, and while nothing listens the attempt fails at once (a host that does not answer
+//! at all holds it up to `timeout`). A dropped client goes on reconnecting in the background
+//! until the server is back, then sends what it had queued and closes: JetStream drops those
+//! messages as duplicates of the replayed batch, stored within seconds of them, well inside
+//! `duplicate_window`.
 
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};

@@ -312,14 +312,18 @@ pub struct NatsSection {
     /// Stream limits: bytes and age in seconds (0 = unlimited), replicas.
     pub max_bytes: i64,
     pub max_age: u64,
-    /// Seconds within which JetStream drops a message whose id it has already stored.
+    /// Seconds within which JetStream drops a message whose id it has already stored. A batch
+    /// whose acknowledgement was lost when the server went down is spooled and re-sent first
+    /// when it is back: exactly once as long as the outage is shorter than this window.
     pub duplicate_window: u64,
     /// Publishes awaiting their acknowledgement at once.
     pub max_inflight: usize,
     /// A batch is sent when it holds this many messages or is this old.
     pub batch_msgs: usize,
     pub batch_age_ms: u64,
-    /// Seconds a publish may wait for its acknowledgement.
+    /// Seconds to connect, for a stream request, and for each publish's acknowledgement
+    /// (counted from when it was sent). A lost connection fails the batch at once (it is
+    /// spooled) without waiting for this.
     pub timeout: u64,
 }
 

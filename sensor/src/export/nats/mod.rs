@@ -5,13 +5,31 @@
 //! A batch is acknowledged when every one of its messages is; at most `max_inflight`
 //! acknowledgements are awaited at once. The stream is created if missing, or its subjects and
 //! limits updated to the configured ones.
+//!
+//! Failing over to the spool: while the server is gone, async-nats keeps reconnecting by
+//! itself and queues publishes in its command channel without an error, and an acknowledgement
+//! future's own timeout only starts when it is first polled, so awaiting a batch's acks one
+//! after the other could hold a batch for `timeout` times its message count. So a batch fails
+//! with [`SendError::Transient`] as soon as the client reports it is not connected (checked
+//! before the batch and every [`CHECK_EVERY`] while it waits), or when any message is not
+//! acknowledged within `timeout` of being published; the driver then spools it and replays it
+//! with the same message ids. After a failure the client is dropped and the next attempt
+//! connects afresh: credentials refused after a server restart are a config error, as at
+//! start-up, and while nothing listens the attempt fails at once (a host that does not answer
+//! at all holds it up to `timeout`). A dropped client goes on reconnecting in the background
+//! until the server is back, then sends what it had queued and closes: JetStream drops those
+//! messages as duplicates of the replayed batch, stored within seconds of them, well inside
+//! `duplicate_window`.
 
 use std::collections::VecDeque;
+use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use async_nats::connection::State;
 use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 
 use super::sink::{SendError, Sink};
 
@@ -85,6 +103,9 @@ pub fn messages(mut p: &[u8]) -> Option<Vec<Message<'_>>> {
     }
     Some(out)
 }
+
+/// How often a batch waiting on the server checks that the client is still connected.
+const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 pub struct NatsSink {
     opts: NatsOptions,
@@ -193,46 +214,150 @@ impl Sink for NatsSink {
         let Some(msgs) = messages(payload) else {
             return Err(SendError::Permanent("damaged batch".into()));
         };
-        let mut pending = VecDeque::with_capacity(self.opts.max_inflight.min(msgs.len()));
-        let mut result = Ok(());
-        for m in msgs {
-            if pending.len() >= self.opts.max_inflight {
-                if let Some(ack) = pending.pop_front() {
-                    if let Err(e) = wait_ack(ack).await {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", m.id);
-            match js
-                .publish_with_headers(m.subject.to_string(), h, Bytes::copy_from_slice(m.payload))
-                .await
-            {
-                Ok(ack) => pending.push_back(ack),
-                Err(e) => {
-                    result = Err(publish_error(&e));
-                    break;
-                }
-            }
+        let client = js.client();
+        let connected = || client.connection_state() == State::Connected;
+        if !connected() {
+            // Do not queue a batch in a client that is reconnecting: spool it now.
+            self.js = None;
+            return Err(Stop::Disconnected.into());
         }
-        while let Some(ack) = pending.pop_front() {
-            let r = wait_ack(ack).await;
-            if result.is_ok() {
-                result = r;
+        let timeout = self.opts.timeout;
+        let mut acks = Acks::new(self.opts.max_inflight.min(msgs.len()));
+        let result = async {
+            for m in msgs {
+                if acks.len() >= self.opts.max_inflight {
+                    acks.wait_oldest(&connected).await?;
+                }
+                let mut h = async_nats::HeaderMap::new();
+                h.insert("Nats-Msg-Id", m.id);
+                let due = Instant::now() + timeout;
+                let publish = js.publish_with_headers(
+                    m.subject.to_string(),
+                    h,
+                    Bytes::copy_from_slice(m.payload),
+                );
+                let ack = acks
+                    .bounded(publish, due, &connected)
+                    .await?
+                    .map_err(|e| publish_error(&e))?;
+                acks.push(due, ack.into_future());
             }
+            acks.wait_all(&connected).await
         }
+        .await;
         if let Err(SendError::Transient(_)) = &result {
-            // Reconnect and check the stream before the next attempt.
+            // Connect afresh and check the stream before the next attempt.
             self.js = None;
         }
         result
     }
 }
 
-async fn wait_ack(ack: jetstream::context::PublishAckFuture) -> Result<(), SendError> {
-    ack.await.map(|_| ()).map_err(|e| publish_error(&e))
+/// Why a batch stopped waiting for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    Disconnected,
+    TimedOut,
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stop::Disconnected => "disconnected from the server",
+            Stop::TimedOut => "no acknowledgement within nats.timeout",
+        })
+    }
+}
+
+impl From<Stop> for SendError {
+    fn from(s: Stop) -> SendError {
+        SendError::Transient(s.to_string())
+    }
+}
+
+/// A batch's publishes awaiting their acknowledgement, oldest first, each with the time it must
+/// be acknowledged by; generic over the acknowledgement future so the waiting is testable
+/// without a server.
+struct Acks<F> {
+    pending: VecDeque<(Instant, F)>,
+    /// Wakes a wait to check the connection and the deadline; one timer for the whole batch.
+    tick: Interval,
+}
+
+impl<F, T, E> Acks<F>
+where
+    F: Future<Output = Result<T, E>> + Unpin,
+    E: AckError,
+{
+    fn new(capacity: usize) -> Acks<F> {
+        let mut tick = tokio::time::interval_at(Instant::now() + CHECK_EVERY, CHECK_EVERY);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Acks {
+            pending: VecDeque::with_capacity(capacity),
+            tick,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn push(&mut self, due: Instant, ack: F) {
+        self.pending.push_back((due, ack));
+    }
+
+    /// Runs `fut` until it completes, `due` passes, or `connected` turns false.
+    async fn bounded<O>(
+        &mut self,
+        fut: impl Future<Output = O>,
+        due: Instant,
+        connected: &impl Fn() -> bool,
+    ) -> Result<O, Stop> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return Ok(out),
+                _ = self.tick.tick() => {
+                    if !connected() {
+                        return Err(Stop::Disconnected);
+                    }
+                    if Instant::now() >= due {
+                        return Err(Stop::TimedOut);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn wait_oldest(&mut self, connected: &impl Fn() -> bool) -> Result<(), SendError> {
+        if let Some((due, mut ack)) = self.pending.pop_front() {
+            self.bounded(&mut ack, due, connected)
+                .await?
+                .map_err(|e| e.send_error())?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every acknowledgement; at the first failure the rest are given up (their
+    /// batch will be sent again whole).
+    async fn wait_all(&mut self, connected: &impl Fn() -> bool) -> Result<(), SendError> {
+        while !self.pending.is_empty() {
+            self.wait_oldest(connected).await?;
+        }
+        Ok(())
+    }
+}
+
+/// How an acknowledgement's error counts.
+trait AckError {
+    fn send_error(&self) -> SendError;
+}
+
+impl AckError for jetstream::context::PublishError {
+    fn send_error(&self) -> SendError {
+        publish_error(self)
+    }
 }
 
 fn publish_error(e: &jetstream::context::PublishError) -> SendError {
@@ -257,5 +382,89 @@ mod tests {
         assert_eq!(m[1].id, "a:1:0");
         assert_eq!(m[0].payload, b"{\"x\":1}");
         assert!(messages(&p[..p.len() - 1]).is_none());
+    }
+
+    #[derive(Debug)]
+    struct Refused;
+
+    impl AckError for Refused {
+        fn send_error(&self) -> SendError {
+            SendError::Permanent("refused".into())
+        }
+    }
+
+    type Ack = std::pin::Pin<Box<dyn Future<Output = Result<(), Refused>> + Send>>;
+
+    fn never() -> Ack {
+        Box::pin(std::future::pending())
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn unanswered_acks_fail_the_batch_at_their_deadline_not_one_timeout_after_another() {
+        run(async {
+            let start = Instant::now();
+            let mut acks = Acks::<Ack>::new(20);
+            for _ in 0..20 {
+                acks.push(start + Duration::from_millis(300), never());
+            }
+            let r = acks.wait_all(&|| true).await;
+            let took = start.elapsed();
+            assert_eq!(r, Err(Stop::TimedOut.into()));
+            // Each ack timed on its own from when it is awaited would take 20 x 300 ms.
+            assert!(took < Duration::from_secs(3), "{took:?}");
+            assert!(took >= Duration::from_millis(300), "{took:?}");
+        });
+    }
+
+    #[test]
+    fn a_lost_connection_fails_a_waiting_batch_and_a_blocked_publish_at_once() {
+        run(async {
+            let start = Instant::now();
+            let lost_at = start + Duration::from_millis(100);
+            let connected = || Instant::now() < lost_at;
+            let far = start + Duration::from_secs(60);
+            let mut acks = Acks::<Ack>::new(4);
+            acks.push(far, Box::pin(async { Ok(()) }));
+            acks.push(far, never());
+            assert_eq!(
+                acks.wait_all(&connected).await,
+                Err(Stop::Disconnected.into())
+            );
+            // A publish stuck on a full client queue gives up the same way.
+            let r = acks
+                .bounded(std::future::pending::<()>(), far, &connected)
+                .await;
+            assert_eq!(r, Err(Stop::Disconnected));
+            assert!(start.elapsed() < Duration::from_secs(10));
+        });
+    }
+
+    #[test]
+    fn acknowledged_batches_pass_and_a_refused_message_fails_with_its_own_error() {
+        run(async {
+            let due = Instant::now() + Duration::from_secs(60);
+            let mut acks = Acks::<Ack>::new(3);
+            for _ in 0..3 {
+                acks.push(due, Box::pin(async { Ok(()) }));
+            }
+            assert_eq!(acks.wait_all(&|| true).await, Ok(()));
+            acks.push(due, Box::pin(async { Ok(()) }));
+            acks.push(due, Box::pin(async { Err(Refused) }));
+            acks.push(due, never());
+            assert_eq!(
+                acks.wait_all(&|| true).await,
+                Err(SendError::Permanent("refused".into()))
+            );
+            // The rest of a failed batch is given up: the batch is sent again whole.
+            assert_eq!(acks.len(), 1);
+        });
     }
 }

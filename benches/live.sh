@@ -138,6 +138,17 @@ send() {
 
 num() { grep -o "$1=[0-9]*" | head -1 | cut -d= -f2; }
 
+# CPU clock ticks (user + system, all threads) a process has used so far; 0 if it is gone.
+cpu_ticks() {
+    local f
+    f=$(cat "/proc/$1/stat" 2>/dev/null) || {
+        echo 0
+        return
+    }
+    # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+    awk '{ print $12 + $13 }' <<<"${f##*) }"
+}
+
 # trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS"
 trial() {
     local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got
@@ -161,7 +172,10 @@ trial() {
         grep -qE 'floor ready|capturing on|listening on' "$log" && break
         sleep 0.1
     done
+    local t0 t1
+    t0=$(cpu_ticks "$pid")
     read -r sent secs waits < <(send "$rate")
+    t1=$(cpu_ticks "$pid")
     sleep 1
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
@@ -179,7 +193,7 @@ trial() {
         got=$((${seen:-0} - lost))
         ;;
     esac
-    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0}"
+    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0} $((t1 - t0))"
 }
 
 # ZL: zero-loss rate; LIM: why it is only a lower bound ("" when measured by bisection):
@@ -189,12 +203,16 @@ trial() {
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
 # (tcpdump's trial turns GRO off, which leaves the veth without NAPI: the kernel's receive path
 # then runs on the generator's CPU, so its "generator-limited" includes that work.)
-declare -A ZL MAXR MAXLOSS LIM
+declare -A ZL MAXR MAXLOSS LIM CPU
+HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off}"
 printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
 rm -f "$LOGS/live-send.log"
 for t in "${TOOLS[@]}"; do
-    read -r sent got secs waits < <(trial "$t" 0)
+    read -r sent got secs waits ticks < <(trial "$t" 0)
+    # The receiver's own CPU per frame it took during the as-fast-as-possible trial (all its
+    # threads, user + system): its cost, whatever the veth let through.
+    CPU[$t]=$(awk -v k="$ticks" -v hz="$HZ" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / hz * 1e6 / n; else print "-" }')
     max=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%d", (t > 0 ? s / t : 0) }')
     MAXR[$t]=$max
     MAXLOSS[$t]=$((sent - got))
@@ -210,7 +228,7 @@ for t in "${TOOLS[@]}"; do
     hi=$max
     for _ in $(seq "$STEPS"); do
         mid=$(((lo + hi) / 2))
-        read -r sent got secs waits < <(trial "$t" "$mid")
+        read -r sent got secs waits _ < <(trial "$t" "$mid")
         if ((sent > 0 && got >= sent)); then
             lo=$mid
             r=ok
@@ -252,10 +270,12 @@ ratio() {
 
 echo
 echo "== live benchmark: zero-loss rate on one veth queue, ${SECS}s trials, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-20s %-32s %16s %14s\n' receiver "zero-loss pps" "max offered pps" "lost at max"
+printf '%-20s %-32s %16s %14s %18s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "CPU us/frame at max"
 for t in "${TOOLS[@]}"; do
-    printf '%-20s %-32s %16s %14s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}"
+    printf '%-20s %-32s %16s %14s %18s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${CPU[$t]}"
 done
+echo "(CPU us/frame: the receiver process's own CPU time over the frames it took in the first trial; the XDP"
+echo " floor's work runs in the NAPI thread, not in its process, so its figure is near 0)"
 gen_cpu=$(grep -o 'pps_per_cpu=[0-9]*' "$LOGS/live-send.log" 2>/dev/null | cut -d= -f2 | sort -n | tail -1)
 echo "generator: pcapgen send (PACKET_TX_RING), at most ${gen_cpu:-?} frames per CPU-second of its own in this run"
 echo

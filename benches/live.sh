@@ -9,7 +9,7 @@
 # Usage: benches/live.sh [--short]        (needs root: network namespace, XDP, AF_XDP)
 #
 #   (default)  5 s per trial, 6 bisection steps per receiver.
-#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), about 3 minutes.
+#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), 1-4 minutes.
 #
 # Traffic: `pcapgen longflows` (64 concurrent TLS connections, ClientHello + ServerHello, then
 # 500 small application data records each way; nearly every packet belongs to a flow whose

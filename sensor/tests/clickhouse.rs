@@ -1027,3 +1027,90 @@ fn sigterm_mid_replay_flushes_flows_and_drains_to_clickhouse() {
     assert!(err.contains("stop requested"), "{err}");
     assert_eq!(table_counts(ch, "sigterm"), eve_counts(&eve), "{err}");
 }
+
+/// Current ClickHouse: Debian packages only 18.16, so the schema variant for servers from 20.1
+/// on (IPv6, LowCardinality, column codecs, TTL) is checked against ClickHouse 26.9's own SQL
+/// engine, run in process by chdb (Python; scripts/setup.sh installs it). Every migration
+/// rendered for that version must be accepted, the tables must come out with those types, and
+/// every dashboard query must pass the server's analysis against them (the tables are empty: no
+/// HTTP server here to insert through). Skips when chdb is not installed.
+#[test]
+fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
+    use sensor::export::clickhouse::schema::{self, Features, MIGRATIONS};
+    let have_chdb = Command::new("python3")
+        .args(["-c", "import chdb"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have_chdb {
+        eprintln!("skipping: python3 cannot import chdb (scripts/setup.sh installs chdb-core)");
+        return;
+    }
+    let f = Features::from_version("26.9.2.1");
+    assert!(f.modern);
+    let db = "sensor";
+    let mut statements = vec![
+        format!("CREATE DATABASE IF NOT EXISTS {db}"),
+        schema::migrations_table(db),
+    ];
+    statements.extend(MIGRATIONS.iter().map(|m| schema::render(m.2, db, f, 30)));
+    let params: Vec<(&str, String)> = [
+        ("from", "0"),
+        ("to", "4000000000"),
+        ("limit", "10"),
+        ("ip", "'192.0.2.1'"),
+        ("port", "443"),
+        ("sni", "'example'"),
+    ]
+    .iter()
+    .map(|(k, v)| (*k, v.to_string()))
+    .collect();
+    let dashboards: Vec<String> =
+        std::fs::read_dir(common::repo_root().join("config/clickhouse/dashboards"))
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.ok()?.path();
+                (p.extension()? == "sql").then(|| p.file_stem()?.to_str().map(String::from))?
+            })
+            .collect();
+    assert!(dashboards.len() >= 6, "{dashboards:?}");
+    statements.extend(dashboards.iter().map(|d| dashboard(d, db, &params)));
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("statements.json");
+    std::fs::write(&input, serde_json::to_vec(&statements).unwrap()).unwrap();
+    let script = r#"
+import json, sys
+from chdb import session
+s = session.Session(sys.argv[2])
+print("version", str(s.query("SELECT version()", "TSVRaw")).strip())
+for q in json.load(open(sys.argv[1])):
+    try:
+        s.query(q)
+    except Exception as e:
+        print("FAILED:", q.splitlines()[0], "...", e)
+        sys.exit(1)
+for t in ("flows", "http_requests", "dns_queries"):
+    print(str(s.query("SHOW CREATE TABLE sensor." + t, "TSVRaw")))
+"#;
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&input)
+        .arg(dir.path().join("chdb"))
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("version 26."), "{text}");
+    for want in ["`src_ip` IPv6", "LowCardinality(String)", "CODEC(", "TTL "] {
+        assert!(
+            text.contains(want),
+            "{want} missing from the created tables:\n{text}"
+        );
+    }
+}

@@ -837,35 +837,24 @@ mod tests {
 
     #[test]
     fn live_values_are_checked_with_their_key() {
-        let e = Config::parse("[live]\nfill_ring = 1024\nrx_ring = 2048\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.key, "live.fill_ring", "{e}");
-        let e = Config::parse("[live]\nrx_ring = 1000\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.key, "live.rx_ring", "{e}");
-        let e = Config::parse("[live]\nfilter_cidrs = [\"10.0.0.0/40\"]\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.key, "live.filter_cidrs", "{e}");
-        let e = Config::parse("[live]\nxdp_mode = \"fast\"\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.key, "live.xdp_mode", "{e}");
-        let e = Config::parse("[live]\ndispatch = \"threads\"\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.key, "live.dispatch", "{e}");
-        let e = Config::parse("[live]\nbypass_protocols = [\"tls\", \"ssh\"]\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let rejected = |toml: &str| Config::parse(toml).unwrap().validate().unwrap_err();
+        for (toml, key) in [
+            (
+                "[live]\nfill_ring = 1024\nrx_ring = 2048\n",
+                "live.fill_ring",
+            ),
+            ("[live]\nrx_ring = 1000\n", "live.rx_ring"),
+            (
+                "[live]\nfilter_cidrs = [\"10.0.0.0/40\"]\n",
+                "live.filter_cidrs",
+            ),
+            ("[live]\nxdp_mode = \"fast\"\n", "live.xdp_mode"),
+            ("[live]\ndispatch = \"threads\"\n", "live.dispatch"),
+        ] {
+            let e = rejected(toml);
+            assert_eq!(e.key, key, "{e}");
+        }
+        let e = rejected("[live]\nbypass_protocols = [\"tls\", \"ssh\"]\n");
         assert_eq!(e.key, "live.bypass_protocols", "{e}");
         assert!(e.to_string().contains("\"ssh\""), "{e}");
         let c = Config::parse("[live]\nbypass_protocols = [\"http\", \"dns\"]\n").unwrap();

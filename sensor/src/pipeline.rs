@@ -181,11 +181,7 @@ pub(crate) fn start_pipeline(
     live: Option<Vec<crate::worker::LiveHooks>>,
 ) -> Result<Pipeline> {
     let n = cfg.worker_count();
-    let cores = if cfg.sensor.pin_cores {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = pinning_cores(cfg);
     let eve_out = open_eve(eve)?;
     let exporter = Exporter::start(cfg, eve_out, n)?;
 
@@ -226,6 +222,15 @@ pub(crate) fn start_pipeline(
     })
 }
 
+/// The cores packet threads are pinned to, in order; none when `sensor.pin_cores` is off.
+fn pinning_cores(cfg: &Config) -> Vec<core_affinity::CoreId> {
+    if cfg.sensor.pin_cores {
+        core_affinity::get_core_ids().unwrap_or_default()
+    } else {
+        Vec::new()
+    }
+}
+
 /// A DPI worker feeding `exporter`, with its live-capture hooks if any.
 fn new_worker(
     cfg: &Config,
@@ -253,11 +258,7 @@ fn start_inline(
     eve: &EveTarget,
     hooks: Vec<crate::worker::LiveHooks>,
 ) -> Result<(Pipeline, Vec<Worker>)> {
-    let cores = if cfg.sensor.pin_cores {
-        core_affinity::get_core_ids().unwrap_or_default()
-    } else {
-        Vec::new()
-    };
+    let cores = pinning_cores(cfg);
     let exporter = Exporter::start(cfg, open_eve(eve)?, hooks.len())?;
     let workers = hooks
         .into_iter()

@@ -217,6 +217,15 @@ impl Sensor {
         s
     }
 
+    /// Starts with `toml` written to `dir/sensor.toml` as its config file, then `extra`.
+    fn start_with_config(iface: &str, dir: &Path, toml: &str, extra: &[&str]) -> Sensor {
+        let cfg = dir.join("sensor.toml");
+        std::fs::write(&cfg, toml).expect("write the sensor config");
+        let mut args = vec!["--config", cfg.to_str().expect("utf-8 temp path")];
+        args.extend_from_slice(extra);
+        Sensor::start(iface, dir, &args)
+    }
+
     fn wait_for(&mut self, what: &str, limit: Duration) {
         let end = Instant::now() + limit;
         while Instant::now() < end {
@@ -342,9 +351,12 @@ fn live_capture_gives_the_records_replay_gives_and_counters_add_up() {
 fn capture_equals_replay(files: &[PathBuf], replayed: &[Value], dispatch: &str, says: &str) {
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(&cfg, format!("[live]\ndispatch = \"{dispatch}\"\n")).unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sensor = Sensor::start_with_config(
+        &veth.host,
+        dir.path(),
+        &format!("[live]\ndispatch = \"{dispatch}\"\n"),
+        &[],
+    );
     assert!(
         sensor.log.iter().any(|l| l.contains(says)),
         "dispatch {dispatch}: {:?}",
@@ -392,13 +404,9 @@ fn bypass_on_and_off_give_the_same_flow_counters() {
     for (bypass, dispatch) in [(true, "inline"), (false, "inline"), (true, "rings")] {
         let veth = Veth::new();
         let dir = tempfile::tempdir().unwrap();
-        let cfg = dir.path().join("sensor.toml");
-        std::fs::write(&cfg, format!("[live]\ndispatch = \"{dispatch}\"\n")).unwrap();
-        let mut extra = vec!["--config", cfg.to_str().unwrap()];
-        if !bypass {
-            extra.push("--no-bypass");
-        }
-        let sensor = Sensor::start(&veth.host, dir.path(), &extra);
+        let toml = format!("[live]\ndispatch = \"{dispatch}\"\n");
+        let extra: &[&str] = if bypass { &[] } else { &["--no-bypass"] };
+        let sensor = Sensor::start_with_config(&veth.host, dir.path(), &toml, extra);
         // Slow enough that a flow's bypass entry is in the map before its last packets.
         let sent = sent_packets(&veth.send(200, &files));
         sensor.wait_seen(&veth.host, sent);
@@ -430,9 +438,8 @@ fn busy_polling_capture_gives_the_records_replay_gives() {
     let (replayed, _) = common::replay_to_eve(&files, 1);
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(&cfg, "[live]\nbusy_poll = true\n").unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sensor =
+        Sensor::start_with_config(&veth.host, dir.path(), "[live]\nbusy_poll = true\n", &[]);
     let sent = sent_packets(&veth.send(2000, &files));
     sensor.wait_seen(&veth.host, sent);
     let (code, log, eve) = sensor.stop();
@@ -503,9 +510,8 @@ fn a_umem_on_huge_pages_gives_the_records_replay_gives() {
     }
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(&cfg, "[live]\nhuge_pages = true\n").unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sensor =
+        Sensor::start_with_config(&veth.host, dir.path(), "[live]\nhuge_pages = true\n", &[]);
     let (_, free_running) = HugePages::counts();
     let sent = sent_packets(&veth.send(2000, &files));
     sensor.wait_seen(&veth.host, sent);
@@ -549,9 +555,12 @@ fn only_the_listed_protocols_are_bypassed() {
     let (replayed, _) = common::replay_to_eve(&[tls.clone(), http.clone()], 1);
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(&cfg, "[live]\nbypass_protocols = [\"http\"]\n").unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let sensor = Sensor::start_with_config(
+        &veth.host,
+        dir.path(),
+        "[live]\nbypass_protocols = [\"http\"]\n",
+        &[],
+    );
     let bypassed = format!(
         "sensor_xdp_packets_total{{iface=\"{}\",outcome=\"bypassed\"}}",
         veth.host
@@ -606,13 +615,12 @@ fn an_address_listed_at_run_time_is_dropped_and_counted() {
     let dir = tempfile::tempdir().unwrap();
     let list = dir.path().join("blocklist.txt");
     std::fs::write(&list, "# empty at start\n").unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(
-        &cfg,
-        format!("[live]\nblocklist_file = \"{}\"\n", list.display()),
-    )
-    .unwrap();
-    let mut sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let mut sensor = Sensor::start_with_config(
+        &veth.host,
+        dir.path(),
+        &format!("[live]\nblocklist_file = \"{}\"\n", list.display()),
+        &[],
+    );
     // Listed while the sensor runs: it re-reads the file when it changes.
     std::thread::sleep(Duration::from_millis(1100));
     std::fs::write(&list, format!("# test\n{blocked_ip}\n")).unwrap();
@@ -699,13 +707,12 @@ fn the_capture_filter_passes_only_matching_frames_and_counts_the_rest() {
 
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("sensor.toml");
-    std::fs::write(
-        &cfg,
+    let sensor = Sensor::start_with_config(
+        &veth.host,
+        dir.path(),
         "[live]\nfilter_cidrs = [\"198.51.100.0/24\"]\nfilter_ports = [4433]\n",
-    )
-    .unwrap();
-    let sensor = Sensor::start(&veth.host, dir.path(), &["--config", cfg.to_str().unwrap()]);
+        &[],
+    );
     let sent = sent_packets(&veth.send(2000, &files));
     sensor.wait_seen(&veth.host, sent);
     let (code, log, eve) = sensor.stop();

@@ -5,11 +5,14 @@
 #   (a) the XDP program counting and dropping every frame: the floor of this machine;
 #   (b) a bare AF_XDP copy-mode receive loop that touches nothing: the floor for user space;
 #   (c) a plain AF_PACKET capture: tcpdump -w /dev/null.
+# Then the bare loop and the sensor again, each held to BENCH_CAP percent (default 10) of one core
+# by a CPU cgroup (the "-capped" rows): with a whole core every receiver takes all the veth
+# carries, so only a capped receiver runs out first and has a zero-loss rate of its own.
 #
 # Usage: benches/live.sh [--short]        (needs root: network namespace, XDP, AF_XDP)
 #
 #   (default)  5 s per trial, 6 bisection steps per receiver.
-#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), 1-4 minutes.
+#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), 3-6 minutes.
 #
 # Traffic: `pcapgen longflows` (64 concurrent TLS connections, ClientHello + ServerHello, then
 # 500 small application data records each way; nearly every packet belongs to a flow whose
@@ -36,7 +39,13 @@
 # The figures are those of a shared 2-core machine: the generator, the veth's NAPI thread and
 # the receiver compete for the same cores, so they are orders of magnitude, not a datasheet.
 # Environment: BENCH_SECONDS (per trial), BENCH_STEPS (bisection steps), BENCH_RECEIVERS (which
-# rows, space-separated; default all).
+# rows, space-separated; default all), BENCH_GEN (the generator's --method: ring, the default,
+# a PACKET_TX_RING whose skbs the veth copies for XDP, which caps what it carries at what its
+# NAPI thread can copy, with back-pressure; or xdp, frames built by an XDP program and
+# redirected into the veth: no skb, no copy, no back-pressure, so what the veth's 256-frame
+# receive ring cannot hold is dropped and counted as loss, shown as "veth drops"; under xdp the
+# tcpdump trial has `sensor floor --mode xdp-pass` on the interface, since a veth takes
+# redirected frames only with an XDP program on its receiving end).
 # Exit status: 0 whatever the figures; 1 if the build fails; 2 on bad usage.
 set -uo pipefail
 export LC_ALL=C
@@ -91,6 +100,15 @@ PCAPGEN=$TARGET_DIR/release/pcapgen
 MIX=$WORK/longflows.pcap
 "$PCAPGEN" longflows --out "$MIX" >/dev/null || exit 1
 
+GEN=${BENCH_GEN:-ring}
+case "$GEN" in
+ring | xdp) ;;
+*)
+    echo "live.sh: BENCH_GEN must be ring or xdp, not $GEN" >&2
+    exit 2
+    ;;
+esac
+
 ID=$$
 NS=sbench$ID
 A=sba$ID
@@ -98,6 +116,7 @@ B=sbb$ID
 cleanup() {
     ip link del "$A" 2>/dev/null
     ip netns del "$NS" 2>/dev/null
+    [[ -n ${CAP_GROUP:-} ]] && rmdir "$CAP_GROUP" 2>/dev/null
 }
 trap cleanup EXIT
 ip netns add "$NS"
@@ -126,12 +145,18 @@ pin_napi() {
     done
 }
 
+# Frames the veth dropped because its receive ring was full (only a redirecting sender, the
+# xdp method, meets a full ring; socket senders wait instead).
+veth_drops() {
+    ip netns exec "$NS" ethtool -S "$B" 2>/dev/null | awk '/xdp_xmit_errors/ { n += $2 } END { print n + 0 }'
+}
+
 # send RATE -> prints "SENT SECONDS WAITS" (RATE 0: as fast as possible). WAITS: times the
 # sender found the veth full (its receive side behind), i.e. it was not the limit then.
 send() {
     local out
     pin_napi
-    out=$(ip netns exec "$NS" taskset -c 0 "$PCAPGEN" send --iface "$B" --loops 0 --duration "$SECS" --rate "$1" "$MIX" 2>>"$LOGS/live-send.err")
+    out=$(ip netns exec "$NS" taskset -c 0 "$PCAPGEN" send --method "$GEN" --iface "$B" --loops 0 --duration "$SECS" --rate "$1" "$MIX" 2>>"$LOGS/live-send.err")
     echo "$out" >>"$LOGS/live-send.log"
     echo "$(grep -o ' packets=[0-9]*' <<<"$out" | cut -d= -f2) $(grep -o ' seconds=[0-9.]*' <<<"$out" | cut -d= -f2) $(grep -o 'queue_full_waits=[0-9]*' <<<"$out" | cut -d= -f2)"
 }
@@ -149,14 +174,26 @@ cpu_ticks() {
     awk '{ print $12 + $13 }' <<<"${f##*) }"
 }
 
-# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS"
+# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-TICKS VETH-DROPS"
 trial() {
-    local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got
+    local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got pass="" capped=""
+    if [[ $name == *-capped ]]; then
+        capped=1
+        name=${name%-capped}
+    fi
     case "$name" in
     xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
     afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp >"$log" 2>&1 & ;;
     tcpdump)
         ethtool -K "$A" gro off >/dev/null 2>&1
+        if [[ $GEN == xdp ]]; then
+            "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
+            pass=$!
+            for _ in $(seq 100); do
+                grep -q 'floor ready' "$LOGS/live-xdp-pass.log" && break
+                sleep 0.1
+            done
+        fi
         tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
         ;;
     sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
@@ -167,18 +204,26 @@ trial() {
         ;;
     esac
     pid=$!
+    # All its threads, and those it starts, into the CPU-capped group.
+    [[ -n $capped ]] && echo "$pid" >"$CAP_GROUP/cgroup.procs"
     # Ready when it says so (tcpdump: "listening on").
     for _ in $(seq 100); do
         grep -qE 'floor ready|capturing on|listening on' "$log" && break
         sleep 0.1
     done
-    local t0 t1
+    local t0 t1 d0 d1
     t0=$(cpu_ticks "$pid")
+    d0=$(veth_drops)
     read -r sent secs waits < <(send "$rate")
     t1=$(cpu_ticks "$pid")
+    d1=$(veth_drops)
     sleep 1
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
+    if [[ -n $pass ]]; then
+        kill -TERM "$pass" 2>/dev/null
+        wait "$pass" 2>/dev/null
+    fi
     case "$name" in
     xdp-drop) got=$(num seen <"$log") ;;
     afxdp) got=$(num received <"$log") ;;
@@ -193,7 +238,7 @@ trial() {
         got=$((${seen:-0} - lost))
         ;;
     esac
-    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0} $((t1 - t0))"
+    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0} $((t1 - t0)) $((d1 - d0))"
 }
 
 # ZL: zero-loss rate; LIM: why it is only a lower bound ("" when measured by bisection):
@@ -203,21 +248,49 @@ trial() {
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
 # (tcpdump's trial turns GRO off, which leaves the veth without NAPI: the kernel's receive path
 # then runs on the generator's CPU, so its "generator-limited" includes that work.)
-declare -A ZL MAXR MAXLOSS LIM CPU
+declare -A ZL MAXR MAXLOSS LIM CPU VDROP
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
-read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off}"
+read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped}"
 printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
+
+# The capped rows run the receiver in a CPU cgroup held to CAP percent of one core (CFS quota of
+# 1 ms per period), so that the receiver, not the veth, is what runs out: on this rig the veth
+# carries less than any receiver takes with a whole core. Every capped receiver gets the same
+# budget, so their zero-loss rates compare the receivers' own cost per frame; the absolute
+# figures are those of CAP percent of a core.
+CAP=${BENCH_CAP:-10}
+if ! [[ $CAP =~ ^[0-9]+$ ]] || ((CAP < 1 || CAP > 100)); then
+    echo "live.sh: BENCH_CAP must be a whole percentage of one core, 1 to 100, not $CAP" >&2
+    exit 2
+fi
+CAP_GROUP=""
+if [[ " ${TOOLS[*]} " == *-capped* ]]; then
+    if [[ -w /sys/fs/cgroup/cpu/cgroup.procs ]]; then
+        CAP_GROUP=/sys/fs/cgroup/cpu/sensor-bench-$$
+        mkdir -p "$CAP_GROUP" &&
+            echo $((100000 / CAP)) >"$CAP_GROUP/cpu.cfs_period_us" &&
+            echo 1000 >"$CAP_GROUP/cpu.cfs_quota_us" || CAP_GROUP=""
+    elif grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; then
+        CAP_GROUP=/sys/fs/cgroup/sensor-bench-$$
+        mkdir -p "$CAP_GROUP" && echo "1000 $((100000 / CAP))" >"$CAP_GROUP/cpu.max" || CAP_GROUP=""
+    fi
+    if [[ -z $CAP_GROUP ]]; then
+        echo "live.sh: no writable CPU cgroup (v1 cpu controller or v2 cpu.max): the -capped rows are skipped"
+        read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-capped$' | tr '\n' ' ')"
+    fi
+fi
 rm -f "$LOGS/live-send.log"
 for t in "${TOOLS[@]}"; do
-    read -r sent got secs waits ticks < <(trial "$t" 0)
+    read -r sent got secs waits ticks vdrops < <(trial "$t" 0)
     # The receiver's own CPU per frame it took during the as-fast-as-possible trial (all its
     # threads, user + system): its cost, whatever the veth let through.
     CPU[$t]=$(awk -v k="$ticks" -v hz="$HZ" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / hz * 1e6 / n; else print "-" }')
     max=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%d", (t > 0 ? s / t : 0) }')
     MAXR[$t]=$max
     MAXLOSS[$t]=$((sent - got))
+    VDROP[$t]=$vdrops
     LIM[$t]=""
-    echo "-- $t: as fast as possible: sent $sent in ${secs}s ($max pps, generator waited $waits times), received $got"
+    echo "-- $t: as fast as possible: sent $sent in ${secs}s ($max pps, generator waited $waits times), received $got, veth drops $vdrops"
     if ((sent > 0 && got >= sent)); then
         ZL[$t]=$max
         # A few waits (under 0.1% of the frames) are start-up noise, not a limit.
@@ -228,13 +301,13 @@ for t in "${TOOLS[@]}"; do
     hi=$max
     for _ in $(seq "$STEPS"); do
         mid=$(((lo + hi) / 2))
-        read -r sent got secs waits _ < <(trial "$t" "$mid")
+        read -r sent got secs waits _ vdrops < <(trial "$t" "$mid")
         if ((sent > 0 && got >= sent)); then
             lo=$mid
             r=ok
         else
             hi=$mid
-            r="lost $((sent - got))"
+            r="lost $((sent - got)), of which veth drops $vdrops"
         fi
         echo "   $t at $mid pps: sent $sent, received $got ($r)"
     done
@@ -270,14 +343,20 @@ ratio() {
 
 echo
 echo "== live benchmark: zero-loss rate on one veth queue, ${SECS}s trials, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-20s %-32s %16s %14s %18s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "CPU us/frame at max"
+printf '%-26s %-32s %16s %14s %12s %18s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "veth drops" "CPU us/frame at max"
 for t in "${TOOLS[@]}"; do
-    printf '%-20s %-32s %16s %14s %18s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${CPU[$t]}"
+    printf '%-26s %-32s %16s %14s %12s %18s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${VDROP[$t]}" "${CPU[$t]}"
 done
+echo "(veth drops: of the frames lost at max, those the veth's receive ring had no room for, before any"
+echo " XDP program ran; the receiver's own NAPI thread was behind. The rest were lost in the receiver.)"
 echo "(CPU us/frame: the receiver process's own CPU time over the frames it took in the first trial; the XDP"
 echo " floor's work runs in the NAPI thread, not in its process, so its figure is near 0)"
 gen_cpu=$(grep -o 'pps_per_cpu=[0-9]*' "$LOGS/live-send.log" 2>/dev/null | cut -d= -f2 | sort -n | tail -1)
-echo "generator: pcapgen send (PACKET_TX_RING), at most ${gen_cpu:-?} frames per CPU-second of its own in this run"
+if [[ $GEN == xdp ]]; then
+    echo "generator: pcapgen send --method xdp (XDP program redirecting into the veth; it spins between frames, so no per-CPU figure)"
+else
+    echo "generator: pcapgen send (PACKET_TX_RING), at most ${gen_cpu:-?} frames per CPU-second of its own in this run"
+fi
 echo
 echo "ratios (goal in brackets; a '>=' rate is a lower bound, so a ratio against one is a bound, not a result):"
 echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass-off afxdp)"
@@ -285,5 +364,8 @@ echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on tcpdump)"
 echo "  sensor bypass off / tcpdump (AF_PACKET)            $(ratio sensor-bypass-off tcpdump)"
 echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off afxdp)"
+echo "  with every receiver held to ${CAP}% of a core (the -capped rows):"
+echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass-off-capped afxdp-capped)"
+echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off-capped afxdp-capped)"
 echo "  bare AF_XDP loop  / XDP count-and-drop             $(ratio afxdp xdp-drop)"
 exit 0

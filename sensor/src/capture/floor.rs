@@ -1,7 +1,8 @@
 //! The live benchmark's floors, measured on the same interface as the sensor: the XDP program
 //! counting and dropping every frame (what this machine's kernel path can take at all), and a
 //! bare AF_XDP copy-mode receive loop that touches nothing (what user space can take at all).
-//! `sensor floor --iface IF --mode xdp-drop|afxdp`.
+//! `sensor floor --iface IF --mode xdp-drop|afxdp` (and `xdp-pass`, which the benchmark puts
+//! under tcpdump when the generator redirects frames into the veth).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +21,10 @@ pub enum FloorMode {
     XdpDrop,
     /// XDP redirects to an AF_XDP socket (copy mode) whose loop only counts frames.
     Afxdp,
+    /// XDP passes every frame to the kernel's stack (counted as `no_socket`). Not a floor: a
+    /// veth takes redirected frames (`pcapgen send --method xdp`) only with an XDP program on
+    /// its receiving end, so an AF_PACKET capture there needs this one beside it.
+    XdpPass,
 }
 
 /// Runs until `duration` or SIGINT/SIGTERM; returns a one-line report
@@ -38,7 +43,7 @@ pub fn run(
     }
     let behaviour = match mode {
         FloorMode::XdpDrop => Behaviour::CountAndDrop,
-        FloorMode::Afxdp => Behaviour::Capture { bypass: false },
+        FloorMode::Afxdp | FloorMode::XdpPass => Behaviour::Capture { bypass: false },
     };
     let mut xdp = XdpProgram::load(
         iface,
@@ -61,7 +66,7 @@ pub fn run(
             xdp.register_socket(queue, s.fd())?;
             Some(s)
         }
-        FloorMode::XdpDrop => None,
+        FloorMode::XdpDrop | FloorMode::XdpPass => None,
     };
     let maps = xdp.take_maps()?;
     eprintln!("floor ready on {iface}");

@@ -1,7 +1,7 @@
 //! Test devices, part of the crate as in smoltcp: a pcap writer, the deterministic fixture
 //! generator behind `testdata-pcaps/`, the capture amplifier used by the benchmark, and the
-//! fuzzing seeds cut from the fixtures, and the traffic generator (`send`) of the live tests and
-//! benchmark.
+//! fuzzing seeds cut from the fixtures, and the traffic generator (`send`, and `xdp_send` for its XDP
+//! method) of the live tests and benchmark.
 //! Nothing here runs on the packet path.
 
 pub mod amplify;
@@ -9,3 +9,4 @@ pub mod fixtures;
 pub mod pcap_writer;
 pub mod seeds;
 pub mod send;
+pub mod xdp_send;

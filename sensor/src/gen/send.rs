@@ -11,6 +11,10 @@
 //!   was most of the `sendmmsg` path's own cost in a profile here.
 //! - `--method mmsg`: `sendmmsg` batches of frames rewritten once per loop into a pre-built
 //!   set; kept as the reference the ring is measured against.
+//! - `--method xdp`: no socket: an XDP program run with `BPF_PROG_TEST_RUN` builds each frame
+//!   and redirects it into the interface ([`crate::gen::xdp_send`]). On a veth whose other end
+//!   runs XDP this skips the skb copy that capped the socket methods; the benchmark uses it.
+//!   The veth gives it no back-pressure: what its peer cannot take is dropped there.
 //!
 //! AF_XDP TX was not taken: on a veth it runs in copy mode, where the kernel builds one skb per
 //! frame just as the TX ring does, with a UMEM and a completion ring more to manage. A full
@@ -25,6 +29,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use crate::capture::pcap_file::PcapFile;
 use crate::gen::amplify::rewrite_frame;
+use crate::gen::xdp_send;
 
 /// Frames per `sendmmsg` call.
 const BATCH: usize = 64;
@@ -67,6 +72,9 @@ pub enum SendMethod {
     Ring,
     /// AF_PACKET sendmmsg batches.
     Mmsg,
+    /// An XDP program run in live-frames mode (BPF_PROG_TEST_RUN) redirecting into the
+    /// interface: no skb per frame.
+    Xdp,
 }
 
 /// What a run sent.
@@ -586,6 +594,10 @@ pub fn run(args: &SendArgs) -> Result<SendReport> {
     match args.method {
         SendMethod::Ring => run_ring(args, &frames, deadline, start, &mut rep)?,
         SendMethod::Mmsg => run_mmsg(args, &frames, deadline, start, &mut rep)?,
+        SendMethod::Xdp => {
+            let max_frame = mtu(&args.iface).map_or(1514, |m| m + 14);
+            xdp_send::run(args, &frames, max_frame, deadline, start, &mut rep)?
+        }
     }
     rep.seconds = start.elapsed().as_secs_f64();
     rep.cpu_seconds = cpu_seconds() - cpu0;

@@ -4,7 +4,8 @@
 //   1. counts it (per-CPU counters, index constants below, mirrored in
 //      sensor/src/capture/xdp.rs);
 //   2. drops it if its source or destination address is on the blocklist (entries expire at a
-//      CLOCK_MONOTONIC time in ns, 0 = never);
+//      CLOCK_MONOTONIC time in ns, 0 = never; looked up only when a blocklist file is
+//      configured);
 //   3. passes it to the kernel, uncaptured, if a capture filter is on and it does not match
 //      (CIDR trie on either address, port set on either port);
 //   4. if its flow is in the bypass map (its metadata is already extracted), adds it to that
@@ -46,6 +47,9 @@ enum counter {
 #define CFG_BYPASS 4
 /* Benchmark floor: count every frame and drop it, nothing else. */
 #define CFG_DROP_ALL 8
+/* A blocklist file is configured: look addresses up. Without one the two hash lookups (and
+ * the clock read) per frame are skipped: the map stays empty for the program's whole life. */
+#define CFG_BLOCKLIST 16
 
 struct addr16 {
     __u8 b[16];
@@ -247,7 +251,7 @@ int sensor_xdp(struct xdp_md *ctx)
         }
     }
 
-    if (is_ip && blocked(&k, bpf_ktime_get_ns())) {
+    if (is_ip && (cfg & CFG_BLOCKLIST) && blocked(&k, bpf_ktime_get_ns())) {
         count(C_BLOCKED, 1);
         return XDP_DROP;
     }

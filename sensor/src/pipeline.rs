@@ -539,7 +539,10 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         iface,
         mode,
         &filter,
-        Behaviour::Capture { bypass: l.bypass },
+        Behaviour::Capture {
+            bypass: l.bypass,
+            blocklist: !l.blocklist_file.is_empty(),
+        },
     )?;
     let xsk_opts = XskOptions {
         rx_ring: l.rx_ring,

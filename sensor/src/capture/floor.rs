@@ -43,7 +43,10 @@ pub fn run(
     }
     let behaviour = match mode {
         FloorMode::XdpDrop => Behaviour::CountAndDrop,
-        FloorMode::Afxdp | FloorMode::XdpPass => Behaviour::Capture { bypass: false },
+        FloorMode::Afxdp | FloorMode::XdpPass => Behaviour::Capture {
+            bypass: false,
+            blocklist: false,
+        },
     };
     let mut xdp = XdpProgram::load(
         iface,

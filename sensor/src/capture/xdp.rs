@@ -40,6 +40,7 @@ const CFG_FILTER_CIDR: u32 = 1;
 const CFG_FILTER_PORT: u32 = 2;
 const CFG_BYPASS: u32 = 4;
 const CFG_DROP_ALL: u32 = 8;
+const CFG_BLOCKLIST: u32 = 16;
 
 /// One direction of a bypassed flow, as the XDP program sees its packets (`struct flow_key`).
 /// Addresses are 16 bytes, IPv4 mapped; ports in host order.
@@ -123,8 +124,9 @@ pub enum AttachMode {
 /// What the program does with frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
-    /// The sensor's: blocklist, filter, bypass, redirect.
-    Capture { bypass: bool },
+    /// The sensor's: blocklist (looked up only when `blocklist`: a blocklist file is
+    /// configured, so entries can come), filter, bypass, redirect.
+    Capture { bypass: bool, blocklist: bool },
     /// The benchmark's floor: count and drop every frame.
     CountAndDrop,
 }
@@ -188,8 +190,9 @@ impl XdpProgram {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(&e))?;
 
         let mut flags = match behaviour {
-            Behaviour::Capture { bypass: true } => CFG_BYPASS,
-            Behaviour::Capture { bypass: false } => 0,
+            Behaviour::Capture { bypass, blocklist } => {
+                (if bypass { CFG_BYPASS } else { 0 }) | (if blocklist { CFG_BLOCKLIST } else { 0 })
+            }
             Behaviour::CountAndDrop => CFG_DROP_ALL,
         };
         if !filter.cidrs.is_empty() {

@@ -4,8 +4,8 @@
 //! Why: a socket sender (the TX ring, `sendmmsg`, AF_XDP in copy mode) hands a veth one skb per
 //! frame, and a veth with an XDP program on its receiving end must copy every such skb before
 //! the program may run. On this 2-core rig that copy, in the receiving NAPI thread, was what
-//! capped every receiver (425k-690k frames/s) below what they could take, so no zero-loss rate
-//! was ever measured. Redirected frames reach the peer as xdp_frames: no skb, no copy.
+//! capped every receiver (425k-690k frames/s) below what they could take. Redirected frames
+//! reach the peer as xdp_frames: no skb, no copy.
 //!
 //! How: one `BPF_PROG_TEST_RUN` call runs the program for the whole send (each call builds and
 //! tears down a page pool, about 20 ms here, so short calls would send in fits), and a signal
@@ -17,7 +17,9 @@
 //! What differs from a socket sender: the veth gives no back-pressure. When its receive ring is
 //! full the kernel drops the frame and counts it in the sending veth's `xdp_xmit_errors`
 //! (`ethtool -S`), so at full speed this sender offers more than the receiver side takes, and
-//! loss shows as loss, not as a slower sender.
+//! loss shows as loss, not as a slower sender. On this VM that 256-frame ring overflowed at
+//! every rate above about 100 kpps, even behind the XDP-drop floor, so the live benchmark keeps
+//! the TX ring by default (benches/README.md has the figures).
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
@@ -121,8 +123,8 @@ impl MapMem {
     /// The data bytes of slot `i`.
     ///
     /// # Safety
-    /// The program must not be reading the slot: only the producer calls this, for a slot
-    /// the program has already sent (`i >= next`... wrapped: `ready - next < GEN_SLOTS`).
+    /// The program must not be reading the slot: only the producer calls this, for the slot
+    /// of frame `ready` while `ready - next < GEN_SLOTS` (the frame that used it last was sent).
     #[allow(clippy::mut_from_ref)]
     unsafe fn slot_data(&self, i: usize) -> &mut [u8] {
         let off = i * SLOT_SIZE;
@@ -294,6 +296,8 @@ fn produce(
     'outer: while args.loops == 0 || k < args.loops {
         let copy = (k + u64::from(args.rewrite_first)) as u32;
         for f in frames {
+            // Longer than the interface takes (or shorter than an Ethernet header): skipped
+            // and counted, as the socket methods do.
             if f.len() > max_frame || f.len() < 14 {
                 out.too_big += 1;
                 continue;

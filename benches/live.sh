@@ -174,6 +174,14 @@ cpu_ticks() {
     awk '{ print $12 + $13 }' <<<"${f##*) }"
 }
 
+# wait_for_line FILE REGEX: until a line of FILE matches (10 s at most).
+wait_for_line() {
+    for _ in $(seq 100); do
+        grep -qE "$2" "$1" && return
+        sleep 0.1
+    done
+}
+
 # trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-TICKS VETH-DROPS"
 trial() {
     local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got pass="" capped=""
@@ -189,10 +197,7 @@ trial() {
         if [[ $GEN == xdp ]]; then
             "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
             pass=$!
-            for _ in $(seq 100); do
-                grep -q 'floor ready' "$LOGS/live-xdp-pass.log" && break
-                sleep 0.1
-            done
+            wait_for_line "$LOGS/live-xdp-pass.log" 'floor ready'
         fi
         tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
         ;;
@@ -207,10 +212,7 @@ trial() {
     # All its threads, and those it starts, into the CPU-capped group.
     [[ -n $capped ]] && echo "$pid" >"$CAP_GROUP/cgroup.procs"
     # Ready when it says so (tcpdump: "listening on").
-    for _ in $(seq 100); do
-        grep -qE 'floor ready|capturing on|listening on' "$log" && break
-        sleep 0.1
-    done
+    wait_for_line "$log" 'floor ready|capturing on|listening on'
     local t0 t1 d0 d1
     t0=$(cpu_ticks "$pid")
     d0=$(veth_drops)

@@ -161,7 +161,8 @@ fn map_err(map: &'static str, e: impl std::fmt::Display) -> XdpError {
     }
 }
 
-fn ifindex(iface: &str) -> Option<u32> {
+/// The index of an interface in this network namespace; None when it does not exist.
+pub fn ifindex(iface: &str) -> Option<u32> {
     let c = std::ffi::CString::new(iface).ok()?;
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };

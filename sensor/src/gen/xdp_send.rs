@@ -30,6 +30,7 @@ use aya::maps::Map;
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 use aya::Ebpf;
 
+use crate::capture::xdp::{ifindex, monotonic_ns};
 use crate::gen::amplify::rewrite_frame;
 use crate::gen::send::{SendArgs, SendReport};
 
@@ -140,17 +141,6 @@ impl Drop for MapMem {
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct we pass.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 extern "C" fn on_wake(_: libc::c_int) {}
 
 /// Installs a do-nothing SIGUSR1 handler without SA_RESTART, so the signal ends the
@@ -177,12 +167,7 @@ pub fn run(
     start: Instant,
     rep: &mut SendReport,
 ) -> Result<()> {
-    let name = std::ffi::CString::new(args.iface.as_str()).context("interface name")?;
-    // SAFETY: a NUL-terminated name.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        bail!("no interface {}", args.iface);
-    }
+    let ifindex = ifindex(&args.iface).ok_or_else(|| anyhow!("no interface {}", args.iface))?;
     let mut ebpf = Ebpf::load(GEN_OBJECT).map_err(|e| {
         anyhow!("cannot load the generator's XDP program (needs root or CAP_BPF): {e}")
     })?;

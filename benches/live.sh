@@ -8,11 +8,17 @@
 # Then the bare loop and the sensor again, each held to BENCH_CAP percent (default 10) of one core
 # by a CPU cgroup (the "-capped" rows): with a whole core every receiver takes all the veth
 # carries, so only a capped receiver runs out first and has a zero-loss rate of its own.
+# Last the XDP floor, tcpdump and the sensor with bypass on with the veth's NAPI thread held to
+# BENCH_CAP percent of a core as well (the "-napi-capped" rows): their work is mostly done in that
+# kernel thread (the XDP program; AF_PACKET's copy), which a CFS quota does not stop (this kernel
+# throttles a task only on its return to user space), so it is made a real-time thread in a
+# cgroup with an RT budget (cpu.rt_runtime_us, CONFIG_RT_GROUP_SCHED, cgroup v1), and the
+# receiver's process gets the same CAP percent by CFS quota.
 #
 # Usage: benches/live.sh [--short]        (needs root: network namespace, XDP, AF_XDP)
 #
 #   (default)  5 s per trial, 6 bisection steps per receiver.
-#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), 3-6 minutes.
+#   --short    1.5 s per trial, 5 bisection steps: the CI mode (.ci/run), 4-8 minutes.
 #
 # Traffic: `pcapgen longflows` (64 concurrent TLS connections, ClientHello + ServerHello, then
 # 500 small application data records each way; nearly every packet belongs to a flow whose
@@ -21,9 +27,12 @@
 #
 # Method, per receiver: start it on the host end of the veth, send for T seconds at a rate,
 # stop it, compare what it got with what was sent. Loss = sent - received (XDP floor: frames its
-# counter saw; AF_XDP floor: frames its loop received; tcpdump: "packets captured" (GRO is off
-# for that trial so the kernel does not merge segments); the sensor: frames the XDP program saw
-# minus every drop cause in its summary, so bypassed frames count as taken). First a trial as
+# counter saw; AF_XDP floor: frames its loop received; tcpdump: "packets captured" (GRO merges
+# nothing in this mix: each segment acknowledges the other side's last one, so the segments of
+# a direction never line up); the sensor: frames the XDP program saw
+# minus every drop cause in its summary, so bypassed frames count as taken); a bisection trial
+# passes when nothing was lost and the sender kept within 1% of the rate it was asked for (a
+# sender the veth held back further did not offer that rate). First a trial as
 # fast as the generator goes (the offered maximum); if that is lossless the receiver's zero-loss
 # rate is only known to be at least that and is printed ">= X, generator-limited" (or
 # "veth-limited" when the generator found the veth full: the kernel's receive side set the pace),
@@ -117,6 +126,7 @@ cleanup() {
     ip link del "$A" 2>/dev/null
     ip netns del "$NS" 2>/dev/null
     [[ -n ${CAP_GROUP:-} ]] && rmdir "$CAP_GROUP" 2>/dev/null
+    [[ -n ${NAPI_GROUP:-} ]] && rmdir "$NAPI_GROUP" 2>/dev/null
 }
 trap cleanup EXIT
 ip netns add "$NS"
@@ -126,6 +136,11 @@ echo 1 >/proc/sys/net/ipv6/conf/"$A"/disable_ipv6
 ip netns exec "$NS" sh -c "echo 1 > /proc/sys/net/ipv6/conf/$B/disable_ipv6"
 ip link set "$A" up
 ip netns exec "$NS" ip link set "$B" up
+# A veth hands a frame to its NAPI thread only when an XDP program is attached, or when GRO is
+# on and the sending end cannot segment (its TSO off): so for tcpdump, which has no XDP program,
+# the kernel's receive path (GRO, AF_PACKET's copy into its ring) runs in the NAPI thread too,
+# on cpu 1 as for every other receiver, instead of on the sender's cpu.
+ip netns exec "$NS" ethtool -K "$B" tso off gso off >/dev/null 2>&1
 napi_on() {
     ethtool -K "$A" gro on >/dev/null 2>&1
     echo 1 >/sys/class/net/"$A"/threaded 2>/dev/null
@@ -135,13 +150,39 @@ napi_on
 # The generator runs pinned to cpu 0 and the veth's NAPI thread on cpu 1. The sensor pins its
 # threads itself (capture cpu 0, a rings worker cpu 1); the AF_XDP floor's loop gets the capture thread's
 # cpu 0 (a polling AF_XDP loop sharing cpu 1 with the NAPI thread collapsed to a third here).
-pin_napi() {
+# napi_pids: the veth's NAPI threads. Kernel threads are processes: their names are in
+# /proc/PID/comm (no procps needed).
+napi_pids() {
     local f
-    # Kernel threads are processes: their names are in /proc/PID/comm (no procps needed).
     for f in /proc/[0-9]*/comm; do
         [[ $(cat "$f" 2>/dev/null) == "napi/$A-"* ]] || continue
         f=${f#/proc/}
-        taskset -pc 1 "${f%/comm}" >/dev/null 2>&1
+        echo "${f%/comm}"
+    done
+}
+pin_napi() {
+    local p
+    for p in $(napi_pids); do taskset -pc 1 "$p" >/dev/null 2>&1; done
+}
+# CPU time, ns, the veth's NAPI threads have run so far (/proc/PID/schedstat: its first field).
+napi_ns() {
+    local p n=0 t
+    for p in $(napi_pids); do
+        read -r t _ <"/proc/$p/schedstat" 2>/dev/null && n=$((n + t))
+    done
+    echo "$n"
+}
+# napi_cap on|off: the NAPI threads into the RT-budget group as SCHED_FIFO, or back to what
+# every other row has (SCHED_OTHER, the root group).
+napi_cap() {
+    local p
+    for p in $(napi_pids); do
+        if [[ $1 == on ]]; then
+            echo "$p" >"$NAPI_GROUP/cgroup.procs" && chrt -f -p 50 "$p" >/dev/null
+        else
+            chrt -o -p 0 "$p" >/dev/null
+            echo "$p" >/sys/fs/cgroup/cpu/cgroup.procs
+        fi
     done
 }
 
@@ -182,10 +223,14 @@ wait_for_line() {
     done
 }
 
-# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-TICKS VETH-DROPS"
+# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-TICKS VETH-DROPS NAPI-NS"
 trial() {
-    local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got pass="" capped=""
-    if [[ $name == *-capped ]]; then
+    local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got pass="" capped="" napicap=""
+    if [[ $name == *-napi-capped ]]; then
+        napicap=1
+        capped=1
+        name=${name%-napi-capped}
+    elif [[ $name == *-capped ]]; then
         capped=1
         name=${name%-capped}
     fi
@@ -193,7 +238,6 @@ trial() {
     xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
     afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp >"$log" 2>&1 & ;;
     tcpdump)
-        ethtool -K "$A" gro off >/dev/null 2>&1
         if [[ $GEN == xdp ]]; then
             "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
             pass=$!
@@ -213,13 +257,17 @@ trial() {
     [[ -n $capped ]] && echo "$pid" >"$CAP_GROUP/cgroup.procs"
     # Ready when it says so (tcpdump: "listening on").
     wait_for_line "$log" 'floor ready|capturing on|listening on'
-    local t0 t1 d0 d1
+    [[ -n $napicap ]] && napi_cap on
+    local t0 t1 d0 d1 n0 n1
     t0=$(cpu_ticks "$pid")
     d0=$(veth_drops)
+    n0=$(napi_ns)
     read -r sent secs waits < <(send "$rate")
     t1=$(cpu_ticks "$pid")
     d1=$(veth_drops)
+    n1=$(napi_ns)
     sleep 1
+    [[ -n $napicap ]] && napi_cap off
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     if [[ -n $pass ]]; then
@@ -229,10 +277,7 @@ trial() {
     case "$name" in
     xdp-drop) got=$(num seen <"$log") ;;
     afxdp) got=$(num received <"$log") ;;
-    tcpdump)
-        got=$(grep -o '^[0-9]* packets captured' "$log" | cut -d' ' -f1)
-        napi_on
-        ;;
+    tcpdump) got=$(grep -o '^[0-9]* packets captured' "$log" | cut -d' ' -f1) ;;
     sensor-*)
         local seen lost
         seen=$(grep -o 'summary: .*' "$log" | num packets)
@@ -240,7 +285,7 @@ trial() {
         got=$((${seen:-0} - lost))
         ;;
     esac
-    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0} $((t1 - t0)) $((d1 - d0))"
+    echo "${sent:-0} ${got:-0} ${secs:-0} ${waits:-0} $((t1 - t0)) $((d1 - d0)) $((n1 - n0))"
 }
 
 # ZL: zero-loss rate; LIM: why it is only a lower bound ("" when measured by bisection):
@@ -248,11 +293,9 @@ trial() {
 #          the generator was the limit, the receiver's own limit is higher;
 #   veth - lossless at full speed but the generator found the veth full (waited): the veth's
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
-# (tcpdump's trial turns GRO off, which leaves the veth without NAPI: the kernel's receive path
-# then runs on the generator's CPU, so its "generator-limited" includes that work.)
-declare -A ZL MAXR MAXLOSS LIM CPU VDROP
+declare -A ZL MAXR MAXLOSS LIM CPU VDROP NAPI
 HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
-read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped}"
+read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
 printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
 
 # The capped rows run the receiver in a CPU cgroup held to CAP percent of one core (CFS quota of
@@ -281,19 +324,47 @@ if [[ " ${TOOLS[*]} " == *-capped* ]]; then
         read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-capped$' | tr '\n' ' ')"
     fi
 fi
+# The -napi-capped rows: the NAPI thread gets CAP percent of each 10 ms as a real-time budget.
+# The budget is enforced at scheduler ticks, so the thread runs in bursts; the generator's
+# schedule is absolute, so it catches up after the veth held it back, and a trial passes only if
+# the sender kept to the offered rate on average (below).
+NAPI_GROUP=""
+if [[ " ${TOOLS[*]} " == *-napi-capped* && $GEN == xdp ]]; then
+    # Without back-pressure a NAPI thread that runs in bursts loses most frames in the veth's
+    # ring, handshakes among them, so the sensor would bypass nothing: no comparison.
+    echo "live.sh: BENCH_GEN=xdp: the -napi-capped rows are skipped (they need the sender held back, not dropped)"
+    read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-napi-capped$' | tr '\n' ' ')"
+fi
+if [[ " ${TOOLS[*]} " == *-napi-capped* ]]; then
+    if [[ -w /sys/fs/cgroup/cpu/cpu.rt_runtime_us ]] && command -v chrt >/dev/null; then
+        NAPI_GROUP=/sys/fs/cgroup/cpu/sensor-bench-napi-$$
+        mkdir -p "$NAPI_GROUP" &&
+            echo 10000 >"$NAPI_GROUP/cpu.rt_period_us" &&
+            echo $((CAP * 100)) >"$NAPI_GROUP/cpu.rt_runtime_us" || NAPI_GROUP=""
+    fi
+    if [[ -z $NAPI_GROUP ]]; then
+        echo "live.sh: no RT group budget (cgroup v1 cpu.rt_runtime_us, CONFIG_RT_GROUP_SCHED) or no chrt: the -napi-capped rows are skipped"
+        read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-napi-capped$' | tr '\n' ' ')"
+    fi
+fi
 rm -f "$LOGS/live-send.log"
 for t in "${TOOLS[@]}"; do
-    read -r sent got secs waits ticks vdrops < <(trial "$t" 0)
+    read -r sent got secs waits ticks vdrops napins < <(trial "$t" 0)
     # The receiver's own CPU per frame it took during the as-fast-as-possible trial (all its
     # threads, user + system): its cost, whatever the veth let through.
     CPU[$t]=$(awk -v k="$ticks" -v hz="$HZ" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / hz * 1e6 / n; else print "-" }')
+    # The veth's NAPI thread's CPU per frame the receiver took (XDP program, AF_XDP or AF_PACKET
+    # copy, and the veth's own work, the same for every row).
+    NAPI[$t]=$(awk -v k="$napins" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / 1e3 / n; else print "-" }')
     max=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%d", (t > 0 ? s / t : 0) }')
     MAXR[$t]=$max
     MAXLOSS[$t]=$((sent - got))
     VDROP[$t]=$vdrops
     LIM[$t]=""
     echo "-- $t: as fast as possible: sent $sent in ${secs}s ($max pps, generator waited $waits times), received $got, veth drops $vdrops"
-    if ((sent > 0 && got >= sent)); then
+    # A -napi-capped receiver always holds the sender back (its NAPI thread is the limit by
+    # design), so its full-speed trial is no bound: it is always bisected.
+    if ((sent > 0 && got >= sent)) && [[ $t != *-napi-capped ]]; then
         ZL[$t]=$max
         # A few waits (under 0.1% of the frames) are start-up noise, not a limit.
         if ((waits * 1000 <= sent)); then LIM[$t]=gen; else LIM[$t]=veth; fi
@@ -303,10 +374,16 @@ for t in "${TOOLS[@]}"; do
     hi=$max
     for _ in $(seq "$STEPS"); do
         mid=$(((lo + hi) / 2))
-        read -r sent got secs waits _ vdrops < <(trial "$t" "$mid")
-        if ((sent > 0 && got >= sent)); then
+        read -r sent got secs waits _ vdrops _ < <(trial "$t" "$mid")
+        # Offered means sent: a sender that fell more than 1% behind the rate (the veth held it
+        # back: the receive side could not keep up) did not offer it.
+        behind=$(awk -v s="$sent" -v r="$mid" -v t="$SECS" 'BEGIN { print (s < 0.99 * r * t) ? 1 : 0 }')
+        if ((sent > 0 && got >= sent && behind == 0)); then
             lo=$mid
             r=ok
+        elif ((got >= sent)); then
+            hi=$mid
+            r="sender fell behind the rate: the veth held it back $waits times"
         else
             hi=$mid
             r="lost $((sent - got)), of which veth drops $vdrops"
@@ -345,14 +422,15 @@ ratio() {
 
 echo
 echo "== live benchmark: zero-loss rate on one veth queue, ${SECS}s trials, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-26s %-32s %16s %14s %12s %18s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "veth drops" "CPU us/frame at max"
+printf '%-30s %-32s %16s %12s %11s %12s %12s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "veth drops" "CPU us/frame" "NAPI us/frame"
 for t in "${TOOLS[@]}"; do
-    printf '%-26s %-32s %16s %14s %12s %18s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${VDROP[$t]}" "${CPU[$t]}"
+    printf '%-30s %-32s %16s %12s %11s %12s %12s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${VDROP[$t]}" "${CPU[$t]}" "${NAPI[$t]}"
 done
 echo "(veth drops: of the frames lost at max, those the veth's receive ring had no room for, before any"
 echo " XDP program ran; the receiver's own NAPI thread was behind. The rest were lost in the receiver.)"
 echo "(CPU us/frame: the receiver process's own CPU time over the frames it took in the first trial; the XDP"
-echo " floor's work runs in the NAPI thread, not in its process, so its figure is near 0)"
+echo " floor's work runs in the NAPI thread, not in its process, so its figure is near 0; NAPI us/frame: the"
+echo " veth's NAPI thread's CPU time over the same frames, both at max. Under a cap they are a cost at saturation.)"
 gen_cpu=$(grep -o 'pps_per_cpu=[0-9]*' "$LOGS/live-send.log" 2>/dev/null | cut -d= -f2 | sort -n | tail -1)
 if [[ $GEN == xdp ]]; then
     echo "generator: pcapgen send --method xdp (XDP program redirecting into the veth; it spins between frames, so no per-CPU figure)"
@@ -369,5 +447,8 @@ echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-
 echo "  with every receiver held to ${CAP}% of a core (the -capped rows):"
 echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass-off-capped afxdp-capped)"
 echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off-capped afxdp-capped)"
+echo "  with the receiver and the veth's NAPI thread each held to ${CAP}% of a core (the -napi-capped rows):"
+echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass-on-napi-capped xdp-drop-napi-capped)"
+echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on-napi-capped tcpdump-napi-capped)"
 echo "  bare AF_XDP loop  / XDP count-and-drop             $(ratio afxdp xdp-drop)"
 exit 0

@@ -251,7 +251,7 @@ int sensor_xdp(struct xdp_md *ctx)
         }
     }
 
-    if (is_ip && (cfg & CFG_BLOCKLIST) && blocked(&k, bpf_ktime_get_ns())) {
+    if (is_ip && (cfg & CFG_BLOCKLIST) && blocked(&k, bpf_ktime_get_coarse_ns())) {
         count(C_BLOCKED, 1);
         return XDP_DROP;
     }
@@ -274,7 +274,10 @@ int sensor_xdp(struct xdp_md *ctx)
         if (fc) {
             __sync_fetch_and_add(&fc->pkts, 1);
             __sync_fetch_and_add(&fc->bytes, len);
-            fc->last_ns = bpf_ktime_get_ns();
+            /* The coarse clock (CLOCK_MONOTONIC as of the last scheduler tick, 1-10 ms) is
+             * enough for a last-seen time, as for the blocklist's expiry, and reads no TSC: the
+             * precise clock took 8% of the veth NAPI thread's time with bypass on. */
+            fc->last_ns = bpf_ktime_get_coarse_ns();
             count(C_BYPASSED, 1);
             count(C_BYPASSED_BYTES, len);
             return XDP_DROP;

@@ -74,7 +74,7 @@ impl FlowKey {
 }
 
 /// What the XDP program counted for one direction of a bypassed flow (`struct flow_counters`).
-/// `last_ns` is CLOCK_MONOTONIC.
+/// `last_ns` is CLOCK_MONOTONIC as of the kernel's last scheduler tick (`bpf_ktime_get_coarse_ns`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowCounters {
@@ -379,7 +379,8 @@ fn load_error(e: &dyn std::error::Error) -> XdpError {
     }
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns` (blocklist expiry, bypass last seen).
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_coarse_ns` (blocklist expiry, bypass last
+/// seen), which lags it by at most one scheduler tick.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -54,7 +54,10 @@
 # redirected into the veth: no skb, no copy, no back-pressure, so what the veth's 256-frame
 # receive ring cannot hold is dropped and counted as loss, shown as "veth drops"; under xdp the
 # tcpdump trial has `sensor floor --mode xdp-pass` on the interface, since a veth takes
-# redirected frames only with an XDP program on its receiving end).
+# redirected frames only with an XDP program on its receiving end), BENCH_RATE (a cost run: one
+# trial per receiver at this offered rate, no bisection; it prints each receiver's CPU per frame,
+# its process's and the NAPI thread's, and their ratios: the comparison the xdp generator allows,
+# since its drops make zero-loss rates meaningless).
 # Exit status: 0 whatever the figures; 1 if the build fails; 2 on bad usage.
 set -uo pipefail
 export LC_ALL=C
@@ -204,15 +207,10 @@ send() {
 
 num() { grep -o "$1=[0-9]*" | head -1 | cut -d= -f2; }
 
-# CPU clock ticks (user + system, all threads) a process has used so far; 0 if it is gone.
-cpu_ticks() {
-    local f
-    f=$(cat "/proc/$1/stat" 2>/dev/null) || {
-        echo 0
-        return
-    }
-    # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
-    awk '{ print $12 + $13 }' <<<"${f##*) }"
+# CPU time, ns, the threads of a process have run so far (their schedstat: ns, where
+# /proc/PID/stat counts 10 ms ticks, too coarse for a tenth of a core over 1.5 s); 0 if it is gone.
+cpu_ns() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ n += $1 } END { print n + 0 }'
 }
 
 # wait_for_line FILE REGEX: until a line of FILE matches (10 s at most).
@@ -223,7 +221,7 @@ wait_for_line() {
     done
 }
 
-# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-TICKS VETH-DROPS NAPI-NS"
+# trial NAME RATE -> prints "SENT RECEIVED SECONDS WAITS CPU-NS VETH-DROPS NAPI-NS"
 trial() {
     local name=$1 rate=$2 log=$LOGS/live-$1.log pid sent secs waits got pass="" capped="" napicap=""
     if [[ $name == *-napi-capped ]]; then
@@ -259,11 +257,11 @@ trial() {
     wait_for_line "$log" 'floor ready|capturing on|listening on'
     [[ -n $napicap ]] && napi_cap on
     local t0 t1 d0 d1 n0 n1
-    t0=$(cpu_ticks "$pid")
+    t0=$(cpu_ns "$pid")
     d0=$(veth_drops)
     n0=$(napi_ns)
     read -r sent secs waits < <(send "$rate")
-    t1=$(cpu_ticks "$pid")
+    t1=$(cpu_ns "$pid")
     d1=$(veth_drops)
     n1=$(napi_ns)
     sleep 1
@@ -294,7 +292,6 @@ trial() {
 #   veth - lossless at full speed but the generator found the veth full (waited): the veth's
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
 declare -A ZL MAXR MAXLOSS LIM CPU VDROP NAPI
-HZ=$(getconf CLK_TCK 2>/dev/null || echo 100)
 read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
 printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
 
@@ -347,20 +344,29 @@ if [[ " ${TOOLS[*]} " == *-napi-capped* ]]; then
         read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-napi-capped$' | tr '\n' ' ')"
     fi
 fi
+FIXED=${BENCH_RATE:-0}
+if ! [[ $FIXED =~ ^[0-9]+$ ]]; then
+    echo "live.sh: BENCH_RATE must be frames per second, a whole number, not $FIXED" >&2
+    exit 2
+fi
 rm -f "$LOGS/live-send.log"
 for t in "${TOOLS[@]}"; do
-    read -r sent got secs waits ticks vdrops napins < <(trial "$t" 0)
+    read -r sent got secs waits cpuns vdrops napins < <(trial "$t" "$FIXED")
     # The receiver's own CPU per frame it took during the as-fast-as-possible trial (all its
     # threads, user + system): its cost, whatever the veth let through.
-    CPU[$t]=$(awk -v k="$ticks" -v hz="$HZ" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / hz * 1e6 / n; else print "-" }')
+    CPU[$t]=$(awk -v k="$cpuns" -v n="$got" 'BEGIN { if (n > 0) printf "%.3f", k / 1e3 / n; else print "-" }')
     # The veth's NAPI thread's CPU per frame the receiver took (XDP program, AF_XDP or AF_PACKET
     # copy, and the veth's own work, the same for every row).
-    NAPI[$t]=$(awk -v k="$napins" -v n="$got" 'BEGIN { if (n > 0) printf "%.2f", k / 1e3 / n; else print "-" }')
+    NAPI[$t]=$(awk -v k="$napins" -v n="$got" 'BEGIN { if (n > 0) printf "%.3f", k / 1e3 / n; else print "-" }')
     max=$(awk -v s="$sent" -v t="$secs" 'BEGIN { printf "%d", (t > 0 ? s / t : 0) }')
     MAXR[$t]=$max
     MAXLOSS[$t]=$((sent - got))
     VDROP[$t]=$vdrops
     LIM[$t]=""
+    if ((FIXED > 0)); then
+        echo "-- $t at $FIXED pps: sent $sent in ${secs}s ($max pps), received $got, veth drops $vdrops"
+        continue
+    fi
     echo "-- $t: as fast as possible: sent $sent in ${secs}s ($max pps, generator waited $waits times), received $got, veth drops $vdrops"
     # A -napi-capped receiver always holds the sender back (its NAPI thread is the limit by
     # design), so its full-speed trial is no bound: it is always bisected.
@@ -392,6 +398,45 @@ for t in "${TOOLS[@]}"; do
     done
     ZL[$t]=$lo
 done
+
+# cost_ratio A B: frames per CPU-second of A over B's, counting the process and the NAPI thread.
+cost_ratio() {
+    if [[ -z ${CPU[$1]:-} || -z ${CPU[$2]:-} || ${CPU[$1]} == - || ${CPU[$2]} == - ]]; then
+        echo "-   (not run: BENCH_RECEIVERS)"
+        return
+    fi
+    awk -v a="${CPU[$1]}" -v na="${NAPI[$1]}" -v b="${CPU[$2]}" -v nb="${NAPI[$2]}" 'BEGIN { printf "%.2f", (b + nb) / (a + na) }'
+}
+# sat_ratio A B: frames per CPU-second of A's process over B's, both in their full-speed
+# trial; a receiver that lost nothing there was not saturated (its figure includes waiting for
+# frames), and the ratio says so.
+sat_ratio() {
+    if [[ -z ${CPU[$1]:-} || -z ${CPU[$2]:-} || ${CPU[$1]} == - || ${CPU[$2]} == - ]]; then
+        echo "-   (not run: BENCH_RECEIVERS)"
+        return
+    fi
+    local note="" r
+    for r in "$1" "$2"; do
+        ((MAXLOSS[$r] > 0)) || note="$note ($r lost nothing at max: not saturated, its cost includes its wake-ups)"
+    done
+    awk -v a="${CPU[$1]}" -v b="${CPU[$2]}" -v note="$note" 'BEGIN { printf "%.2f%s", b / a, note }'
+}
+if ((FIXED > 0)); then
+    echo
+    echo "== live benchmark, cost run: every receiver offered $FIXED pps for ${SECS}s, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+    printf '%-30s %12s %12s %11s %12s %13s\n' receiver "sent pps" "lost" "veth drops" "CPU us/frame" "NAPI us/frame"
+    for t in "${TOOLS[@]}"; do
+        printf '%-30s %12s %12s %11s %12s %13s\n' "$t" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${VDROP[$t]}" "${CPU[$t]}" "${NAPI[$t]}"
+    done
+    echo "(CPU us/frame: the receiver process's own; NAPI us/frame: the veth's NAPI thread's; both over the frames"
+    echo " the receiver took. At a rate a thread keeps up with, its cost per frame includes its wake-ups.)"
+    echo
+    echo "frames per CPU-second (process + NAPI thread), ratio at the same offered rate:"
+    echo "  sensor bypass on  / XDP count-and-drop  $(cost_ratio sensor-bypass-on xdp-drop)"
+    echo "  sensor bypass on  / tcpdump (AF_PACKET) $(cost_ratio sensor-bypass-on tcpdump)"
+    echo "  sensor bypass off / bare AF_XDP loop    $(cost_ratio sensor-bypass-off afxdp)"
+    exit 0
+fi
 
 shown() {
     case "${LIM[$1]}" in
@@ -444,11 +489,16 @@ echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on tcpdump)"
 echo "  sensor bypass off / tcpdump (AF_PACKET)            $(ratio sensor-bypass-off tcpdump)"
 echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off afxdp)"
-echo "  with every receiver held to ${CAP}% of a core (the -capped rows):"
-echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass-off-capped afxdp-capped)"
-echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off-capped afxdp-capped)"
+echo "  with every receiver held to ${CAP}% of a core (the -capped rows), by frames taken per CPU-second of the"
+echo "  receiver's process in its full-speed trial, where the cap saturates it (the CPU column):"
+echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(sat_ratio sensor-bypass-off-capped afxdp-capped)"
+echo "  sensor rings, bypass off / bare AF_XDP loop        $(sat_ratio sensor-rings-off-capped afxdp-capped)"
+echo "  the same rows by zero-loss rate, which the quota's tick-sized gaps against the socket ring set more"
+echo "  than the cost per frame does (both receivers have the same ring):"
+echo "  sensor bypass off / bare AF_XDP loop               $(ratio sensor-bypass-off-capped afxdp-capped)"
 echo "  with the receiver and the veth's NAPI thread each held to ${CAP}% of a core (the -napi-capped rows):"
 echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass-on-napi-capped xdp-drop-napi-capped)"
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on-napi-capped tcpdump-napi-capped)"
+echo "  XDP count-and-drop / tcpdump (AF_PACKET): what any XDP receiver could reach here  $(ratio xdp-drop-napi-capped tcpdump-napi-capped)"
 echo "  bare AF_XDP loop  / XDP count-and-drop             $(ratio afxdp xdp-drop)"
 exit 0

@@ -7,7 +7,10 @@
 #   (c) a plain AF_PACKET capture: tcpdump -w /dev/null.
 # Then the bare loop and the sensor again, each held to BENCH_CAP percent (default 10) of one core
 # by a CPU cgroup (the "-capped" rows): with a whole core every receiver takes all the veth
-# carries, so only a capped receiver runs out first and has a zero-loss rate of its own.
+# carries, so only a capped receiver runs out. They are compared by frames taken per CPU-second
+# in their full-speed trial, which the cap saturates: their zero-loss rates are set more by how
+# long the quota keeps them off the CPU (it is enforced at scheduler ticks) against the size of
+# their socket ring, the same for both, than by what each frame costs.
 # Last the XDP floor, tcpdump and the sensor with bypass on with the veth's NAPI thread held to
 # BENCH_CAP percent of a core as well (the "-napi-capped" rows): their work is mostly done in that
 # kernel thread (the XDP program; AF_PACKET's copy), which a CFS quota does not stop (this kernel
@@ -399,22 +402,26 @@ for t in "${TOOLS[@]}"; do
     ZL[$t]=$lo
 done
 
+# costs_known A B: both receivers ran and took frames, so both have a CPU cost per frame.
+costs_known() {
+    local r
+    for r in "$1" "$2"; do
+        [[ -n ${CPU[$r]:-} && ${CPU[$r]} != - ]] || {
+            echo "-   (not run: BENCH_RECEIVERS, or $r took no frame)"
+            return 1
+        }
+    done
+}
 # cost_ratio A B: frames per CPU-second of A over B's, counting the process and the NAPI thread.
 cost_ratio() {
-    if [[ -z ${CPU[$1]:-} || -z ${CPU[$2]:-} || ${CPU[$1]} == - || ${CPU[$2]} == - ]]; then
-        echo "-   (not run: BENCH_RECEIVERS)"
-        return
-    fi
+    costs_known "$1" "$2" || return
     awk -v a="${CPU[$1]}" -v na="${NAPI[$1]}" -v b="${CPU[$2]}" -v nb="${NAPI[$2]}" 'BEGIN { printf "%.2f", (b + nb) / (a + na) }'
 }
 # sat_ratio A B: frames per CPU-second of A's process over B's, both in their full-speed
 # trial; a receiver that lost nothing there was not saturated (its figure includes waiting for
 # frames), and the ratio says so.
 sat_ratio() {
-    if [[ -z ${CPU[$1]:-} || -z ${CPU[$2]:-} || ${CPU[$1]} == - || ${CPU[$2]} == - ]]; then
-        echo "-   (not run: BENCH_RECEIVERS)"
-        return
-    fi
+    costs_known "$1" "$2" || return
     local note="" r
     for r in "$1" "$2"; do
         ((MAXLOSS[$r] > 0)) || note="$note ($r lost nothing at max: not saturated, its cost includes its wake-ups)"

@@ -170,14 +170,6 @@ pin_napi() {
     local p
     for p in $(napi_pids); do taskset -pc 1 "$p" >/dev/null 2>&1; done
 }
-# CPU time, ns, the veth's NAPI threads have run so far (/proc/PID/schedstat: its first field).
-napi_ns() {
-    local p n=0 t
-    for p in $(napi_pids); do
-        read -r t _ <"/proc/$p/schedstat" 2>/dev/null && n=$((n + t))
-    done
-    echo "$n"
-}
 # napi_cap on|off: the NAPI threads into the RT-budget group as SCHED_FIFO, or back to what
 # every other row has (SCHED_OTHER, the root group).
 napi_cap() {
@@ -210,10 +202,17 @@ send() {
 
 num() { grep -o "$1=[0-9]*" | head -1 | cut -d= -f2; }
 
-# CPU time, ns, the threads of a process have run so far (their schedstat: ns, where
-# /proc/PID/stat counts 10 ms ticks, too coarse for a tenth of a core over 1.5 s); 0 if it is gone.
+# cpu_ns PID...: CPU time, ns, the threads of these processes have run so far (their schedstat:
+# ns, where /proc/PID/stat counts 10 ms ticks, too coarse for a tenth of a core over 1.5 s); 0 for
+# one that is gone. Summed by the shell: awk prints sums past 2^31 in exponent form.
 cpu_ns() {
-    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ n += $1 } END { print n + 0 }'
+    local p f t n=0
+    for p in "$@"; do
+        for f in /proc/"$p"/task/*/schedstat; do
+            read -r t _ 2>/dev/null <"$f" && n=$((n + t))
+        done
+    done
+    echo "$n"
 }
 
 # wait_for_line FILE REGEX: until a line of FILE matches (10 s at most).
@@ -262,11 +261,11 @@ trial() {
     local t0 t1 d0 d1 n0 n1
     t0=$(cpu_ns "$pid")
     d0=$(veth_drops)
-    n0=$(napi_ns)
+    n0=$(cpu_ns $(napi_pids))
     read -r sent secs waits < <(send "$rate")
     t1=$(cpu_ns "$pid")
     d1=$(veth_drops)
-    n1=$(napi_ns)
+    n1=$(cpu_ns $(napi_pids))
     sleep 1
     [[ -n $napicap ]] && napi_cap off
     kill -TERM "$pid" 2>/dev/null
@@ -297,6 +296,10 @@ trial() {
 declare -A ZL MAXR MAXLOSS LIM CPU VDROP NAPI
 read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
 printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
+# drop_rows REGEX: the rows whose names match leave TOOLS (what they need is not available).
+drop_rows() {
+    read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- "$1" | tr '\n' ' ')"
+}
 
 # The capped rows run the receiver in a CPU cgroup held to CAP percent of one core (CFS quota of
 # 1 ms per period), so that the receiver, not the veth, is what runs out: on this rig the veth
@@ -321,7 +324,7 @@ if [[ " ${TOOLS[*]} " == *-capped* ]]; then
     fi
     if [[ -z $CAP_GROUP ]]; then
         echo "live.sh: no writable CPU cgroup (v1 cpu controller or v2 cpu.max): the -capped rows are skipped"
-        read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-capped$' | tr '\n' ' ')"
+        drop_rows '-capped$'
     fi
 fi
 # The -napi-capped rows: the NAPI thread gets CAP percent of each 10 ms as a real-time budget.
@@ -333,7 +336,7 @@ if [[ " ${TOOLS[*]} " == *-napi-capped* && $GEN == xdp ]]; then
     # Without back-pressure a NAPI thread that runs in bursts loses most frames in the veth's
     # ring, handshakes among them, so the sensor would bypass nothing: no comparison.
     echo "live.sh: BENCH_GEN=xdp: the -napi-capped rows are skipped (they need the sender held back, not dropped)"
-    read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-napi-capped$' | tr '\n' ' ')"
+    drop_rows '-napi-capped$'
 fi
 if [[ " ${TOOLS[*]} " == *-napi-capped* ]]; then
     if [[ -w /sys/fs/cgroup/cpu/cpu.rt_runtime_us ]] && command -v chrt >/dev/null; then
@@ -344,7 +347,7 @@ if [[ " ${TOOLS[*]} " == *-napi-capped* ]]; then
     fi
     if [[ -z $NAPI_GROUP ]]; then
         echo "live.sh: no RT group budget (cgroup v1 cpu.rt_runtime_us, CONFIG_RT_GROUP_SCHED) or no chrt: the -napi-capped rows are skipped"
-        read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- '-napi-capped$' | tr '\n' ' ')"
+        drop_rows '-napi-capped$'
     fi
 fi
 FIXED=${BENCH_RATE:-0}

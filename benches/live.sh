@@ -60,7 +60,8 @@
 # redirected frames only with an XDP program on its receiving end), BENCH_RATE (a cost run: one
 # trial per receiver at this offered rate, no bisection; it prints each receiver's CPU per frame,
 # its process's and the NAPI thread's, and their ratios: the comparison the xdp generator allows,
-# since its drops make zero-loss rates meaningless).
+# since its drops make zero-loss rates meaningless), BENCH_HUGE (1, the default: both AF_XDP
+# receivers' UMEMs on 2 MiB pages reserved for the run; 0: on 4 KiB pages).
 # Exit status: 0 whatever the figures; 1 if the build fails; 2 on bad usage.
 set -uo pipefail
 export LC_ALL=C
@@ -133,6 +134,7 @@ cleanup() {
     ip netns del "$NS" 2>/dev/null
     [[ -n ${CAP_GROUP:-} ]] && rmdir "$CAP_GROUP" 2>/dev/null
     [[ -n ${NAPI_GROUP:-} ]] && rmdir "$NAPI_GROUP" 2>/dev/null
+    [[ -n ${HUGE_BEFORE:-} ]] && echo "$HUGE_BEFORE" >/proc/sys/vm/nr_hugepages 2>/dev/null
 }
 trap cleanup EXIT
 ip netns add "$NS"
@@ -236,7 +238,7 @@ trial() {
     fi
     case "$name" in
     xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
-    afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp >"$log" 2>&1 & ;;
+    afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp --config "$WORK/live.toml" >"$log" 2>&1 & ;;
     tcpdump)
         if [[ $GEN == xdp ]]; then
             "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
@@ -248,7 +250,12 @@ trial() {
     sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
         local extra=()
         [[ $name == sensor-bypass-off ]] && extra=(--no-bypass)
-        [[ $name == sensor-rings-off ]] && extra=(--no-bypass --config "$WORK/rings.toml")
+        [[ $name == sensor-rings-off ]] && extra=(--no-bypass)
+        if [[ $name == sensor-rings-off ]]; then
+            extra+=(--config "$WORK/rings.toml")
+        else
+            extra+=(--config "$WORK/live.toml")
+        fi
         "$SENSOR" run --iface "$A" --workers 1 --eve /dev/null --metrics-addr "" "${extra[@]}" >"$log" 2>&1 &
         ;;
     esac
@@ -295,7 +302,31 @@ trial() {
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
 declare -A ZL MAXR MAXLOSS LIM CPU VDROP NAPI
 read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
-printf '[live]\ndispatch = "rings"\n' >"$WORK/rings.toml"
+# Both AF_XDP receivers (the sensor, the bare loop) put their UMEM on 2 MiB pages, as the sensor
+# does by default when pages are reserved (live.huge_pages): 16 pages per socket at the default
+# sizes, one socket at a time here, reserved for the run and given back at the end. With 4 KiB
+# pages the sensor's first read of each frame is often a TLB miss; the bare loop reads none.
+# BENCH_HUGE=0: both on 4 KiB pages.
+HUGE=${BENCH_HUGE:-1}
+HUGE_BEFORE=""
+PAGES="4 KiB (BENCH_HUGE=0)"
+if [[ $HUGE != 0 ]]; then
+    PAGES="4 KiB (could not reserve 2 MiB pages: vm.nr_hugepages not writable or memory fragmented)"
+    HUGE=0
+    before=$(cat /proc/sys/vm/nr_hugepages 2>/dev/null)
+    if [[ -n $before ]] && echo $((before + 16)) >/proc/sys/vm/nr_hugepages 2>/dev/null; then
+        HUGE_BEFORE=$before
+        if (($(awk '/^HugePages_Free:/ { print $2 }' /proc/meminfo) >= 16)); then
+            HUGE=1
+            PAGES="2 MiB (16 reserved for the run)"
+        fi
+    fi
+fi
+printf '[live]\nhuge_pages = %s\n' "$([[ $HUGE == 1 ]] && echo true || echo false)" >"$WORK/live.toml"
+{
+    cat "$WORK/live.toml"
+    printf 'dispatch = "rings"\n'
+} >"$WORK/rings.toml"
 # drop_rows REGEX: the rows whose names match leave TOOLS (what they need is not available).
 drop_rows() {
     read -r -a TOOLS <<<"$(tr ' ' '\n' <<<"${TOOLS[*]}" | grep -v -- "$1" | tr '\n' ' ')"
@@ -477,6 +508,7 @@ ratio() {
 
 echo
 echo "== live benchmark: zero-loss rate on one veth queue, ${SECS}s trials, $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "AF_XDP UMEM pages: $PAGES; the sockets said: $(for t in "${TOOLS[@]}"; do grep -ho 'UMEM on [0-9]* [KM]iB pages' "$LOGS/live-$t.log" 2>/dev/null; done | sort | uniq -c | awk '{ printf "%s%s x %s %s %s", (NR > 1 ? ", " : ""), $1, $4, $5, $6 }')"
 printf '%-30s %-32s %16s %12s %11s %12s %12s\n' receiver "zero-loss pps" "max offered pps" "lost at max" "veth drops" "CPU us/frame" "NAPI us/frame"
 for t in "${TOOLS[@]}"; do
     printf '%-30s %-32s %16s %12s %11s %12s %12s\n' "$t" "$(shown "$t")" "${MAXR[$t]}" "${MAXLOSS[$t]}" "${VDROP[$t]}" "${CPU[$t]}" "${NAPI[$t]}"

@@ -41,6 +41,11 @@ pub struct XskOptions {
     pub huge_pages: bool,
 }
 
+/// 2 MiB pages one UMEM of `frames` frames of `frame_size` bytes takes.
+fn umem_huge_pages(frames: u32, frame_size: u32) -> u64 {
+    (u64::from(frames) * u64::from(frame_size)).div_ceil(2 << 20)
+}
+
 /// Counters the kernel keeps for a socket (`getsockopt(XDP_STATISTICS)`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct XskStats {
@@ -110,14 +115,19 @@ impl XskSocket {
                 "cannot create the UMEM ({e}); a non-root sensor needs CAP_IPC_LOCK"
             ))
         };
+        let mut huge = opts.huge_pages;
         let (umem, descs) = if opts.huge_pages {
             match Umem::new(umem_cfg, frames, true) {
                 Ok(u) => u,
                 Err(e) => {
-                    tracing::warn!(
+                    // The default: a machine without reserved pages still captures.
+                    let need = umem_huge_pages(opts.fill_ring, opts.frame_size);
+                    tracing::info!(
                         "{iface} queue {queue}: no huge pages for the UMEM ({e}), using 4 KiB \
-                         pages; reserve them with sysctl vm.nr_hugepages"
+                         pages; {need} free 2 MiB pages (sysctl vm.nr_hugepages) save a TLB \
+                         miss per frame read"
                     );
+                    huge = false;
                     Umem::new(umem_cfg, frames, false).map_err(|e| umem_err(&e))?
                 }
             }
@@ -168,9 +178,10 @@ impl XskSocket {
                         s.enable_busy_poll();
                     }
                     tracing::info!(
-                        "{iface} queue {queue}: AF_XDP socket bound in {} mode{}",
+                        "{iface} queue {queue}: AF_XDP socket bound in {} mode{}, UMEM on {}",
                         if *zc { "zero-copy" } else { "copy" },
-                        if opts.busy_poll { ", busy polling" } else { "" }
+                        if opts.busy_poll { ", busy polling" } else { "" },
+                        if huge { "2 MiB pages" } else { "4 KiB pages" }
                     );
                     return Ok(s);
                 }
@@ -277,4 +288,16 @@ fn prefetch(frame: &[u8]) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = frame;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::umem_huge_pages;
+
+    #[test]
+    fn the_log_asks_for_whole_pages_covering_the_umem() {
+        assert_eq!(umem_huge_pages(16384, 2048), 16, "the default 32 MiB UMEM");
+        assert_eq!(umem_huge_pages(4096, 4096), 8);
+        assert_eq!(umem_huge_pages(100, 2048), 1, "a partial page is a page");
+    }
 }

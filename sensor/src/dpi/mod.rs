@@ -566,14 +566,16 @@ impl Core {
             ctx.cfg.detect_limit
         };
         let over_limit = self.detect_bytes[d] as usize >= limit;
-        let mut head = [0u8; SIGNATURE_LEN];
         let held = self.bufs[d].len().min(SIGNATURE_LEN);
-        head[..held].copy_from_slice(&self.bufs[d][..held]);
         let n = (held + b.len()).min(SIGNATURE_LEN);
-        head[held..n].copy_from_slice(&b[..n - held]);
         let sig = if held == 0 {
             classify(b)
         } else {
+            // Joined only when a prefix is held: done for every piece, the two copies took
+            // 4-5% of a saturated capture thread in the live benchmark.
+            let mut head = [0u8; SIGNATURE_LEN];
+            head[..held].copy_from_slice(&self.bufs[d][..held]);
+            head[held..n].copy_from_slice(&b[..n - held]);
             classify(&head[..n])
         };
         let client = match sig {

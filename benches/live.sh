@@ -248,14 +248,9 @@ trial() {
         tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
         ;;
     sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
-        local extra=()
-        [[ $name == sensor-bypass-off ]] && extra=(--no-bypass)
-        [[ $name == sensor-rings-off ]] && extra=(--no-bypass)
-        if [[ $name == sensor-rings-off ]]; then
-            extra+=(--config "$WORK/rings.toml")
-        else
-            extra+=(--config "$WORK/live.toml")
-        fi
+        local extra=(--config "$WORK/live.toml")
+        [[ $name == sensor-rings-off ]] && extra=(--config "$WORK/rings.toml")
+        [[ $name != sensor-bypass-on ]] && extra+=(--no-bypass)
         "$SENSOR" run --iface "$A" --workers 1 --eve /dev/null --metrics-addr "" "${extra[@]}" >"$log" 2>&1 &
         ;;
     esac

@@ -199,9 +199,6 @@ struct Sensor {
 impl Sensor {
     /// Starts with `extra` as its flags, on 4 KiB pages (see [`small_pages`]).
     fn start(iface: &str, dir: &Path, extra: &[&str]) -> Sensor {
-        if extra.contains(&"--config") {
-            return Sensor::spawn(iface, dir, extra);
-        }
         Sensor::start_with_config(iface, dir, "", extra)
     }
 

@@ -745,7 +745,7 @@ fn an_insert_whose_answer_is_lost_is_found_stored_and_not_sent_again() {
     assert_eq!(proxy.lost_acks(), 2, "{err}");
     assert_eq!(proxy.lost_requests(), 1, "{err}");
     assert_eq!(
-        err.matches("stored before its acknowledgement was lost")
+        err.matches("stored before an acknowledgement was lost")
             .count(),
         2,
         "{err}"
@@ -757,6 +757,79 @@ fn an_insert_whose_answer_is_lost_is_found_stored_and_not_sent_again() {
         summary_value(&err, "clickhouse", "sent"),
         eve_counts(&run.eve).iter().sum::<u64>()
     );
+}
+
+/// A batch across two days goes as two INSERTs (one per partition, each all or nothing). Forced:
+/// the first part is stored and its answer lost (run 1), or the first part is acknowledged and
+/// the second lost before the server saw it (run 2). Either way the sensor asks which of the
+/// batch's rows are stored and sends exactly the others: every EVE record is a row, once.
+#[test]
+fn a_batch_across_two_days_partly_stored_is_completed_exactly() {
+    let Some(ch) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let fx = common::repo_root().join("testdata-pcaps");
+    let cap = dir.path().join("two-days.pcap");
+    common::placed_capture(
+        &cap,
+        &[
+            (fx.join("dns.pcap"), common::MIDNIGHT - 30),
+            (fx.join("http.pcap"), common::MIDNIGHT + 30),
+        ],
+    );
+    for (db, plan) in [
+        ("partial_ack", vec![Fault::LoseAck]),
+        ("partial_req", vec![Fault::Pass, Fault::LoseRequest]),
+    ] {
+        let proxy = LossyProxy::start_for(ch.http_port, Some("flows"), &plan);
+        let d = dir.path().join(db);
+        std::fs::create_dir_all(&d).unwrap();
+        let cfg = d.join("sensor.toml");
+        // One flows batch for the whole run: everything is cut at the end.
+        std::fs::write(
+            &cfg,
+            format!(
+                "[sensor]\nworkers = 2\npin_cores = false\n[clickhouse]\ndatabase = \"{db}\"\n\
+                 batch_age_ms = 600000\nbatch_rows = 100000\n[spool]\ndir = \"{}\"\n",
+                d.join("spool").display()
+            ),
+        )
+        .unwrap();
+        let eve = d.join("eve.json");
+        let out = sensor_cmd(std::slice::from_ref(&cap), &cfg, &proxy.url(), &eve, &[])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{db}: {err}");
+        assert_eq!(proxy.faults_left(), 0, "{db}: every fault applied: {err}");
+        let eve = read_eve(&eve);
+        let days: std::collections::BTreeSet<String> = eve
+            .iter()
+            .filter(|v| v["event_type"] == "flow")
+            .map(|v| s(&v["flow"]["start"])[..10].to_string())
+            .collect();
+        assert_eq!(days.len(), 2, "the flows span two days: {days:?}");
+        assert_eq!(
+            ch.count(&format!("SELECT uniqExact(toDate(ts)) FROM {db}.flows")),
+            2
+        );
+        let line = err
+            .lines()
+            .find(|l| l.contains("stored before an acknowledgement was lost"))
+            .unwrap_or_else(|| panic!("{db}: no partial-store line: {err}"));
+        assert!(!line.contains(" 0 of the "), "{db}: {line}");
+        assert!(
+            !line.ends_with("the other 0"),
+            "{db}: a part was left to send: {line}"
+        );
+        assert_eq!(duplicates(ch, db), 0, "{db}");
+        assert_tables_equal_eve(ch, db, &eve);
+        assert_eq!(
+            summary_value(&err, "clickhouse", "sent"),
+            eve_counts(&eve).iter().sum::<u64>(),
+            "{db}: {err}"
+        );
+        eprintln!("{db}: {line}");
+    }
 }
 
 /// A capture of many flows spanning some seconds of packet time, made by amplifying the

@@ -21,6 +21,7 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::mpsc;
 
+use super::clickhouse::batch::Builder;
 use super::clickhouse::rows::{self, Table, TlsSummary};
 use super::clickhouse::{ClickHouseOptions, ClickHouseSink};
 use super::eve::{self, EveStats, EveWriter};
@@ -180,7 +181,7 @@ impl Exporter {
                 tx,
                 max_rows: rows,
                 max_age: age,
-                tables: Table::ALL.map(|t| Pending::new(t.tag())),
+                tables: Table::ALL.map(Builder::new),
             }),
             nats: nats_tx.map(|(tx, msgs, age)| NatsBatcher {
                 tx,
@@ -335,12 +336,11 @@ impl Pending {
         if self.rows == 0 {
             return None;
         }
-        let cap = self.buf.capacity();
-        let payload = std::mem::replace(&mut self.buf, Vec::with_capacity(cap));
-        let rows = self.rows;
-        self.rows = 0;
         self.since = None;
-        Some(Batch { rows, payload })
+        Some(Batch::take_from(
+            &mut self.buf,
+            std::mem::take(&mut self.rows),
+        ))
     }
 
     fn due(&self, max_age: Duration, now: Instant) -> bool {
@@ -352,7 +352,7 @@ struct ChBatcher {
     tx: mpsc::Sender<Batch>,
     max_rows: usize,
     max_age: Duration,
-    tables: [Pending; 3],
+    tables: [Builder; 3],
 }
 
 struct NatsBatcher {
@@ -422,19 +422,19 @@ impl FanOut {
     fn next_due(&self) -> Option<Duration> {
         let now = Instant::now();
         let mut due: Option<Duration> = None;
-        let mut consider = |p: &Pending, age: Duration| {
-            if let Some(s) = p.since {
+        let mut consider = |since: Option<Instant>, age: Duration| {
+            if let Some(s) = since {
                 let left = age.saturating_sub(now.duration_since(s));
                 due = Some(due.map_or(left, |d| d.min(left)));
             }
         };
         if let Some(c) = &self.ch {
             for p in &c.tables {
-                consider(p, c.max_age);
+                consider(p.since, c.max_age);
             }
         }
         if let Some(n) = &self.nats {
-            consider(&n.pending, n.max_age);
+            consider(n.pending.since, n.max_age);
         }
         due
     }
@@ -443,7 +443,8 @@ impl FanOut {
         let now = Instant::now();
         if let Some(c) = &mut self.ch {
             for p in &mut c.tables {
-                if all || p.rows as usize >= c.max_rows || p.due(c.max_age, now) {
+                let due = p.since.is_some_and(|s| now.duration_since(s) >= c.max_age);
+                if all || p.rows() as usize >= c.max_rows || due {
                     if let Some(b) = p.take() {
                         send(&c.tx, b);
                     }
@@ -569,7 +570,7 @@ impl FanOut {
     fn flush_full(&mut self) {
         if let Some(c) = &mut self.ch {
             for p in &mut c.tables {
-                if p.rows as usize >= c.max_rows {
+                if p.rows() as usize >= c.max_rows {
                     if let Some(b) = p.take() {
                         send(&c.tx, b);
                     }

@@ -34,6 +34,16 @@ pub struct Batch {
     pub payload: Vec<u8>,
 }
 
+impl Batch {
+    /// The batch of `rows` rows filled into `buf`, which is left empty with the same capacity
+    /// (the next batch of a batcher is about as large).
+    pub fn take_from(buf: &mut Vec<u8>, rows: u32) -> Batch {
+        let cap = buf.capacity();
+        let payload = std::mem::replace(buf, Vec::with_capacity(cap));
+        Batch { rows, payload }
+    }
+}
+
 /// A destination.
 pub trait Sink: Send + 'static {
     fn name(&self) -> &'static str;

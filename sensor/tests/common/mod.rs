@@ -65,3 +65,50 @@ pub fn endpoints(v: &serde_json::Value) -> (String, String) {
 }
 pub mod proxy;
 pub mod servers;
+
+/// Writes the Ethernet frames of `pieces` into one capture at `out`, each piece's first frame
+/// moved to its given time (seconds since the epoch), its own timing kept.
+pub fn placed_capture(out: &Path, pieces: &[(PathBuf, u64)]) {
+    use sensor::capture::pcap_file::PcapFile;
+    use sensor::gen::pcap_writer::PcapWriter;
+    let f = std::fs::File::create(out).expect("capture file");
+    let mut w = PcapWriter::new(std::io::BufWriter::new(f), 1, 65535, true).expect("pcap header");
+    for (path, at) in pieces {
+        let cap = PcapFile::open(path).unwrap_or_else(|e| panic!("{e}"));
+        let first = cap.frames().next().map_or(0, |fr| fr.ts);
+        for fr in cap.frames().filter(|fr| fr.linktype == 1) {
+            let ts = at * 1_000_000_000 + (fr.ts - first);
+            w.write(ts, fr.data, fr.wire_len).expect("frame");
+        }
+    }
+    std::io::Write::flush(&mut w.into_inner().expect("flush")).expect("flush");
+}
+
+/// 2024-03-01 00:00:00 UTC: a midnight to place captures around.
+pub const MIDNIGHT: u64 = 1_709_251_200;
+
+/// A capture of at least `bytes` made of copies of the tls, http and dns fixtures placed six
+/// hours apart from 23:00, so the records of one batch often fall on two days (two partitions
+/// of a ClickHouse table). Deterministic. Returns its path.
+pub fn day_crossing_capture(dir: &Path, bytes: u64) -> PathBuf {
+    let fx = repo_root().join("testdata-pcaps");
+    let seed = dir.join("seed.pcap");
+    let start = MIDNIGHT - 3600;
+    placed_capture(
+        &seed,
+        &[
+            (fx.join("tls.pcap"), start),
+            (fx.join("http.pcap"), start + 6 * 3600),
+            (fx.join("dns.pcap"), start + 12 * 3600),
+        ],
+    );
+    let out = dir.join("days.pcap");
+    let args = sensor::gen::amplify::AmplifyArgs {
+        out: out.clone(),
+        target_bytes: bytes,
+        max_gap: 86_400,
+        inputs: vec![seed],
+    };
+    sensor::gen::amplify::run(&args).expect("amplify");
+    out
+}

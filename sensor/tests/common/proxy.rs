@@ -6,14 +6,17 @@
 //! answer, then closes the client's connection instead of relaying the answer (a lost
 //! acknowledgement: the rows are stored, the sensor does not know), or closes the connection
 //! before forwarding anything (a lost request: nothing is stored, the sensor does not know
-//! either). HTTP/1.1 without pipelining, as the `clickhouse` crate speaks it, so the answer
+//! either), or holds the server's answer for a while before relaying it (a slow server: the
+//! answer may come after the client gave up). The plan can be limited to the INSERTs into one
+//! table, so a test can aim at the parts of one batch (one INSERT per day of a batch).
+//! HTTP/1.1 without pipelining, as the `clickhouse` crate speaks it, so the answer
 //! after an INSERT on a connection is that INSERT's answer.
 
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What happens to the next INSERTs, in order.
@@ -23,6 +26,10 @@ pub enum Fault {
     LoseAck,
     /// Never forwarded.
     LoseRequest,
+    /// Forwarded and answered normally (to aim the next fault at a later INSERT).
+    Pass,
+    /// Forwarded; the answer is relayed only after this many milliseconds.
+    DelayAnswer(u64),
 }
 
 pub struct LossyProxy {
@@ -33,9 +40,24 @@ pub struct LossyProxy {
     lost_requests: Arc<AtomicU32>,
 }
 
+/// What the connection threads share.
+#[derive(Clone)]
+struct Shared {
+    plan: Arc<Mutex<Vec<Fault>>>,
+    acks: Arc<AtomicU32>,
+    reqs: Arc<AtomicU32>,
+    /// Only INSERTs into this table (`.name` in the statement) take faults from the plan.
+    table: Option<String>,
+}
+
 impl LossyProxy {
     /// Forwards to `127.0.0.1:upstream`, applying `plan` to the first INSERTs it sees.
     pub fn start(upstream: u16, plan: &[Fault]) -> LossyProxy {
+        Self::start_for(upstream, None, plan)
+    }
+
+    /// Like [`LossyProxy::start`], the plan applied only to INSERTs into `table` (when given).
+    pub fn start_for(upstream: u16, table: Option<&str>, plan: &[Fault]) -> LossyProxy {
         let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
         let port = listener.local_addr().expect("proxy address").port();
         let mut rev = plan.to_vec();
@@ -46,15 +68,20 @@ impl LossyProxy {
             lost_acks: Arc::new(AtomicU32::new(0)),
             lost_requests: Arc::new(AtomicU32::new(0)),
         };
-        let (plan, acks, reqs) = (p.plan.clone(), p.lost_acks.clone(), p.lost_requests.clone());
+        let shared = Shared {
+            plan: p.plan.clone(),
+            acks: p.lost_acks.clone(),
+            reqs: p.lost_requests.clone(),
+            table: table.map(|t| format!(".{t}")),
+        };
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
                 let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                     continue;
                 };
-                let (plan, acks, reqs) = (plan.clone(), acks.clone(), reqs.clone());
-                std::thread::spawn(move || serve(client, server, plan, acks, reqs));
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(client, server, shared));
             }
         });
         p
@@ -71,21 +98,28 @@ impl LossyProxy {
     pub fn lost_requests(&self) -> u32 {
         self.lost_requests.load(Ordering::SeqCst)
     }
+
+    /// Faults of the plan not applied yet.
+    pub fn faults_left(&self) -> usize {
+        self.plan.lock().unwrap().len()
+    }
 }
 
-fn serve(
-    mut client: TcpStream,
-    mut server: TcpStream,
-    plan: Arc<Mutex<Vec<Fault>>>,
-    acks: Arc<AtomicU32>,
-    reqs: Arc<AtomicU32>,
-) {
+fn serve(mut client: TcpStream, mut server: TcpStream, shared: Shared) {
+    let Shared {
+        plan,
+        acks,
+        reqs,
+        table,
+    } = shared;
     let drop_answer = Arc::new(AtomicBool::new(false));
+    let delay_ms = Arc::new(AtomicU64::new(0));
     // Server -> client, unless the answer is to be lost.
     let (Ok(mut c2), Ok(mut s2)) = (client.try_clone(), server.try_clone()) else {
         return;
     };
     let drop2 = drop_answer.clone();
+    let delay2 = delay_ms.clone();
     let back = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 << 10];
         loop {
@@ -93,6 +127,10 @@ fn serve(
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
+            let ms = delay2.swap(0, Ordering::SeqCst);
+            if ms > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+            }
             if drop2.load(Ordering::SeqCst) {
                 // The server answered, so the INSERT is done; the sensor never hears it.
                 acks.fetch_add(1, Ordering::SeqCst);
@@ -116,7 +154,7 @@ fn serve(
         };
         let mut seen = std::mem::take(&mut tail);
         seen.extend_from_slice(&buf[..n]);
-        if !drop_answer.load(Ordering::SeqCst) && is_insert(&seen) {
+        if !drop_answer.load(Ordering::SeqCst) && is_insert(&seen, table.as_deref()) {
             let fault = plan.lock().unwrap().pop();
             match fault {
                 Some(Fault::LoseAck) => drop_answer.store(true, Ordering::SeqCst),
@@ -124,7 +162,8 @@ fn serve(
                     reqs.fetch_add(1, Ordering::SeqCst);
                     break;
                 }
-                None => {}
+                Some(Fault::DelayAnswer(ms)) => delay_ms.store(ms, Ordering::SeqCst),
+                Some(Fault::Pass) | None => {}
             }
         }
         let keep = seen.len().saturating_sub(64);
@@ -140,7 +179,7 @@ fn serve(
 
 /// Whether these bytes hold the request line of a batch INSERT (the statement is in the URL;
 /// the schema's own INSERTs at start-up are not RowBinary).
-fn is_insert(bytes: &[u8]) -> bool {
+fn is_insert(bytes: &[u8], table: Option<&str>) -> bool {
     let has = |s: &[u8]| bytes.windows(s.len()).any(|w| w.eq_ignore_ascii_case(s));
-    has(b"query=INSERT") && has(b"RowBinary")
+    has(b"query=INSERT") && has(b"RowBinary") && table.is_none_or(|t| has(t.as_bytes()))
 }

@@ -5,20 +5,23 @@
 //! database and applies the migrations of [`schema`] rendered for that version. A batch is one
 //! `INSERT INTO db.table (columns) FORMAT RowBinary` of rows encoded by [`rows`].
 //!
-//! Duplicates: 18.16 has no `insert_deduplication_token`, and a batch whose acknowledgement
-//! was lost (server killed after the insert, before the reply) is sent again. Every row carries
-//! its identity instead, `(sensor_id, flow_id)` in `flows` and `(sensor_id, flow_id,
-//! event_index)` in the event tables, so duplicates are detectable with a `GROUP BY ... HAVING
-//! count() > 1`; the outage tests assert there are none. They are also avoided: a batch (at
-//! most `batch_rows`, far below the server's `max_insert_block_size`) is inserted as one block,
-//! all or nothing, so after a failure whose outcome is unknown (and at start-up, for a spool
-//! left by a previous run) the sink first asks whether the batch's first row is already there
-//! and, if so, counts the batch as sent instead of inserting it again.
+//! All or nothing: ClickHouse commits one part per partition and per block of an INSERT, and
+//! does not commit them together, so a batch is sent as one INSERT per partition (day of
+//! `ts`, [`batch::by_day`]), each parsed as one block (`max_insert_block_size` set to its row
+//! count). Every row carries its identity, `(sensor_id, flow_id)` in `flows` and `(sensor_id,
+//! flow_id, event_index)` in the event tables. After a failure whose outcome is unknown (no
+//! answer, or a part of the batch already stored), and at start-up for a spool left by a
+//! previous run, the sink asks which of the batch's identities the table holds
+//! ([`ClickHouseSink::stored`]) and sends exactly the others. Servers from 22.2 on also get
+//! an `insert_deduplication_token` made of the rows' identities (it only takes effect on
+//! tables with a deduplication window; 18.16 has neither).
 
+pub mod batch;
 pub mod https;
 pub mod rows;
 pub mod schema;
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -168,33 +171,6 @@ pub fn client(opts: &ClickHouseOptions) -> Result<clickhouse::Client, String> {
     Ok(c)
 }
 
-impl ClickHouseSink {
-    /// Whether the first row of an encoded batch is already in its table.
-    async fn already_stored(&self, table: Table, rows: &[u8]) -> Result<bool, SendError> {
-        let Some(key) = row_key(table, rows) else {
-            return Ok(false);
-        };
-        // `ts` leads the primary key, so the server reads one granule, not the table.
-        let mut sql = format!(
-            "SELECT count() FROM {}.{} WHERE ts = toDateTime({}) AND sensor_id = '{}' AND flow_id = {}",
-            self.opts.database,
-            table.name(),
-            key.3,
-            key.0,
-            key.1
-        );
-        if let Some(i) = key.2 {
-            sql.push_str(&format!(" AND event_index = {i}"));
-        }
-        let q = self.client.query(&sql).fetch_one::<u64>();
-        match tokio::time::timeout(self.opts.timeout, q).await {
-            Ok(Ok(n)) => Ok(n > 0),
-            Ok(Err(e)) => Err(classify(&e)),
-            Err(_) => Err(SendError::Transient("no answer".into())),
-        }
-    }
-}
-
 /// `(sensor_id, flow_id, event_index, ts)` of the first row of an encoded batch: the leading
 /// columns of every table (see [`rows`]). `None` if the bytes are too short or the id is not
 /// one [`crate::config`] accepts (it is pasted into SQL).
@@ -230,46 +206,164 @@ impl Sink for ClickHouseSink {
         self.migrate().await.map(|_| ())
     }
 
-    async fn send(&mut self, _rows: u32, payload: &[u8]) -> Result<(), SendError> {
-        let Some((&tag, body)) = payload.split_first() else {
-            return Err(SendError::Permanent("empty batch".into()));
+    async fn send(&mut self, n_rows: u32, payload: &[u8]) -> Result<(), SendError> {
+        let parsed = batch::parse(payload).map_err(SendError::Permanent)?;
+        let Some(rows) = &parsed.rows else {
+            return self.send_legacy(&parsed, n_rows).await;
         };
-        let Some((_, sql)) = self.inserts.iter().find(|(t, _)| t.tag() == tag) else {
-            return Err(SendError::Permanent(format!("unknown table tag {tag}")));
-        };
-        let Some(table) = Table::from_tag(tag) else {
-            return Err(SendError::Permanent(format!("unknown table tag {tag}")));
-        };
+        let table = parsed.table;
+        let sensor_id = parsed.sensor_id.clone().unwrap_or_default();
+        let mut todo: Vec<batch::Row<'_>> = rows.clone();
         if self.uncertain {
-            if self.already_stored(table, body).await? {
+            let stored = self.stored(table, &sensor_id, rows).await?;
+            if !stored.is_empty() {
+                todo.retain(|r| !stored.contains(&(r.flow_id, r.event_index)));
                 tracing::info!(
-                    "clickhouse: a {} batch was stored before its acknowledgement was lost; not sent again",
-                    table.name()
+                    "clickhouse: {} of the {} rows of a {} batch were stored before an \
+                     acknowledgement was lost; sending the other {}",
+                    rows.len() - todo.len(),
+                    rows.len(),
+                    table.name(),
+                    todo.len()
                 );
-                self.uncertain = false;
-                return Ok(());
             }
             self.uncertain = false;
         }
+        let mut sent_any = false;
+        for (_, group) in batch::by_day(&todo) {
+            let body: Vec<u8> = group.iter().flat_map(|r| r.bytes).copied().collect();
+            let token = self
+                .features
+                .is_some_and(|f| f.dedup_token())
+                .then(|| batch::dedup_token(table, &sensor_id, &group));
+            if let Err((err, known)) = self.insert(table, group.len(), body, token).await {
+                // A part stored before this one, or an answer that never came, leaves the
+                // batch partly stored: the retry asks which rows are there.
+                self.uncertain = sent_any || !known;
+                return Err(err);
+            }
+            sent_any = true;
+        }
+        Ok(())
+    }
+}
+
+impl ClickHouseSink {
+    /// One INSERT of rows of one partition, as one block: it commits whole or not at all.
+    /// The error comes with whether the outcome is known (the server's error answer means
+    /// nothing was stored; a lost connection or a timeout leaves it unknown).
+    async fn insert(
+        &self,
+        table: Table,
+        rows: usize,
+        body: Vec<u8>,
+        token: Option<String>,
+    ) -> Result<(), (SendError, bool)> {
+        let sql = &self.inserts[table_index(table)].1;
         let t = Some(self.opts.timeout);
+        // The server cuts what it parses into blocks of `max_insert_block_size` rows (about a
+        // million by default, below our largest `batch_rows`): one block per INSERT.
         let mut ins = self
             .client
             .insert_formatted_with(sql.clone())
-            .with_timeouts(t, t);
+            .with_timeouts(t, t)
+            .with_setting("max_insert_block_size", rows.max(1).to_string());
+        if let Some(token) = token {
+            ins = ins.with_setting("insert_deduplication_token", token);
+        }
         let r = async {
-            ins.send(Bytes::copy_from_slice(body)).await?;
+            ins.send(Bytes::from(body)).await?;
             ins.end().await
         }
         .await;
         r.map_err(|e| {
-            let err = classify(&e);
-            // A server's error answer means the insert did not happen; anything else
-            // (connection lost, timeout) leaves it unknown.
-            self.uncertain = !matches!(e, clickhouse::error::Error::BadResponse(_));
-            err
+            let known = matches!(e, clickhouse::error::Error::BadResponse(_));
+            (classify(&e), known)
         })
     }
+
+    /// The identities `(flow_id, event_index)` among `rows` that the table already holds.
+    /// Asked in chunks (the server bounds a query's size); `ts` leads the primary key, so the
+    /// server reads only the granules of the batch's time range.
+    async fn stored(
+        &self,
+        table: Table,
+        sensor_id: &str,
+        rows: &[batch::Row<'_>],
+    ) -> Result<HashSet<(u64, u32)>, SendError> {
+        let mut found = HashSet::new();
+        for chunk in rows.chunks(STORED_CHECK_CHUNK) {
+            let (lo, hi) = chunk
+                .iter()
+                .fold((u32::MAX, 0), |(lo, hi), r| (lo.min(r.ts), hi.max(r.ts)));
+            let mut ids: Vec<u64> = chunk.iter().map(|r| r.flow_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let list = ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let index = if table == Table::Flows {
+                "toUInt32(0)"
+            } else {
+                "event_index"
+            };
+            // Integers are written in; the sensor id is bound (quoted and escaped by the client).
+            let sql = format!(
+                "SELECT flow_id, {index} FROM {}.{} WHERE ts >= toDateTime({lo}) AND ts <= \
+                 toDateTime({hi}) AND sensor_id = ? AND flow_id IN ({list})",
+                self.opts.database,
+                table.name()
+            );
+            let q = self
+                .client
+                .query(&sql)
+                .bind(sensor_id)
+                .fetch_all::<(u64, u32)>();
+            let got = match tokio::time::timeout(self.opts.timeout, q).await {
+                Ok(r) => r.map_err(|e| classify(&e))?,
+                Err(_) => return Err(SendError::Transient("no answer".into())),
+            };
+            found.extend(got);
+        }
+        Ok(found)
+    }
+
+    /// A batch spooled by an older version (no row index): sent whole, unless its first row is
+    /// already stored after a lost acknowledgement.
+    async fn send_legacy(&mut self, p: &batch::Parsed<'_>, rows: u32) -> Result<(), SendError> {
+        if self.uncertain {
+            if let Some(key) = row_key(p.table, p.body) {
+                let first = batch::Row {
+                    bytes: p.body,
+                    flow_id: key.1,
+                    event_index: key.2.unwrap_or(0),
+                    ts: key.3,
+                };
+                if !self.stored(p.table, &key.0, &[first]).await?.is_empty() {
+                    tracing::info!(
+                        "clickhouse: a {} batch was stored before its acknowledgement was lost; \
+                         not sent again",
+                        p.table.name()
+                    );
+                    self.uncertain = false;
+                    return Ok(());
+                }
+            }
+            self.uncertain = false;
+        }
+        self.insert(p.table, rows as usize, p.body.to_vec(), None)
+            .await
+            .map_err(|(err, known)| {
+                self.uncertain = !known;
+                err
+            })
+    }
 }
+
+fn table_index(t: Table) -> usize {
+    Table::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
+/// Identities asked for in one query: about 100 KB of SQL, below 18.16's `max_query_size`.
+const STORED_CHECK_CHUNK: usize = 4096;
 
 /// Server error codes that no retry will fix: the data or the statement is wrong.
 const PERMANENT_CODES: &[u32] = &[

@@ -47,6 +47,11 @@ impl Features {
             modern: major >= 20,
         }
     }
+
+    /// Whether INSERTs take `insert_deduplication_token` (ClickHouse 22.2 and later).
+    pub fn dedup_token(&self) -> bool {
+        (self.major, self.minor) >= (22, 2)
+    }
 }
 
 /// Renders one migration for a server.

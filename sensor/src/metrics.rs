@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::capture::xdp::counter;
+use crate::export::sink::SinkCounters;
 use crate::flow::FlowStats;
 
 /// What one capture thread (one rx queue) did.
@@ -91,6 +92,8 @@ pub struct Metrics {
     pub bypass_flows: AtomicU64,
     pub bypass_map_full: AtomicU64,
     pub blocklist_entries: AtomicU64,
+    /// Each network sink's counters, once the exporter runs.
+    pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
 }
 
 impl Metrics {
@@ -108,6 +111,7 @@ impl Metrics {
             bypass_flows: AtomicU64::new(0),
             bypass_map_full: AtomicU64::new(0),
             blocklist_entries: AtomicU64::new(0),
+            sinks: Mutex::new(Vec::new()),
         })
     }
 
@@ -350,7 +354,55 @@ impl Metrics {
                 sum / 1e9
             );
         }
+        self.render_sinks(&mut o);
         o
+    }
+
+    /// Per sink, rows by outcome; they add up as the summary's export accounting:
+    /// `emitted + resumed = acknowledged + rejected + in_spool + dropped + lost + corrupt`.
+    fn render_sinks(&self, o: &mut String) {
+        let Ok(sinks) = self.sinks.lock() else { return };
+        if sinks.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sensor_export_rows_total Rows (messages) per network sink, by outcome.\n\
+             # TYPE sensor_export_rows_total counter"
+        );
+        for (name, c) in sinks.iter() {
+            for (what, v) in [
+                ("emitted", &c.emitted_rows),
+                ("resumed", &c.resumed_rows),
+                ("acknowledged", &c.sent_rows),
+                ("rejected", &c.failed_rows),
+                ("spooled", &c.spooled_rows),
+                ("replayed", &c.replayed_rows),
+                ("dropped_oldest", &c.dropped_rows),
+                ("lost", &c.lost_rows),
+                ("corrupt", &c.corrupt_rows),
+            ] {
+                let _ = writeln!(
+                    o,
+                    "sensor_export_rows_total{{sink=\"{name}\",outcome=\"{what}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sensor_export_spool Per network sink: rows and bytes in its spool now.\n\
+             # TYPE sensor_export_spool gauge"
+        );
+        for (name, c) in sinks.iter() {
+            for (what, v) in [("rows", &c.spool_rows), ("bytes", &c.spool_bytes)] {
+                let _ = writeln!(
+                    o,
+                    "sensor_export_spool{{sink=\"{name}\",unit=\"{what}\"}} {}",
+                    v.load(Relaxed)
+                );
+            }
+        }
     }
 }
 

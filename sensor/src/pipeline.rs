@@ -626,6 +626,9 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         )?;
         (p, Vec::new())
     };
+    if let Ok(mut sinks) = metrics.sinks.lock() {
+        *sinks = plumbing.exporter.sink_counters();
+    }
     let finish = Arc::new(AtomicBool::new(false));
     let control_thread = {
         let finish = Arc::clone(&finish);

@@ -192,6 +192,25 @@ impl fmt::Display for Summary {
                 s.spool_bytes_left,
                 s.catch_up.as_millis()
             )?;
+            let (rin, rout) = (s.rows_in(), s.rows_out());
+            let ok = if rin == rout {
+                "ok".to_string()
+            } else {
+                format!("MISMATCH by {}", i128::from(rin) - i128::from(rout))
+            };
+            writeln!(
+                f,
+                "  export accounting {}: emitted {} + resumed {} = acknowledged {} + rejected {} + in_spool {} + dropped_oldest {} + lost {} + corrupt {} [{ok}]",
+                s.name,
+                s.emitted_rows,
+                s.spool.resumed_rows,
+                s.sent_rows,
+                s.failed_rows,
+                s.spool_rows_left,
+                s.spool.dropped_rows,
+                s.lost_rows,
+                s.spool.corrupt_rows
+            )?;
         }
         if r.ring_waits > 0 {
             writeln!(

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::proxy::{Fault, LossyProxy};
 use common::servers::{have, sensor_bin, ClickHouse, TestCerts};
+use common::summary_value;
 use serde_json::Value;
 
 fn shared() -> Option<&'static ClickHouse> {
@@ -863,17 +864,6 @@ fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn summary_value(stderr: &str, sink: &str, key: &str) -> u64 {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains(&format!("sink {sink}:")))
-        .unwrap_or_else(|| panic!("no {sink} line in {stderr}"));
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(&format!("{key}=")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
 
 #[test]

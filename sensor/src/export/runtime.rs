@@ -58,6 +58,7 @@ pub struct Exporter {
     fanout: thread::JoinHandle<Result<(EveStats, u64)>>,
     rt: tokio::runtime::Runtime,
     sinks: Vec<tokio::task::JoinHandle<SinkReport>>,
+    counters: Vec<(&'static str, Arc<SinkCounters>)>,
 }
 
 impl Exporter {
@@ -97,6 +98,7 @@ impl Exporter {
         };
 
         let mut sinks = Vec::new();
+        let mut counters = Vec::new();
         let mut ch_tx = None;
         if !cfg.clickhouse.url.is_empty() {
             let c = &cfg.clickhouse;
@@ -127,7 +129,9 @@ impl Exporter {
             )?;
             let spool = open_spool("clickhouse")?;
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
-            sinks.push(rt.spawn(drive_prepared(sink, ready, spool, brx, retry)));
+            let live = Arc::new(SinkCounters::default());
+            counters.push((sink.name(), live.clone()));
+            sinks.push(rt.spawn(sink::drive(sink, ready, spool, brx, live, retry)));
             ch_tx = Some((btx, c.batch_rows, Duration::from_millis(c.batch_age_ms)));
         }
         let mut nats_tx = None;
@@ -169,7 +173,9 @@ impl Exporter {
             let ready = first_contact(&rt, &mut sink, secret_key, tls_key, "nats.url")?;
             let spool = open_spool("nats")?;
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
-            sinks.push(rt.spawn(drive_prepared(sink, ready, spool, brx, retry)));
+            let live = Arc::new(SinkCounters::default());
+            counters.push((sink.name(), live.clone()));
+            sinks.push(rt.spawn(sink::drive(sink, ready, spool, brx, live, retry)));
             nats_tx = Some((btx, n.batch_msgs, Duration::from_millis(n.batch_age_ms)));
         }
 
@@ -206,7 +212,13 @@ impl Exporter {
             fanout,
             rt,
             sinks,
+            counters,
         })
+    }
+
+    /// Each sink's live counters (for the metrics endpoint).
+    pub fn sink_counters(&self) -> Vec<(&'static str, Arc<SinkCounters>)> {
+        self.counters.clone()
     }
 
     /// Where workers send batches of records.
@@ -281,25 +293,6 @@ fn first_contact<S: Sink>(
             Ok(false)
         }
     }
-}
-
-/// [`sink::drive`] for a sink whose first contact may already have succeeded.
-async fn drive_prepared<S: Sink>(
-    sink: S,
-    ready: bool,
-    spool: Spool,
-    rx: mpsc::Receiver<Batch>,
-    retry: Retry,
-) -> SinkReport {
-    sink::drive(
-        sink,
-        ready,
-        spool,
-        rx,
-        Arc::new(SinkCounters::default()),
-        retry,
-    )
-    .await
 }
 
 /// A batch being filled.

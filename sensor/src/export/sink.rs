@@ -57,9 +57,24 @@ pub trait Sink: Send + 'static {
     ) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
-/// Live counters of a sink, readable while it runs.
+/// Live counters of a sink, readable while it runs (the `/metrics` endpoint). They add up:
+/// `emitted + resumed = sent + failed + spool_rows + dropped + lost + corrupt`.
 #[derive(Debug, Default)]
 pub struct SinkCounters {
+    /// Rows the fan-out handed to this sink.
+    pub emitted_rows: AtomicU64,
+    /// Rows found in the spool at start (left by a previous run).
+    pub resumed_rows: AtomicU64,
+    /// Rows in the spool now, and its size in bytes.
+    pub spool_rows: AtomicU64,
+    pub spool_bytes: AtomicU64,
+    /// Rows written to the spool, and read back and acknowledged.
+    pub spooled_rows: AtomicU64,
+    pub replayed_rows: AtomicU64,
+    /// Rows deleted from a full spool (`drop_oldest`).
+    pub dropped_rows: AtomicU64,
+    /// Rows of spool records found damaged.
+    pub corrupt_rows: AtomicU64,
     /// Rows (or messages) the destination acknowledged, directly or from the spool.
     pub sent_rows: AtomicU64,
     pub sent_batches: AtomicU64,
@@ -75,6 +90,8 @@ pub struct SinkCounters {
 #[derive(Clone, Debug, Default)]
 pub struct SinkReport {
     pub name: &'static str,
+    /// Rows the fan-out handed to the sink in this run.
+    pub emitted_rows: u64,
     pub sent_rows: u64,
     pub sent_batches: u64,
     pub failed_rows: u64,
@@ -83,11 +100,32 @@ pub struct SinkReport {
     pub spool: SpoolStats,
     /// Bytes left in the spool at exit (to be replayed by the next run).
     pub spool_bytes_left: u64,
+    /// Rows left in the spool at exit.
+    pub spool_rows_left: u64,
     /// A configuration problem that stopped the sink.
     pub fatal: Option<String>,
     /// Longest catch-up after an outage: from the sink's first acknowledgement after failures
     /// to the spool being empty again (the replay time after recovery).
     pub catch_up: Duration,
+}
+
+impl SinkReport {
+    /// Rows that came to the sink: handed over in this run, or found in its spool at start.
+    pub fn rows_in(&self) -> u64 {
+        self.emitted_rows + self.spool.resumed_rows
+    }
+
+    /// Rows with a known outcome: acknowledged, rejected, still in the spool, or dropped (by
+    /// the drop-oldest policy, not spoolable, damaged on disk). Equals [`Self::rows_in`] when
+    /// nothing went missing.
+    pub fn rows_out(&self) -> u64 {
+        self.sent_rows
+            + self.failed_rows
+            + self.spool_rows_left
+            + self.spool.dropped_rows
+            + self.lost_rows
+            + self.spool.corrupt_rows
+    }
 }
 
 /// Timing of retries.
@@ -163,9 +201,13 @@ pub async fn drive<S: Sink>(
         if d.fatal.is_some() {
             // Keep taking input so the pipeline finishes; everything goes to the spool.
             match rx.recv().await {
-                Some(b) => d.spool_batch(b),
+                Some(b) => {
+                    d.received(&b);
+                    d.spool_batch(b);
+                }
                 None => break,
             }
+            d.publish();
             continue;
         }
         let now = Instant::now();
@@ -185,11 +227,15 @@ pub async fn drive<S: Sink>(
             // Whatever already arrived goes behind the spool, then one spooled batch is sent.
             while d.held.is_none() {
                 match rx.try_recv() {
-                    Ok(b) => d.spool_batch(b),
+                    Ok(b) => {
+                        d.received(&b);
+                        d.spool_batch(b);
+                    }
                     Err(_) => break,
                 }
             }
             d.replay_one().await;
+            d.publish();
             continue;
         }
         let wake = if d.spool.is_empty() && d.held.is_none() {
@@ -199,16 +245,23 @@ pub async fn drive<S: Sink>(
         };
         tokio::select! {
             b = rx.recv(), if can_take => match b {
-                Some(b) => d.take(b).await,
+                Some(b) => {
+                    d.received(&b);
+                    d.take(b).await;
+                }
                 None => break,
             },
             _ = sleep_until_opt(wake) => {}
         }
+        d.publish();
     }
     d.drain().await;
+    d.publish();
     let c = &d.counters;
     SinkReport {
         name,
+        emitted_rows: c.emitted_rows.load(Ordering::Relaxed),
+        spool_rows_left: d.spool.rows(),
         sent_rows: c.sent_rows.load(Ordering::Relaxed),
         sent_batches: c.sent_batches.load(Ordering::Relaxed),
         failed_rows: c.failed_rows.load(Ordering::Relaxed),
@@ -229,6 +282,25 @@ async fn sleep_until_opt(t: Option<Instant>) {
 }
 
 impl<S: Sink> Driver<S> {
+    fn received(&self, b: &Batch) {
+        self.counters
+            .emitted_rows
+            .fetch_add(u64::from(b.rows), Ordering::Relaxed);
+    }
+
+    /// Copies the spool's figures into the live counters.
+    fn publish(&self) {
+        let (c, s) = (&self.counters, &self.spool.stats);
+        let set = |a: &AtomicU64, v: u64| a.store(v, Ordering::Relaxed);
+        set(&c.resumed_rows, s.resumed_rows);
+        set(&c.spool_rows, self.spool.rows());
+        set(&c.spool_bytes, self.spool.bytes());
+        set(&c.spooled_rows, s.spooled_rows);
+        set(&c.replayed_rows, s.replayed_rows);
+        set(&c.dropped_rows, s.dropped_rows);
+        set(&c.corrupt_rows, s.corrupt_rows);
+    }
+
     fn failed(&mut self, why: &str) {
         self.counters
             .transient_errors

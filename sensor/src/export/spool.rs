@@ -9,9 +9,15 @@
 //! once all its records are acknowledged. A record that fails its checksum (torn write at a
 //! crash) ends its segment: it and anything after it in that segment are counted as corrupt.
 //!
+//! Rows are counted per segment (from the record headers at open, then as batches come and
+//! go), so a sink can tell how many rows it leaves behind, and its summary can add up. A disk
+//! that fills up before `max_bytes` (a small partition) is the same as a full spool: a record
+//! that could not be written whole is cut off again, then the policy applies.
+//!
 //! Hand-written rather than a queue crate because what we need is small (append, read oldest,
 //! ack, drop oldest segment) and its on-disk format must stay ours across versions.
 
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -38,10 +44,16 @@ pub struct SpoolStats {
     /// Batches and rows read back and acknowledged by the sink.
     pub replayed_batches: u64,
     pub replayed_rows: u64,
-    /// Rows deleted by the drop-oldest policy.
+    /// Rows deleted by the drop-oldest policy (or too large for the spool under it).
     pub dropped_rows: u64,
     /// Records found damaged on disk (bad checksum or truncated) and skipped.
     pub corrupt_records: u64,
+    /// Rows of the segments skipped from a damaged record on.
+    pub corrupt_rows: u64,
+    /// Rows found in the spool at open (left by a previous run).
+    pub resumed_rows: u64,
+    /// Writes that failed because the disk was full.
+    pub disk_full: u64,
     /// Largest size the spool reached, in bytes.
     pub peak_bytes: u64,
 }
@@ -62,6 +74,8 @@ pub struct Spool {
     policy: FullPolicy,
     /// Segment ids on disk, oldest first.
     segments: Vec<u64>,
+    /// Rows not yet acknowledged, per segment id.
+    rows: BTreeMap<u64, u64>,
     /// Bytes on disk across all segments (acknowledged parts of the oldest included).
     bytes: u64,
     writer: Option<(u64, BufWriter<File>, u64)>,
@@ -95,18 +109,26 @@ impl Spool {
             segments.push(id);
         }
         segments.sort_unstable();
+        let mut rows = BTreeMap::new();
+        for &id in &segments {
+            let seg = dir.join(format!("{id:020}.seg"));
+            let from = read_ack(&dir.join(format!("{id:020}.ack")));
+            rows.insert(id, count_rows(&seg, from)?);
+        }
         let mut s = Spool {
             dir: dir.to_path_buf(),
             max_bytes,
             segment_bytes: segment_bytes.max(4096),
             policy,
             segments,
+            rows,
             bytes,
             writer: None,
             read: None,
             stats: SpoolStats::default(),
         };
         s.stats.peak_bytes = bytes;
+        s.stats.resumed_rows = s.rows();
         Ok(s)
     }
 
@@ -123,6 +145,11 @@ impl Spool {
         self.bytes
     }
 
+    /// Rows on disk not yet acknowledged.
+    pub fn rows(&self) -> u64 {
+        self.rows.values().sum()
+    }
+
     fn seg_path(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id:020}.seg"))
     }
@@ -131,22 +158,53 @@ impl Spool {
         self.dir.join(format!("{id:020}.ack"))
     }
 
-    /// Appends one batch. `Ok(false)` when the spool is full under the `Block` policy (nothing
-    /// written; the caller keeps the batch and tries again later).
+    /// Appends one batch. `Ok(false)` when the spool (or its disk) is full under the `Block`
+    /// policy (nothing written; the caller keeps the batch and tries again later).
     pub fn push(&mut self, rows: u32, payload: &[u8]) -> io::Result<bool> {
         let need = (HEADER + payload.len()) as u64;
-        while self.bytes + need > self.max_bytes {
-            match self.policy {
-                FullPolicy::Block => return Ok(false),
-                FullPolicy::DropOldest => {
-                    if !self.drop_oldest()? {
-                        // Nothing left to drop: this batch alone is larger than the spool.
-                        self.stats.dropped_rows += u64::from(rows);
-                        return Ok(true);
+        loop {
+            while self.bytes + need > self.max_bytes {
+                if !self.make_room(rows)? {
+                    return Ok(self.policy == FullPolicy::DropOldest);
+                }
+            }
+            match self.append(rows, payload) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::StorageFull => {
+                    self.stats.disk_full += 1;
+                    if !self.make_room(rows)? {
+                        return Ok(self.policy == FullPolicy::DropOldest);
                     }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.bytes += need;
+        self.stats.peak_bytes = self.stats.peak_bytes.max(self.bytes);
+        self.stats.spooled_batches += 1;
+        self.stats.spooled_rows += u64::from(rows);
+        Ok(true)
+    }
+
+    /// Under `DropOldest`, deletes the oldest segment; `false` when the batch cannot be kept:
+    /// under `Block`, or nothing left to delete (the batch is then counted as dropped).
+    fn make_room(&mut self, rows: u32) -> io::Result<bool> {
+        match self.policy {
+            FullPolicy::Block => Ok(false),
+            FullPolicy::DropOldest => {
+                if self.drop_oldest()? {
+                    Ok(true)
+                } else {
+                    self.stats.dropped_rows += u64::from(rows);
+                    Ok(false)
                 }
             }
         }
+    }
+
+    /// Writes one record at the end of the current segment (a new one when it is full). A
+    /// record that could not be written whole is cut off: nothing may follow a torn record.
+    fn append(&mut self, rows: u32, payload: &[u8]) -> io::Result<()> {
         let rotate = match &self.writer {
             Some((_, _, len)) => *len >= self.segment_bytes,
             None => true,
@@ -161,6 +219,7 @@ impl Spool {
                 .append(true)
                 .open(self.seg_path(id))?;
             self.segments.push(id);
+            self.rows.insert(id, 0);
             self.writer = Some((id, BufWriter::with_capacity(1 << 20, f), 0));
         }
         let mut h = crc32fast::Hasher::new();
@@ -169,20 +228,26 @@ impl Spool {
         let crc = h.finalize();
         let len = u32::try_from(payload.len())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "batch over 4 GiB"))?;
-        if let Some((_, w, wlen)) = &mut self.writer {
-            w.write_all(&len.to_le_bytes())?;
-            w.write_all(&crc.to_le_bytes())?;
-            w.write_all(&rows.to_le_bytes())?;
-            w.write_all(payload)?;
+        let Some((id, w, wlen)) = &mut self.writer else {
+            return Err(io::Error::other("no segment to write"));
+        };
+        let written = w
+            .write_all(&len.to_le_bytes())
+            .and_then(|()| w.write_all(&crc.to_le_bytes()))
+            .and_then(|()| w.write_all(&rows.to_le_bytes()))
+            .and_then(|()| w.write_all(payload))
             // Flushed per batch so a reader (and a crash) sees whole records.
-            w.flush()?;
-            *wlen += need;
+            .and_then(|()| w.flush());
+        if let Err(e) = written {
+            if let Some((_, w, wlen)) = self.writer.take() {
+                let (f, _unwritten) = w.into_parts();
+                f.set_len(wlen)?;
+            }
+            return Err(e);
         }
-        self.bytes += need;
-        self.stats.peak_bytes = self.stats.peak_bytes.max(self.bytes);
-        self.stats.spooled_batches += 1;
-        self.stats.spooled_rows += u64::from(rows);
-        Ok(true)
+        *wlen += (HEADER + payload.len()) as u64;
+        *self.rows.entry(*id).or_default() += u64::from(rows);
+        Ok(())
     }
 
     /// Whether a batch of `len` payload bytes fits now (for the `Block` policy).
@@ -200,10 +265,7 @@ impl Spool {
             let off = match self.read {
                 Some((rid, off)) if rid == id => off,
                 _ => {
-                    let off = fs::read_to_string(self.ack_path(id))
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .unwrap_or(0);
+                    let off = read_ack(&self.ack_path(id));
                     self.read = Some((id, off));
                     off
                 }
@@ -222,13 +284,15 @@ impl Spool {
                         pos: (id, next),
                     }));
                 }
-                Record::End => self.remove_segment(id)?,
+                Record::End => {
+                    self.remove_segment(id)?;
+                }
                 Record::Corrupt => {
                     self.stats.corrupt_records += 1;
                     if matches!(&self.writer, Some((wid, _, _)) if *wid == id) {
                         self.writer = None;
                     }
-                    self.remove_segment(id)?;
+                    self.stats.corrupt_rows += self.remove_segment(id)?;
                 }
             }
         }
@@ -238,6 +302,9 @@ impl Spool {
     pub fn ack(&mut self, b: &Spooled) -> io::Result<()> {
         let (id, next) = b.pos;
         self.read = Some((id, next));
+        if let Some(r) = self.rows.get_mut(&id) {
+            *r = r.saturating_sub(u64::from(b.rows));
+        }
         self.stats.replayed_batches += 1;
         self.stats.replayed_rows += u64::from(b.rows);
         // The writer flushes every record, so the file length is where its last record ends;
@@ -254,7 +321,8 @@ impl Spool {
         Ok(())
     }
 
-    fn remove_segment(&mut self, id: u64) -> io::Result<()> {
+    /// Deletes a segment; returns the rows it still held.
+    fn remove_segment(&mut self, id: u64) -> io::Result<u64> {
         let path = self.seg_path(id);
         let len = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         if matches!(&self.writer, Some((wid, _, _)) if *wid == id) {
@@ -271,7 +339,7 @@ impl Spool {
         if matches!(self.read, Some((rid, _)) if rid == id) {
             self.read = None;
         }
-        Ok(())
+        Ok(self.rows.remove(&id).unwrap_or(0))
     }
 
     /// Deletes the oldest segment, counting the rows it still held. `false` if none.
@@ -279,27 +347,37 @@ impl Spool {
         let Some(&id) = self.segments.first() else {
             return Ok(false);
         };
-        let start = fs::read_to_string(self.ack_path(id))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        let start = match self.read {
-            Some((rid, off)) if rid == id => off,
-            _ => start,
-        };
-        if let Some((wid, w, _)) = &mut self.writer {
-            if *wid == id {
-                w.flush()?;
-            }
-        }
-        let mut off = start;
-        while let Record::Ok(rows, payload) = read_record(&self.seg_path(id), off)? {
-            self.stats.dropped_rows += u64::from(rows);
-            off += (HEADER + payload.len()) as u64;
-        }
-        self.remove_segment(id)?;
+        self.stats.dropped_rows += self.remove_segment(id)?;
         Ok(true)
     }
+}
+
+/// The acknowledged offset of a segment (0 when none was written).
+fn read_ack(path: &Path) -> u64 {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rows of the whole records of a segment from `off` on, from their headers (a torn record at
+/// the end, and what follows it, is not counted: it never was a spooled batch).
+fn count_rows(path: &Path, mut off: u64) -> io::Result<u64> {
+    let mut f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut rows = 0;
+    let mut h = [0u8; HEADER];
+    while off + HEADER as u64 <= len {
+        f.seek(SeekFrom::Start(off))?;
+        f.read_exact(&mut h)?;
+        let plen = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+        if off + HEADER as u64 + plen > len {
+            break;
+        }
+        rows += u64::from(u32::from_le_bytes([h[8], h[9], h[10], h[11]]));
+        off += HEADER as u64 + plen;
+    }
+    Ok(rows)
 }
 
 enum Record {
@@ -410,6 +488,35 @@ mod tests {
     }
 
     #[test]
+    fn rows_on_disk_are_counted_across_pushes_acks_drops_and_reopening() {
+        let d = tempfile::tempdir().unwrap();
+        {
+            let mut s = Spool::open(d.path(), 1 << 20, 4096, FullPolicy::Block).unwrap();
+            for i in 0..30u32 {
+                s.push(i, &[1; 300]).unwrap();
+            }
+            assert_eq!(s.rows(), (0..30).sum::<u64>());
+            for i in 0..5u32 {
+                let b = s.peek().unwrap().unwrap();
+                assert_eq!(b.rows, i);
+                s.ack(&b).unwrap();
+            }
+            assert_eq!(s.rows(), (5..30).sum::<u64>());
+        }
+        let mut s = Spool::open(d.path(), 1 << 20, 4096, FullPolicy::DropOldest).unwrap();
+        assert_eq!(s.stats.resumed_rows, (5..30).sum::<u64>());
+        assert_eq!(s.rows(), s.stats.resumed_rows);
+        s.max_bytes = s.bytes();
+        s.push(100, &[2; 300]).unwrap();
+        assert!(s.stats.dropped_rows > 0);
+        assert_eq!(
+            s.stats.resumed_rows + 100,
+            s.rows() + s.stats.dropped_rows,
+            "every row is on disk or counted as dropped"
+        );
+    }
+
+    #[test]
     fn a_torn_record_is_counted_and_skipped() {
         let d = tempfile::tempdir().unwrap();
         {
@@ -431,6 +538,7 @@ mod tests {
             .set_len(len - 3)
             .unwrap();
         let mut s = Spool::open(d.path(), 1 << 20, 1 << 20, FullPolicy::Block).unwrap();
+        assert_eq!(s.stats.resumed_rows, 1, "the torn record is not counted");
         assert_eq!(drain(&mut s), vec![b"good".to_vec()]);
         assert_eq!(s.stats.corrupt_records, 1);
         assert!(s.is_empty());

@@ -63,6 +63,7 @@ pub fn endpoints(v: &serde_json::Value) -> (String, String) {
     };
     (ep("src_ip", "src_port"), ep("dest_ip", "dest_port"))
 }
+pub mod jetstream;
 pub mod proxy;
 pub mod servers;
 
@@ -111,4 +112,16 @@ pub fn day_crossing_capture(dir: &Path, bytes: u64) -> PathBuf {
     };
     sensor::gen::amplify::run(&args).expect("amplify");
     out
+}
+
+/// A `key=value` of the summary's `sink NAME:` line.
+pub fn summary_value(stderr: &str, sink: &str, key: &str) -> u64 {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!("sink {sink}:")))
+        .unwrap_or_else(|| panic!("no {sink} line in {stderr}"));
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {line}"))
 }

@@ -211,6 +211,13 @@ impl fmt::Display for Summary {
                 s.lost_rows,
                 s.spool.corrupt_rows
             )?;
+            if let (Some(a), Some(b)) = (&s.spool.dropped_first, &s.spool.dropped_last) {
+                writeln!(
+                    f,
+                    "  sink {} spool full: dropped the oldest {} rows in {} segment(s), records {a} to {b} (in spool order)",
+                    s.name, s.spool.dropped_rows, s.spool.dropped_segments
+                )?;
+            }
         }
         if r.ring_waits > 0 {
             writeln!(

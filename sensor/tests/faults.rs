@@ -643,6 +643,31 @@ fn a_full_spool_disk_drops_the_oldest_counted_or_blocks() {
         "ClickHouse holds every record but the dropped ones: {err2}"
     );
     assert_eq!(accounting(&err2, "clickhouse")["resumed"], a["in_spool"]);
+    // The summary names the dropped records (first and last, in spool order); neither is in
+    // ClickHouse.
+    let line = err
+        .lines()
+        .find(|l| l.contains("sink clickhouse spool full: dropped the oldest"))
+        .unwrap_or_else(|| panic!("no dropped-records line: {err}"));
+    eprintln!("spool_disk_full_drop_oldest: {}", line.trim());
+    let names: Vec<&str> = line
+        .split_whitespace()
+        .filter(|w| w.matches('/').count() == 3)
+        .collect();
+    assert_eq!(names.len(), 2, "{line}");
+    for name in names {
+        let parts: Vec<&str> = name.split('/').collect();
+        let index = if parts[0] == "flows" {
+            String::new()
+        } else {
+            format!(" AND event_index = {}", parts[3])
+        };
+        let n = ch.count(&format!(
+            "SELECT count() FROM diskfull.{} WHERE sensor_id = '{ID}' AND flow_id = {}{index}",
+            parts[0], parts[2]
+        ));
+        assert_eq!(n, 0, "dropped record {name} is in ClickHouse");
+    }
 
     // `block`: the replay waits on the full disk while ClickHouse is down.
     ch.kill();

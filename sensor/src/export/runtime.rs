@@ -127,7 +127,8 @@ impl Exporter {
                 "clickhouse.ca_file",
                 "clickhouse.url",
             )?;
-            let spool = open_spool("clickhouse")?;
+            let mut spool = open_spool("clickhouse")?;
+            spool.set_describe(super::clickhouse::batch::describe);
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
             let live = Arc::new(SinkCounters::default());
             counters.push((sink.name(), live.clone()));
@@ -171,7 +172,8 @@ impl Exporter {
                 "nats.ca_file"
             };
             let ready = first_contact(&rt, &mut sink, secret_key, tls_key, "nats.url")?;
-            let spool = open_spool("nats")?;
+            let mut spool = open_spool("nats")?;
+            spool.set_describe(nats_sink::describe);
             let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
             let live = Arc::new(SinkCounters::default());
             counters.push((sink.name(), live.clone()));

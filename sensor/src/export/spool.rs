@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 /// Bytes of a record header: length, checksum, row count.
 const HEADER: usize = 12;
 
+/// Names the first and last record of a batch payload, so dropped batches can be reported.
+pub type Describe = fn(&[u8]) -> Option<(String, String)>;
+
 /// What to do when the spool is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FullPolicy {
@@ -54,6 +57,11 @@ pub struct SpoolStats {
     pub resumed_rows: u64,
     /// Writes that failed because the disk was full.
     pub disk_full: u64,
+    /// Segments deleted by the drop-oldest policy, and the first and last record they held
+    /// (as the sink names its records: see [`Spool::set_describe`]).
+    pub dropped_segments: u64,
+    pub dropped_first: Option<String>,
+    pub dropped_last: Option<String>,
     /// Largest size the spool reached, in bytes.
     pub peak_bytes: u64,
 }
@@ -72,6 +80,7 @@ pub struct Spool {
     max_bytes: u64,
     segment_bytes: u64,
     policy: FullPolicy,
+    describe: Option<Describe>,
     /// Segment ids on disk, oldest first.
     segments: Vec<u64>,
     /// Rows not yet acknowledged, per segment id.
@@ -120,6 +129,7 @@ impl Spool {
             max_bytes,
             segment_bytes: segment_bytes.max(4096),
             policy,
+            describe: None,
             segments,
             rows,
             bytes,
@@ -130,6 +140,11 @@ impl Spool {
         s.stats.peak_bytes = bytes;
         s.stats.resumed_rows = s.rows();
         Ok(s)
+    }
+
+    /// How to name the records of a batch when the drop-oldest policy deletes them.
+    pub fn set_describe(&mut self, f: Describe) {
+        self.describe = Some(f);
     }
 
     pub fn dir(&self) -> &Path {
@@ -347,8 +362,51 @@ impl Spool {
         let Some(&id) = self.segments.first() else {
             return Ok(false);
         };
-        self.stats.dropped_rows += self.remove_segment(id)?;
+        let named = self.name_records(id)?;
+        let rows = self.remove_segment(id)?;
+        self.stats.dropped_rows += rows;
+        self.stats.dropped_segments += 1;
+        let Some((first, last)) = named else {
+            tracing::warn!(
+                "spool {}: full; dropped the oldest {rows} rows",
+                self.dir.display()
+            );
+            return Ok(true);
+        };
+        tracing::warn!(
+            "spool {}: full; dropped the oldest {rows} rows, records {first} to {last}",
+            self.dir.display()
+        );
+        self.stats.dropped_first.get_or_insert(first);
+        self.stats.dropped_last = Some(last);
         Ok(true)
+    }
+}
+
+impl Spool {
+    /// The first and last record not yet acknowledged in a segment, named by `describe`.
+    fn name_records(&mut self, id: u64) -> io::Result<Option<(String, String)>> {
+        let Some(describe) = self.describe else {
+            return Ok(None);
+        };
+        if let Some((wid, w, _)) = &mut self.writer {
+            if *wid == id {
+                w.flush()?;
+            }
+        }
+        let mut off = match self.read {
+            Some((rid, off)) if rid == id => off,
+            _ => read_ack(&self.ack_path(id)),
+        };
+        let (mut first, mut last) = (None, None);
+        while let Record::Ok(_, payload) = read_record(&self.seg_path(id), off)? {
+            if let Some((a, b)) = describe(&payload) {
+                first.get_or_insert(a);
+                last = Some(b);
+            }
+            off += (HEADER + payload.len()) as u64;
+        }
+        Ok(first.zip(last))
     }
 }
 
@@ -509,11 +567,31 @@ mod tests {
         s.max_bytes = s.bytes();
         s.push(100, &[2; 300]).unwrap();
         assert!(s.stats.dropped_rows > 0);
+        assert_eq!(s.stats.dropped_first, None, "no describer set");
         assert_eq!(
             s.stats.resumed_rows + 100,
             s.rows() + s.stats.dropped_rows,
             "every row is on disk or counted as dropped"
         );
+    }
+
+    #[test]
+    fn dropped_batches_are_named_first_to_last() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 2000, 500, FullPolicy::DropOldest).unwrap();
+        s.set_describe(|p| Some((format!("#{}", p[0]), format!("#{}", p[0]))));
+        for i in 0..20u8 {
+            s.push(1, &[i; 100]).unwrap();
+        }
+        let kept = drain(&mut s);
+        assert_eq!(s.stats.dropped_first.as_deref(), Some("#0"));
+        let first_kept = kept[0][0];
+        assert_eq!(
+            s.stats.dropped_last,
+            Some(format!("#{}", first_kept - 1)),
+            "the dropped records end right before the first one kept"
+        );
+        assert_eq!(s.stats.dropped_rows + kept.len() as u64, 20);
     }
 
     #[test]

@@ -163,6 +163,16 @@ pub fn parse(payload: &[u8]) -> Result<Parsed<'_>, String> {
     })
 }
 
+/// The first and last row of a batch as `table/sensor_id/flow_id/event_index` (what the
+/// spool reports when it drops the batch).
+pub fn describe(payload: &[u8]) -> Option<(String, String)> {
+    let p = parse(payload).ok()?;
+    let id = p.sensor_id.unwrap_or_default();
+    let rows = p.rows?;
+    let name = |r: &Row<'_>| format!("{}/{id}/{}/{}", p.table.name(), r.flow_id, r.event_index);
+    Some((name(rows.first()?), name(rows.last()?)))
+}
+
 /// Rows grouped by partition, each group in batch order: one INSERT each, so each commits
 /// whole or not at all.
 pub fn by_day<'a>(rows: &[Row<'a>]) -> Vec<(u32, Vec<Row<'a>>)> {

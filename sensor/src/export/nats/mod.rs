@@ -80,6 +80,13 @@ pub struct Message<'a> {
     pub payload: &'a [u8],
 }
 
+/// The message ids of the first and last message of a batch payload (what the spool reports
+/// when it drops the batch).
+pub fn describe(payload: &[u8]) -> Option<(String, String)> {
+    let m = messages(payload)?;
+    Some((m.first()?.id.to_string(), m.last()?.id.to_string()))
+}
+
 /// Splits a batch payload back into messages; `None` if it is damaged.
 pub fn messages(mut p: &[u8]) -> Option<Vec<Message<'_>>> {
     fn take<'a>(p: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {

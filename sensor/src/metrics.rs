@@ -462,3 +462,30 @@ impl Drop for MetricsServer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sink_counters_are_rendered_by_outcome() {
+        let m = Metrics::new("lo", &[], 0);
+        assert!(
+            !m.render().contains("sensor_export_rows_total"),
+            "no sinks, no lines"
+        );
+        let c = Arc::new(SinkCounters::default());
+        c.emitted_rows.store(12, Relaxed);
+        c.sent_rows.store(9, Relaxed);
+        c.spool_rows.store(3, Relaxed);
+        *m.sinks.lock().unwrap() = vec![("nats", c)];
+        let text = m.render();
+        for want in [
+            "sensor_export_rows_total{sink=\"nats\",outcome=\"emitted\"} 12",
+            "sensor_export_rows_total{sink=\"nats\",outcome=\"acknowledged\"} 9",
+            "sensor_export_spool{sink=\"nats\",unit=\"rows\"} 3",
+        ] {
+            assert!(text.contains(want), "{want} missing from\n{text}");
+        }
+    }
+}

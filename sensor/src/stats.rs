@@ -277,3 +277,59 @@ impl fmt::Display for Summary {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::export::sink::SinkReport;
+    use crate::export::spool::SpoolStats;
+
+    fn line(s: &Summary, what: &str) -> String {
+        s.to_string()
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn export_accounting_adds_up_or_says_by_how_much_it_does_not() {
+        let mut r = SinkReport {
+            name: "clickhouse",
+            emitted_rows: 100,
+            sent_rows: 80,
+            failed_rows: 2,
+            lost_rows: 1,
+            spool_rows_left: 7,
+            spool: SpoolStats {
+                resumed_rows: 10,
+                dropped_rows: 15,
+                corrupt_rows: 5,
+                dropped_segments: 1,
+                dropped_first: Some("flows/s/1/0".into()),
+                dropped_last: Some("flows/s/9/0".into()),
+                ..SpoolStats::default()
+            },
+            ..SinkReport::default()
+        };
+        let mut s = Summary {
+            sinks: vec![r.clone()],
+            ..Summary::default()
+        };
+        let ok = line(&s, "export accounting clickhouse:");
+        assert!(ok.ends_with("[ok]"), "{ok}");
+        assert!(
+            ok.contains("emitted 100 + resumed 10 = acknowledged 80"),
+            "{ok}"
+        );
+        let dropped = line(&s, "spool full: dropped the oldest 15 rows");
+        assert!(
+            dropped.contains("records flows/s/1/0 to flows/s/9/0"),
+            "{dropped}"
+        );
+        r.sent_rows = 77;
+        s.sinks = vec![r];
+        let bad = line(&s, "export accounting clickhouse:");
+        assert!(bad.ends_with("[MISMATCH by 3]"), "{bad}");
+    }
+}

@@ -119,6 +119,12 @@ impl Veth {
 
     /// Sends with the generator's `--method`.
     fn send_with(&self, method: &str, rate: u64, files: &[PathBuf]) -> String {
+        self.try_send_with(method, rate, files)
+            .unwrap_or_else(|e| panic!("pcapgen send: {e}"))
+    }
+
+    /// Sends with the generator's `--method`; the generator's error line when it fails.
+    fn try_send_with(&self, method: &str, rate: u64, files: &[PathBuf]) -> Result<String, String> {
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
@@ -134,12 +140,10 @@ impl Veth {
         ];
         args.extend(files.iter().map(|f| f.display().to_string()));
         let out = Command::new("ip").args(&args).output().expect("pcapgen");
-        assert!(
-            out.status.success(),
-            "pcapgen send: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).trim().to_string());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
     /// True when an XDP program is attached to the host end.
@@ -429,7 +433,14 @@ fn frames_redirected_by_the_xdp_generator_give_the_records_replay_gives() {
     let veth = Veth::new();
     let dir = tempfile::tempdir().unwrap();
     let sensor = Sensor::start(&veth.host, dir.path(), &[]);
-    let report = veth.send_with("xdp", 5000, &files);
+    let report = match veth.try_send_with("xdp", 5000, &files) {
+        Ok(report) => report,
+        Err(e) if e.contains(sensor::gen::xdp_send::XDP_METHOD_UNAVAILABLE) => {
+            eprintln!("skipping the xdp generator test: {e}");
+            return;
+        }
+        Err(e) => panic!("pcapgen send: {e}"),
+    };
     let sent = sent_packets(&report);
     let frames: u64 = files
         .iter()

@@ -332,6 +332,9 @@ fn publish(ctl: &MapMem, ready: u64) {
 fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Result<()> {
     let interval = ctl.read_u64(CTL_INTERVAL);
     let mut transient = 0;
+    // Whether the kernel ever accepted a call: a refusal before that means the method is not
+    // available on this machine, not a failure mid-run.
+    let mut started = false;
     while !stop.load(Ordering::SeqCst) {
         // Pacing restarts from the frames already sent, so a gap between calls is not made
         // up in one burst.
@@ -343,7 +346,10 @@ fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Resu
         opts.repeat = u32::MAX;
         opts.attrs = TestRunAttrs::new().xdp_live_frames(KERNEL_BATCH);
         match prog.test_run(opts) {
-            Ok(_) => transient = 0,
+            Ok(_) => {
+                transient = 0;
+                started = true;
+            }
             Err(ProgramError::SyscallError(e)) => match e.io_error.raw_os_error() {
                 Some(libc::EINTR) => {}
                 // The kernel's page pool or frame cache could not allocate a batch: memory
@@ -355,10 +361,18 @@ fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Resu
                     transient += 1;
                     std::thread::sleep(Duration::from_millis(10));
                 }
+                Some(libc::EPERM | libc::EINVAL | libc::EOPNOTSUPP) if !started => {
+                    return Err(anyhow!(
+                        "{XDP_METHOD_UNAVAILABLE}: this kernel refuses BPF_PROG_TEST_RUN with \
+                         live frames ({}: {}; it needs Linux 5.18 or later and may be denied by \
+                         the host's policy); use --method ring",
+                        e.call,
+                        e.io_error
+                    ))
+                }
                 _ => {
                     return Err(anyhow!(
-                        "BPF_PROG_TEST_RUN with live frames failed (it needs Linux 5.18 or \
-                         later): {}: {}",
+                        "BPF_PROG_TEST_RUN with live frames failed: {}: {}",
                         e.call,
                         e.io_error
                     ))
@@ -369,6 +383,10 @@ fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Resu
     }
     Ok(())
 }
+
+/// Start of the error when the kernel does not allow the method at all (tests and scripts skip
+/// on it).
+pub const XDP_METHOD_UNAVAILABLE: &str = "the xdp send method is unavailable";
 
 /// Consecutive failed calls with a passing cause (memory pressure) before the generator gives up.
 const TRANSIENT_RETRIES: u32 = 100;

@@ -331,6 +331,7 @@ fn publish(ctl: &MapMem, ready: u64) {
 /// Runs the program until `stop`: one long call, re-entered if it ends early.
 fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Result<()> {
     let interval = ctl.read_u64(CTL_INTERVAL);
+    let mut transient = 0;
     while !stop.load(Ordering::SeqCst) {
         // Pacing restarts from the frames already sent, so a gap between calls is not made
         // up in one burst.
@@ -342,15 +343,30 @@ fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Resu
         opts.repeat = u32::MAX;
         opts.attrs = TestRunAttrs::new().xdp_live_frames(KERNEL_BATCH);
         match prog.test_run(opts) {
-            Ok(_) => {}
-            Err(ProgramError::SyscallError(e))
-                if e.io_error.raw_os_error() == Some(libc::EINTR) => {}
-            Err(e) => {
-                return Err(anyhow!(
-                    "BPF_PROG_TEST_RUN with live frames failed (it needs Linux 5.18 or later): {e}"
-                ))
-            }
+            Ok(_) => transient = 0,
+            Err(ProgramError::SyscallError(e)) => match e.io_error.raw_os_error() {
+                Some(libc::EINTR) => {}
+                // The kernel's page pool or frame cache could not allocate a batch: memory
+                // pressure, which passes. The program had not run for the frame that failed,
+                // so the next call starts from it, and the frames before it were flushed.
+                Some(libc::ENOMEM | libc::EAGAIN | libc::EBUSY) if transient < TRANSIENT_RETRIES => {
+                    transient += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    return Err(anyhow!(
+                        "BPF_PROG_TEST_RUN with live frames failed (it needs Linux 5.18 or \
+                         later): {}: {}",
+                        e.call,
+                        e.io_error
+                    ))
+                }
+            },
+            Err(e) => return Err(anyhow!("BPF_PROG_TEST_RUN with live frames failed: {e}")),
         }
     }
     Ok(())
 }
+
+/// Consecutive failed calls with a passing cause (memory pressure) before the generator gives up.
+const TRANSIENT_RETRIES: u32 = 100;

@@ -1,0 +1,5 @@
+//! Test support shared by the workspace's integration tests: real ClickHouse and NATS servers
+//! started as child processes on free loopback ports (never mocks), and the TLS material they
+//! need. A dev-dependency only; nothing here ships.
+
+pub mod servers;

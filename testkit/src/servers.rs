@@ -1,0 +1,389 @@
+//! Real ClickHouse and NATS servers for integration tests: the Debian packages' binaries started
+//! as child processes on free loopback ports, with their configuration and data in a temporary
+//! directory.
+//!
+//! Each server runs under a small `sh` wrapper that reads its standard input: when the test
+//! process ends for any reason (even killed), the pipe closes and the wrapper kills the server.
+//! That matters because servers shared through a `static` are never dropped.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// A free loopback TCP port (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether a binary is on PATH (tests skip with a message when a server is not installed).
+pub fn have(bin: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(bin).is_file()))
+        .unwrap_or(false)
+        || Path::new("/usr/sbin").join(bin).is_file()
+}
+
+/// A server process under its watchdog wrapper.
+struct Proc {
+    wrapper: Child,
+    /// Keeps the wrapper's stdin open; closing it stops the server.
+    _stdin: ChildStdin,
+    pid: u32,
+}
+
+impl Proc {
+    /// Starts `cmd` (a shell command line) under the wrapper and reads the server's pid.
+    fn spawn(cmd: &str, log: &Path) -> Proc {
+        let script = format!(
+            "{cmd} >>'{log}' 2>&1 & p=$!; echo $p; cat >/dev/null; kill -9 $p 2>/dev/null; wait $p",
+            log = log.display()
+        );
+        let mut wrapper = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("sh");
+        let stdin = wrapper.stdin.take().expect("stdin");
+        let mut line = String::new();
+        BufReader::new(wrapper.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("pid line");
+        let pid = line.trim().parse().expect("server pid");
+        Proc {
+            wrapper,
+            _stdin: stdin,
+            pid,
+        }
+    }
+
+    /// Kills the server with SIGKILL (a crash, not a clean stop) and waits for the wrapper.
+    fn kill(mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        drop(self._stdin);
+        let _ = self.wrapper.wait();
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not ready after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A throwaway certificate authority and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, as PEM files in a temporary directory; made at test time, never committed.
+pub struct TestCerts {
+    pub dir: tempfile::TempDir,
+    /// The CA that signed the server's certificate.
+    pub ca: PathBuf,
+    /// Another CA, which signed nothing the servers use.
+    pub wrong_ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCerts {
+    pub fn new() -> TestCerts {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = |name: &str| {
+            let key = KeyPair::generate().expect("CA key");
+            let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(DnType::CommonName, name);
+            let cert = p.self_signed(&key).expect("CA certificate");
+            (cert, Issuer::new(p, key))
+        };
+        let (ca_cert, issuer) = ca("sensor test CA");
+        let (wrong_cert, _) = ca("some other CA");
+        let key = KeyPair::generate().expect("server key");
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("server params");
+        p.distinguished_name.push(DnType::CommonName, "localhost");
+        let cert = p.signed_by(&key, &issuer).expect("server certificate");
+        let d = dir.path();
+        let write = |name: &str, text: String| {
+            let path = d.join(name);
+            std::fs::write(&path, text).expect("PEM file");
+            path
+        };
+        TestCerts {
+            ca: write("ca.pem", ca_cert.pem()),
+            wrong_ca: write("wrong-ca.pem", wrong_cert.pem()),
+            cert: write("server.pem", cert.pem()),
+            key: write("server.key", key.serialize_pem()),
+            dir,
+        }
+    }
+}
+
+/// A ClickHouse server (Debian's 18.16 in CI) with a `default` user without password and a
+/// `sensor` user whose password is [`ClickHouse::PASSWORD`].
+pub struct ClickHouse {
+    pub dir: tempfile::TempDir,
+    pub http_port: u16,
+    pub tcp_port: u16,
+    /// The HTTPS interface, when started with [`ClickHouse::start_tls`].
+    pub https_port: Option<u16>,
+    proc: Mutex<Option<Proc>>,
+}
+
+impl ClickHouse {
+    pub const PASSWORD: &'static str = "s3cret-pw";
+
+    pub fn start() -> ClickHouse {
+        Self::start_with(None)
+    }
+
+    /// Also serves HTTPS with `certs`' server certificate (the HTTP port stays, for checks).
+    pub fn start_tls(certs: &TestCerts) -> ClickHouse {
+        Self::start_with(Some(certs))
+    }
+
+    fn start_with(certs: Option<&TestCerts>) -> ClickHouse {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let d = dir.path();
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let https_port = certs.map(|_| free_port());
+        let tls = match (certs, https_port) {
+            (Some(c), Some(port)) => format!(
+                "<https_port>{port}</https_port>\n  <openSSL><server>\
+                 <certificateFile>{}</certificateFile><privateKeyFile>{}</privateKeyFile>\
+                 <verificationMode>none</verificationMode><loadDefaultCAFile>false</loadDefaultCAFile>\
+                 <cacheSessions>true</cacheSessions><disableProtocols>sslv2,sslv3</disableProtocols>\
+                 <preferServerCiphers>true</preferServerCiphers></server></openSSL>",
+                c.cert.display(),
+                c.key.display()
+            ),
+            _ => String::new(),
+        };
+        std::fs::create_dir_all(d.join("data")).expect("data dir");
+        std::fs::write(
+            d.join("config.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <logger><level>warning</level><log>{d}/server.log</log><errorlog>{d}/server.err.log</errorlog><size>10M</size><count>1</count></logger>
+  <listen_host>127.0.0.1</listen_host>
+  <http_port>{http_port}</http_port>
+  <tcp_port>{tcp_port}</tcp_port>
+  {tls}
+  <path>{d}/data/</path>
+  <tmp_path>{d}/data/tmp/</tmp_path>
+  <user_files_path>{d}/data/user_files/</user_files_path>
+  <format_schema_path>{d}/data/format_schemas/</format_schema_path>
+  <users_config>{d}/users.xml</users_config>
+  <default_profile>default</default_profile>
+  <default_database>default</default_database>
+  <mark_cache_size>268435456</mark_cache_size>
+  <uncompressed_cache_size>268435456</uncompressed_cache_size>
+  <max_concurrent_queries>100</max_concurrent_queries>
+  <mlock_executable>false</mlock_executable>
+</yandex>
+"#,
+                d = d.display()
+            ),
+        )
+        .expect("config.xml");
+        std::fs::write(
+            d.join("users.xml"),
+            format!(
+                r#"<?xml version="1.0"?>
+<yandex>
+  <profiles><default><max_memory_usage>4000000000</max_memory_usage></default></profiles>
+  <users>
+    <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
+    <sensor><password>{}</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></sensor>
+  </users>
+  <quotas><default></default></quotas>
+</yandex>
+"#,
+                Self::PASSWORD
+            ),
+        )
+        .expect("users.xml");
+        let ch = ClickHouse {
+            dir,
+            http_port,
+            tcp_port,
+            https_port,
+            proc: Mutex::new(None),
+        };
+        ch.restart();
+        ch
+    }
+
+    fn binary() -> &'static str {
+        if Path::new("/usr/sbin/clickhouse-server").is_file() {
+            "/usr/sbin/clickhouse-server"
+        } else {
+            "clickhouse-server"
+        }
+    }
+
+    /// (Re)starts the server on the same ports and data directory, and waits until it answers.
+    pub fn restart(&self) {
+        let d = self.dir.path();
+        let p = Proc::spawn(
+            &format!(
+                "{} --config-file='{}'",
+                Self::binary(),
+                d.join("config.xml").display()
+            ),
+            &d.join("stdout.log"),
+        );
+        *self.proc.lock().unwrap() = Some(p);
+        wait_until("clickhouse-server", Duration::from_secs(60), || {
+            self.try_query("SELECT 1").is_ok()
+        });
+    }
+
+    /// Kills the server (SIGKILL) and waits until it is gone.
+    pub fn kill(&self) {
+        if let Some(p) = self.proc.lock().unwrap().take() {
+            p.kill();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    /// The HTTPS interface's URL (only for a server from [`ClickHouse::start_tls`]).
+    pub fn https_url(&self) -> String {
+        format!(
+            "https://127.0.0.1:{}",
+            self.https_port.expect("a server started with TLS")
+        )
+    }
+
+    /// Runs a query as `default` over HTTP; the body, or the server's error.
+    pub fn try_query(&self, sql: &str) -> Result<String, String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).map_err(|e| e.to_string())?;
+        s.set_read_timeout(Some(Duration::from_secs(60))).ok();
+        let req = format!(
+            "POST / HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: {}\r\n\r\n{sql}",
+            sql.len()
+        );
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut resp = Vec::new();
+        s.read_to_end(&mut resp).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&resp).to_string();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("no HTTP header")?;
+        if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+            Ok(body.to_string())
+        } else {
+            Err(body.to_string())
+        }
+    }
+
+    pub fn query(&self, sql: &str) -> String {
+        self.try_query(sql)
+            .unwrap_or_else(|e| panic!("query failed: {sql}: {e}"))
+    }
+
+    /// A single number.
+    pub fn count(&self, sql: &str) -> u64 {
+        self.query(sql)
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("{sql}: not a number: {e}"))
+    }
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A NATS server with JetStream, user `sensor` / [`Nats::PASSWORD`] unless started with
+/// other options.
+pub struct Nats {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    /// Authentication and TLS options of the command line.
+    args: String,
+    proc: Mutex<Option<Proc>>,
+}
+
+impl Nats {
+    pub const USER: &'static str = "sensor";
+    pub const PASSWORD: &'static str = "nats-pw";
+    pub const TOKEN: &'static str = "nats-tok-9f3";
+
+    pub fn start() -> Nats {
+        Self::start_with(&format!("--user {} --pass {}", Self::USER, Self::PASSWORD))
+    }
+
+    /// Requires TLS with `certs`' server certificate, and the token [`Nats::TOKEN`].
+    pub fn start_tls_token(certs: &TestCerts) -> Nats {
+        Self::start_with(&format!(
+            "--tls --tlscert '{}' --tlskey '{}' --auth {}",
+            certs.cert.display(),
+            certs.key.display(),
+            Self::TOKEN
+        ))
+    }
+
+    fn start_with(args: &str) -> Nats {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let n = Nats {
+            dir,
+            port: free_port(),
+            args: args.to_string(),
+            proc: Mutex::new(None),
+        };
+        n.restart();
+        n
+    }
+
+    pub fn restart(&self) {
+        let d = self.dir.path();
+        let p = Proc::spawn(
+            &format!(
+                "nats-server -js -a 127.0.0.1 -p {} -sd '{}' {}",
+                self.port,
+                d.join("js").display(),
+                self.args
+            ),
+            &d.join("server.log"),
+        );
+        *self.proc.lock().unwrap() = Some(p);
+        wait_until("nats-server", Duration::from_secs(30), || {
+            TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+        });
+    }
+
+    pub fn kill(&self) {
+        if let Some(p) = self.proc.lock().unwrap().take() {
+            p.kill();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -408,13 +408,17 @@ impl FlowTable {
         }
     }
 
-    /// Bytes of memory a tracked flow costs in the table (slab entry, index slot, one deadline),
-    /// not counting DPI buffers, which exist only while a handshake or header block is pending.
+    /// Bytes of memory a tracked flow costs in the table (slab entry, index slot, one deadline,
+    /// and its entry among the issued flow ids: slot, control byte, place in the FIFO), not
+    /// counting DPI buffers, which exist only while a handshake or header block is pending.
     pub const fn bytes_per_flow() -> usize {
         std::mem::size_of::<Flow>()
             + std::mem::size_of::<u32>()
             + 1
             + std::mem::size_of::<Deadline>()
+            + std::mem::size_of::<(u64, u32)>()
+            + 1
+            + std::mem::size_of::<u64>()
     }
 
     fn timeout(&self, class: u8) -> u64 {

@@ -4,7 +4,8 @@
 # and tests with (clang/llvm for the XDP program, the headers and tools libxdp-sys (xsk-rs)
 # builds its bundled C with, iproute2 and ethtool for the veth tests), tshark (the accuracy
 # oracle), and the export sinks' servers (clickhouse-server/-client, nats-server; the tests start
-# them as child processes, no service is enabled), and chdb-core from PyPI (below). Idempotent.
+# them as child processes, no service is enabled), Suricata 7 from bookworm-backports (the
+# community_id reference, below), and chdb-core from PyPI (below). Idempotent.
 set -euo pipefail
 need=()
 for pkg in clang llvm libelf-dev zlib1g-dev libbpf-dev libpcap-dev m4 pkg-config make gcc binutils iproute2 ethtool; do
@@ -27,6 +28,23 @@ if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   $sudo_cmd apt-get update -qq
   $sudo_cmd apt-get install -y -qq "${need[@]}"
+fi
+# Suricata 7 (bookworm-backports, 1:7.0.10): the reference for community_id
+# (tests/community_id.rs runs `suricata -r` on the fixtures). The backports suite is added to
+# apt's sources once, in a file of its own; nothing is installed from it but suricata.
+if ! command -v suricata >/dev/null 2>&1; then
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  src=/etc/apt/sources.list.d/bookworm-backports.sources
+  if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    printf '%s\n' 'Types: deb' 'URIs: http://deb.debian.org/debian' 'Suites: bookworm-backports' \
+      'Components: main' 'Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg' \
+      | $sudo_cmd tee "$src" >/dev/null
+  fi
+  $sudo_cmd apt-get update -qq
+  $sudo_cmd apt-get install -y -qq -t bookworm-backports suricata=1:7.0.10-\* \
+    || $sudo_cmd apt-get install -y -qq -t bookworm-backports suricata
 fi
 # chdb-core: ClickHouse 26.9's SQL engine in process (Python), for the test that checks the
 # schema variant for current servers; Debian packages only ClickHouse 18.16. Best effort: without

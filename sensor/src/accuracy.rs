@@ -476,9 +476,10 @@ fn our_key(p: Proto, v: &Value) -> Option<Key> {
         (Proto::HttpRequest, "http") => {
             format!("{} {}", s(&v["http"]["http_method"]), s(&v["http"]["url"]))
         }
-        (Proto::DnsQuery, "dns") if v["dns"]["type"] == "query" => {
-            let rrtype = rrtype_number(v["dns"]["rrtype"].as_str().unwrap_or(""));
-            format!("{} {}", s(&v["dns"]["rrname"]), rrtype)
+        (Proto::DnsQuery, "dns") if v["dns"]["type"] == "request" => {
+            let q = &v["dns"]["queries"][0];
+            let rrtype = rrtype_number(q["rrtype"].as_str().unwrap_or(""));
+            format!("{} {}", s(&q["rrname"]), rrtype)
         }
         _ => return None,
     };
@@ -699,7 +700,7 @@ mod tests {
             Some(key("g.example", "1.1.1.1:5", "2.2.2.2:443"))
         );
         let v: Value = serde_json::from_str(
-            r#"{"event_type":"dns","src_ip":"1.1.1.1","src_port":5,"dest_ip":"2.2.2.2","dest_port":53,"dns":{"type":"query","rrname":"a.b","rrtype":"AAAA"}}"#,
+            r#"{"event_type":"dns","src_ip":"1.1.1.1","src_port":5,"dest_ip":"2.2.2.2","dest_port":53,"dns":{"version":3,"type":"request","queries":[{"rrname":"a.b","rrtype":"AAAA"}]}}"#,
         )
         .unwrap();
         assert_eq!(
@@ -869,7 +870,7 @@ fn our_live_keys(p: Proto, v: &Value) -> Vec<Key> {
     let ep = |ip: &str, port: &str| format!("{}:{}", s(&v[ip]), v[port].as_u64().unwrap_or(0));
     let ep = pair(ep("src_ip", "src_port"), ep("dest_ip", "dest_port"));
     match (p, v["event_type"].as_str()) {
-        (Proto::TlsAlpn, Some("tls")) => match v["tls"]["alpn"].as_array() {
+        (Proto::TlsAlpn, Some("tls")) => match v["tls"]["client_alpns"].as_array() {
             Some(list) if !list.is_empty() => {
                 let names: Vec<String> = list.iter().map(s).collect();
                 vec![(names.join(","), ep)]
@@ -880,7 +881,7 @@ fn our_live_keys(p: Proto, v: &Value) -> Vec<Key> {
             Some(h) => vec![(h.to_string(), ep)],
             None => Vec::new(),
         },
-        (Proto::DnsAnswer, Some("dns")) if v["dns"]["type"] == "answer" => v["dns"]["answers"]
+        (Proto::DnsAnswer, Some("dns")) if v["dns"]["type"] == "response" => v["dns"]["answers"]
             .as_array()
             .map(|list| {
                 list.iter()

@@ -274,13 +274,19 @@ fn assert_tables_equal_eve(ch: &ClickHouse, db: &str, eve: &[Value]) {
         .filter(|v| v["event_type"] == "dns")
         .map(|v| {
             let d = &v["dns"];
+            // The table keeps its `query`/`answer` values (EVE 3's `request`/`response`).
+            let kind = if d["type"] == "request" {
+                "query"
+            } else {
+                "answer"
+            };
             format!(
                 "{} {} {} {}|{}|{}",
                 num(&v["flow_id"]),
-                s(&d["type"]),
+                kind,
                 num(&d["id"]),
-                s(&d["rrname"]),
-                s(&d["rrtype"]),
+                s(&d["queries"][0]["rrname"]),
+                s(&d["queries"][0]["rrtype"]),
                 s(&d["rcode"])
             )
         })
@@ -305,6 +311,41 @@ fn assert_tables_equal_eve(ch: &ClickHouse, db: &str, eve: &[Value]) {
     want.sort();
     got.sort();
     assert_eq!(got, want, "dns_queries differs from EVE dns events");
+
+    // Identity shared with Suricata and Zeek: each row's community_id and host are its EVE
+    // record's (host is the sensor id every record carries).
+    for (table, types) in [
+        ("flows", &["flow"][..]),
+        ("http_requests", &["http"][..]),
+        ("dns_queries", &["dns"][..]),
+    ] {
+        let mut want: Vec<String> = eve
+            .iter()
+            .filter(|v| types.contains(&v["event_type"].as_str().unwrap_or("")))
+            .map(|v| {
+                let id = s(&v["community_id"]);
+                assert!(id.starts_with("1:"), "{v}");
+                format!("{} {id} {}", num(&v["flow_id"]), s(&v["host"]))
+            })
+            .collect();
+        let mut got: Vec<String> = rows(
+            ch,
+            &format!("SELECT flow_id, community_id, host FROM {db}.{table}"),
+        )
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                num(&r["flow_id"]),
+                s(&r["community_id"]),
+                s(&r["host"])
+            )
+        })
+        .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{table}: community_id/host differ from EVE");
+    }
 }
 
 /// Rows that share their identity with another row, over all tables.
@@ -395,11 +436,20 @@ fn columns_match_the_migrated_schema_and_migrations_are_recorded_once() {
         return;
     };
     for t in Table::ALL {
-        let described: Vec<String> = rows(ch, &format!("DESCRIBE TABLE fx.{}", t.name()))
+        let described = rows(ch, &format!("DESCRIBE TABLE fx.{}", t.name()));
+        // `host` is an ALIAS of sensor_id (migration 0004): computed, never sent.
+        let stored: Vec<String> = described
             .iter()
+            .filter(|r| r["default_type"] != "ALIAS")
             .map(|r| s(&r["name"]))
             .collect();
-        assert_eq!(described, t.columns(), "table {}", t.name());
+        assert_eq!(stored, t.columns(), "table {}", t.name());
+        let aliases: Vec<String> = described
+            .iter()
+            .filter(|r| r["default_type"] == "ALIAS")
+            .map(|r| format!("{} {}", s(&r["name"]), s(&r["default_expression"])))
+            .collect();
+        assert_eq!(aliases, ["host sensor_id"], "table {}", t.name());
     }
     let types = rows(ch, "DESCRIBE TABLE fx.flows");
     assert_eq!(
@@ -417,6 +467,30 @@ fn columns_match_the_migrated_schema_and_migrations_are_recorded_once() {
         .map(|m| m.0.to_string())
         .collect();
     assert_eq!(versions.lines().collect::<Vec<_>>(), want);
+
+    // A run stopped inside migration 0004 (flows altered, the other tables not, the
+    // migration not recorded): the next run completes it instead of failing on flows.
+    for t in ["http_requests", "dns_queries"] {
+        ch.query(&format!(
+            "ALTER TABLE fx_again.{t} DROP COLUMN host, DROP COLUMN community_id"
+        ));
+    }
+    ch.query("DROP TABLE fx_again.schema_migrations");
+    ch.query(
+        "CREATE TABLE fx_again.schema_migrations (version UInt32, name String, \
+         applied_at DateTime) ENGINE = MergeTree ORDER BY version",
+    );
+    ch.query("INSERT INTO fx_again.schema_migrations VALUES (1, 'a', now()), (2, 'b', now()), (3, 'c', now())");
+    let run = run_sensor(&fixtures()[..1], "fx_again", &ch.url(), "", &[]);
+    assert!(run.out.status.success(), "{}", run.stderr());
+    for t in Table::ALL {
+        let n = ch.query(&format!(
+            "SELECT count() FROM system.columns WHERE database = 'fx_again' \
+             AND table = '{}' AND name IN ('host', 'community_id')",
+            t.name()
+        ));
+        assert_eq!(n.trim(), "2", "table {}", t.name());
+    }
 }
 
 /// A dashboard query from config/clickhouse/dashboards with its parameters filled in.
@@ -546,8 +620,8 @@ fn dashboard_queries_agree_with_the_eve_output() {
     // Top DNS names asked.
     let mut want = count_top(
         eve.iter()
-            .filter(|v| v["event_type"] == "dns" && v["dns"]["type"] == "query")
-            .map(|v| s(&v["dns"]["rrname"])),
+            .filter(|v| v["event_type"] == "dns" && v["dns"]["type"] == "request")
+            .map(|v| s(&v["dns"]["queries"][0]["rrname"])),
     );
     want.truncate(10);
     let got: Vec<(String, u64)> = rows(
@@ -1117,7 +1191,9 @@ fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         schema::migrations_table(db),
     ];
-    statements.extend(MIGRATIONS.iter().map(|m| schema::render(m.2, db, f, 30)));
+    for m in MIGRATIONS {
+        statements.extend(schema::statements(&schema::render(m.2, db, f, 30)));
+    }
     let params: Vec<(&str, String)> = [
         ("from", "0"),
         ("to", "4000000000"),
@@ -1170,7 +1246,14 @@ for t in ("flows", "http_requests", "dns_queries"):
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("version 26."), "{text}");
-    for want in ["`src_ip` IPv6", "LowCardinality(String)", "CODEC(", "TTL "] {
+    for want in [
+        "`src_ip` IPv6",
+        "LowCardinality(String)",
+        "CODEC(",
+        "TTL ",
+        "`community_id` String",
+        "`host` LowCardinality(String) ALIAS sensor_id",
+    ] {
         assert!(
             text.contains(want),
             "{want} missing from the created tables:\n{text}"

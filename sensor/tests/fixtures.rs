@@ -37,15 +37,15 @@ fn event_lines(lines: &[Value]) -> Vec<String> {
                     "dns {src} -> {dst} {} {} {} {} {}",
                     s(&v["dns"]["type"]),
                     v["dns"]["id"],
-                    s(&v["dns"]["rrname"]),
-                    s(&v["dns"]["rrtype"]),
+                    s(&v["dns"]["queries"][0]["rrname"]),
+                    s(&v["dns"]["queries"][0]["rrtype"]),
                     s(&v["dns"]["rcode"])
                 ),
                 "quic" => format!(
                     "quic {src} -> {dst} version={} sni={} alpn={} ua={}",
                     s(&v["quic"]["version"]),
                     s(&v["quic"]["sni"]),
-                    v["quic"]["alpn"],
+                    quic_alpn(v),
                     s(&v["quic"]["ua"])
                 ),
                 _ => return None,
@@ -54,6 +54,14 @@ fn event_lines(lines: &[Value]) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// The ALPN values of a `quic` record's `extensions` (Suricata's place for them), as JSON.
+fn quic_alpn(v: &Value) -> Value {
+    v["quic"]["extensions"]
+        .as_array()
+        .and_then(|e| e.iter().find(|x| x["name"] == "alpn"))
+        .map_or(Value::Null, |x| x["values"].clone())
 }
 
 fn sorted(v: &[&str]) -> Vec<String> {
@@ -92,7 +100,7 @@ fn tls_fixture_gives_one_event_per_client_hello_including_split_and_out_of_order
     let tls = of_type(&lines, "tls");
     for t in &tls {
         assert_eq!(
-            t["tls"]["alpn"],
+            t["tls"]["client_alpns"],
             serde_json::json!(["h2", "http/1.1"]),
             "{t}"
         );
@@ -216,9 +224,11 @@ fn dns_fixture_gives_queries_and_answers_over_udp_ipv6_and_tcp() {
         } else {
             "198.51.100.53:53"
         };
-        expected.push(format!("dns {client} -> {server} query {id} {name} {ty} -"));
         expected.push(format!(
-            "dns {client} -> {server} answer {id} {name} {ty} {rcode}"
+            "dns {client} -> {server} request {id} {name} {ty} -"
+        ));
+        expected.push(format!(
+            "dns {client} -> {server} response {id} {name} {ty} {rcode}"
         ));
     }
     expected.sort();
@@ -238,7 +248,7 @@ fn dns_fixture_answers_carry_data_and_ttl() {
     let (lines, _) = replay_to_eve(&[fixture("dns.pcap")], 2);
     let mut got: Vec<String> = of_type(&lines, "dns")
         .iter()
-        .filter(|v| v["dns"]["type"] == "answer")
+        .filter(|v| v["dns"]["type"] == "response")
         .map(|v| {
             let answers: Vec<String> = v["dns"]["answers"]
                 .as_array()
@@ -258,7 +268,7 @@ fn dns_fixture_answers_carry_data_and_ttl() {
                 .unwrap_or_default();
             format!(
                 "{}: {}",
-                v["dns"]["rrname"].as_str().unwrap(),
+                v["dns"]["queries"][0]["rrname"].as_str().unwrap(),
                 answers.join("; ")
             )
         })
@@ -278,7 +288,9 @@ fn dns_fixture_answers_carry_data_and_ttl() {
     let a = of_type(&lines, "dns")
         .into_iter()
         .find(|v| {
-            v["dns"]["type"] == "answer" && v["dns"]["rrtype"] == "A" && v["src_port"] == 53001
+            v["dns"]["type"] == "response"
+                && v["dns"]["queries"][0]["rrtype"] == "A"
+                && v["src_port"] == 53001
         })
         .expect("A answer");
     assert_eq!(
@@ -382,8 +394,8 @@ fn ipv6_and_vlan_fixture_reports_inner_vlan_ids() {
         sorted(&[
             "tls 2001:db8::10:50030 -> 2001:db8::443:443 sni=v6.example.com version=TLS 1.3",
             "http 192.0.2.40:50031 -> 198.51.100.40:80 GET vlan.example.com /vlan 200",
-            "dns 192.0.2.41:53010 -> 198.51.100.53:53 query 8193 qinq.example.com A -",
-            "dns 192.0.2.41:53010 -> 198.51.100.53:53 answer 8193 qinq.example.com A NOERROR",
+            "dns 192.0.2.41:53010 -> 198.51.100.53:53 request 8193 qinq.example.com A -",
+            "dns 192.0.2.41:53010 -> 198.51.100.53:53 response 8193 qinq.example.com A NOERROR",
         ])
     );
     let flows = of_type(&lines, "flow");
@@ -405,8 +417,8 @@ fn tunnel_fixture_reports_the_inner_flows_with_their_tunnels_and_reassembles_fra
     let (lines, summary) = replay_to_eve(&[fixture("tunnels.pcap")], 2);
     let dns = |client: &str, server: &str, id: u32, name: &str, ty: &str| {
         [
-            format!("dns {client} -> {server} query {id} {name} {ty} -"),
-            format!("dns {client} -> {server} answer {id} {name} {ty} NOERROR"),
+            format!("dns {client} -> {server} request {id} {name} {ty} -"),
+            format!("dns {client} -> {server} response {id} {name} {ty} NOERROR"),
         ]
     };
     let mut expected: Vec<String> = vec![
@@ -445,15 +457,21 @@ fn tunnel_fixture_reports_the_inner_flows_with_their_tunnels_and_reassembles_fra
             .map(|f| f["tunnel"].clone())
             .unwrap()
     };
-    assert_eq!(tunnel_of(50040)["proto"], "gre");
+    assert_eq!(tunnel_of(50040)["kind"], "gre");
+    assert_eq!(tunnel_of(50040)["proto"], "GRE");
     assert_eq!(tunnel_of(50040)["src_ip"], "203.0.113.1");
-    assert_eq!(tunnel_of(50041)["proto"], "vxlan");
+    assert_eq!(tunnel_of(50041)["kind"], "vxlan");
     assert_eq!(tunnel_of(50041)["id"], 42);
-    assert_eq!(tunnel_of(53020)["proto"], "gtpu");
+    assert_eq!(tunnel_of(50041)["proto"], "UDP");
+    assert_eq!(tunnel_of(50041)["dest_port"], 4789);
+    assert_eq!(tunnel_of(50041)["depth"], 1);
+    assert_eq!(tunnel_of(53020)["kind"], "gtpu");
     assert_eq!(tunnel_of(53020)["id"], 0x1234);
-    assert_eq!(tunnel_of(50042)["proto"], "ipip");
+    assert_eq!(tunnel_of(50042)["kind"], "ipip");
+    assert_eq!(tunnel_of(50042)["proto"], "IPv4");
     assert_eq!(tunnel_of(50042)["src_ip"], "2001:db8:ffff::1");
-    assert_eq!(tunnel_of(50043)["proto"], "ipip");
+    assert_eq!(tunnel_of(50043)["kind"], "ipip");
+    assert_eq!(tunnel_of(50043)["proto"], "IPv6");
     assert_eq!(tunnel_of(53022), Value::Null);
     assert_eq!(summary.decode.reassembled, 2);
     assert_eq!(summary.accounted(), summary.reader.frames);
@@ -466,8 +484,8 @@ fn malformed_fixture_is_counted_and_skipped_and_valid_traffic_after_it_is_report
     assert_eq!(
         event_lines(&lines),
         sorted(&[
-            "dns 192.0.2.60:53032 -> 198.51.100.53:53 query 16385 ok.example.com A -",
-            "dns 192.0.2.60:53032 -> 198.51.100.53:53 answer 16385 ok.example.com A NOERROR",
+            "dns 192.0.2.60:53032 -> 198.51.100.53:53 request 16385 ok.example.com A -",
+            "dns 192.0.2.60:53032 -> 198.51.100.53:53 response 16385 ok.example.com A NOERROR",
             "http 192.0.2.60:50056 -> 198.51.100.62:80 GET ok.example.com /after-garbage 200",
         ])
     );
@@ -495,9 +513,9 @@ fn every_link_type_fixture_gives_its_dns_and_http_events() {
         assert_eq!(
             event_lines(&lines),
             sorted(&[
-                &format!("dns {c}:53040 -> 198.51.100.53:53 query {id} {host}.example.com A -"),
+                &format!("dns {c}:53040 -> 198.51.100.53:53 request {id} {host}.example.com A -"),
                 &format!(
-                    "dns {c}:53040 -> 198.51.100.53:53 answer {id} {host}.example.com A NOERROR"
+                    "dns {c}:53040 -> 198.51.100.53:53 response {id} {host}.example.com A NOERROR"
                 ),
                 &format!(
                     "http {c}:50060 -> 198.51.100.{last}:80 GET {host}.example.com /{host} 200"

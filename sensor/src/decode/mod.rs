@@ -123,14 +123,40 @@ impl TunnelKind {
 }
 
 /// The outer layer of a tunnelled packet, kept as extra fields on the flow (as Suricata does).
+/// It is part of the flow key (see [`TunnelInfo::key_id`]): equal inner addresses in different
+/// tunnels are different flows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TunnelInfo {
     pub kind: TunnelKind,
-    /// VXLAN VNI, GTP-U TEID, GRE key; 0 when the encapsulation has none.
+    /// VXLAN VNI, GTP-U TEID, GRE key or PPTP call id; 0 when the encapsulation has none.
     pub id: u32,
+    /// `id` names the tunnel in both directions (VXLAN VNI, GRE key), so it takes part in the
+    /// flow key. A GTP-U TEID and a PPTP call id are chosen by each receiver: they differ per
+    /// direction and would split one flow in two.
+    pub id_in_key: bool,
+    /// Tunnel layers the packet was carried in (1 unless tunnels nest; EVE `tunnel.depth`).
+    pub depth: u8,
+    /// IP protocol of the outer header that carried the tunnel (UDP for VXLAN, GTP-U and
+    /// CAPWAP; GRE; 4 or 41 for IP in IP): EVE `tunnel.proto`.
+    pub outer_proto: u8,
+    /// Outer UDP ports for VXLAN, GTP-U and CAPWAP; 0 for GRE and IP in IP.
+    pub outer_sport: u16,
+    pub outer_dport: u16,
     /// Outer IP addresses, IPv4 as IPv4-mapped IPv6.
     pub outer_src: [u8; 16],
     pub outer_dst: [u8; 16],
+}
+
+impl TunnelInfo {
+    /// The id as it takes part in the flow key: 0 when it differs per direction.
+    #[inline]
+    pub fn key_id(&self) -> u32 {
+        if self.id_in_key {
+            self.id
+        } else {
+            0
+        }
+    }
 }
 
 /// TCP header fields the flow table and the stream reassembler need.
@@ -420,6 +446,26 @@ mod seen {
     pub const TUNNELS: u16 = GRE | VXLAN | GTPU | IPIP | CAPWAP;
 }
 
+/// A tunnel header just read, as [`Ctx::enter`] records it.
+struct Enter {
+    kind: TunnelKind,
+    id: u32,
+    id_in_key: bool,
+    /// Outer UDP ports (source, destination), 0 without UDP.
+    ports: (u16, u16),
+}
+
+impl Enter {
+    fn new(kind: TunnelKind) -> Enter {
+        Enter {
+            kind,
+            id: 0,
+            id_in_key: false,
+            ports: (0, 0),
+        }
+    }
+}
+
 /// Per-frame state of the walk (the rest lives in the `PacketInfo` being filled).
 #[derive(Default)]
 struct Ctx {
@@ -431,15 +477,9 @@ struct Ctx {
 
 impl Ctx {
     /// Records entering a tunnel found in the IP layer whose addresses `info` holds; the
-    /// outermost tunnel is the one kept.
+    /// outermost tunnel is the one kept, with the number of layers so far as its depth.
     #[inline]
-    fn enter(
-        &mut self,
-        info: &mut PacketInfo,
-        kind: TunnelKind,
-        id: u32,
-        bit: u16,
-    ) -> Result<(), Stop> {
+    fn enter(&mut self, info: &mut PacketInfo, t: Enter, bit: u16) -> Result<(), Stop> {
         self.seen |= bit;
         self.tunnels += 1;
         if self.tunnels > MAX_TUNNELS {
@@ -447,12 +487,18 @@ impl Ctx {
         }
         if info.tunnel.kind == TunnelKind::None {
             info.tunnel = TunnelInfo {
-                kind,
-                id,
+                kind: t.kind,
+                id: t.id,
+                id_in_key: t.id_in_key,
+                depth: 0,
+                outer_proto: info.proto,
+                outer_sport: t.ports.0,
+                outer_dport: t.ports.1,
                 outer_src: info.src,
                 outer_dst: info.dst,
             };
         }
+        info.tunnel.depth = self.tunnels;
         Ok(())
     }
 
@@ -662,14 +708,25 @@ impl Decoder {
                             let (sport, dport, p) = ip::udp(buf, r)?;
                             if dport == tunnel::VXLAN_PORT {
                                 if let Some((vni, inner)) = tunnel::vxlan(buf, p) {
-                                    ctx.enter(info, TunnelKind::Vxlan, vni, seen::VXLAN)?;
+                                    let t = Enter {
+                                        id: vni,
+                                        id_in_key: true,
+                                        ports: (sport, dport),
+                                        ..Enter::new(TunnelKind::Vxlan)
+                                    };
+                                    ctx.enter(info, t, seen::VXLAN)?;
                                     step = Step::Ether;
                                     r = inner;
                                     continue;
                                 }
                             } else if dport == tunnel::GTPU_PORT || sport == tunnel::GTPU_PORT {
                                 if let Some((teid, next, inner)) = tunnel::gtpu(buf, p)? {
-                                    ctx.enter(info, TunnelKind::GtpU, teid, seen::GTPU)?;
+                                    let t = Enter {
+                                        id: teid,
+                                        ports: (sport, dport),
+                                        ..Enter::new(TunnelKind::GtpU)
+                                    };
+                                    ctx.enter(info, t, seen::GTPU)?;
                                     step = next;
                                     r = inner;
                                     continue;
@@ -678,7 +735,11 @@ impl Decoder {
                                 || sport == tunnel::CAPWAP_DATA_PORT
                             {
                                 if let Some((next, inner)) = tunnel::capwap(buf, p) {
-                                    ctx.enter(info, TunnelKind::Capwap, 0, seen::CAPWAP)?;
+                                    let t = Enter {
+                                        ports: (sport, dport),
+                                        ..Enter::new(TunnelKind::Capwap)
+                                    };
+                                    ctx.enter(info, t, seen::CAPWAP)?;
                                     step = next;
                                     r = inner;
                                     continue;
@@ -695,7 +756,7 @@ impl Decoder {
                             } else {
                                 Step::Ipv6
                             };
-                            ctx.enter(info, TunnelKind::IpInIp, 0, seen::IPIP)?;
+                            ctx.enter(info, Enter::new(TunnelKind::IpInIp), seen::IPIP)?;
                             continue;
                         }
                         ip::ipnum::GRE => {
@@ -703,7 +764,12 @@ impl Decoder {
                             let Some((next, key, inner)) = tunnel::gre(buf, r)? else {
                                 return Err(Stop::NotIp);
                             };
-                            ctx.enter(info, TunnelKind::Gre, key, seen::GRE)?;
+                            let t = Enter {
+                                id: key,
+                                id_in_key: !tunnel::gre_is_pptp(buf, r),
+                                ..Enter::new(TunnelKind::Gre)
+                            };
+                            ctx.enter(info, t, seen::GRE)?;
                             step = next;
                             r = inner;
                             continue;

@@ -315,6 +315,11 @@ fn gre_with_key_records_the_outer_tunnel() {
         TunnelInfo {
             kind: TunnelKind::Gre,
             id: 12345,
+            id_in_key: true,
+            depth: 1,
+            outer_proto: 47,
+            outer_sport: 0,
+            outer_dport: 0,
             outer_src: m4(OA4),
             outer_dst: m4(OB4)
         }
@@ -340,9 +345,10 @@ fn gre_transparent_ethernet_bridging_and_pptp() {
     gre.extend_from_slice(&ip);
     let frame = eth(0x0800, &v4_over(OA4, OB4, 47, &gre));
     let i = one(LinkType::Ethernet, &frame);
+    // The call id differs per direction: it names the flow's tunnel but not its key.
     assert_eq!(
-        (i.dport, i.tunnel.kind, i.tunnel.id),
-        (25, TunnelKind::Gre, 7)
+        (i.dport, i.tunnel.kind, i.tunnel.id, i.tunnel.key_id()),
+        (25, TunnelKind::Gre, 7, 0)
     );
     assert_eq!(payload(&frame, &i), b"smtp");
 }
@@ -356,7 +362,9 @@ fn vxlan_inner_ethernet_frame() {
     let i = packet(d.decode(LinkType::Ethernet, &frame, 0));
     assert_eq!((i.src, i.dport, i.proto), (m4(A4), 443, ipproto::TCP));
     assert_eq!((i.tunnel.kind, i.tunnel.id), (TunnelKind::Vxlan, 0x1234));
+    assert_eq!((i.tunnel.key_id(), i.tunnel.depth), (0x1234, 1));
     assert_eq!((i.tunnel.outer_src, i.tunnel.outer_dst), (m4(OA4), m4(OB4)));
+    assert_eq!((i.tunnel.outer_sport, i.tunnel.outer_dport), (49152, 4789));
     assert_eq!(payload(&frame, &i), b"tls");
     assert_eq!(d.stats.vxlan, 1);
 
@@ -383,6 +391,11 @@ fn capwap_data_with_80211_and_8023_frames() {
         TunnelInfo {
             kind: TunnelKind::Capwap,
             id: 0,
+            id_in_key: false,
+            depth: 1,
+            outer_proto: ipproto::UDP,
+            outer_sport: 41264,
+            outer_dport: 5247,
             outer_src: m4(OA4),
             outer_dst: m4(OB4)
         }
@@ -514,6 +527,7 @@ fn nested_tunnels_keep_the_outermost_and_stop_when_too_deep() {
         (i.tunnel.kind, i.tunnel.id, i.tunnel.outer_src),
         (TunnelKind::IpInIp, 0, m4(OA4))
     );
+    assert_eq!((i.tunnel.depth, i.tunnel.outer_proto), (2, 4));
 
     let mut ip = v4_udp(A4, B4, 1, 2, b"deep");
     for _ in 0..MAX_TUNNELS {

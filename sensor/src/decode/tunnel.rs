@@ -82,6 +82,12 @@ pub(super) const GTPU_PORT: u16 = 2152;
 /// UDP port of the CAPWAP data channel on the access controller (either direction).
 pub(super) const CAPWAP_DATA_PORT: u16 = 5247;
 
+/// PPTP's enhanced GRE (version 1), whose call id differs per direction. Only asked of a
+/// header [`gre`] accepted.
+pub(super) fn gre_is_pptp(buf: &[u8], r: Region) -> bool {
+    be16(r.bytes(buf), field::GRE_FLAGS).is_some_and(|f| f & field::GRE_VERSION == 1)
+}
+
 /// GRE header: the inner step, the tunnel id (key, or PPTP call id) and the inner region.
 /// `Ok(None)` for a packet that carries nothing (a PPTP acknowledgment).
 pub(super) fn gre(buf: &[u8], r: Region) -> Result<Option<(Step, u32, Region)>, DecodeError> {

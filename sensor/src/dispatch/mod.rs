@@ -7,7 +7,7 @@
 //! in the memory-mapped file. Time ticks are broadcast to every worker so that idle workers
 //! expire flows on the same capture clock as busy ones.
 
-use crate::decode::PacketInfo;
+use crate::decode::{PacketInfo, TunnelInfo, TunnelKind};
 use crate::time::Ts;
 
 /// Where a packet's L4 payload lies.
@@ -46,8 +46,11 @@ pub enum Msg {
     Tick(Ts),
 }
 
-/// Symmetric hash of a packet's flow: the same for both directions. `vlan` is the VLAN id when
-/// VLANs separate flows (config `flow.vlan_in_key`), else 0.
+/// Symmetric hash of a packet's flow key: the same for both directions. `vlan` is the VLAN id
+/// when VLANs separate flows (config `flow.vlan_in_key`), else 0. A tunnelled packet's tunnel
+/// (kind, outer addresses in canonical order, id when it names both directions) is part of the
+/// key, so equal inner addresses in different tunnels hash apart; untunnelled packets hash as
+/// they did before tunnels joined the key (the XDP bypass keys only those).
 ///
 /// Endpoints are ordered before hashing rather than combined with XOR, so that (a,b) and (b,a)
 /// hash alike but (a,a')-style collisions do not cluster. A fixed function, not a seeded one:
@@ -62,6 +65,27 @@ pub fn flow_hash(info: &PacketInfo, vlan: u16) -> u64 {
         | (u64::from(hi.1) << 24)
         | (u64::from(vlan) << 40));
     for chunk in [&lo.0, &hi.0] {
+        let x = u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8]));
+        let y = u64::from_le_bytes(chunk[8..].try_into().unwrap_or([0; 8]));
+        h = mix(h ^ x);
+        h = mix(h ^ y);
+    }
+    if info.tunnel.kind != TunnelKind::None {
+        h = tunnel_hash(h, &info.tunnel);
+    }
+    h
+}
+
+/// Folds a tunnel into a flow hash (see [`flow_hash`]).
+#[inline]
+fn tunnel_hash(mut h: u64, t: &TunnelInfo) -> u64 {
+    let (lo, hi) = if t.outer_src <= t.outer_dst {
+        (t.outer_src, t.outer_dst)
+    } else {
+        (t.outer_dst, t.outer_src)
+    };
+    h = mix(h ^ (t.kind as u64) ^ (u64::from(t.key_id()) << 8));
+    for chunk in [&lo, &hi] {
         let x = u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8]));
         let y = u64::from_le_bytes(chunk[8..].try_into().unwrap_or([0; 8]));
         h = mix(h ^ x);
@@ -251,6 +275,43 @@ mod tests {
         let udp = PacketInfo { proto: 17, ..fwd };
         assert_ne!(flow_hash(&fwd, 0), flow_hash(&udp, 0));
         assert_ne!(flow_hash(&fwd, 10), flow_hash(&fwd, 20));
+
+        // The tunnel joins the key: both directions alike, another tunnel apart.
+        let t = TunnelInfo {
+            kind: TunnelKind::Vxlan,
+            id: 42,
+            id_in_key: true,
+            outer_src: v4([203, 0, 113, 1]),
+            outer_dst: v4([203, 0, 113, 2]),
+            ..Default::default()
+        };
+        let tf = PacketInfo { tunnel: t, ..fwd };
+        let tr = PacketInfo {
+            tunnel: TunnelInfo {
+                outer_src: t.outer_dst,
+                outer_dst: t.outer_src,
+                ..t
+            },
+            ..rev
+        };
+        assert_eq!(flow_hash(&tf, 0), flow_hash(&tr, 0));
+        assert_ne!(flow_hash(&tf, 0), flow_hash(&fwd, 0));
+        let vni = PacketInfo {
+            tunnel: TunnelInfo { id: 43, ..t },
+            ..fwd
+        };
+        assert_ne!(flow_hash(&tf, 0), flow_hash(&vni, 0));
+        // A per-direction id (GTP-U TEID) does not split the flow.
+        let teid = |id| PacketInfo {
+            tunnel: TunnelInfo {
+                kind: TunnelKind::GtpU,
+                id,
+                id_in_key: false,
+                ..t
+            },
+            ..fwd
+        };
+        assert_eq!(flow_hash(&teid(1), 0), flow_hash(&teid(2), 0));
     }
 
     #[test]

@@ -1,11 +1,15 @@
 //! EVE JSON: one JSON object per line, in Suricata's field names, so that tools reading
-//! Suricata's eve.json (Elastic, Splunk, Arkime, EveBox) read ours.
+//! Suricata's eve.json (Elastic, Splunk, Arkime, EveBox) read ours. Every record validates
+//! against Suricata 8.0's EVE schema once our extension fields (README, "EVE extensions") are
+//! allowed: DNS in Suricata 8's version 3 format, `tls.client_alpns`, QUIC's ALPN in
+//! `quic.extensions`, the tunnel as `tunnel.{src_ip,dest_ip,src_port,dest_port,proto,depth}`,
+//! and `community_id` and `host` on every record.
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
-use crate::decode::{ipproto, tcpflags, TunnelKind};
+use crate::decode::{ipproto, tcpflags, TunnelInfo, TunnelKind};
 use crate::dpi::{quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent};
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
@@ -21,15 +25,67 @@ fn ip_addr(addr: &[u8; 16], is_v6: bool) -> IpAddr {
     }
 }
 
-/// Suricata's names for IP protocols.
+/// Suricata's names for IP protocols (IANA's keywords).
 pub fn proto_name(proto: u8) -> String {
     match proto {
         ipproto::TCP => "TCP".into(),
         ipproto::UDP => "UDP".into(),
         ipproto::ICMP => "ICMP".into(),
         ipproto::ICMPV6 => "IPv6-ICMP".into(),
+        4 => "IPv4".into(),
+        41 => "IPv6".into(),
+        47 => "GRE".into(),
         p => p.to_string(),
     }
+}
+
+/// The Community ID (v1, seed 0) of a flow, as Suricata and Zeek compute it: the same for both
+/// directions. ICMP type and code stand in for the ports, as our flow key has them. `None` only
+/// for address families the flow cannot mix (never for a decoded flow). From the
+/// `community-id` crate: its hashing follows the spec, and the test against Suricata's own
+/// output (`tests/community_id.rs`) checks it.
+pub fn community_id(meta: &FlowMeta) -> Option<String> {
+    let src = ip_addr(&meta.src, meta.is_v6);
+    let dst = ip_addr(&meta.dst, meta.is_v6);
+    let ports = matches!(
+        meta.proto,
+        ipproto::TCP | ipproto::UDP | ipproto::ICMP | ipproto::ICMPV6 | SCTP
+    );
+    let (sp, dp) = if ports {
+        (Some(meta.sport), Some(meta.dport))
+    } else {
+        (None, None)
+    };
+    community_id::calculate_community_id(0, src, dst, sp, dp, meta.proto, false).ok()
+}
+
+/// SCTP's IP protocol number (Community ID hashes its ports).
+const SCTP: u8 = 132;
+
+/// What a Community ID depends on: the 5-tuple and the address family.
+type CidKey = ([u8; 16], [u8; 16], u16, u16, u8, bool);
+
+thread_local! {
+    /// The Community ID last computed on this thread and its flow. A flow's events and its
+    /// flow record reach the exporter one after another, and its ClickHouse row needs the id
+    /// again, so most records reuse it rather than hash again (a SHA-1 and two allocations
+    /// per record cost 15% of a replay's CPU before this).
+    static LAST_CID: std::cell::RefCell<Option<(CidKey, Option<String>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Calls `f` with the flow's Community ID ([`community_id`]), computed once per flow in a row.
+pub fn with_community_id<R>(meta: &FlowMeta, f: impl FnOnce(Option<&str>) -> R) -> R {
+    let key = (
+        meta.src, meta.dst, meta.sport, meta.dport, meta.proto, meta.is_v6,
+    );
+    LAST_CID.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(k, _)| *k != key) {
+            *c = Some((key, community_id(meta)));
+        }
+        f(c.as_ref().and_then(|(_, id)| id.as_deref()))
+    })
 }
 
 /// DNS RR type mnemonics (as Suricata and tshark print them); `TYPEnnn` otherwise (RFC 3597).
@@ -345,11 +401,21 @@ fn push_eve_prefix(buf: &mut Vec<u8>, ts: u64) {
 
 const V4_MAPPED_PREFIX: [u8; 12] = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff];
 
+/// What every record of one sensor carries besides its own fields.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Source<'a> {
+    /// The sensor id (EVE `host`, Suricata's sensor name); omitted when empty.
+    pub host: &'a str,
+}
+
 /// The fields every record starts with.
-fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
+fn header(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
     o.ts(key!("timestamp"), ts);
     o.u64(key!("flow_id"), meta.flow_id);
     o.str(key!("event_type"), event_type);
+    if !src.host.is_empty() {
+        o.str(key!("host"), src.host);
+    }
     let ports = matches!(meta.proto, ipproto::TCP | ipproto::UDP);
     let icmp = matches!(meta.proto, ipproto::ICMP | ipproto::ICMPV6);
     o.ip(key!("src_ip"), &meta.src, meta.is_v6);
@@ -370,6 +436,11 @@ fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
         o.u64(key!("icmp_code"), u64::from(meta.dport));
     }
     o.str(key!("app_proto"), meta.app_proto.as_str());
+    with_community_id(meta, |id| {
+        if let Some(id) = id {
+            o.str(key!("community_id"), id);
+        }
+    });
     if meta.vlan != 0 {
         o.key(key!("vlan"));
         o.buf.push(b'[');
@@ -377,21 +448,33 @@ fn header(o: &mut Obj<'_>, meta: &FlowMeta, event_type: &str, ts: u64) {
         o.buf.push(b']');
     }
     if let Some(t) = &meta.tunnel {
-        // Outer addresses are IPv4-mapped when IPv4.
-        let v4 = t.outer_src[..12] == V4_MAPPED_PREFIX && t.outer_dst[..12] == V4_MAPPED_PREFIX;
-        let mut n = o.object(key!("tunnel"));
-        n.ip(key!("src_ip"), &t.outer_src, !v4);
-        n.ip(key!("dest_ip"), &t.outer_dst, !v4);
-        n.str(key!("proto"), t.kind.as_str());
-        if t.kind != TunnelKind::IpInIp {
-            n.u64(key!("id"), u64::from(t.id));
-        }
-        n.end();
+        write_tunnel(o, t);
     }
 }
 
-fn write_flow(o: &mut Obj<'_>, r: &FlowRecord) {
-    header(o, &r.meta, "flow", r.start);
+/// Suricata's `tunnel` object (outer addresses, ports, protocol, depth), and ours: `kind`
+/// (`gre`, `vxlan`, `gtpu`, `ipip`, `capwap`) and `id` (VNI, TEID, GRE key or PPTP call id).
+fn write_tunnel(o: &mut Obj<'_>, t: &TunnelInfo) {
+    // Outer addresses are IPv4-mapped when IPv4.
+    let v4 = t.outer_src[..12] == V4_MAPPED_PREFIX && t.outer_dst[..12] == V4_MAPPED_PREFIX;
+    let mut n = o.object(key!("tunnel"));
+    n.ip(key!("src_ip"), &t.outer_src, !v4);
+    n.ip(key!("dest_ip"), &t.outer_dst, !v4);
+    if t.outer_proto == ipproto::UDP {
+        n.u64(key!("src_port"), u64::from(t.outer_sport));
+        n.u64(key!("dest_port"), u64::from(t.outer_dport));
+    }
+    n.str(key!("proto"), &proto_name(t.outer_proto));
+    n.u64(key!("depth"), u64::from(t.depth));
+    n.str(key!("kind"), t.kind.as_str());
+    if t.kind != TunnelKind::IpInIp {
+        n.u64(key!("id"), u64::from(t.id));
+    }
+    n.end();
+}
+
+fn write_flow(o: &mut Obj<'_>, src: Source<'_>, r: &FlowRecord) {
+    header(o, src, &r.meta, "flow", r.start);
     let mut f = o.object(key!("flow"));
     f.u64(key!("pkts_toserver"), r.pkts_toserver);
     f.u64(key!("pkts_toclient"), r.pkts_toclient);
@@ -426,8 +509,8 @@ fn write_flow(o: &mut Obj<'_>, r: &FlowRecord) {
     }
 }
 
-fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
-    header(o, meta, "tls", t.ts);
+fn write_tls(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, t: &TlsEvent) {
+    header(o, src, meta, "tls", t.ts);
     let negotiated = t
         .server_version
         .or_else(|| t.offered_versions.iter().copied().max())
@@ -438,7 +521,7 @@ fn write_tls(o: &mut Obj<'_>, meta: &FlowMeta, t: &TlsEvent) {
     }
     b.str(key!("version"), &tls_version_name(negotiated));
     if !t.alpn.is_empty() {
-        b.str_list(key!("alpn"), t.alpn.iter().map(String::as_str));
+        b.str_list(key!("client_alpns"), t.alpn.iter().map(String::as_str));
     }
     if !t.offered_versions.is_empty() {
         let names: Vec<String> = t
@@ -493,8 +576,8 @@ pub fn cert_time(secs: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
 }
 
-fn write_http(o: &mut Obj<'_>, meta: &FlowMeta, h: &HttpEvent) {
-    header(o, meta, "http", h.ts);
+fn write_http(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, h: &HttpEvent) {
+    header(o, src, meta, "http", h.ts);
     let mut b = o.object(key!("http"));
     b.str(key!("hostname"), &h.hostname);
     b.str(key!("url"), &h.url);
@@ -545,29 +628,38 @@ fn header_list(b: &mut Obj<'_>, k: &'static str, headers: &[(&'static str, Strin
     b.buf.push(b']');
 }
 
-fn write_dns(o: &mut Obj<'_>, meta: &FlowMeta, d: &DnsEvent) {
-    header(o, meta, "dns", d.ts);
+/// Suricata 8's DNS record (version 3): `type` `request` or `response`, the question in a
+/// `queries` array, a response's `rcode` and answer section. One record per question (a
+/// message with several questions gives several records, each with its own question).
+fn write_dns(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, d: &DnsEvent) {
+    header(o, src, meta, "dns", d.ts);
     let mut b = o.object(key!("dns"));
+    b.u64(key!("version"), 3);
     b.str(
         key!("type"),
         match d.kind {
-            DnsKind::Query => "query",
-            DnsKind::Answer => "answer",
+            DnsKind::Query => "request",
+            DnsKind::Answer => "response",
         },
     );
     b.u64(key!("id"), u64::from(d.id));
-    b.str(key!("rrname"), &d.rrname);
-    b.str(key!("rrtype"), &rrtype_name(d.rrtype));
     if let Some(rc) = d.rcode {
         b.str(key!("rcode"), &rcode_name(rc));
     }
+    b.key(key!("queries"));
+    b.buf.push(b'[');
+    let mut q = Obj::new(b.buf);
+    q.str(key!("rrname"), &d.rrname);
+    q.str(key!("rrtype"), &rrtype_name(d.rrtype));
+    q.end();
+    b.buf.push(b']');
     if !d.answers.is_empty() {
         write_dns_answers(&mut b, &d.answers);
     }
     b.end();
 }
 
-/// A response's answer section as Suricata's EVE DNS v2 writes it: `answers` (one object per
+/// A response's answer section as Suricata's EVE DNS writes it: `answers` (one object per
 /// record: `rrname`, `rrtype`, `ttl`, `rdata` when decoded) and `grouped` (rdata by type).
 fn write_dns_answers(b: &mut Obj<'_>, answers: &[DnsAnswer]) {
     b.key(key!("answers"));
@@ -621,10 +713,11 @@ fn write_dns_answers(b: &mut Obj<'_>, answers: &[DnsAnswer]) {
 }
 
 /// Suricata's `quic` event: `version` (hex, or Google's ASCII name), `sni`, `ua` (Google
-/// QUIC), `alpn` as our `tls` event has it, and `ja3`/`ja4` of the ClientHello as Suricata
-/// writes them on `quic` events.
-fn write_quic(o: &mut Obj<'_>, meta: &FlowMeta, q: &QuicEvent) {
-    header(o, meta, "quic", q.ts);
+/// QUIC), the ClientHello's server name and ALPN in `extensions` as Suricata lists them
+/// (`{"name":"alpn","type":16,"values":[...]}`), and `ja3`/`ja4` of the ClientHello as
+/// Suricata writes them on `quic` events.
+fn write_quic(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, q: &QuicEvent) {
+    header(o, src, meta, "quic", q.ts);
     let mut b = o.object(key!("quic"));
     b.str(key!("version"), &quic::version_name(q.version));
     if let Some(sni) = &q.hello.sni {
@@ -633,23 +726,51 @@ fn write_quic(o: &mut Obj<'_>, meta: &FlowMeta, q: &QuicEvent) {
     if let Some(ua) = &q.ua {
         b.str(key!("ua"), ua);
     }
-    if !q.hello.alpn.is_empty() {
-        b.str_list(key!("alpn"), q.hello.alpn.iter().map(String::as_str));
-    }
+    write_quic_extensions(&mut b, &q.hello);
     write_tls_details(&mut b, &q.hello);
     b.end();
 }
 
+/// The extensions of a QUIC ClientHello that we read, as Suricata's `quic.extensions`:
+/// `server_name` (type 0) and `alpn` (type 16), each with its values.
+fn write_quic_extensions(b: &mut Obj<'_>, hello: &TlsEvent) {
+    if hello.sni.is_none() && hello.alpn.is_empty() {
+        return;
+    }
+    b.key(key!("extensions"));
+    b.buf.push(b'[');
+    let mut first = true;
+    if let Some(sni) = &hello.sni {
+        let mut e = Obj::new(b.buf);
+        e.str(key!("name"), "server_name");
+        e.u64(key!("type"), 0);
+        e.str_list(key!("values"), std::iter::once(sni.as_str()));
+        e.end();
+        first = false;
+    }
+    if !hello.alpn.is_empty() {
+        if !first {
+            b.buf.push(b',');
+        }
+        let mut e = Obj::new(b.buf);
+        e.str(key!("name"), "alpn");
+        e.u64(key!("type"), 16);
+        e.str_list(key!("values"), hello.alpn.iter().map(String::as_str));
+        e.end();
+    }
+    b.buf.push(b']');
+}
+
 /// Appends one record as a JSON line to `buf`.
-pub fn write_record(buf: &mut Vec<u8>, rec: &Record) {
+pub fn write_record(buf: &mut Vec<u8>, src: Source<'_>, rec: &Record) {
     let mut o = Obj::new(buf);
     match rec {
-        Record::Flow(r) => write_flow(&mut o, r),
+        Record::Flow(r) => write_flow(&mut o, src, r),
         Record::Event(EventRecord { meta, event }) => match event {
-            AppEvent::Tls(t) => write_tls(&mut o, meta, t),
-            AppEvent::Http(h) => write_http(&mut o, meta, h),
-            AppEvent::Dns(d) => write_dns(&mut o, meta, d),
-            AppEvent::Quic(q) => write_quic(&mut o, meta, q),
+            AppEvent::Tls(t) => write_tls(&mut o, src, meta, t),
+            AppEvent::Http(h) => write_http(&mut o, src, meta, h),
+            AppEvent::Dns(d) => write_dns(&mut o, src, meta, d),
+            AppEvent::Quic(q) => write_quic(&mut o, src, meta, q),
         },
     }
     o.end();
@@ -678,20 +799,6 @@ impl<W: Write> EveWriter<W> {
             buf: Vec::with_capacity(1 << 16),
             stats: EveStats::default(),
         }
-    }
-
-    pub fn write(&mut self, records: &[Record]) -> io::Result<()> {
-        for rec in records {
-            write_record(&mut self.buf, rec);
-            match rec {
-                Record::Flow(_) => self.stats.flows += 1,
-                Record::Event(_) => self.stats.events += 1,
-            }
-            if self.buf.len() >= 1 << 16 {
-                self.drain()?;
-            }
-        }
-        Ok(())
     }
 
     /// Writes a line [`write_record`] already produced (the exporter serializes a record once
@@ -766,7 +873,7 @@ mod tests {
             tcp_flags_tc: 0x13,
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &rec);
+        write_record(&mut buf, Source::default(), &rec);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["event_type"], "flow");
         assert_eq!(v["flow_id"], 42);
@@ -782,6 +889,65 @@ mod tests {
         assert_eq!(v["flow"]["age"], 2);
         assert_eq!(v["tcp"]["tcp_flags"], "1b");
         assert!(buf.ends_with(b"\n"));
+        assert!(v.get("host").is_none(), "no host when none is configured");
+        assert!(v.get("tunnel").is_none());
+    }
+
+    #[test]
+    fn every_record_has_the_community_id_and_the_host() {
+        // The Community ID spec's own example (TCP 1.2.3.4:1122 -> 5.6.7.8:3344), both ways.
+        let v4 = |a: [u8; 4]| {
+            let mut m = [0u8; 16];
+            m[10] = 0xff;
+            m[11] = 0xff;
+            m[12..].copy_from_slice(&a);
+            m
+        };
+        let mut m = meta();
+        (m.src, m.sport, m.dst, m.dport) = (v4([1, 2, 3, 4]), 1122, v4([5, 6, 7, 8]), 3344);
+        assert_eq!(community_id(&m).unwrap(), "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+        let mut r = m.clone();
+        (r.src, r.sport, r.dst, r.dport) = (m.dst, m.dport, m.src, m.sport);
+        assert_eq!(community_id(&r), community_id(&m));
+        let rec = Record::Event(EventRecord {
+            meta: m,
+            event: AppEvent::Tls(TlsEvent::default()),
+        });
+        let mut buf = Vec::new();
+        write_record(&mut buf, Source { host: "s-1" }, &rec);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["host"], "s-1");
+        assert_eq!(v["community_id"], "1:wCb3OG7yAFWelaUydu0D+125CLM=");
+    }
+
+    #[test]
+    fn the_tunnel_has_suricata_fields_and_ours() {
+        let mut m = meta();
+        let mut outer = m.src;
+        outer[15] = 9;
+        m.tunnel = Some(TunnelInfo {
+            kind: TunnelKind::Vxlan,
+            id: 42,
+            id_in_key: true,
+            depth: 1,
+            outer_proto: ipproto::UDP,
+            outer_sport: 49152,
+            outer_dport: 4789,
+            outer_src: outer,
+            outer_dst: m.dst,
+        });
+        let rec = Record::Event(EventRecord {
+            meta: m,
+            event: AppEvent::Tls(TlsEvent::default()),
+        });
+        let mut buf = Vec::new();
+        write_record(&mut buf, Source::default(), &rec);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v["tunnel"],
+            serde_json::json!({"src_ip": "192.0.2.9", "dest_ip": "192.0.2.2", "src_port": 49152,
+                "dest_port": 4789, "proto": "UDP", "depth": 1, "kind": "vxlan", "id": 42})
+        );
     }
 
     #[test]
@@ -799,11 +965,15 @@ mod tests {
             }),
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &dns);
+        write_record(&mut buf, Source::default(), &dns);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
-        assert_eq!(v["dns"]["rrtype"], "AAAA");
+        assert_eq!(v["dns"]["version"], 3);
+        assert_eq!(
+            v["dns"]["queries"],
+            serde_json::json!([{"rrname": "example.com", "rrtype": "AAAA"}])
+        );
         assert_eq!(v["dns"]["rcode"], "NXDOMAIN");
-        assert_eq!(v["dns"]["type"], "answer");
+        assert_eq!(v["dns"]["type"], "response");
         assert!(v["dns"].get("answers").is_none(), "no answer section");
 
         let answer = |name: &str, t: u16, rdata: Option<&str>| DnsAnswer {
@@ -830,7 +1000,7 @@ mod tests {
             }),
         });
         buf.clear();
-        write_record(&mut buf, &dns);
+        write_record(&mut buf, Source::default(), &dns);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["dns"]["answers"][0]["rrtype"], "CNAME");
         assert_eq!(v["dns"]["answers"][0]["rdata"], "cdn.example.net");
@@ -854,11 +1024,11 @@ mod tests {
             }),
         });
         buf.clear();
-        write_record(&mut buf, &tls);
+        write_record(&mut buf, Source::default(), &tls);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["tls"]["sni"], "a.example");
         assert_eq!(v["tls"]["version"], "TLS 1.3");
-        assert_eq!(v["tls"]["alpn"][0], "h2");
+        assert_eq!(v["tls"]["client_alpns"][0], "h2");
     }
 
     #[test]
@@ -880,14 +1050,18 @@ mod tests {
             }),
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &rec);
+        write_record(&mut buf, Source::default(), &rec);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["event_type"], "quic");
         assert_eq!(v["app_proto"], "quic");
         assert_eq!(v["proto"], "UDP");
         assert_eq!(v["quic"]["version"], "1");
         assert_eq!(v["quic"]["sni"], "q.example");
-        assert_eq!(v["quic"]["alpn"][0], "h3");
+        assert_eq!(
+            v["quic"]["extensions"],
+            serde_json::json!([{"name": "server_name", "type": 0, "values": ["q.example"]},
+                {"name": "alpn", "type": 16, "values": ["h3"]}])
+        );
         assert!(v["quic"].get("ua").is_none());
         let gquic = Record::Event(EventRecord {
             meta: meta(),
@@ -898,11 +1072,12 @@ mod tests {
             }),
         });
         buf.clear();
-        write_record(&mut buf, &gquic);
+        write_record(&mut buf, Source::default(), &gquic);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         assert_eq!(v["quic"]["version"], "Q046");
         assert_eq!(v["quic"]["ua"], "Chrome/70");
         assert!(v["quic"].get("sni").is_none());
+        assert!(v["quic"].get("extensions").is_none());
     }
 
     #[test]
@@ -950,7 +1125,7 @@ mod tests {
             }),
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &tls);
+        write_record(&mut buf, Source::default(), &tls);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         let t = &v["tls"];
         assert_eq!(t["ja3"]["hash"], "aa");
@@ -988,7 +1163,7 @@ mod tests {
             }),
         });
         let mut buf = Vec::new();
-        write_record(&mut buf, &rec);
+        write_record(&mut buf, Source::default(), &rec);
         let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
         let h = &v["http"];
         assert_eq!(h["http_refer"], "http://r/");

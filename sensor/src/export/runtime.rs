@@ -468,7 +468,10 @@ impl FanOut {
         let is_flow = matches!(r, Record::Flow(_));
         if self.eve.is_some() || self.nats.is_some() {
             self.line.clear();
-            eve::write_record(&mut self.line, r);
+            let src = eve::Source {
+                host: &self.sensor_id,
+            };
+            eve::write_record(&mut self.line, src, r);
             if let Some(w) = &mut self.eve {
                 w.write_line(&self.line, is_flow)
                     .context("writing EVE output")?;

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use hashbrown::HashTable;
+use hashbrown::{HashMap, HashTable};
 
 use super::{BypassEvent, BypassProtocols, DirKey, FlowConfig};
 use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
@@ -85,6 +85,7 @@ impl Flow {
             && self.key_vlan == k.vlan
             && self.lo == k.lo
             && self.hi == k.hi
+            && TunnelKey::of(self.tunnel.as_deref()) == k.tunnel
     }
 
     fn meta(&self) -> FlowMeta {
@@ -139,6 +140,38 @@ impl Flow {
     }
 }
 
+/// The part of a tunnel that takes part in the flow key: its kind, its outer addresses in
+/// canonical order, and its id when the id names both directions ([`TunnelInfo::key_id`]).
+/// All zero for a packet outside any tunnel. The same fields as `dispatch::flow_hash` hashes.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct TunnelKey {
+    kind: TunnelKind,
+    id: u32,
+    lo: [u8; 16],
+    hi: [u8; 16],
+}
+
+impl TunnelKey {
+    fn of(t: Option<&TunnelInfo>) -> TunnelKey {
+        match t {
+            Some(t) if t.kind != TunnelKind::None => {
+                let (lo, hi) = if t.outer_src <= t.outer_dst {
+                    (t.outer_src, t.outer_dst)
+                } else {
+                    (t.outer_dst, t.outer_src)
+                };
+                TunnelKey {
+                    kind: t.kind,
+                    id: t.key_id(),
+                    lo,
+                    hi,
+                }
+            }
+            _ => TunnelKey::default(),
+        }
+    }
+}
+
 /// Canonical key of a packet plus which side sent it.
 struct Key {
     lo: [u8; 16],
@@ -147,6 +180,7 @@ struct Key {
     hi_port: u16,
     proto: u8,
     vlan: u16,
+    tunnel: TunnelKey,
     src_is_lo: bool,
 }
 
@@ -165,6 +199,7 @@ impl Key {
             hi_port,
             proto: info.proto,
             vlan,
+            tunnel: TunnelKey::of(Some(&info.tunnel)),
             src_is_lo,
         }
     }
@@ -250,7 +285,18 @@ pub struct FlowTable {
     /// Which flows bypass may take (by `app_proto`).
     bypass_protocols: BypassProtocols,
     pub bypass_events: Vec<BypassEvent>,
+    /// Flow ids issued lately (see [`FlowTable::issue_id`]).
+    issued: IssuedIds,
     pub stats: FlowStats,
+}
+
+/// The first flow id of recent (flow key, first timestamp) pairs and how many flows were
+/// numbered under it; at most `cap` pairs, the oldest forgotten first.
+#[derive(Default)]
+struct IssuedIds {
+    uses: HashMap<u64, u32>,
+    order: VecDeque<u64>,
+    cap: usize,
 }
 
 impl FlowTable {
@@ -268,8 +314,41 @@ impl FlowTable {
             bypass: false,
             bypass_protocols: BypassProtocols::default(),
             bypass_events: Vec::new(),
+            issued: IssuedIds {
+                cap: cfg.max_flows.max(1),
+                ..IssuedIds::default()
+            },
             stats: FlowStats::default(),
         }
+    }
+
+    /// The flow id of a flow whose key hashes to `hash` and whose first packet came at
+    /// `first_ts`: a function of both and of how many flows this table already numbered with
+    /// the same pair (0 for the first). Two flows of the same key starting at the same instant
+    /// (duplicated traffic, timestamps out of order, two merged SPAN sources) get different
+    /// ids, and the same ids on every run and for any number of workers: every packet of a key
+    /// goes to the same worker, in capture order. Pairs are remembered for the last
+    /// `flow.max_flows` flows this table created.
+    pub fn issue_id(&mut self, hash: u64, first_ts: Ts) -> u64 {
+        let base = mix(hash ^ first_ts.rotate_left(32));
+        let ids = &mut self.issued;
+        let seq = match ids.uses.get_mut(&base) {
+            Some(n) => {
+                *n += 1;
+                *n
+            }
+            None => {
+                if ids.order.len() >= ids.cap {
+                    if let Some(old) = ids.order.pop_front() {
+                        ids.uses.remove(&old);
+                    }
+                }
+                ids.uses.insert(base, 0);
+                ids.order.push_back(base);
+                0
+            }
+        };
+        flow_id(base, seq)
     }
 
     /// Live capture with kernel bypass: when a flow of one of `protocols` has given its
@@ -329,13 +408,17 @@ impl FlowTable {
         }
     }
 
-    /// Bytes of memory a tracked flow costs in the table (slab entry, index slot, one deadline),
-    /// not counting DPI buffers, which exist only while a handshake or header block is pending.
+    /// Bytes of memory a tracked flow costs in the table (slab entry, index slot, one deadline,
+    /// and its entry among the issued flow ids: slot, control byte, place in the FIFO), not
+    /// counting DPI buffers, which exist only while a handshake or header block is pending.
     pub const fn bytes_per_flow() -> usize {
         std::mem::size_of::<Flow>()
             + std::mem::size_of::<u32>()
             + 1
             + std::mem::size_of::<Deadline>()
+            + std::mem::size_of::<(u64, u32)>()
+            + 1
+            + std::mem::size_of::<u64>()
     }
 
     fn timeout(&self, class: u8) -> u64 {
@@ -591,7 +674,7 @@ impl FlowTable {
             .then(|| Box::new(TcpApp::with_ports(info.sport, info.dport)));
         let flow = Flow {
             hash: desc.hash,
-            flow_id: flow_id(desc.hash, desc.ts),
+            flow_id: self.issue_id(desc.hash, desc.ts),
             first_ts: desc.ts,
             last_ts: desc.ts,
             pkts: [0; 2],
@@ -671,8 +754,9 @@ impl FlowTable {
     /// counters under a new flow_id (DPI state is kept: it follows the connection).
     fn active_split(&mut self, idx: u32, ts: Ts, out: &mut Vec<Record>) {
         self.export_with(idx, EndReason::ActiveTimeout, out);
+        let id = self.issue_id(self.slab[idx as usize].hash, ts);
         let f = &mut self.slab[idx as usize];
-        f.flow_id = flow_id(f.hash, ts);
+        f.flow_id = id;
         f.first_ts = ts;
         f.last_ts = ts;
         f.pkts = [0; 2];
@@ -779,8 +863,6 @@ impl FlowTable {
     }
 }
 
-/// The EVE flow_id: a function of the flow's 5-tuple hash and its first packet's time, so it is
-/// the same on every run and for any number of workers.
 /// The events of one packet complete a request/response exchange of `proto`: an HTTP response
 /// matched to its request, or a DNS response. What "done" means for HTTP and DNS when they are
 /// bypassed (`live.bypass_protocols`): every request is metadata, so there is no natural end.
@@ -792,8 +874,15 @@ fn exchange_done(events: &[AppEvent], proto: AppProto) -> bool {
     })
 }
 
-fn flow_id(hash: u64, first_ts: Ts) -> u64 {
-    mix(hash ^ first_ts.rotate_left(32)) & FLOW_ID_MASK
+/// The EVE flow_id of the `seq`th flow numbered under `base` (the mix of the flow key's hash
+/// and first timestamp, see [`FlowTable::issue_id`]).
+fn flow_id(base: u64, seq: u32) -> u64 {
+    let id = if seq == 0 {
+        base
+    } else {
+        mix(base.wrapping_add(u64::from(seq)))
+    };
+    id & FLOW_ID_MASK
 }
 
 #[cfg(test)]
@@ -998,6 +1087,62 @@ mod tests {
             }
             assert_eq!(t.len(), expected, "vlan_in_key = {vlan_in_key}");
         }
+    }
+
+    #[test]
+    fn equal_inner_addresses_in_two_tunnels_are_two_flows() {
+        let mut t = table(10);
+        let mut out = Vec::new();
+        let tunnel = |vni: u32, outer: u8, reverse: bool| TunnelInfo {
+            kind: TunnelKind::Vxlan,
+            id: vni,
+            id_in_key: true,
+            outer_src: if reverse { v4(101) } else { v4(outer) },
+            outer_dst: if reverse { v4(outer) } else { v4(101) },
+            ..Default::default()
+        };
+        // VNI 42 and 43 between the same endpoints, then VNI 42 between other endpoints.
+        for (vni, outer) in [(42, 100), (43, 100), (42, 102)] {
+            let mut p = pkt(S, 17, 1, 5000, 2, 53, 0);
+            p.info.tunnel = tunnel(vni, outer, false);
+            p.hash = flow_hash(&p.info, 0);
+            t.packet(&p, &[], &mut out);
+        }
+        assert_eq!(t.len(), 3);
+        // The answer through the first tunnel (outer addresses swapped) joins its flow.
+        let mut p = pkt(S + 1, 17, 2, 53, 1, 5000, 0);
+        p.info.tunnel = tunnel(42, 100, true);
+        p.hash = flow_hash(&p.info, 0);
+        t.packet(&p, &[], &mut out);
+        assert_eq!(t.len(), 3);
+        t.flush(&mut out);
+        let f = flows(&out);
+        let ids: std::collections::HashSet<u64> = f.iter().map(|r| r.meta.flow_id).collect();
+        assert_eq!(ids.len(), 3);
+        assert_eq!(f.iter().filter(|r| r.pkts_toclient == 1).count(), 1);
+    }
+
+    #[test]
+    fn same_key_and_first_timestamp_twice_gets_two_ids_deterministically() {
+        let run = || {
+            let mut t = table(10);
+            let mut out = Vec::new();
+            // One connection, closed by RST, then the same connection again at the same
+            // instant (a duplicated capture merged in).
+            for _ in 0..2 {
+                t.packet(&pkt(S, 6, 1, 40000, 2, 80, SYN), &[], &mut out);
+                t.packet(&pkt(S, 6, 2, 80, 1, 40000, tcpflags::RST), &[], &mut out);
+            }
+            t.flush(&mut out);
+            flows(&out)
+                .iter()
+                .map(|r| r.meta.flow_id)
+                .collect::<Vec<_>>()
+        };
+        let ids = run();
+        assert_eq!(ids.len(), 2);
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(ids, run());
     }
 
     #[test]

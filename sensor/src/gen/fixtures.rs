@@ -96,22 +96,75 @@ pub fn long_flows(flows: usize, records: usize) -> anyhow::Result<Vec<u8>> {
             )?;
         }
         c.close(&mut cap)?;
-        per_flow.push(cap.into_frames().into_iter());
+        per_flow.push(cap);
     }
+    interleave(per_flow).to_bytes()
+}
+
+/// One Ethernet capture of the frames of `parts` taken round-robin, one frame of each in turn.
+fn interleave(parts: Vec<Capture>) -> Capture {
+    let mut parts: Vec<_> = parts
+        .into_iter()
+        .map(|c| c.into_frames().into_iter())
+        .collect();
     let mut out = Capture::new(LINKTYPE_ETHERNET);
     loop {
         let mut any = false;
-        for f in per_flow.iter_mut() {
-            if let Some(frame) = f.next() {
+        for p in parts.iter_mut() {
+            if let Some(frame) = p.next() {
                 out.push(frame);
                 any = true;
             }
         }
         if !any {
-            break;
+            return out;
         }
     }
-    out.to_bytes()
+}
+
+/// The same inner traffic in several tunnels at once (`tests/flow_identity.rs`): one DNS
+/// exchange from 192.0.2.70:53070 to 198.51.100.53:53 and one HTTP connection from
+/// 192.0.2.71:50070 to 198.51.100.71:80, each carried in VXLAN VNI 42 and VNI 43 between the
+/// same two VTEPs and in GRE between two other routers, their packets interleaved (the copies
+/// of a packet are consecutive). The tunnel is part of the flow key, so this is three DNS flows
+/// and three HTTP flows, each with its own events; without it, one flow of each.
+pub fn same_inner_in_three_tunnels() -> anyhow::Result<Vec<u8>> {
+    let vteps = (v4(203, 0, 113, 70), v4(203, 0, 113, 71));
+    let paths = [
+        Path::tunnel(Tunnel::Vxlan(vteps, 42)),
+        Path::tunnel(Tunnel::Vxlan(vteps, 43)),
+        Path::tunnel(Tunnel::Gre((v4(203, 0, 113, 72), v4(203, 0, 113, 73)))),
+    ];
+    let mut copies = Vec::with_capacity(paths.len());
+    for path in paths {
+        let mut cap = Capture::new(LINKTYPE_ETHERNET);
+        let f = UdpFlow::new(
+            path,
+            sa(v4(192, 0, 2, 70), 53070),
+            sa(v4(198, 51, 100, 53), 53),
+        );
+        let a = Rdata::A(v4(203, 0, 113, 74).octets());
+        dns_exchange(
+            &mut cap,
+            &f,
+            0x7001,
+            "tunnel.example.com",
+            dns::TYPE_A,
+            0,
+            &[a],
+        )?;
+        // The same seed in every tunnel: identical inner segments, sequence numbers included.
+        let mut rng = Rng::new(0x7070);
+        let mut c = TcpConn::new(
+            path,
+            sa(v4(192, 0, 2, 71), 50070),
+            sa(v4(198, 51, 100, 71), 80),
+            &mut rng,
+        );
+        http_flow(&mut cap, &mut c, "/tunnel", "tunnel.example.com")?;
+        copies.push(cap);
+    }
+    interleave(copies).to_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -102,6 +102,24 @@ impl ClickHouseSink {
         }
     }
 
+    /// Whether `db.table` has a column `column` (values bound, not pasted into the SQL).
+    async fn has_column(&self, db: &str, table: &str, column: &str) -> Result<bool, SendError> {
+        let q = self
+            .client
+            .query(
+                "SELECT count() FROM system.columns \
+                 WHERE database = ? AND table = ? AND name = ?",
+            )
+            .bind(db)
+            .bind(table)
+            .bind(column)
+            .fetch_one::<u64>();
+        match tokio::time::timeout(self.opts.timeout, q).await {
+            Ok(r) => r.map(|n| n > 0).map_err(|e| classify(&e)),
+            Err(_) => Err(SendError::Transient("no answer".into())),
+        }
+    }
+
     /// Reads the server version and applies missing migrations; returns what was applied.
     pub async fn migrate(&mut self) -> Result<Vec<u32>, SendError> {
         let q = self.client.query("SELECT version()").fetch_one::<String>();
@@ -132,8 +150,15 @@ impl ClickHouseSink {
             if done.contains(v) {
                 continue;
             }
-            self.execute(&schema::render(sql, db, f, self.opts.retention_days))
-                .await?;
+            let rendered = schema::render(sql, db, f, self.opts.retention_days);
+            for stmt in schema::statements(&rendered) {
+                if let Some((table, column)) = schema::added_column(&stmt) {
+                    if self.has_column(db, table, column).await? {
+                        continue;
+                    }
+                }
+                self.execute(&stmt).await?;
+            }
             self.execute(&format!(
                 "INSERT INTO {db}.schema_migrations (version, name, applied_at) \
                  VALUES ({v}, '{name}', now())"

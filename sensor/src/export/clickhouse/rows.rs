@@ -1,5 +1,7 @@
 //! Records to ClickHouse rows, encoded as RowBinary.
 //!
+//! `host` (migration 0004) is an ALIAS of `sensor_id`: it is never sent.
+//!
 //! Each table has its column list (`*_COLUMNS`, sent in the INSERT) and an encoder that writes
 //! the columns in that order. Adding a column is: a migration file under
 //! `config/clickhouse/migrations/`, its name here, and one `put_*` line in the encoder; the
@@ -11,7 +13,7 @@
 //! ClickHouse's documented RowBinary: little-endian integers, LEB128-prefixed strings, IPv6 and
 //! FixedString(16) as 16 raw bytes in network order (the same bytes for both types).
 
-use super::super::eve::{rcode_name, rrtype_name, tls_version_name};
+use super::super::eve::{rcode_name, rrtype_name, tls_version_name, with_community_id};
 use super::super::{EventRecord, FlowMeta, FlowRecord, FlowState};
 use crate::dpi::{DnsEvent, DnsKind, HttpEvent, TlsEvent};
 use crate::time::NANOS_PER_SEC;
@@ -81,6 +83,7 @@ pub const FLOW_COLUMNS: &[&str] = &[
     "tls_sni",
     "tls_version",
     "tls_alpn",
+    "community_id",
 ];
 
 pub const HTTP_COLUMNS: &[&str] = &[
@@ -99,6 +102,7 @@ pub const HTTP_COLUMNS: &[&str] = &[
     "http_user_agent",
     "status",
     "protocol",
+    "community_id",
 ];
 
 pub const DNS_COLUMNS: &[&str] = &[
@@ -117,6 +121,7 @@ pub const DNS_COLUMNS: &[&str] = &[
     "rrname",
     "rrtype",
     "rcode",
+    "community_id",
 ];
 
 /// Appends RowBinary values.
@@ -240,6 +245,7 @@ pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, tls: Opti
             b.str_array(std::iter::empty());
         }
     }
+    with_community_id(m, |id| b.str(id.unwrap_or_default()));
 }
 
 /// One `http_requests` row, columns in [`HTTP_COLUMNS`] order.
@@ -257,6 +263,7 @@ pub fn encode_http(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, h
     b.str(h.user_agent.as_deref().unwrap_or(""));
     b.u16(h.status.unwrap_or(0));
     b.str(&h.protocol);
+    with_community_id(m, |id| b.str(id.unwrap_or_default()));
 }
 
 /// One `dns_queries` row, columns in [`DNS_COLUMNS`] order.
@@ -277,6 +284,7 @@ pub fn encode_dns(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, d:
     b.str(&d.rrname);
     b.str(&rrtype_name(d.rrtype));
     b.str(&d.rcode.map(rcode_name).unwrap_or_default());
+    with_community_id(m, |id| b.str(id.unwrap_or_default()));
 }
 
 /// The table an event goes to, if any (TLS and QUIC go onto their flow's row instead).

@@ -24,7 +24,35 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "dns_queries",
         include_str!("../../../../config/clickhouse/migrations/0003_dns_queries.sql"),
     ),
+    (
+        4,
+        "community_id_host",
+        include_str!("../../../../config/clickhouse/migrations/0004_community_id_host.sql"),
+    ),
 ];
+
+/// The statements of a rendered migration (separated by `;`: the HTTP interface takes one
+/// statement per request).
+pub fn statements(rendered: &str) -> Vec<String> {
+    rendered
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// For `ALTER TABLE <db>.<table> ADD COLUMN <name> ...`: the table and the first column it
+/// adds, so that a statement already applied (a run stopped between two statements of a
+/// migration) is recognised and skipped.
+pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
+    let rest = stmt.strip_prefix("ALTER TABLE ")?;
+    let (target, rest) = rest.split_once(' ')?;
+    let table = target.rsplit('.').next()?;
+    let rest = rest.trim_start().strip_prefix("ADD COLUMN ")?;
+    let column = rest.split_whitespace().next()?;
+    Some((table, column))
+}
 
 /// What the server supports, from `SELECT version()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,8 +134,30 @@ mod tests {
     }
 
     #[test]
+    fn the_identity_migration_adds_columns_per_table_in_statements_we_can_recognise() {
+        let (_, _, sql) = MIGRATIONS.iter().find(|m| m.0 == 4).unwrap();
+        for f in ["18.16.1", "24.3.1"] {
+            let st = statements(&render(sql, "sensor", Features::from_version(f), 30));
+            let targets: Vec<_> = st.iter().filter_map(|s| added_column(s)).collect();
+            assert_eq!(
+                targets,
+                [
+                    ("flows", "community_id"),
+                    ("http_requests", "community_id"),
+                    ("dns_queries", "community_id")
+                ],
+                "{st:?}"
+            );
+            assert!(st
+                .iter()
+                .all(|s| s.contains("host ") && s.contains("ALIAS sensor_id")));
+        }
+        assert_eq!(added_column("CREATE TABLE x.y (a UInt8)"), None);
+    }
+
+    #[test]
     fn old_servers_get_fixedstring_and_no_ttl_new_ones_ipv6_lowcardinality_ttl_codecs() {
-        for (_, _, sql) in MIGRATIONS {
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.2.contains("CREATE TABLE")) {
             let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
             assert!(old.contains("FixedString(16)"), "{old}");
             for absent in ["IPv6", "LowCardinality", "TTL", "CODEC", "{"] {

@@ -102,6 +102,34 @@ impl ClickHouseSink {
         }
     }
 
+    /// One migration statement. On servers without `ADD COLUMN IF NOT EXISTS` (18.16), an
+    /// ALTER that failed with "column already exists" (code 44) was applied by an earlier run
+    /// that stopped before recording its migration: each ALTER is atomic, so it is skipped.
+    async fn apply(&self, statement: &str) -> Result<(), SendError> {
+        let q = self.client.query(statement).execute();
+        let r = match tokio::time::timeout(self.opts.timeout, q).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(SendError::Transient(format!(
+                    "no answer within {:?}",
+                    self.opts.timeout
+                )))
+            }
+        };
+        match r {
+            Err(clickhouse::error::Error::BadResponse(body))
+                if statement.starts_with("ALTER TABLE")
+                    && body
+                        .strip_prefix("Code: 44")
+                        .is_some_and(|r| !r.starts_with(|c: char| c.is_ascii_digit())) =>
+            {
+                tracing::info!("clickhouse: columns already there, skipping: {body}");
+                Ok(())
+            }
+            r => r.map_err(|e| classify(&e)),
+        }
+    }
+
     /// Reads the server version and applies missing migrations; returns what was applied.
     pub async fn migrate(&mut self) -> Result<Vec<u32>, SendError> {
         let q = self.client.query("SELECT version()").fetch_one::<String>();
@@ -132,8 +160,10 @@ impl ClickHouseSink {
             if done.contains(v) {
                 continue;
             }
-            self.execute(&schema::render(sql, db, f, self.opts.retention_days))
-                .await?;
+            let rendered = schema::render(sql, db, f, self.opts.retention_days);
+            for statement in schema::statements(&rendered) {
+                self.apply(statement).await?;
+            }
             self.execute(&format!(
                 "INSERT INTO {db}.schema_migrations (version, name, applied_at) \
                  VALUES ({v}, '{name}', now())"

@@ -81,6 +81,16 @@ pub const FLOW_COLUMNS: &[&str] = &[
     "tls_sni",
     "tls_version",
     "tls_alpn",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 pub const HTTP_COLUMNS: &[&str] = &[
@@ -99,6 +109,16 @@ pub const HTTP_COLUMNS: &[&str] = &[
     "http_user_agent",
     "status",
     "protocol",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 pub const DNS_COLUMNS: &[&str] = &[
@@ -117,6 +137,16 @@ pub const DNS_COLUMNS: &[&str] = &[
     "rrname",
     "rrtype",
     "rcode",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 /// Appends RowBinary values.

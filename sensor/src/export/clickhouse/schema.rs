@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "dns_queries",
         include_str!("../../../../config/clickhouse/migrations/0003_dns_queries.sql"),
     ),
+    (
+        5,
+        "enrich",
+        include_str!("../../../../config/clickhouse/migrations/0005_enrich.sql"),
+    ),
 ];
 
 /// What the server supports, from `SELECT version()`.
@@ -82,8 +87,22 @@ pub fn render(sql: &str, db: &str, f: Features, retention_days: u32) -> String {
         .replace("{codec_ts}", codec_ts)
         .replace("{codec_num}", codec_num)
         .replace("{ttl}", &ttl)
+        .replace(
+            "{add_column}",
+            if f.modern {
+                "ADD COLUMN IF NOT EXISTS"
+            } else {
+                "ADD COLUMN"
+            },
+        )
         .trim()
         .to_string()
+}
+
+/// The statements of a rendered migration, which are separated by `;` (none of ours has a `;`
+/// inside a statement).
+pub fn statements(rendered: &str) -> impl Iterator<Item = &str> {
+    rendered.split(';').map(str::trim).filter(|s| !s.is_empty())
 }
 
 /// The migrations table itself (not versioned: it records the versions).
@@ -107,7 +126,7 @@ mod tests {
 
     #[test]
     fn old_servers_get_fixedstring_and_no_ttl_new_ones_ipv6_lowcardinality_ttl_codecs() {
-        for (_, _, sql) in MIGRATIONS {
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| !m.2.contains("ALTER TABLE")) {
             let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
             assert!(old.contains("FixedString(16)"), "{old}");
             for absent in ["IPv6", "LowCardinality", "TTL", "CODEC", "{"] {
@@ -131,6 +150,23 @@ mod tests {
             let no_ttl = render(sql, "sensor", Features::from_version("24.3.1"), 0);
             assert!(!no_ttl.contains("TTL"));
         }
+    }
+
+    #[test]
+    fn alter_migrations_add_columns_idempotently_where_the_server_can() {
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.2.contains("ALTER TABLE")) {
+            let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
+            let new = render(sql, "sensor", Features::from_version("24.3.1"), 30);
+            assert!(
+                !old.contains("IF NOT EXISTS") && !old.contains('{'),
+                "{old}"
+            );
+            assert!(new.contains("ADD COLUMN IF NOT EXISTS") && !new.contains('{'));
+            for s in statements(&old) {
+                assert!(s.starts_with("ALTER TABLE sensor."), "{s}");
+            }
+        }
+        assert_eq!(statements("A;\n B ;\n").collect::<Vec<_>>(), ["A", "B"]);
     }
 
     #[test]

@@ -1117,7 +1117,13 @@ fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         schema::migrations_table(db),
     ];
-    statements.extend(MIGRATIONS.iter().map(|m| schema::render(m.2, db, f, 30)));
+    for m in MIGRATIONS {
+        let rendered = schema::render(m.2, db, f, 30);
+        statements.extend(schema::statements(&rendered).map(String::from));
+    }
+    // 0005's ALTERs again: IF NOT EXISTS makes a re-run after a partial failure harmless.
+    let enrich = MIGRATIONS.iter().find(|m| m.1 == "enrich").expect("0005");
+    statements.extend(schema::statements(&schema::render(enrich.2, db, f, 30)).map(String::from));
     let params: Vec<(&str, String)> = [
         ("from", "0"),
         ("to", "4000000000"),
@@ -1170,7 +1176,20 @@ for t in ("flows", "http_requests", "dns_queries"):
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("version 26."), "{text}");
-    for want in ["`src_ip` IPv6", "LowCardinality(String)", "CODEC(", "TTL "] {
+    assert_eq!(
+        text.matches("`src_country` LowCardinality(String) DEFAULT ''")
+            .count(),
+        3,
+        "enrichment columns in flows, http_requests and dns_queries:\n{text}"
+    );
+    for want in [
+        "`src_ip` IPv6",
+        "LowCardinality(String)",
+        "CODEC(",
+        "TTL ",
+        "`dest_network` LowCardinality(String) DEFAULT ''",
+        "`src_asn` UInt32 DEFAULT 0",
+    ] {
         assert!(
             text.contains(want),
             "{want} missing from the created tables:\n{text}"

@@ -226,6 +226,23 @@ fn a_replay_with_the_test_databases_gives_enriched_eve_and_clickhouse_rows() {
             }
         }
     }
+
+    // A run that stopped after 0005's ALTERs but before recording it: on 18.16 (no
+    // ADD COLUMN IF NOT EXISTS) the next start finds the columns there and goes on.
+    ch.query("DROP TABLE enrich.schema_migrations");
+    let again = tempfile::tempdir().unwrap();
+    let (out, _) = replay(&pcap, again.path(), &["--clickhouse", url.as_str()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let versions = ch.query("SELECT version FROM enrich.schema_migrations ORDER BY version");
+    let want: Vec<String> = sensor::export::clickhouse::schema::MIGRATIONS
+        .iter()
+        .map(|m| m.0.to_string())
+        .collect();
+    assert_eq!(versions.lines().collect::<Vec<_>>(), want);
 }
 
 #[test]

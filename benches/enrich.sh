@@ -4,8 +4,8 @@
 #
 # Usage: benches/enrich.sh [--short]
 #
-#   (default)  4,000,000 lookups per row; a 300,000-flow capture, best of 3 replays each way.
-#   --short    1,000,000 lookups; a 60,000-flow capture, best of 2 (the CI mode, under a minute
+#   (default)  4,000,000 lookups per row; a 600,000-flow capture, best of 3 replays each way.
+#   --short    1,000,000 lookups; a 150,000-flow capture, best of 3 (the CI mode, under a minute
 #              once built).
 #
 # Steps:
@@ -27,8 +27,8 @@ set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 
-LOOKUPS=4000000; FLOWS=300000; REPS=3
-if [ "${1:-}" = "--short" ]; then LOOKUPS=1000000; FLOWS=60000; REPS=2; fi
+LOOKUPS=4000000; FLOWS=600000; REPS=3
+if [ "${1:-}" = "--short" ]; then LOOKUPS=1000000; FLOWS=150000; REPS=3; fi
 MMDB=../shared/mmdb
 if [ ! -f "$MMDB/GeoLite2-City-Test.mmdb" ]; then
     echo "enrich bench: $MMDB is absent, skipping"

@@ -196,6 +196,25 @@ fn a_replay_with_the_test_databases_gives_enriched_eve_and_clickhouse_rows() {
         .iter()
         .any(|v| v["src_country"] == "JP" && v["dest_as_org"] == "Sunrise Communications AG"));
 
+    // Apart from the enrichment fields, the records are those of a run without enrichment.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let (out, plain) = replay(&pcap, plain_dir.path(), &[]);
+    assert!(out.status.success());
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        v.as_object_mut().unwrap().retain(|k, _| {
+            !["country", "city", "asn", "as_org", "network"]
+                .iter()
+                .any(|f| *k == format!("src_{f}") || *k == format!("dest_{f}"))
+        });
+        v.to_string()
+    };
+    let mut a: Vec<String> = eve.iter().map(strip).collect();
+    let mut b: Vec<String> = plain.iter().map(|v| v.to_string()).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+
     let Some(ch) = ch else { return };
     for (table, count) in [("flows", 30), ("http_requests", 10), ("dns_queries", 20)] {
         let sql = format!(

@@ -45,6 +45,7 @@ pub struct Config {
     pub nats: NatsSection,
     pub spool: SpoolSection,
     pub live: LiveSection,
+    pub enrich: crate::export::enrich::EnrichSection,
 }
 
 /// Threads and rings.
@@ -591,6 +592,7 @@ impl Config {
             ));
         }
         range("live.stats_interval", l.stats_interval, 1, 86_400)?;
+        self.enrich.validate()?;
         Ok(())
     }
 

@@ -58,6 +58,37 @@ impl SinkArgs {
     }
 }
 
+/// Enrichment flags shared by `replay` and `run`; they override the config's `[enrich]`.
+#[derive(Args, Default)]
+struct EnrichArgs {
+    /// MaxMind-format City or Country database for src/dest_country and _city
+    /// (config enrich.geoip_db).
+    #[arg(long, value_name = "PATH")]
+    geoip_db: Option<String>,
+    /// MaxMind-format ASN database for src/dest_asn and _as_org (config enrich.asn_db).
+    #[arg(long, value_name = "PATH")]
+    asn_db: Option<String>,
+    /// The operator's networks, CSV cidr,name[,role[,site]], for src/dest_network
+    /// (config enrich.networks).
+    #[arg(long, value_name = "PATH")]
+    networks: Option<String>,
+}
+
+impl EnrichArgs {
+    fn apply(self, cfg: &mut Config) {
+        let e = &mut cfg.enrich;
+        for (flag, key) in [
+            (self.geoip_db, &mut e.geoip_db),
+            (self.asn_db, &mut e.asn_db),
+            (self.networks, &mut e.networks),
+        ] {
+            if let Some(p) = flag {
+                *key = p;
+            }
+        }
+    }
+}
+
 /// A runtime error that is really a configuration problem (e.g. refused credentials) exits 2.
 fn runtime_failure(e: anyhow::Error) -> Failure {
     match e.downcast_ref::<ConfigError>() {
@@ -93,6 +124,8 @@ enum Cmd {
         quiet: bool,
         #[command(flatten)]
         sinks: SinkArgs,
+        #[command(flatten)]
+        enrich: EnrichArgs,
     },
     /// Live capture from an interface: XDP program + AF_XDP sockets, until SIGINT/SIGTERM.
     Run {
@@ -122,6 +155,8 @@ enum Cmd {
         duration: Option<f64>,
         #[command(flatten)]
         sinks: SinkArgs,
+        #[command(flatten)]
+        enrich: EnrichArgs,
     },
     /// Benchmark floor on an interface: XDP count-and-drop, or a bare AF_XDP receive loop.
     Floor {
@@ -168,6 +203,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::CheckConfig { path } => {
             let cfg = load_config(Some(&path))?;
             cfg.validate()?;
+            sensor::export::enrich::check(&cfg.enrich)?;
             print!("{}", cfg.to_toml());
             Ok(())
         }
@@ -211,9 +247,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             metrics_addr,
             duration,
             sinks,
+            enrich,
         } => {
             let mut cfg = load_config(config.as_ref())?;
             sinks.apply(&mut cfg);
+            enrich.apply(&mut cfg);
             if let Some(w) = workers {
                 if w == 0 {
                     return Err(Failure::Usage("--workers: must be at least 1".into()));
@@ -265,6 +303,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_decode,
             quiet,
             sinks,
+            enrich,
         } => {
             let mut cfg = load_config(config.as_ref())?;
             if let Some(w) = workers {
@@ -277,6 +316,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 cfg.output.eve = e;
             }
             sinks.apply(&mut cfg);
+            enrich.apply(&mut cfg);
             if let Some(x) = speed {
                 if !(x.is_finite() && x > 0.0) {
                     return Err(Failure::Usage(format!(

@@ -1194,6 +1194,9 @@ fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
     for m in MIGRATIONS {
         statements.extend(schema::statements(&schema::render(m.2, db, f, 30)));
     }
+    // 0005's ALTERs again: IF NOT EXISTS makes a re-run after a partial failure harmless.
+    let enrich = MIGRATIONS.iter().find(|m| m.1 == "enrich").expect("0005");
+    statements.extend(schema::statements(&schema::render(enrich.2, db, f, 30)));
     let params: Vec<(&str, String)> = [
         ("from", "0"),
         ("to", "4000000000"),
@@ -1246,6 +1249,12 @@ for t in ("flows", "http_requests", "dns_queries"):
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("version 26."), "{text}");
+    assert_eq!(
+        text.matches("`src_country` LowCardinality(String) DEFAULT ''")
+            .count(),
+        3,
+        "enrichment columns in flows, http_requests and dns_queries:\n{text}"
+    );
     for want in [
         "`src_ip` IPv6",
         "LowCardinality(String)",
@@ -1253,6 +1262,8 @@ for t in ("flows", "http_requests", "dns_queries"):
         "TTL ",
         "`community_id` String",
         "`host` LowCardinality(String) ALIAS sensor_id",
+        "`dest_network` LowCardinality(String) DEFAULT ''",
+        "`src_asn` UInt32 DEFAULT 0",
     ] {
         assert!(
             text.contains(want),

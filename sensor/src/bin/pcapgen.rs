@@ -39,6 +39,14 @@ enum Cmd {
         #[arg(long, default_value_t = 500)]
         records: usize,
     },
+    /// Write traffic between addresses the MMDB test databases know (enrichment test and
+    /// benchmark): DNS, HTTP and TLS flows in turn.
+    Geo {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 12)]
+        flows: usize,
+    },
     /// Send the Ethernet frames of captures on an interface, at a rate or as fast as possible,
     /// looping with per-loop address rewriting; prints what was sent.
     Send(sensor::gen::send::SendArgs),
@@ -66,6 +74,11 @@ fn main() -> ExitCode {
             records,
         } => sensor::gen::fixtures::long_flows(flows, records).and_then(|bytes| {
             std::fs::write(&out, bytes)?;
+            println!("{}", out.display());
+            Ok(())
+        }),
+        Cmd::Geo { out, flows } => sensor::gen::fixtures::geo::capture(flows).and_then(|b| {
+            std::fs::write(&out, b)?;
             println!("{}", out.display());
             Ok(())
         }),

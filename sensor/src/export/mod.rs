@@ -7,6 +7,7 @@
 //! drain logic of [`sink`] and the on-disk [`spool`].
 
 pub mod clickhouse;
+pub mod enrich;
 pub mod eve;
 pub mod nats;
 pub mod runtime;

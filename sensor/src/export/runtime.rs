@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::clickhouse::batch::Builder;
 use super::clickhouse::rows::{self, Table, TlsSummary};
 use super::clickhouse::{ClickHouseOptions, ClickHouseSink};
+use super::enrich::Enrich;
 use super::eve::{self, EveStats, EveWriter};
 use super::nats::{self as nats_sink, NatsOptions, NatsSink};
 use super::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
@@ -83,6 +84,7 @@ impl Exporter {
             .build()
             .context("cannot start the exporter runtime")?;
         let sensor_id = cfg.sensor_id();
+        let enrich = Enrich::open(&cfg.enrich)?;
         let retry = Retry {
             drain: Duration::from_secs(cfg.export.drain_timeout),
             ..Retry::default()
@@ -203,6 +205,7 @@ impl Exporter {
             overflow_seq: 0,
             overflow: 0,
             sensor_id,
+            enrich,
         };
         let fanout = thread::Builder::new()
             .name("export".into())
@@ -376,6 +379,7 @@ struct FanOut {
     overflow_seq: u32,
     overflow: u64,
     sensor_id: String,
+    enrich: Enrich,
 }
 
 fn send(tx: &mpsc::Sender<Batch>, b: Batch) {
@@ -406,6 +410,13 @@ impl FanOut {
             }
         }
         self.flush(true);
+        let (reloads, refused, errors) = self.enrich.counts();
+        if reloads + refused + errors > 0 {
+            tracing::info!(
+                "enrich: {reloads} file versions reloaded, {refused} refused (damaged), \
+                 {errors} lookups failed"
+            );
+        }
         let eve = match self.eve.take() {
             Some(w) => w.finish().context("writing EVE output")?,
             None => self.counted.clone(),
@@ -466,12 +477,19 @@ impl FanOut {
 
     fn record(&mut self, r: &Record) -> Result<()> {
         let is_flow = matches!(r, Record::Flow(_));
-        if self.eve.is_some() || self.nats.is_some() {
+        let json = self.eve.is_some() || self.nats.is_some();
+        let meta = match r {
+            Record::Flow(f) => &f.meta,
+            Record::Event(e) => &e.meta,
+        };
+        self.enrich.prepare(meta, json, self.ch.is_some());
+        if json {
             self.line.clear();
             let src = eve::Source {
                 host: &self.sensor_id,
             };
             eve::write_record(&mut self.line, src, r);
+            self.enrich.append_eve(&mut self.line);
             if let Some(w) = &mut self.eve {
                 w.write_line(&self.line, is_flow)
                     .context("writing EVE output")?;
@@ -518,6 +536,7 @@ impl FanOut {
                 Record::Flow(f) => {
                     let buf = c.tables[0].start_row();
                     rows::encode_flow(buf, &self.sensor_id, f, tls.as_ref());
+                    buf.extend_from_slice(self.enrich.row());
                 }
                 Record::Event(e) => {
                     let i = index.unwrap_or(0);
@@ -525,10 +544,12 @@ impl FanOut {
                         AppEvent::Http(h) => {
                             let buf = c.tables[1].start_row();
                             rows::encode_http(buf, &self.sensor_id, &e.meta, i, h);
+                            buf.extend_from_slice(self.enrich.row());
                         }
                         AppEvent::Dns(d) => {
                             let buf = c.tables[2].start_row();
                             rows::encode_dns(buf, &self.sensor_id, &e.meta, i, d);
+                            buf.extend_from_slice(self.enrich.row());
                         }
                         AppEvent::Tls(_) | AppEvent::Quic(_) => {}
                     }

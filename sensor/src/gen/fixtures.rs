@@ -12,6 +12,7 @@
 //! 203.0.113.0/24, 2001:db8::/32) and names are under example.com, example.net and example.org.
 
 pub(crate) mod dns;
+pub mod geo;
 mod net;
 mod quic;
 mod tls;

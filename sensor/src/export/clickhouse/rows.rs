@@ -84,6 +84,16 @@ pub const FLOW_COLUMNS: &[&str] = &[
     "tls_version",
     "tls_alpn",
     "community_id",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 pub const HTTP_COLUMNS: &[&str] = &[
@@ -103,6 +113,16 @@ pub const HTTP_COLUMNS: &[&str] = &[
     "status",
     "protocol",
     "community_id",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 pub const DNS_COLUMNS: &[&str] = &[
@@ -122,6 +142,16 @@ pub const DNS_COLUMNS: &[&str] = &[
     "rrtype",
     "rcode",
     "community_id",
+    "src_country",
+    "src_city",
+    "src_asn",
+    "src_as_org",
+    "src_network",
+    "dest_country",
+    "dest_city",
+    "dest_asn",
+    "dest_as_org",
+    "dest_network",
 ];
 
 /// Appends RowBinary values.

@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "community_id_host",
         include_str!("../../../../config/clickhouse/migrations/0004_community_id_host.sql"),
     ),
+    (
+        5,
+        "enrich",
+        include_str!("../../../../config/clickhouse/migrations/0005_enrich.sql"),
+    ),
 ];
 
 /// The statements of a rendered migration (separated by `;`: the HTTP interface takes one
@@ -46,11 +51,19 @@ pub fn statements(rendered: &str) -> Vec<String> {
 /// adds, so that a statement already applied (a run stopped between two statements of a
 /// migration) is recognised and skipped.
 pub fn added_column(stmt: &str) -> Option<(&str, &str)> {
-    let rest = stmt.strip_prefix("ALTER TABLE ")?;
-    let (target, rest) = rest.split_once(' ')?;
-    let table = target.rsplit('.').next()?;
-    let rest = rest.trim_start().strip_prefix("ADD COLUMN ")?;
-    let column = rest.split_whitespace().next()?;
+    let mut words = stmt.split_whitespace();
+    if (words.next()?, words.next()?) != ("ALTER", "TABLE") {
+        return None;
+    }
+    let table = words.next()?.rsplit('.').next()?;
+    if (words.next()?, words.next()?) != ("ADD", "COLUMN") {
+        return None;
+    }
+    let mut column = words.next()?;
+    if column == "IF" {
+        // `IF NOT EXISTS <name>`
+        column = words.nth(2)?;
+    }
     Some((table, column))
 }
 
@@ -110,6 +123,14 @@ pub fn render(sql: &str, db: &str, f: Features, retention_days: u32) -> String {
         .replace("{codec_ts}", codec_ts)
         .replace("{codec_num}", codec_num)
         .replace("{ttl}", &ttl)
+        .replace(
+            "{add_column}",
+            if f.modern {
+                "ADD COLUMN IF NOT EXISTS"
+            } else {
+                "ADD COLUMN"
+            },
+        )
         .trim()
         .to_string()
 }
@@ -181,6 +202,35 @@ mod tests {
             let no_ttl = render(sql, "sensor", Features::from_version("24.3.1"), 0);
             assert!(!no_ttl.contains("TTL"));
         }
+    }
+
+    #[test]
+    fn alter_migrations_add_columns_idempotently_where_the_server_can() {
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.2.contains("{add_column}")) {
+            let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
+            let new = render(sql, "sensor", Features::from_version("24.3.1"), 30);
+            assert!(
+                !old.contains("IF NOT EXISTS") && !old.contains('{'),
+                "{old}"
+            );
+            assert!(new.contains("ADD COLUMN IF NOT EXISTS") && !new.contains('{'));
+            for s in statements(&old) {
+                assert!(s.starts_with("ALTER TABLE sensor."), "{s}");
+            }
+            // The first column of each statement is what the sensor checks before re-running it.
+            for rendered in [&old, &new] {
+                let added: Vec<_> = statements(rendered)
+                    .iter()
+                    .map(|s| added_column(s).map(|(t, c)| (t.to_string(), c.to_string())))
+                    .collect();
+                assert!(added.iter().all(|a| a.is_some()), "{added:?}");
+            }
+        }
+        assert_eq!(statements("A;\n B ;\n"), ["A", "B"]);
+        assert_eq!(
+            added_column("ALTER TABLE s.flows\n    ADD COLUMN IF NOT EXISTS src_city String"),
+            Some(("flows", "src_city"))
+        );
     }
 
     #[test]

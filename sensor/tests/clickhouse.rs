@@ -1153,7 +1153,7 @@ for q in json.load(open(sys.argv[1])):
     except Exception as e:
         print("FAILED:", q.splitlines()[0], "...", e)
         sys.exit(1)
-for t in ("flows", "http_requests", "dns_queries"):
+for t in ("flows", "http_requests", "dns_queries", "alerts"):
     print(str(s.query("SHOW CREATE TABLE sensor." + t, "TSVRaw")))
 "#;
     let out = Command::new("python3")
@@ -1170,7 +1170,14 @@ for t in ("flows", "http_requests", "dns_queries"):
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("version 26."), "{text}");
-    for want in ["`src_ip` IPv6", "LowCardinality(String)", "CODEC(", "TTL "] {
+    for want in [
+        "`src_ip` IPv6",
+        "LowCardinality(String)",
+        "CODEC(",
+        "TTL ",
+        "ReplacingMergeTree",
+        "`mitre` Array(String)",
+    ] {
         assert!(
             text.contains(want),
             "{want} missing from the created tables:\n{text}"

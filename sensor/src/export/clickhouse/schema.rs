@@ -24,6 +24,12 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "dns_queries",
         include_str!("../../../../config/clickhouse/migrations/0003_dns_queries.sql"),
     ),
+    // Written by the pipeline (`pipeline detect`), created by whichever starts first.
+    (
+        6,
+        "alerts",
+        include_str!("../../../../config/clickhouse/migrations/0006_alerts.sql"),
+    ),
 ];
 
 /// What the server supports, from `SELECT version()`.

@@ -96,6 +96,14 @@ pub struct DetectConfig {
     /// of a partition, or this long, whichever comes first.
     pub checkpoint_records: u64,
     pub checkpoint_ms: u64,
+    /// After this long without a record, a partition closes its windows as the end of the
+    /// input does offline.
+    pub idle_close_ms: u64,
+    /// Engine settings (as `pipeline detect --eve`'s flags): lateness of records, keys kept per
+    /// stateful rule, distinct values kept per key.
+    pub lateness_secs: u64,
+    pub max_keys_per_rule: usize,
+    pub max_distinct: usize,
 }
 
 impl Default for OnlineConfig {
@@ -158,6 +166,10 @@ impl Default for DetectConfig {
             intel: Vec::new(),
             checkpoint_records: 20_000,
             checkpoint_ms: 1000,
+            idle_close_ms: 10_000,
+            lateness_secs: 60,
+            max_keys_per_rule: 100_000,
+            max_distinct: 10_000,
         }
     }
 }
@@ -244,6 +256,9 @@ impl OnlineConfig {
                 1,
             ),
             ("detect.checkpoint_ms", self.detect.checkpoint_ms, 1),
+            ("detect.idle_close_ms", self.detect.idle_close_ms, 1),
+            ("detect.max_keys_per_rule", self.detect.max_keys_per_rule as u64, 1),
+            ("detect.max_distinct", self.detect.max_distinct as u64, 1),
             ("spool_max_bytes", self.spool_max_bytes, 1 << 20),
         ] {
             if v < lo {

@@ -30,6 +30,8 @@ pub struct PartitionMetrics {
     pub state_bytes: AtomicU64,
     /// Times the partition went back to its checkpoint (a gap in deliveries, an error).
     pub rewinds: AtomicU64,
+    /// Times event time was closed after nothing came for `detect.idle_close_ms`.
+    pub idle_closes: AtomicU64,
 }
 
 /// Everything `/metrics` shows.
@@ -61,7 +63,7 @@ impl Metrics {
         let mut o = String::with_capacity(4096);
         let parts = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
         type Field = fn(&PartitionMetrics) -> &AtomicU64;
-        let families: [(&str, &str, &str, Field); 10] = [
+        let families: [(&str, &str, &str, Field); 11] = [
             (
                 "pipeline_detect_records_total",
                 "counter",
@@ -121,6 +123,12 @@ impl Metrics {
                 "counter",
                 "Returns to the last checkpoint.",
                 |p| &p.rewinds,
+            ),
+            (
+                "pipeline_detect_idle_closes_total",
+                "counter",
+                "Windows closed after the partition was idle for detect.idle_close_ms.",
+                |p| &p.idle_closes,
             ),
         ];
         for (name, kind, help, field) in families {

@@ -15,6 +15,7 @@
 //! takes alerts back.
 
 pub mod config;
+pub mod engine;
 pub mod leases;
 pub mod metrics;
 pub mod partition;
@@ -182,14 +183,31 @@ async fn wait_for_signal() {
     }
 }
 
-/// `pipeline detect --config FILE`: loads the config (errors are one line, exit 2 in the CLI)
-/// and runs the consumer with `factory`'s engines on a multi-threaded runtime.
-pub fn main(path: &Path, factory: Arc<Factory>) -> Result<()> {
-    let cfg = OnlineConfig::load(path)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    rt.block_on(run(cfg, factory))
+/// `pipeline detect --config FILE`: loads the config and the rules, runs the consumer on a
+/// multi-threaded runtime until SIGINT/SIGTERM. Exit status: 0, 1 on a runtime failure, 2 on a
+/// bad config (one line naming the key).
+pub fn main(path: &Path) -> u8 {
+    let res = (|| {
+        let cfg = OnlineConfig::load(path)?;
+        let factory = engine::factory(&cfg)?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .context("cannot start the runtime")?;
+        rt.block_on(run(cfg, factory))
+    })();
+    match res {
+        Ok(()) => 0,
+        Err(e) => match e.downcast_ref::<config::ConfigError>() {
+            Some(c) => {
+                eprintln!("config error: {c}");
+                2
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        },
+    }
 }

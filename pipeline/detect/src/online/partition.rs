@@ -34,6 +34,9 @@ pub trait Detector: Send {
     /// Evaluates one record (its EVE JSON and its message id
     /// `<sensor_id>:<flow_id>:<event_index|flow>`), appending the alerts it raises.
     fn process(&mut self, json: &[u8], msg_id: &str, out: &mut Vec<(String, AlertOut)>);
+    /// Nothing came for a while: closes what event time `now` (microseconds) closes, as the end
+    /// of the input does offline, appending the alerts.
+    fn idle(&mut self, now: i64, out: &mut Vec<(String, AlertOut)>);
     /// The state to restart from, as bytes.
     fn snapshot(&self) -> Vec<u8>;
     /// Counters to publish: (keys in state, malformed records, evaluation errors).
@@ -122,9 +125,13 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
         since: 0,
         at: Instant::now(),
         last_msg: None,
+        dirty: false,
+        idle_since: Instant::now(),
+        idle_closed: false,
     };
     let mut alerts = Vec::new();
     let every = Duration::from_millis(sh.cfg.detect.checkpoint_ms);
+    let idle = Duration::from_millis(sh.cfg.detect.idle_close_ms);
     loop {
         let now = *cmd.borrow();
         match now {
@@ -178,12 +185,30 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             }
             p.last_msg = Some(msg);
         }
+        if got > 0 {
+            p.idle_since = Instant::now();
+            p.idle_closed = false;
+        } else if !p.idle_closed && p.idle_since.elapsed() >= idle {
+            // Event time stands still while nothing comes: close the windows as the end of
+            // the input does offline (see ARCHITECTURE.md on what that means for replays).
+            p.idle_closed = true;
+            det.idle(wall_clock_micros(), &mut alerts);
+            if !alerts.is_empty() {
+                p.dirty = true;
+                let mut sinks = sh.sinks.lock().await;
+                for (rule, a) in alerts.drain(..) {
+                    sh.metrics.alert(&rule);
+                    sinks.push(&a).await;
+                }
+            }
+            m.idle_closes.fetch_add(1, Relaxed);
+        }
         let (keys, malformed, errors) = det.stats();
         m.state_keys.store(keys, Relaxed);
         m.malformed.store(malformed, Relaxed);
         m.eval_errors.store(errors, Relaxed);
         let due = p.since >= sh.cfg.detect.checkpoint_records || p.at.elapsed() >= every;
-        if p.last_msg.is_some() && (due || got == 0) {
+        if (p.last_msg.is_some() || p.dirty) && (due || got == 0) {
             checkpoint(&sh, &sensor, det.snapshot(), &mut p, &cmd).await?;
             if let Ok(i) = consumer.get_info().await {
                 m.lag.store(i.num_pending, Relaxed);
@@ -201,6 +226,17 @@ struct Progress {
     at: Instant,
     /// The last message delivered (processed or skipped), acknowledged at the checkpoint.
     last_msg: Option<async_nats::jetstream::Message>,
+    /// State changed without a record to acknowledge (an idle close).
+    dirty: bool,
+    /// When the last record came, and whether the idle close was done since.
+    idle_since: Instant,
+    idle_closed: bool,
+}
+
+fn wall_clock_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 /// Alerts safe, state saved (`snapshot`, taken at the last record processed), records
@@ -213,9 +249,9 @@ async fn checkpoint(
     p: &mut Progress,
     cmd: &watch::Receiver<Command>,
 ) -> Result<()> {
-    let Some(msg) = p.last_msg.take() else {
+    if p.last_msg.is_none() && !p.dirty {
         return Ok(());
-    };
+    }
     let mark = sh.sinks.lock().await.mark().await;
     if !mark.wait(&|| *cmd.borrow() == Command::Lost).await {
         anyhow::bail!("partition {sensor}: lease lost while alerts were being sent");
@@ -228,9 +264,12 @@ async fn checkpoint(
         .put(object_name(sensor).as_str(), &mut bytes.as_slice())
         .await
         .map_err(|e| anyhow::anyhow!("saving the checkpoint of {sensor}: {e}"))?;
-    msg.ack()
-        .await
-        .map_err(|e| anyhow::anyhow!("acknowledging records of {sensor}: {e}"))?;
+    if let Some(msg) = p.last_msg.take() {
+        msg.ack()
+            .await
+            .map_err(|e| anyhow::anyhow!("acknowledging records of {sensor}: {e}"))?;
+    }
+    p.dirty = false;
     m.checkpoint_seq.store(p.last_seq, Relaxed);
     m.checkpoints.fetch_add(1, Relaxed);
     p.since = 0;

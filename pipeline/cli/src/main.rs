@@ -1,0 +1,52 @@
+//! `pipeline`: the downstream system's binary. One subcommand per job; each job's work lives
+//! in its library crate behind one function, so this file only parses and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Pipeline: detection over the sensor's EVE records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the detection rules over EVE records and print alerts as EVE lines.
+    Detect(pipeline_detect::offline::DetectArgs),
+    /// Validate rule files: one line per error (file, rule, key), exit 2 when any.
+    CheckRules {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { 2 } else { 0 });
+        }
+    };
+    let code = match cli.cmd {
+        Cmd::Detect(args) => pipeline_detect::offline::detect(&args),
+        Cmd::CheckRules { files } => pipeline_detect::offline::check_rules(&files),
+    };
+    ExitCode::from(code)
+}

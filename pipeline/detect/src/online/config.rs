@@ -257,7 +257,11 @@ impl OnlineConfig {
             ),
             ("detect.checkpoint_ms", self.detect.checkpoint_ms, 1),
             ("detect.idle_close_ms", self.detect.idle_close_ms, 1),
-            ("detect.max_keys_per_rule", self.detect.max_keys_per_rule as u64, 1),
+            (
+                "detect.max_keys_per_rule",
+                self.detect.max_keys_per_rule as u64,
+                1,
+            ),
             ("detect.max_distinct", self.detect.max_distinct as u64, 1),
             ("spool_max_bytes", self.spool_max_bytes, 1 << 20),
         ] {

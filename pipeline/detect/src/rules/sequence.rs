@@ -1,0 +1,182 @@
+//! `sequence` rules: a record matching `first`, then one matching `then` with the same key
+//! (`first_key` of the first equals `then_key` of the second) within `within` of event time.
+//! E.g. a DNS answer for an intel domain, then a flow to the answered address.
+//!
+//! Order-independent: a `then` record waits until the watermark passes its timestamp (every
+//! earlier `first` has arrived, within the lateness) and is then checked against the `first`
+//! timestamps kept for its key. Keys that are lists (DNS answers) give one key per element.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::common::{KeySpec, Suppression, SuppressionState};
+use super::{duration_key, expr_key, KeyError, RawRule, RuleMeta};
+use crate::alert::{alert_id, Alert, Evidence, Header};
+use crate::engine::{EngineConfig, RuleStats};
+use crate::expr::{Env, Expr};
+use crate::intel::IntelSet;
+use crate::record::Record;
+use crate::rules::matcher::intel_matches;
+use crate::time::{self, Micros};
+
+/// `first` records kept per key (the latest ones).
+const FIRSTS_PER_KEY: usize = 16;
+
+#[derive(Debug)]
+pub struct SequenceRule {
+    pub first: Expr,
+    pub then: Expr,
+    pub first_key: KeySpec,
+    pub then_key: KeySpec,
+    pub within: Micros,
+    pub suppress: Option<Suppression>,
+}
+
+/// A `then` record waiting for the watermark.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pending {
+    pub key: String,
+    pub header: Header,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// Per key: (time, reference, intel hits rendered) of recent `first` records.
+    pub firsts: FxHashMap<String, Vec<(Micros, String)>>,
+    pub pending: BTreeMap<(Micros, String, String), Pending>,
+    pub suppression: SuppressionState,
+}
+
+impl SequenceRule {
+    pub fn compile(raw: &RawRule) -> Result<SequenceRule, KeyError> {
+        Ok(SequenceRule {
+            first: expr_key("first", raw.first.as_deref())?,
+            then: expr_key("then", raw.then.as_deref())?,
+            first_key: KeySpec::compile("first_key", raw.first_key.as_deref())?,
+            then_key: KeySpec::compile("then_key", raw.then_key.as_deref())?,
+            within: duration_key("within", raw.within.as_deref())?,
+            suppress: Suppression::compile(raw, 3600 * time::MICROS_PER_SEC)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &self,
+        meta: &RuleMeta,
+        st: &mut SequenceState,
+        rec: &Record,
+        intel: &IntelSet,
+        cfg: &EngineConfig,
+        watermark: Micros,
+        stats: &mut RuleStats,
+    ) {
+        let mut env = Env::new(rec, intel);
+        let first = self.first.test(&mut env).and_then(|m| match m {
+            true => self.first_key.keys(&mut env, true),
+            false => Ok(Vec::new()),
+        });
+        let mut env = Env::new(rec, intel);
+        let then = self.then.test(&mut env).and_then(|m| match m {
+            true => self.then_key.keys(&mut env, true),
+            false => Ok(Vec::new()),
+        });
+        let (first, then) = match (first, then) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) | (_, Err(e)) => return stats.eval_error(&meta.name, e),
+        };
+        if first.is_empty() && then.is_empty() {
+            return;
+        }
+        if rec.ts < watermark {
+            stats.late += 1;
+            return;
+        }
+        stats.matched += 1;
+        let header = Header::of(rec, &cfg.sensor_id);
+        for key in first {
+            let v = st.firsts.entry(key).or_default();
+            v.push((rec.ts, header.reference.clone()));
+            v.sort();
+            if v.len() > FIRSTS_PER_KEY {
+                v.remove(0);
+            }
+        }
+        if st.firsts.len() > cfg.max_keys_per_rule {
+            let victim = st.firsts.keys().next().cloned();
+            if let Some(k) = victim {
+                st.firsts.remove(&k);
+                stats.evicted += 1;
+            }
+        }
+        for key in then {
+            if st.pending.len() >= cfg.max_keys_per_rule {
+                stats.evicted += 1;
+                continue;
+            }
+            let pk = (rec.ts, header.reference.clone(), key.clone());
+            st.pending.insert(
+                pk,
+                Pending {
+                    key,
+                    header: header.clone(),
+                },
+            );
+        }
+    }
+
+    /// Checks the `then` records the watermark has passed; forgets `first` records too old
+    /// to pair with anything still to come.
+    pub fn close(
+        &self,
+        meta: &Arc<RuleMeta>,
+        st: &mut SequenceState,
+        watermark: Micros,
+        stats: &mut RuleStats,
+        out: &mut Vec<Alert>,
+    ) {
+        while let Some(entry) = st.pending.first_entry() {
+            if entry.key().0 > watermark {
+                break;
+            }
+            let ((ts, reference, _), p) = entry.remove_entry();
+            let Some(firsts) = st.firsts.get(&p.key) else {
+                continue;
+            };
+            let hit = firsts
+                .iter()
+                .find(|(t, r)| *t <= ts && ts - *t <= self.within && *r != reference)
+                .cloned();
+            let Some((first_ts, first_ref)) = hit else {
+                continue;
+            };
+            if !st.suppression.allow(self.suppress, &p.key, ts) {
+                continue;
+            }
+            stats.alerts += 1;
+            out.push(Alert {
+                id: alert_id(&meta.name, &[&p.key, &reference]),
+                meta: meta.clone(),
+                ts,
+                evidence: Evidence {
+                    count: 2,
+                    window_start: Some(time::format(first_ts)),
+                    window_end: Some(time::format(ts)),
+                    key: Some(p.key.clone()),
+                    refs: vec![first_ref, reference],
+                    ..Evidence::default()
+                },
+                header: p.header,
+                intel: intel_matches(Vec::new()),
+            });
+        }
+        let horizon = watermark - self.within;
+        st.firsts.retain(|_, v| {
+            v.retain(|(t, _)| *t >= horizon);
+            !v.is_empty()
+        });
+        st.suppression.prune(self.suppress, watermark);
+    }
+}

@@ -329,6 +329,19 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_is_valid_and_shows_the_defaults() {
+        let p =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pipeline-detect.example.toml");
+        let c = OnlineConfig::load(&p).unwrap();
+        let d = OnlineConfig::default();
+        assert_eq!(c.nats.stream, d.nats.stream);
+        assert_eq!(c.nats.lease_secs, d.nats.lease_secs);
+        assert_eq!(c.detect.checkpoint_records, d.detect.checkpoint_records);
+        assert_eq!(c.detect.idle_close_ms, d.detect.idle_close_ms);
+        assert_eq!(c.spool_max_bytes, d.spool_max_bytes);
+    }
+
+    #[test]
     fn each_bad_value_is_one_line_naming_its_key() {
         for (text, key) in [
             ("[nats]\nurl = \"http://x\"\n", "nats.url"),

@@ -91,19 +91,28 @@ async fn stores(
 ) -> Result<(kv::Store, object_store::ObjectStore)> {
     let n = &cfg.nats;
     let bucket = format!("{}-leases", n.durable);
-    let leases = match js.get_key_value(&bucket).await {
-        Ok(s) => s,
-        Err(_) => js
-            .create_key_value(kv::Config {
-                bucket: bucket.clone(),
-                history: 1,
-                max_age: Duration::from_secs(n.lease_secs),
-                num_replicas: n.replicas,
-                ..Default::default()
-            })
-            .await
-            .with_context(|| format!("creating the lease bucket {bucket}"))?,
-    };
+    // The bucket's stream as `create_key_value` makes it, created directly: that call first
+    // asks for the account's limits in a form nats-server 2.9 does not answer.
+    let lease = Duration::from_secs(n.lease_secs);
+    js.get_or_create_stream(stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: lease,
+        duplicate_window: lease,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        num_replicas: n.replicas,
+        ..Default::default()
+    })
+    .await
+    .with_context(|| format!("creating the lease bucket {bucket}"))?;
+    let leases = js
+        .get_key_value(&bucket)
+        .await
+        .with_context(|| format!("opening the lease bucket {bucket}"))?;
     let bucket = format!("{}-state", n.durable);
     let states = match js.get_object_store(&bucket).await {
         Ok(s) => s,
@@ -123,10 +132,6 @@ async fn stores(
 /// drains the sinks. `factory` makes each partition's engine.
 pub async fn run(cfg: OnlineConfig, factory: Arc<Factory>) -> Result<()> {
     let js = connect(&cfg).await?;
-    let stream = js
-        .get_stream(&cfg.nats.stream)
-        .await
-        .map_err(|e| config_error("nats.stream", format!("{}: {e}", cfg.nats.stream)))?;
     let (leases, states) = stores(&js, &cfg).await?;
     let sinks = AlertSinks::start(&cfg).await?;
     let metrics = Arc::new(Metrics::default());
@@ -139,6 +144,20 @@ pub async fn run(cfg: OnlineConfig, factory: Arc<Factory>) -> Result<()> {
             sensor::metrics::MetricsServer::serve(&cfg.metrics_listen, move || m.render())
                 .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
         )
+    };
+    // The sensors create their stream: until one has, there is nothing to do.
+    let mut waited = 0u32;
+    let stream = loop {
+        match js.get_stream(&cfg.nats.stream).await {
+            Ok(s) => break s,
+            Err(e) => {
+                if waited % 50 == 0 {
+                    tracing::info!("waiting for stream {}: {e}", cfg.nats.stream);
+                }
+                waited += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     };
     let sh = Arc::new(Shared {
         cfg,

@@ -353,6 +353,7 @@ fn call(f: Func, v: Value<'_>) -> R<'_> {
         Func::Entropy => "entropy",
         Func::Labels => "labels",
         Func::FirstLabel => "first_label",
+        Func::LongestLabel => "longest_label",
         Func::Time => "time",
         Func::Private => "private",
         Func::Str => "str",
@@ -389,6 +390,16 @@ fn call(f: Func, v: Value<'_>) -> R<'_> {
                     Value::Str(Cow::Owned(o.split('.').next().unwrap_or("").to_string()))
                 }
             },
+            Func::LongestLabel => {
+                let pick = |x: &str| x.split('.').fold(0..0, |best, l| {
+                    let start = l.as_ptr() as usize - x.as_ptr() as usize;
+                    if l.len() > best.len() { start..start + l.len() } else { best }
+                });
+                match s {
+                    Cow::Borrowed(b) => Value::str(&b[pick(b)]),
+                    Cow::Owned(o) => Value::Str(Cow::Owned(o[pick(&o)].to_string())),
+                }
+            }
             Func::Time => crate::time::parse(&s)
                 .map_or(Value::Null, |t| Value::Int(t / crate::time::MICROS_PER_SEC)),
             _ => return Err(EvalError::Type(name)),

@@ -164,6 +164,8 @@ pub enum Func {
     Parent,
     /// `first_label(name)`: the leftmost label.
     FirstLabel,
+    /// `longest_label(name)`: the longest label (tunnels hide data in one).
+    LongestLabel,
     /// `exists(x)`: the field is present.
     Exists,
     /// `time(s)`: an EVE or certificate timestamp in Unix seconds (compare with `ts`).
@@ -191,6 +193,7 @@ impl Func {
             "labels" => Func::Labels,
             "parent" => Func::Parent,
             "first_label" => Func::FirstLabel,
+            "longest_label" => Func::LongestLabel,
             "exists" => Func::Exists,
             "time" => Func::Time,
             "private" => Func::Private,

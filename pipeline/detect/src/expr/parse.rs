@@ -500,6 +500,7 @@ fn call(func: Func, name: &str, mut args: Vec<Expr>, pos: usize) -> Result<Expr,
         | Func::Entropy
         | Func::Labels
         | Func::FirstLabel
+        | Func::LongestLabel
         | Func::Exists
         | Func::Time
         | Func::Private

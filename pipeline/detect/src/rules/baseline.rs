@@ -107,7 +107,7 @@ impl BaselineRule {
             if !m {
                 return Ok(None);
             }
-            let keys = self.keys.keys(&mut env, false)?;
+            let keys = self.keys.keys(&mut env, false, true)?;
             let value = match &self.value {
                 Some(v) => v.eval(&mut env)?.as_f64().unwrap_or(0.0),
                 None => 1.0,

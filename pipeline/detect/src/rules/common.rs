@@ -36,7 +36,14 @@ impl KeySpec {
     /// The record's key (`name=value name=value`), `None` when a part is missing. A list
     /// value (DNS answers) gives one key per element when `expand` is set, else is rendered
     /// whole.
-    pub fn keys<'x>(&'x self, env: &mut Env<'x>, expand: bool) -> Result<Vec<String>, EvalError> {
+    /// `named`: prefix each part with its expression (`src_ip=...`); sequences compare keys
+    /// of two different expressions, so theirs are values only.
+    pub fn keys<'x>(
+        &'x self,
+        env: &mut Env<'x>,
+        expand: bool,
+        named: bool,
+    ) -> Result<Vec<String>, EvalError> {
         let mut keys = vec![String::new()];
         for (e, name) in self.exprs.iter().zip(&self.names) {
             let v = e.eval(env)?;
@@ -52,8 +59,10 @@ impl KeySpec {
                     if !s.is_empty() {
                         s.push(' ');
                     }
-                    s.push_str(name);
-                    s.push('=');
+                    if named {
+                        s.push_str(name);
+                        s.push('=');
+                    }
                     p.render(&mut s);
                     next.push(s);
                 }
@@ -75,7 +84,14 @@ pub struct Group {
     pub distinct_overflow: u64,
     pub refs: BTreeSet<(Micros, String)>,
     pub header: Header,
+    /// Event times of the records, for rules that test regularity (bounded by
+    /// [`MAX_TIMES`]).
+    #[serde(default)]
+    pub times: Vec<Micros>,
 }
+
+/// Event times kept per group for the regularity test.
+pub const MAX_TIMES: usize = 4096;
 
 impl Group {
     /// Adds one record. `max_distinct` bounds the distinct set.
@@ -191,5 +207,25 @@ impl SuppressionState {
 
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
+    }
+}
+
+impl Group {
+    /// Mean (microseconds) and coefficient of variation (stddev / mean) of the intervals
+    /// between the kept event times: CV 0 for a perfectly periodic series. `None` with fewer
+    /// than three times.
+    pub fn interval_stats(&self) -> Option<(f64, f64)> {
+        let mut t = self.times.clone();
+        t.sort_unstable();
+        if t.len() < 3 {
+            return None;
+        }
+        let d: Vec<f64> = t.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
+        let mean = d.iter().sum::<f64>() / d.len() as f64;
+        if mean <= 0.0 {
+            return None;
+        }
+        let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / d.len() as f64;
+        Some((mean, var.sqrt() / mean))
     }
 }

@@ -75,12 +75,12 @@ impl SequenceRule {
     ) {
         let mut env = Env::new(rec, intel);
         let first = self.first.test(&mut env).and_then(|m| match m {
-            true => self.first_key.keys(&mut env, true),
+            true => self.first_key.keys(&mut env, true, false),
             false => Ok(Vec::new()),
         });
         let mut env = Env::new(rec, intel);
         let then = self.then.test(&mut env).and_then(|m| match m {
-            true => self.then_key.keys(&mut env, true),
+            true => self.then_key.keys(&mut env, true, false),
             false => Ok(Vec::new()),
         });
         let (first, then) = match (first, then) {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Group, KeySpec, Suppression, SuppressionState};
+use super::common::{Group, KeySpec, Suppression, SuppressionState, MAX_TIMES};
 use super::{duration_key, expr_key, key_err, KeyError, RawRule, RuleMeta};
 use crate::alert::{alert_id, Alert, Evidence, Header};
 use crate::engine::{EngineConfig, RuleStats};
@@ -67,6 +67,12 @@ pub struct ThresholdRule {
     pub window: Micros,
     pub condition: Condition,
     pub suppress: Option<Suppression>,
+    /// Beaconing: also require the intervals between the group's records to vary by at most
+    /// this coefficient of variation (stddev / mean).
+    pub regularity: Option<f64>,
+    /// With `regularity`: the mean interval must be at least this long (check-ins are minutes
+    /// apart; a brute-force loop is regular too, but seconds apart).
+    pub min_interval: Option<Micros>,
 }
 
 /// Open windows by start, each a map of groups by key.
@@ -103,6 +109,14 @@ impl ThresholdRule {
             window,
             condition,
             suppress: Suppression::compile(raw, window)?,
+            regularity: match raw.regularity {
+                Some(r) if !(r >= 0.0) => return Err(key_err("regularity", "must be >= 0")),
+                r => r,
+            },
+            min_interval: match raw.min_interval.as_deref() {
+                Some(v) => Some(duration_key("min_interval", Some(v))?),
+                None => None,
+            },
         })
     }
 
@@ -120,7 +134,7 @@ impl ThresholdRule {
         let mut env = Env::new(rec, intel);
         let keys = match self.filter.test(&mut env) {
             Ok(false) => return,
-            Ok(true) => self.keys.keys(&mut env, false),
+            Ok(true) => self.keys.keys(&mut env, false, true),
             Err(e) => Err(e),
         };
         let distinct = match (&self.distinct, &keys) {
@@ -157,12 +171,11 @@ impl ThresholdRule {
             }
             st.keys += 1;
         }
-        st.windows
-            .entry(start)
-            .or_default()
-            .entry(key)
-            .or_default()
-            .add(&header, 1.0, distinct.as_deref(), cfg.max_distinct);
+        let g = st.windows.entry(start).or_default().entry(key).or_default();
+        g.add(&header, 1.0, distinct.as_deref(), cfg.max_distinct);
+        if self.regularity.is_some() && g.times.len() < MAX_TIMES {
+            g.times.push(rec.ts);
+        }
     }
 
     /// Closes the windows that ended at or before `watermark`, raising alerts.
@@ -189,6 +202,14 @@ impl ThresholdRule {
                 };
                 if !self.condition.holds(v as f64) {
                     continue;
+                }
+                if let Some(max_cv) = self.regularity {
+                    let min = self.min_interval.unwrap_or(0) as f64;
+                    if g.interval_stats()
+                        .is_none_or(|(mean, cv)| cv > max_cv || mean < min)
+                    {
+                        continue;
+                    }
                 }
                 let end = start + self.window;
                 if !st.suppression.allow(self.suppress, &key, start) {

@@ -201,3 +201,80 @@ fn a_bad_config_is_one_line_and_exit_2() {
         assert!(err.contains(key), "{key} not in {err}");
     }
 }
+
+/// The attack captures of `testdata-pcaps/attacks/`, replayed by the sensor into JetStream
+/// (and, in the same run, to an EVE file): the online consumer with the shipped rules raises
+/// exactly what `pipeline detect --eve` raises over that file.
+#[test]
+fn replayed_attack_captures_raise_online_what_they_raise_offline() {
+    if !have("nats-server") {
+        eprintln!("skipping: nats-server not installed");
+        return;
+    }
+    let Some(sensor) = sensor_bin() else {
+        eprintln!("skipping: the sensor binary is not built (cargo build --release -p sensor)");
+        return;
+    };
+    let nats = Nats::start();
+    let env = Env::new();
+    let root = repo_root();
+    let captures: Vec<_> = [
+        "tcp_scan_noreply.pcap",
+        "udp_scan_replies.pcap",
+        "ssh_bruteforce.pcap",
+        "dns_tunnel.pcap",
+        "scanner_ua.pcap",
+    ]
+    .iter()
+    .map(|c| root.join("testdata-pcaps/attacks").join(c))
+    .collect();
+    let cfg = env.dir.path().join("sensor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[sensor]\nworkers = 2\npin_cores = false\n[nats]\nuser = \"{}\"\npassword = \"{}\"\n\
+             batch_age_ms = 50\n[spool]\ndir = \"{}\"\n",
+            Nats::USER,
+            Nats::PASSWORD,
+            env.dir.path().join("sensor-spool").display()
+        ),
+    )
+    .unwrap();
+    let eve = env.dir.path().join("attacks.eve.json");
+    let out = std::process::Command::new(&sensor)
+        .arg("replay")
+        .args(&captures)
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "--nats",
+            &nats.url(),
+            "--sensor-id",
+            "s1",
+            "--quiet",
+            "--eve",
+        ])
+        .arg(&eve)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&eve)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let expected = env.offline_with(&lines, "s1", &root.join("config/rules"));
+    let rules: BTreeSet<String> = expected.iter().map(|l| rule_of(l)).collect();
+    assert!(
+        rules.len() >= 3,
+        "the shipped rules fire on the attacks: {rules:?}"
+    );
+    let cfg = env.config_with("a", &nats.url(), None, 1, &root.join("config/rules"));
+    let mut inst = Instance::start(&cfg);
+    assert_same_alerts(&nats.url(), None, &expected);
+    inst.stop();
+}

@@ -147,13 +147,18 @@ impl Env {
 
     /// `pipeline detect --eve` over `lines` as records of `sensor`: the alert lines.
     pub fn offline(&self, lines: &[String], sensor: &str) -> Vec<String> {
+        self.offline_with(lines, sensor, &self.dir.path().join("rules"))
+    }
+
+    /// The same with other rules.
+    pub fn offline_with(&self, lines: &[String], sensor: &str, rules: &Path) -> Vec<String> {
         let eve = self.dir.path().join(format!("{sensor}.eve.json"));
         std::fs::write(&eve, lines.join("\n") + "\n").unwrap();
         let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
             .args(["detect", "--eve"])
             .arg(&eve)
             .arg("--rules")
-            .arg(self.dir.path().join("rules"))
+            .arg(rules)
             .args(["--sensor-id", sensor, "--lateness", "60"])
             .output()
             .unwrap();
@@ -171,6 +176,18 @@ impl Env {
 
     /// The config of instance `name`.
     pub fn config(&self, name: &str, nats: &str, ch: Option<&str>, replicas: usize) -> Cfg {
+        self.config_with(name, nats, ch, replicas, &self.dir.path().join("rules"))
+    }
+
+    /// The same with other rules.
+    pub fn config_with(
+        &self,
+        name: &str,
+        nats: &str,
+        ch: Option<&str>,
+        replicas: usize,
+        rules: &Path,
+    ) -> Cfg {
         let metrics = format!("127.0.0.1:{}", free_port());
         let ch = ch.map_or(String::new(), |u| format!("[clickhouse]\nurl = \"{u}\"\n"));
         let text = format!(
@@ -183,7 +200,7 @@ impl Env {
             state = self.dir.path().join(format!("state-{name}")).display(),
             user = Nats::USER,
             pw = Nats::PASSWORD,
-            rules = self.dir.path().join("rules").display(),
+            rules = rules.display(),
         );
         let path = self.dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
@@ -382,6 +399,19 @@ pub fn wait_for_alerts(url: &str, n: usize) -> Vec<String> {
         }
         out
     })
+}
+
+/// `alert.rule` of an alert line.
+pub fn rule_of(line: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    v["alert"]["rule"].as_str().unwrap_or("").to_string()
+}
+
+/// The sensor binary beside this test's (`target/<profile>/sensor`), when it is built.
+pub fn sensor_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("sensor");
+    p.is_file().then_some(p)
 }
 
 /// Where the test binary's crate is (for paths relative to the repository).

@@ -46,8 +46,33 @@ pub struct Pending {
 pub struct SequenceState {
     /// Per key: (time, reference, intel hits rendered) of recent `first` records.
     pub firsts: FxHashMap<String, Vec<(Micros, String)>>,
+    /// Kept in snapshots as a list of pairs: JSON map keys must be strings, these are tuples.
+    #[serde(with = "pairs")]
     pub pending: BTreeMap<(Micros, String, String), Pending>,
     pub suppression: SuppressionState,
+}
+
+/// A map with non-string keys as a JSON list of `[key, value]` pairs.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        m: &BTreeMap<K, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<BTreeMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
 }
 
 impl SequenceRule {
@@ -178,5 +203,29 @@ impl SequenceRule {
             !v.is_empty()
         });
         st.suppression.prune(self.suppress, watermark);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    #[test]
+    fn pending_sequences_survive_a_json_snapshot() {
+        let mut st = SequenceState::default();
+        st.pending.insert(
+            (5, "a".into(), "b".into()),
+            Pending {
+                key: "k".into(),
+                header: Header::default(),
+            },
+        );
+        let bytes = serde_json::to_vec(&st).expect("serializes");
+        let back: SequenceState = serde_json::from_slice(&bytes).expect("deserializes");
+        assert_eq!(back.pending.len(), 1);
+        assert_eq!(
+            back.pending.keys().next(),
+            Some(&(5, "a".to_string(), "b".to_string()))
+        );
     }
 }

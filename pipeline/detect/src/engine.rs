@@ -298,3 +298,7 @@ impl Engine {
         &self.cfg
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

@@ -294,18 +294,22 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// The line of `key = ...` inside a rule's table (the table's first line when absent).
+/// The line of `key = ...` inside a rule's table (the table's header line when absent). The
+/// table runs from its `[[rule]]` header to the next header.
 fn key_line(text: &str, span: std::ops::Range<usize>, key: &str) -> usize {
-    let body = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let mut off = span.start;
-    for l in body.split_inclusive('\n') {
+    let start = span.start.min(text.len());
+    let mut off = start;
+    for (i, l) in text[start..].split_inclusive('\n').enumerate() {
         let t = l.trim_start();
-        if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+        if i > 0 && t.starts_with('[') {
+            break;
+        }
+        if !key.is_empty() && t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
             return line_of(text, off);
         }
         off += l.len();
     }
-    line_of(text, span.start)
+    line_of(text, start)
 }
 
 impl RuleSet {

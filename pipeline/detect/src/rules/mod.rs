@@ -40,6 +40,17 @@ pub struct RuleMeta {
 pub struct Rule {
     pub meta: Arc<RuleMeta>,
     pub kind: RuleKind,
+    /// Records of other event types cannot match (from the rule's expressions).
+    pub event_types: Option<Vec<String>>,
+}
+
+impl Rule {
+    /// Whether a record of this event type can match at all.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|t| t == event_type))
+    }
 }
 
 #[derive(Debug)]
@@ -279,9 +290,23 @@ pub fn compile(raw: &RawRule, file: &Path) -> Result<Rule, KeyError> {
         "sequence" => RuleKind::Sequence(sequence::SequenceRule::compile(raw)?),
         _ => RuleKind::Baseline(baseline::BaselineRule::compile(raw)?),
     };
+    let event_types = match &kind {
+        RuleKind::Match(m) => m.cond.required_event_types(),
+        RuleKind::Threshold(t) => t.filter.required_event_types(),
+        RuleKind::Baseline(b) => b.filter.required_event_types(),
+        RuleKind::Sequence(q) => q
+            .first
+            .required_event_types()
+            .zip(q.then.required_event_types())
+            .map(|(mut a, b)| {
+                a.extend(b);
+                a
+            }),
+    };
     Ok(Rule {
         meta: Arc::new(meta),
         kind,
+        event_types,
     })
 }
 

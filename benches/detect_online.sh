@@ -4,7 +4,7 @@
 # async-nats loop that pulls and acknowledges the same stream (the `bare_consume` example), one
 # core each (taskset), measured in the same run. Goal: ratio >= 0.80.
 #
-# Usage: benches/detect_online.sh [--short]     (benches/detect.sh runs it as its online part)
+# Usage: benches/detect_online.sh [--short]   (benches/detect.sh runs it as its online part)
 #
 #   (default)  ~100 MiB capture amplified from the fixtures and attack captures;
 #   --short    ~10 MiB, the CI mode: well under a minute once built.

@@ -7,12 +7,12 @@
 //! flows), and published on `sensor.<id>.flow` with the sensor's message ids. Short by default;
 //! `ONLINE_FULL=1` makes ten times as many rounds.
 
-mod common;
+mod online_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::*;
+use online_support::*;
 use testkit::servers::{have, ClickHouse, Nats};
 
 /// Every alert once in `ALERTS` and in `alerts`, and exactly the offline ones.

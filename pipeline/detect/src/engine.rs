@@ -153,6 +153,9 @@ impl Engine {
         self.stats.records += 1;
         let before = out.len();
         for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.wants(&rec.event_type) {
+                continue;
+            }
             let stats = &mut self.rule_stats[i];
             let (meta, wm, cfg, intel) = (&rule.meta, self.watermark, &self.cfg, &self.intel);
             match (&rule.kind, &mut self.states[i]) {
@@ -298,3 +301,7 @@ impl Engine {
         &self.cfg
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;

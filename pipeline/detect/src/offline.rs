@@ -137,11 +137,20 @@ pub fn run<R: Read>(
     let mut last_check = Instant::now();
     loop {
         line.clear();
+        // Reading from an idle pipe: the wait may have been long, so intel files are checked
+        // before the next record is applied (an indicator added meanwhile applies to it).
+        let was_idle = input.buffer().is_empty();
         let n = input
             .read_until(b'\n', &mut line)
             .map_err(|e| format!("reading EVE: {e}"))?;
         if n == 0 {
             break;
+        }
+        if (was_idle || counts.lines % 1024 == 0) && last_check.elapsed() >= check_every {
+            last_check = Instant::now();
+            if engine.intel_mut().reload_if_changed() {
+                counts.intel_reloads += 1;
+            }
         }
         let text = trim_line(&line);
         if text.is_empty() {
@@ -157,19 +166,10 @@ pub fn run<R: Read>(
                 }
             }
         }
-        if counts.lines % 1024 == 0 && last_check.elapsed() >= check_every {
-            last_check = Instant::now();
-            if engine.intel_mut().reload_if_changed() {
-                counts.intel_reloads += 1;
-            }
-        }
         write_alerts(out, &mut alerts)?;
         // Interactive use (a pipe from a live source): alerts appear as they are found.
         if input.buffer().is_empty() {
             out.flush().map_err(|e| format!("writing alerts: {e}"))?;
-            if engine.intel_mut().reload_if_changed() {
-                counts.intel_reloads += 1;
-            }
         }
     }
     engine.finish(&mut alerts);

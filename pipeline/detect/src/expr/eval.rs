@@ -391,10 +391,16 @@ fn call(f: Func, v: Value<'_>) -> R<'_> {
                 }
             },
             Func::LongestLabel => {
-                let pick = |x: &str| x.split('.').fold(0..0, |best, l| {
-                    let start = l.as_ptr() as usize - x.as_ptr() as usize;
-                    if l.len() > best.len() { start..start + l.len() } else { best }
-                });
+                let pick = |x: &str| {
+                    x.split('.').fold(0..0, |best, l| {
+                        let start = l.as_ptr() as usize - x.as_ptr() as usize;
+                        if l.len() > best.len() {
+                            start..start + l.len()
+                        } else {
+                            best
+                        }
+                    })
+                };
                 match s {
                     Cow::Borrowed(b) => Value::str(&b[pick(b)]),
                     Cow::Owned(o) => Value::Str(Cow::Owned(o[pick(&o)].to_string())),

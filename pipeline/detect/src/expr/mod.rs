@@ -232,6 +232,30 @@ pub enum Expr {
 }
 
 impl Expr {
+    /// The event types a record must have for this expression to hold, when the expression
+    /// says so at its top (`event_type == "dns" && ...`, or an `||` of such): the engine
+    /// skips the rule for other records with one string comparison.
+    pub fn required_event_types(&self) -> Option<Vec<String>> {
+        match self {
+            Expr::Cmp(CmpOp::Eq, a, b) => match (a.as_ref(), b.as_ref()) {
+                (Expr::Field(Field::EventType), Expr::Const(Const::Str(s)))
+                | (Expr::Const(Const::Str(s)), Expr::Field(Field::EventType)) => {
+                    Some(vec![s.clone()])
+                }
+                _ => None,
+            },
+            Expr::And(a, b) => a
+                .required_event_types()
+                .or_else(|| b.required_event_types()),
+            Expr::Or(a, b) => {
+                let mut v = a.required_event_types()?;
+                v.extend(b.required_event_types()?);
+                Some(v)
+            }
+            _ => None,
+        }
+    }
+
     /// The record fields this expression reads.
     pub fn fields(&self, out: &mut Vec<Field>) {
         match self {

@@ -174,6 +174,10 @@ impl Suppression {
 pub struct SuppressionState {
     counts: FxHashMap<String, (Micros, u32)>,
     pub suppressed: u64,
+    /// Event time of the next pruning: pruning walks every key, so it runs once per
+    /// period at most, not at every watermark step.
+    #[serde(default)]
+    next_prune: Micros,
 }
 
 impl SuppressionState {
@@ -197,7 +201,11 @@ impl SuppressionState {
     /// Forgets periods that ended before `watermark`.
     pub fn prune(&mut self, s: Option<Suppression>, watermark: Micros) {
         if let Some(s) = s {
+            if watermark < self.next_prune {
+                return;
+            }
             self.counts.retain(|_, (p, _)| *p + s.period > watermark);
+            self.next_prune = watermark.saturating_add(s.period);
         }
     }
 

@@ -40,6 +40,17 @@ pub struct RuleMeta {
 pub struct Rule {
     pub meta: Arc<RuleMeta>,
     pub kind: RuleKind,
+    /// Records of other event types cannot match (from the rule's expressions).
+    pub event_types: Option<Vec<String>>,
+}
+
+impl Rule {
+    /// Whether a record of this event type can match at all.
+    pub fn wants(&self, event_type: &str) -> bool {
+        self.event_types
+            .as_ref()
+            .is_none_or(|v| v.iter().any(|t| t == event_type))
+    }
 }
 
 #[derive(Debug)]
@@ -279,9 +290,23 @@ pub fn compile(raw: &RawRule, file: &Path) -> Result<Rule, KeyError> {
         "sequence" => RuleKind::Sequence(sequence::SequenceRule::compile(raw)?),
         _ => RuleKind::Baseline(baseline::BaselineRule::compile(raw)?),
     };
+    let event_types = match &kind {
+        RuleKind::Match(m) => m.cond.required_event_types(),
+        RuleKind::Threshold(t) => t.filter.required_event_types(),
+        RuleKind::Baseline(b) => b.filter.required_event_types(),
+        RuleKind::Sequence(q) => q
+            .first
+            .required_event_types()
+            .zip(q.then.required_event_types())
+            .map(|(mut a, b)| {
+                a.extend(b);
+                a
+            }),
+    };
     Ok(Rule {
         meta: Arc::new(meta),
         kind,
+        event_types,
     })
 }
 
@@ -294,18 +319,22 @@ fn line_of(text: &str, offset: usize) -> usize {
         + 1
 }
 
-/// The line of `key = ...` inside a rule's table (the table's first line when absent).
+/// The line of `key = ...` inside a rule's table (the table's header line when absent). The
+/// table runs from its `[[rule]]` header to the next header.
 fn key_line(text: &str, span: std::ops::Range<usize>, key: &str) -> usize {
-    let body = &text[span.start.min(text.len())..span.end.min(text.len())];
-    let mut off = span.start;
-    for l in body.split_inclusive('\n') {
+    let start = span.start.min(text.len());
+    let mut off = start;
+    for (i, l) in text[start..].split_inclusive('\n').enumerate() {
         let t = l.trim_start();
-        if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
+        if i > 0 && t.starts_with('[') {
+            break;
+        }
+        if !key.is_empty() && t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
             return line_of(text, off);
         }
         off += l.len();
     }
-    line_of(text, span.start)
+    line_of(text, start)
 }
 
 impl RuleSet {

@@ -50,6 +50,10 @@ pub struct SequenceState {
     #[serde(with = "pairs")]
     pub pending: BTreeMap<(Micros, String, String), Pending>,
     pub suppression: SuppressionState,
+    /// Event time of the next pruning of `firsts` (a walk over every key: once per quarter
+    /// of `within`, not at every watermark step).
+    #[serde(default)]
+    pub next_prune: Micros,
 }
 
 /// A map with non-string keys as a JSON list of `[key, value]` pairs.
@@ -197,11 +201,14 @@ impl SequenceRule {
                 intel: intel_matches(Vec::new()),
             });
         }
-        let horizon = watermark - self.within;
-        st.firsts.retain(|_, v| {
-            v.retain(|(t, _)| *t >= horizon);
-            !v.is_empty()
-        });
+        if watermark >= st.next_prune {
+            let horizon = watermark - self.within;
+            st.firsts.retain(|_, v| {
+                v.retain(|(t, _)| *t >= horizon);
+                !v.is_empty()
+            });
+            st.next_prune = watermark.saturating_add(self.within / 4);
+        }
         st.suppression.prune(self.suppress, watermark);
     }
 }

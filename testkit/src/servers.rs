@@ -98,6 +98,12 @@ pub struct TestCerts {
     pub key: PathBuf,
 }
 
+impl Default for TestCerts {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TestCerts {
     pub fn new() -> TestCerts {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};

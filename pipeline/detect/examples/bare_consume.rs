@@ -22,7 +22,7 @@ fn cpu_seconds() -> f64 {
 }
 
 #[tokio::main(flavor = "current_thread")]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> Result<(), async_nats::Error> {
     let a: Vec<String> = std::env::args().collect();
     if a.len() < 4 {
         eprintln!("usage: bare_consume NATS_URL STREAM RECORDS [USER PASSWORD]");

@@ -9,7 +9,7 @@
 //!   through one engine ([`partition::Detector`]), checkpoints (alerts safe, state saved in an
 //!   object store, records acknowledged);
 //! - [`sinks`]: the sensor's sink drivers, spools and counters, over `ALERTS` and `alerts`;
-//! - [`metrics`]: `/metrics`.
+//! - [`metrics`] renders what `/metrics` shows.
 //!
 //! This module does not know the rules: it hands records to a [`partition::Detector`] and
 //! takes alerts back.
@@ -60,7 +60,7 @@ async fn connect(cfg: &OnlineConfig) -> Result<jetstream::Context> {
     let mut c = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(n.timeout_secs))
         .request_timeout(Some(Duration::from_secs(n.timeout_secs)))
-        .name(&format!("pipeline-detect-{}", cfg.instance));
+        .name(format!("pipeline-detect-{}", cfg.instance));
     if !n.token.is_empty() {
         c = c.token(n.token.clone());
     } else if !n.user.is_empty() {
@@ -151,7 +151,7 @@ pub async fn run(cfg: OnlineConfig, factory: Arc<Factory>) -> Result<()> {
         match js.get_stream(&cfg.nats.stream).await {
             Ok(s) => break s,
             Err(e) => {
-                if waited % 50 == 0 {
+                if waited.is_multiple_of(50) {
                     tracing::info!("waiting for stream {}: {e}", cfg.nats.stream);
                 }
                 waited += 1;

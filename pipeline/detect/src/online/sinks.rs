@@ -282,7 +282,10 @@ fn describe_lines(payload: &[u8]) -> Option<(String, String)> {
     };
     let mut lines = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty());
     let first = id(lines.next()?)?;
-    let last = lines.last().and_then(id).unwrap_or_else(|| first.clone());
+    let last = lines
+        .next_back()
+        .and_then(id)
+        .unwrap_or_else(|| first.clone());
     Some((first, last))
 }
 

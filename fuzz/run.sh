@@ -20,6 +20,11 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 # Built before RUSTC_BOOTSTRAP is set: the variable is part of cargo's fingerprint, so setting it
 # first would rebuild the whole workspace in release mode instead of reusing the usual build.
 (cd .. && cargo run --release --quiet --bin pcapgen -- seeds --fixtures testdata-pcaps --out fuzz/corpus)
+# Rule targets: the shipped rule files, and their expressions one per seed.
+mkdir -p corpus/rule_file corpus/rule_expr
+cp ../config/rules/*.toml corpus/rule_file/
+grep -h "^\(where\|first\|then\) = '" ../config/rules/*.toml | sed "s/^[a-z]* = '//; s/'$//" \
+  | split -l 1 - corpus/rule_expr/shipped-
 export RUSTC_BOOTSTRAP=1
 cargo fuzz build -O >/dev/null
 mkdir -p logs

@@ -354,54 +354,57 @@ impl Metrics {
                 sum / 1e9
             );
         }
-        self.render_sinks(&mut o);
+        if let Ok(sinks) = self.sinks.lock() {
+            render_sinks(&mut o, "sensor_export", &sinks);
+        }
         o
     }
+}
 
-    /// Per sink, rows by outcome; they add up as the summary's export accounting:
-    /// `emitted + resumed = acknowledged + rejected + in_spool + dropped + lost + corrupt`.
-    fn render_sinks(&self, o: &mut String) {
-        let Ok(sinks) = self.sinks.lock() else { return };
-        if sinks.is_empty() {
-            return;
+/// Per sink, rows by outcome, as `<prefix>_rows_total` and `<prefix>_spool`; they add up as the
+/// summary's export accounting:
+/// `emitted + resumed = acknowledged + rejected + in_spool + dropped + lost + corrupt`.
+/// Shared with the pipeline's alert sinks, which are the same sinks.
+pub fn render_sinks(o: &mut String, prefix: &str, sinks: &[(&'static str, Arc<SinkCounters>)]) {
+    if sinks.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "# HELP {prefix}_rows_total Rows (messages) per network sink, by outcome.\n\
+         # TYPE {prefix}_rows_total counter"
+    );
+    for (name, c) in sinks.iter() {
+        for (what, v) in [
+            ("emitted", &c.emitted_rows),
+            ("resumed", &c.resumed_rows),
+            ("acknowledged", &c.sent_rows),
+            ("rejected", &c.failed_rows),
+            ("spooled", &c.spooled_rows),
+            ("replayed", &c.replayed_rows),
+            ("dropped_oldest", &c.dropped_rows),
+            ("lost", &c.lost_rows),
+            ("corrupt", &c.corrupt_rows),
+        ] {
+            let _ = writeln!(
+                o,
+                "{prefix}_rows_total{{sink=\"{name}\",outcome=\"{what}\"}} {}",
+                v.load(Relaxed)
+            );
         }
-        let _ = writeln!(
-            o,
-            "# HELP sensor_export_rows_total Rows (messages) per network sink, by outcome.\n\
-             # TYPE sensor_export_rows_total counter"
-        );
-        for (name, c) in sinks.iter() {
-            for (what, v) in [
-                ("emitted", &c.emitted_rows),
-                ("resumed", &c.resumed_rows),
-                ("acknowledged", &c.sent_rows),
-                ("rejected", &c.failed_rows),
-                ("spooled", &c.spooled_rows),
-                ("replayed", &c.replayed_rows),
-                ("dropped_oldest", &c.dropped_rows),
-                ("lost", &c.lost_rows),
-                ("corrupt", &c.corrupt_rows),
-            ] {
-                let _ = writeln!(
-                    o,
-                    "sensor_export_rows_total{{sink=\"{name}\",outcome=\"{what}\"}} {}",
-                    v.load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(
-            o,
-            "# HELP sensor_export_spool Per network sink: rows and bytes in its spool now.\n\
-             # TYPE sensor_export_spool gauge"
-        );
-        for (name, c) in sinks.iter() {
-            for (what, v) in [("rows", &c.spool_rows), ("bytes", &c.spool_bytes)] {
-                let _ = writeln!(
-                    o,
-                    "sensor_export_spool{{sink=\"{name}\",unit=\"{what}\"}} {}",
-                    v.load(Relaxed)
-                );
-            }
+    }
+    let _ = writeln!(
+        o,
+        "# HELP {prefix}_spool Per network sink: rows and bytes in its spool now.\n\
+         # TYPE {prefix}_spool gauge"
+    );
+    for (name, c) in sinks.iter() {
+        for (what, v) in [("rows", &c.spool_rows), ("bytes", &c.spool_bytes)] {
+            let _ = writeln!(
+                o,
+                "{prefix}_spool{{sink=\"{name}\",unit=\"{what}\"}} {}",
+                v.load(Relaxed)
+            );
         }
     }
 }
@@ -415,6 +418,14 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer> {
+        Self::serve(addr, move || metrics.render())
+    }
+
+    /// Serves whatever `render` returns as `/metrics` (the pipeline's consumer uses it too).
+    pub fn serve(
+        addr: &str,
+        render: impl Fn() -> String + Send + 'static,
+    ) -> Result<MetricsServer> {
         let server = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
@@ -433,7 +444,7 @@ impl MetricsServer {
                             &b"Content-Type"[..],
                             &b"text/plain; version=0.0.4"[..],
                         );
-                        let r = tiny_http::Response::from_string(metrics.render());
+                        let r = tiny_http::Response::from_string(render());
                         match header {
                             Ok(h) => r.with_header(h),
                             Err(()) => r,

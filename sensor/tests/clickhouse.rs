@@ -1232,7 +1232,7 @@ for q in json.load(open(sys.argv[1])):
     except Exception as e:
         print("FAILED:", q.splitlines()[0], "...", e)
         sys.exit(1)
-for t in ("flows", "http_requests", "dns_queries"):
+for t in ("flows", "http_requests", "dns_queries", "alerts"):
     print(str(s.query("SHOW CREATE TABLE sensor." + t, "TSVRaw")))
 "#;
     let out = Command::new("python3")
@@ -1264,6 +1264,8 @@ for t in ("flows", "http_requests", "dns_queries"):
         "`host` LowCardinality(String) ALIAS sensor_id",
         "`dest_network` LowCardinality(String) DEFAULT ''",
         "`src_asn` UInt32 DEFAULT 0",
+        "ReplacingMergeTree",
+        "`mitre` Array(String)",
     ] {
         assert!(
             text.contains(want),

@@ -30,7 +30,7 @@ pub fn have(bin: &str) -> bool {
 }
 
 /// A server process under its watchdog wrapper.
-struct Proc {
+pub(crate) struct Proc {
     wrapper: Child,
     /// Keeps the wrapper's stdin open; closing it stops the server.
     _stdin: ChildStdin,
@@ -39,7 +39,7 @@ struct Proc {
 
 impl Proc {
     /// Starts `cmd` (a shell command line) under the wrapper and reads the server's pid.
-    fn spawn(cmd: &str, log: &Path) -> Proc {
+    pub(crate) fn spawn(cmd: &str, log: &Path) -> Proc {
         let script = format!(
             "{cmd} >>'{log}' 2>&1 & p=$!; echo $p; cat >/dev/null; kill -9 $p 2>/dev/null; wait $p",
             log = log.display()
@@ -66,7 +66,7 @@ impl Proc {
     }
 
     /// Kills the server with SIGKILL (a crash, not a clean stop) and waits for the wrapper.
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.pid.to_string()])
             .status();
@@ -75,7 +75,7 @@ impl Proc {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
         assert!(

@@ -25,6 +25,11 @@ enum Cmd {
         #[arg(long, default_value = "testdata-pcaps")]
         out: PathBuf,
     },
+    /// Write the detection engine's attack captures into DIR (byte-identical on every run).
+    Attacks {
+        #[arg(long, default_value = "testdata-pcaps/attacks")]
+        out: PathBuf,
+    },
     /// Concatenate copies of Ethernet captures, each copy with rewritten addresses and shifted
     /// timestamps, until the output reaches --target-bytes.
     Amplify(sensor::gen::amplify::AmplifyArgs),
@@ -63,6 +68,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
         Cmd::Fixtures { out } => sensor::gen::fixtures::write_all(&out).map(|names| {
+            for n in names {
+                println!("{}", out.join(n).display());
+            }
+        }),
+        Cmd::Attacks { out } => sensor::gen::fixtures::attacks::write_all(&out).map(|names| {
             for n in names {
                 println!("{}", out.join(n).display());
             }

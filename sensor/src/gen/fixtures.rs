@@ -11,6 +11,7 @@
 //! or the environment. Addresses are documentation ranges (192.0.2.0/24, 198.51.100.0/24,
 //! 203.0.113.0/24, 2001:db8::/32) and names are under example.com, example.net and example.org.
 
+pub mod attacks;
 pub(crate) mod dns;
 pub mod geo;
 mod net;

@@ -34,6 +34,12 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "enrich",
         include_str!("../../../../config/clickhouse/migrations/0005_enrich.sql"),
     ),
+    // Written by the pipeline (`pipeline detect`), created by whichever starts first.
+    (
+        6,
+        "alerts",
+        include_str!("../../../../config/clickhouse/migrations/0006_alerts.sql"),
+    ),
 ];
 
 /// The statements of a rendered migration (separated by `;`: the HTTP interface takes one

@@ -116,12 +116,29 @@ const CHECK_EVERY: Duration = Duration::from_millis(50);
 
 pub struct NatsSink {
     opts: NatsOptions,
+    /// The stream's subjects and replica count (see [`NatsSink::for_stream`]).
+    subjects: Vec<String>,
+    replicas: usize,
     js: Option<jetstream::Context>,
 }
 
 impl NatsSink {
+    /// The sensor's sink: stream `opts.stream` on `sensor.<sensor_id>.>`, one replica.
     pub fn new(opts: NatsOptions) -> NatsSink {
-        NatsSink { opts, js: None }
+        let subject = format!("sensor.{}.>", opts.sensor_id);
+        NatsSink::for_stream(opts, vec![subject], 1)
+    }
+
+    /// A sink for another stream, with its own subjects and replica count (the pipeline's
+    /// `ALERTS` on `alerts.>`); batches carry each message's subject, so only the stream's
+    /// creation differs. `sensor_id` of `opts` is then unused.
+    pub fn for_stream(opts: NatsOptions, subjects: Vec<String>, replicas: usize) -> NatsSink {
+        NatsSink {
+            opts,
+            subjects,
+            replicas: replicas.max(1),
+            js: None,
+        }
     }
 
     async fn connect(&self) -> Result<jetstream::Context, SendError> {
@@ -165,7 +182,8 @@ impl NatsSink {
             .build(client);
         let cfg = stream::Config {
             name: o.stream.clone(),
-            subjects: vec![format!("sensor.{}.>", o.sensor_id)],
+            subjects: self.subjects.clone(),
+            num_replicas: self.replicas,
             max_bytes: if o.max_bytes > 0 { o.max_bytes } else { -1 },
             max_age: o.max_age,
             duplicate_window: o.duplicate_window,
@@ -179,9 +197,10 @@ impl NatsSink {
                     .await
                     .map_err(|e| SendError::Transient(format!("stream info: {e}")))?;
                 let mut want = info.config.clone();
-                let subject = format!("sensor.{}.>", o.sensor_id);
-                if !want.subjects.contains(&subject) {
-                    want.subjects.push(subject);
+                for subject in &self.subjects {
+                    if !want.subjects.contains(subject) {
+                        want.subjects.push(subject.clone());
+                    }
                 }
                 want.max_bytes = cfg.max_bytes;
                 want.max_age = cfg.max_age;

@@ -1,0 +1,66 @@
+//! `pipeline`: the downstream system's binary. One subcommand per job; each job's work lives
+//! in its library crate behind one function, so this file only parses and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "pipeline",
+    version,
+    about = "Pipeline: detection over the sensor's EVE records"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the detection rules: over EVE records, printing alerts as EVE lines (`--eve`), or
+    /// online as a durable JetStream consumer (`--config FILE`).
+    Detect(DetectCmd),
+    /// Validate rule files: one line per error (file, rule, key), exit 2 when any.
+    CheckRules {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct DetectCmd {
+    /// Online: the consumer's TOML config (NATS, ClickHouse, rules, state); see
+    /// `config/pipeline-detect.example.toml`.
+    #[arg(long, value_name = "FILE", conflicts_with = "eve")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    offline: pipeline_detect::offline::DetectArgs,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .init();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let usage = e.use_stderr();
+            let _ = e.print();
+            return ExitCode::from(if usage { 2 } else { 0 });
+        }
+    };
+    let code = match cli.cmd {
+        Cmd::Detect(DetectCmd {
+            config: Some(path), ..
+        }) => pipeline_detect::online::main(&path),
+        Cmd::Detect(args) => pipeline_detect::offline::detect(&args.offline),
+        Cmd::CheckRules { files } => pipeline_detect::offline::check_rules(&files),
+    };
+    ExitCode::from(code)
+}

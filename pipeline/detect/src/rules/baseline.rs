@@ -1,0 +1,245 @@
+//! `baseline` rules: a per-key volume per bucket of event time (`value` summed over records
+//! passing `where`, or the distinct count of `distinct`), compared when the bucket closes with
+//! an exponentially weighted mean and deviation learned from the key's earlier buckets
+//! (weight `alpha`). After `warmup` buckets, a value above `mean + deviation * stddev` (and at
+//! least `min_value`) raises an alert. A key's buckets without records count as zero. The
+//! learned state is part of the engine snapshot, so it survives restarts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Group, KeySpec, Suppression, SuppressionState};
+use super::{duration_key, expr_key, key_err, KeyError, RawRule, RuleMeta};
+use crate::alert::Header;
+use crate::alert::{alert_id, Alert, Evidence};
+use crate::engine::{EngineConfig, RuleStats};
+use crate::expr::{Env, Expr};
+use crate::intel::IntelSet;
+use crate::record::Record;
+use crate::time::{self, Micros};
+
+/// Buckets without any record that are still replayed as zeros for every key (a longer gap
+/// is treated as this many: with `alpha` = 0.1, 64 empty buckets leave 0.1% of the mean, so
+/// more would change nothing but the time spent).
+const MAX_GAP_BUCKETS: i64 = 64;
+
+#[derive(Debug)]
+pub struct BaselineRule {
+    pub filter: Expr,
+    pub keys: KeySpec,
+    pub value: Option<Expr>,
+    pub distinct: Option<(Expr, String)>,
+    pub bucket: Micros,
+    pub warmup: u32,
+    pub deviation: f64,
+    pub min_value: f64,
+    pub alpha: f64,
+    pub suppress: Option<Suppression>,
+}
+
+/// A key's learned model.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Model {
+    pub mean: f64,
+    pub var: f64,
+    pub buckets: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BaselineState {
+    pub open: BTreeMap<Micros, FxHashMap<String, Group>>,
+    pub models: FxHashMap<String, Model>,
+    pub last_closed: Option<Micros>,
+    pub suppression: SuppressionState,
+}
+
+impl BaselineRule {
+    pub fn compile(raw: &RawRule) -> Result<BaselineRule, KeyError> {
+        let distinct = match raw.distinct.as_deref() {
+            Some(d) => Some((expr_key("distinct", Some(d))?, d.to_string())),
+            None => None,
+        };
+        let value = match (&distinct, raw.value.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(key_err("value", "give `value` or `distinct`, not both"))
+            }
+            (_, Some(v)) => Some(expr_key("value", Some(v))?),
+            _ => None,
+        };
+        let alpha = raw.alpha.unwrap_or(0.1);
+        if !(alpha > 0.0 && alpha <= 1.0) {
+            return Err(key_err("alpha", "must be in (0, 1]"));
+        }
+        let deviation = raw.deviation.unwrap_or(4.0);
+        if !(deviation > 0.0) {
+            return Err(key_err("deviation", "must be positive"));
+        }
+        let bucket = duration_key("bucket", raw.bucket.as_deref())?;
+        Ok(BaselineRule {
+            filter: expr_key("where", raw.filter.as_deref())?,
+            keys: KeySpec::compile("group_by", raw.group_by.as_deref())?,
+            value,
+            distinct,
+            bucket,
+            warmup: raw.warmup.unwrap_or(12),
+            deviation,
+            min_value: raw.min_value.unwrap_or(0.0),
+            alpha,
+            suppress: Suppression::compile(raw, bucket)?,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &self,
+        meta: &RuleMeta,
+        st: &mut BaselineState,
+        rec: &Record,
+        intel: &IntelSet,
+        cfg: &EngineConfig,
+        watermark: Micros,
+        stats: &mut RuleStats,
+    ) {
+        let mut env = Env::new(rec, intel);
+        let res = self.filter.test(&mut env).and_then(|m| {
+            if !m {
+                return Ok(None);
+            }
+            let keys = self.keys.keys(&mut env, false, true)?;
+            let value = match &self.value {
+                Some(v) => v.eval(&mut env)?.as_f64().unwrap_or(0.0),
+                None => 1.0,
+            };
+            let distinct = match &self.distinct {
+                Some((d, _)) => {
+                    let v = d.eval(&mut env)?;
+                    let mut s = String::new();
+                    v.render(&mut s);
+                    (!v.is_null()).then_some(s)
+                }
+                None => None,
+            };
+            Ok(keys.into_iter().next().map(|k| (k, value, distinct)))
+        });
+        let (key, value, distinct) = match res {
+            Ok(Some(x)) => x,
+            Ok(None) => return,
+            Err(e) => return stats.eval_error(&meta.name, e),
+        };
+        let start = rec.ts.div_euclid(self.bucket) * self.bucket;
+        if start + self.bucket <= watermark || st.last_closed.is_some_and(|c| start <= c) {
+            stats.late += 1;
+            return;
+        }
+        stats.matched += 1;
+        if !st.models.contains_key(&key) && st.models.len() >= cfg.max_keys_per_rule {
+            let victim = st.models.keys().next().cloned();
+            if let Some(k) = victim {
+                st.models.remove(&k);
+                stats.evicted += 1;
+            }
+        }
+        st.models.entry(key.clone()).or_default();
+        let header = Header::of(rec, &cfg.sensor_id);
+        st.open
+            .entry(start)
+            .or_default()
+            .entry(key)
+            .or_default()
+            .add(&header, value, distinct.as_deref(), cfg.max_distinct);
+    }
+
+    /// Closes the buckets the watermark passed: compares, alerts, learns.
+    pub fn close(
+        &self,
+        meta: &Arc<RuleMeta>,
+        st: &mut BaselineState,
+        watermark: Micros,
+        stats: &mut RuleStats,
+        out: &mut Vec<Alert>,
+    ) {
+        while let Some((&start, _)) = st.open.first_key_value() {
+            if start + self.bucket > watermark {
+                break;
+            }
+            let groups = st.open.pop_first().map(|(_, g)| g).unwrap_or_default();
+            // Buckets between the last closed one and this one had no records: zeros.
+            if let Some(last) = st.last_closed {
+                let gap = ((start - last) / self.bucket - 1).clamp(0, MAX_GAP_BUCKETS);
+                for _ in 0..gap {
+                    st.models.values_mut().for_each(|m| self.learn(m, 0.0));
+                }
+            }
+            st.last_closed = Some(start);
+            // Any order: the engine sorts the alerts of one watermark step.
+            for (key, m) in st.models.iter_mut() {
+                let g = groups.get(key);
+                let v = g.map_or(0.0, |g| match self.distinct {
+                    Some(_) => g.distinct_count() as f64,
+                    None => g.sum,
+                });
+                let fire = m.buckets >= self.warmup
+                    && v >= self.min_value
+                    && v > m.mean + self.deviation * m.var.sqrt();
+                let (mean, sd) = (m.mean, m.var.sqrt());
+                self.learn(m, v);
+                if let (true, Some(g)) = (fire, g) {
+                    if st.suppression.allow(self.suppress, key, start) {
+                        stats.alerts += 1;
+                        out.push(self.alert(meta, key, start, g, v, mean, sd));
+                    }
+                }
+            }
+        }
+        st.suppression.prune(self.suppress, watermark);
+    }
+
+    fn learn(&self, m: &mut Model, v: f64) {
+        if m.buckets == 0 {
+            m.mean = v;
+            m.var = 0.0;
+        } else {
+            let diff = v - m.mean;
+            let incr = self.alpha * diff;
+            m.mean += incr;
+            m.var = (1.0 - self.alpha) * (m.var + diff * incr);
+        }
+        m.buckets = m.buckets.saturating_add(1);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn alert(
+        &self,
+        meta: &Arc<RuleMeta>,
+        key: &str,
+        start: Micros,
+        g: &Group,
+        v: f64,
+        mean: f64,
+        sd: f64,
+    ) -> Alert {
+        let ws = time::format(start);
+        Alert {
+            id: alert_id(&meta.name, &[key, &ws]),
+            meta: meta.clone(),
+            ts: start + self.bucket,
+            evidence: Evidence {
+                count: g.count,
+                window_start: Some(ws),
+                window_end: Some(time::format(start + self.bucket)),
+                key: Some(key.to_string()),
+                distinct: self.distinct.as_ref().map(|(_, n)| g.distinct_evidence(n)),
+                value: Some(v),
+                baseline_mean: Some((mean * 1000.0).round() / 1000.0),
+                baseline_stddev: Some((sd * 1000.0).round() / 1000.0),
+                refs: g.refs(),
+                ..Evidence::default()
+            },
+            header: g.header.clone(),
+            intel: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! `threshold` rules: records passing `where` are counted per `group_by` key in tumbling
+//! windows of event time (aligned to the epoch); when a window closes (the watermark passed
+//! its end) each group whose count, or distinct count of `distinct`, meets `condition` raises
+//! an alert, at most `limit` per key per `period`.
+//!
+//! Tumbling rather than sliding windows: a window's contents are a function of the records'
+//! timestamps alone, so the alerts do not depend on the order records arrive in (several
+//! sensor workers, several pipeline instances). A burst split by a window boundary can fall
+//! under the threshold in both halves; size windows with that in mind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::common::{Group, KeySpec, Suppression, SuppressionState, MAX_TIMES};
+use super::{duration_key, expr_key, key_err, KeyError, RawRule, RuleMeta};
+use crate::alert::{alert_id, Alert, Evidence, Header};
+use crate::engine::{EngineConfig, RuleStats};
+use crate::expr::{self, Env, Expr};
+use crate::intel::IntelSet;
+use crate::record::Record;
+use crate::time::{self, Micros};
+
+/// `>= 20`, `> 5`, `== 1`...
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Condition {
+    pub op: expr::CmpOp,
+    pub value: f64,
+}
+
+impl Condition {
+    pub fn parse(s: &str) -> Option<Condition> {
+        let s = s.trim();
+        let (op, rest) = [
+            (">=", expr::CmpOp::Ge),
+            ("<=", expr::CmpOp::Le),
+            ("==", expr::CmpOp::Eq),
+            (">", expr::CmpOp::Gt),
+            ("<", expr::CmpOp::Lt),
+        ]
+        .into_iter()
+        .find_map(|(t, op)| s.strip_prefix(t).map(|r| (op, r)))?;
+        let value: f64 = rest.trim().parse().ok()?;
+        Some(Condition { op, value })
+    }
+
+    pub fn holds(&self, v: f64) -> bool {
+        use expr::CmpOp::*;
+        match self.op {
+            Ge => v >= self.value,
+            Gt => v > self.value,
+            Le => v <= self.value,
+            Lt => v < self.value,
+            Eq => v == self.value,
+            Ne => v != self.value,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct ThresholdRule {
+    pub filter: Expr,
+    pub keys: KeySpec,
+    pub distinct: Option<(Expr, String)>,
+    pub window: Micros,
+    pub condition: Condition,
+    pub suppress: Option<Suppression>,
+    /// Beaconing: also require the intervals between the group's records to vary by at most
+    /// this coefficient of variation (stddev / mean).
+    pub regularity: Option<f64>,
+    /// With `regularity`: the mean interval must be at least this long (check-ins are minutes
+    /// apart; a brute-force loop is regular too, but seconds apart).
+    pub min_interval: Option<Micros>,
+}
+
+/// Open windows by start, each a map of groups by key.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ThresholdState {
+    pub windows: BTreeMap<Micros, FxHashMap<String, Group>>,
+    pub keys: usize,
+    pub suppression: SuppressionState,
+}
+
+impl ThresholdRule {
+    pub fn compile(raw: &RawRule) -> Result<ThresholdRule, KeyError> {
+        let filter = expr_key("where", raw.filter.as_deref())?;
+        let keys = KeySpec::compile("group_by", raw.group_by.as_deref())?;
+        let distinct = match raw.distinct.as_deref() {
+            Some(d) => Some((expr_key("distinct", Some(d))?, d.to_string())),
+            None => None,
+        };
+        let window = duration_key("window", raw.window.as_deref())?;
+        let cond = raw
+            .condition
+            .as_deref()
+            .ok_or_else(|| key_err("condition", "missing (e.g. \">= 20\")"))?;
+        let condition = Condition::parse(cond).ok_or_else(|| {
+            key_err(
+                "condition",
+                format!("{cond:?} is not `OP NUMBER` (>=, >, <=, <, ==)"),
+            )
+        })?;
+        Ok(ThresholdRule {
+            filter,
+            keys,
+            distinct,
+            window,
+            condition,
+            suppress: Suppression::compile(raw, window)?,
+            regularity: match raw.regularity {
+                Some(r) if !(r >= 0.0) => return Err(key_err("regularity", "must be >= 0")),
+                r => r,
+            },
+            min_interval: match raw.min_interval.as_deref() {
+                Some(v) => Some(duration_key("min_interval", Some(v))?),
+                None => None,
+            },
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn process(
+        &self,
+        meta: &RuleMeta,
+        st: &mut ThresholdState,
+        rec: &Record,
+        intel: &IntelSet,
+        cfg: &EngineConfig,
+        watermark: Micros,
+        stats: &mut RuleStats,
+    ) {
+        let mut env = Env::new(rec, intel);
+        let keys = match self.filter.test(&mut env) {
+            Ok(false) => return,
+            Ok(true) => self.keys.keys(&mut env, false, true),
+            Err(e) => Err(e),
+        };
+        let distinct = match (&self.distinct, &keys) {
+            (Some((d, _)), Ok(_)) => d.eval(&mut env).map(|v| {
+                let mut s = String::new();
+                (!v.is_null()).then(|| {
+                    v.render(&mut s);
+                    s
+                })
+            }),
+            _ => Ok(None),
+        };
+        let (keys, distinct) = match (keys, distinct) {
+            (Ok(k), Ok(d)) => (k, d),
+            (Err(e), _) | (_, Err(e)) => return stats.eval_error(&meta.name, e),
+        };
+        let Some(key) = keys.into_iter().next() else {
+            return;
+        };
+        if self.distinct.is_some() && distinct.is_none() {
+            return;
+        }
+        let start = rec.ts.div_euclid(self.window) * self.window;
+        if start + self.window <= watermark {
+            stats.late += 1;
+            return;
+        }
+        stats.matched += 1;
+        let header = Header::of(rec, &cfg.sensor_id);
+        let is_new = !st.windows.get(&start).is_some_and(|w| w.contains_key(&key));
+        if is_new {
+            if st.keys >= cfg.max_keys_per_rule {
+                evict_one(st, stats);
+            }
+            st.keys += 1;
+        }
+        let g = st.windows.entry(start).or_default().entry(key).or_default();
+        g.add(&header, 1.0, distinct.as_deref(), cfg.max_distinct);
+        if self.regularity.is_some() && g.times.len() < MAX_TIMES {
+            g.times.push(rec.ts);
+        }
+    }
+
+    /// Closes the windows that ended at or before `watermark`, raising alerts.
+    pub fn close(
+        &self,
+        meta: &Arc<RuleMeta>,
+        st: &mut ThresholdState,
+        watermark: Micros,
+        stats: &mut RuleStats,
+        out: &mut Vec<Alert>,
+    ) {
+        while let Some((&start, _)) = st.windows.first_key_value() {
+            if start + self.window > watermark {
+                break;
+            }
+            let groups = st.windows.pop_first().map(|(_, g)| g).unwrap_or_default();
+            st.keys -= groups.len();
+            let mut groups: Vec<(String, Group)> = groups.into_iter().collect();
+            groups.sort_by(|a, b| a.0.cmp(&b.0));
+            for (key, g) in groups {
+                let v = match self.distinct {
+                    Some(_) => g.distinct_count(),
+                    None => g.count,
+                };
+                if !self.condition.holds(v as f64) {
+                    continue;
+                }
+                if let Some(max_cv) = self.regularity {
+                    let min = self.min_interval.unwrap_or(0) as f64;
+                    if g.interval_stats()
+                        .is_none_or(|(mean, cv)| cv > max_cv || mean < min)
+                    {
+                        continue;
+                    }
+                }
+                let end = start + self.window;
+                if !st.suppression.allow(self.suppress, &key, start) {
+                    continue;
+                }
+                stats.alerts += 1;
+                out.push(self.alert(meta, &key, start, end, g));
+            }
+        }
+        st.suppression.prune(self.suppress, watermark);
+    }
+
+    fn alert(
+        &self,
+        meta: &Arc<RuleMeta>,
+        key: &str,
+        start: Micros,
+        end: Micros,
+        g: Group,
+    ) -> Alert {
+        let ws = time::format(start);
+        Alert {
+            id: alert_id(&meta.name, &[key, &ws]),
+            meta: meta.clone(),
+            ts: end,
+            evidence: Evidence {
+                count: g.count,
+                window_start: Some(ws),
+                window_end: Some(time::format(end)),
+                key: Some(key.to_string()),
+                distinct: self
+                    .distinct
+                    .as_ref()
+                    .map(|(_, name)| g.distinct_evidence(name)),
+                refs: g.refs(),
+                ..Evidence::default()
+            },
+            header: g.header,
+            intel: Vec::new(),
+        }
+    }
+}
+
+/// Makes room for one key: drops a group of the oldest window (counted).
+fn evict_one(st: &mut ThresholdState, stats: &mut RuleStats) {
+    if let Some(mut entry) = st.windows.first_entry() {
+        let victim = entry.get().keys().next().cloned();
+        if let Some(k) = victim {
+            entry.get_mut().remove(&k);
+            st.keys -= 1;
+            stats.evicted += 1;
+        }
+        if entry.get().is_empty() {
+            entry.remove();
+        }
+    }
+}

@@ -134,8 +134,10 @@ impl IntelSet {
             .iter()
             .map(|s| IntelFile::from_spec(s))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut set = IntelSet::default();
-        set.files = files;
+        let mut set = IntelSet {
+            files,
+            ..IntelSet::default()
+        };
         set.rebuild();
         Ok(set)
     }

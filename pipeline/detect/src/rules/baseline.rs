@@ -70,11 +70,11 @@ impl BaselineRule {
             _ => None,
         };
         let alpha = raw.alpha.unwrap_or(0.1);
-        if !(alpha > 0.0 && alpha <= 1.0) {
+        if alpha.is_nan() || alpha <= 0.0 || alpha > 1.0 {
             return Err(key_err("alpha", "must be in (0, 1]"));
         }
         let deviation = raw.deviation.unwrap_or(4.0);
-        if !(deviation > 0.0) {
+        if deviation.is_nan() || deviation <= 0.0 {
             return Err(key_err("deviation", "must be positive"));
         }
         let bucket = duration_key("bucket", raw.bucket.as_deref())?;
@@ -236,7 +236,6 @@ impl BaselineRule {
                 baseline_mean: Some((mean * 1000.0).round() / 1000.0),
                 baseline_stddev: Some((sd * 1000.0).round() / 1000.0),
                 refs: g.refs(),
-                ..Evidence::default()
             },
             header: g.header.clone(),
             intel: Vec::new(),

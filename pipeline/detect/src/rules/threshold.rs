@@ -110,7 +110,9 @@ impl ThresholdRule {
             condition,
             suppress: Suppression::compile(raw, window)?,
             regularity: match raw.regularity {
-                Some(r) if !(r >= 0.0) => return Err(key_err("regularity", "must be >= 0")),
+                Some(r) if r.is_nan() || r < 0.0 => {
+                    return Err(key_err("regularity", "must be >= 0"))
+                }
                 r => r,
             },
             min_interval: match raw.min_interval.as_deref() {

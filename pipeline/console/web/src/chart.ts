@@ -15,7 +15,11 @@ export function chartIn(el: HTMLElement): Chart {
   echarts.getInstanceByDom(el)?.dispose();
   const c = echarts.init(el, undefined, { renderer: "canvas" });
   // Tests and the page-load benchmark wait for this mark: the chart is on screen.
+  // What is drawn is read back from ECharts' own model, not from the API's answer.
   c.on("finished", () => {
+    const series = ((c.getOption() as { series?: { type?: string; data?: unknown[] }[] }).series ?? []);
+    el.dataset.drawnSeries = String(series.filter((s) => s.type === "line").length);
+    el.dataset.drawnNodes = String(series.filter((s) => s.type === "sankey").reduce((a, s) => a + (s.data?.length ?? 0), 0));
     el.dataset.drawn = String(Date.now());
   });
   return c;

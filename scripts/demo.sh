@@ -8,6 +8,7 @@
 #   scripts/demo.sh                 # ~60 MB of traffic, about a minute to fill on 2 cores
 #   DEMO_BYTES=500M scripts/demo.sh # more traffic
 #   DEMO_PORT=8080 scripts/demo.sh  # the console's port (default: a free one)
+#   DEMO_READY_FILE=F               # when ready, write url=, user=, password= lines to F
 #
 # Stops everything (servers, console, temporary directory) on Ctrl-C. Needs what
 # scripts/setup.sh installs (clickhouse-server, nats-server, node/npm for the web UI).
@@ -194,4 +195,9 @@ cat >&2 <<EOF
   files         $work (console.log, console.toml)
   Ctrl-C stops everything.
 EOF
+# For scripts that drive the demo (benches/console_pageload.sh): where it runs and who logs in.
+if [ -n "${DEMO_READY_FILE:-}" ]; then
+  printf 'url=http://127.0.0.1:%s\nuser=admin\npassword=%s\n' "$port" "$admin_pw" >"$DEMO_READY_FILE.tmp"
+  mv "$DEMO_READY_FILE.tmp" "$DEMO_READY_FILE"
+fi
 wait "${pids[-1]}"

@@ -111,12 +111,14 @@ export interface Completion {
   detail?: string;
 }
 
+/** Values are offered from `range` (unix seconds) when given, else from the last 24 hours. */
 export function completeFilter(
   filter: string,
   cursor: number,
+  range?: { start: number; end: number },
   signal?: AbortSignal,
 ): Promise<{ from: number; to: number; completions: Completion[] }> {
-  return call("POST", "filter/complete", { filter, cursor }, signal);
+  return call("POST", "filter/complete", { filter, cursor, ...(range ?? {}) }, signal);
 }
 
 export type Unit = "bytes" | "packets" | "flows";

@@ -32,8 +32,13 @@ export interface FilterInput {
 /**
  * A filter box. `onApply` gets the filter once the server said it is valid (Enter or the Apply
  * button); an invalid filter is never applied and its error stays visible under the box.
+ * Values are completed from `range` (the page's time range, unix seconds).
  */
-export function filterInput(value: string, onApply: (filter: string) => void): FilterInput {
+export function filterInput(
+  value: string,
+  onApply: (filter: string) => void,
+  range?: { start: number; end: number },
+): FilterInput {
   const input = h("input", {
     class: "filter",
     value,
@@ -115,7 +120,7 @@ export function filterInput(value: string, onApply: (filter: string) => void): F
     const cursor = byteOffset(text, input.selectionStart ?? text.length);
     try {
       const [c, v] = await Promise.all([
-        api.completeFilter(text, cursor, ctl.signal),
+        api.completeFilter(text, cursor, range, ctl.signal),
         text.trim() ? api.validateFilter(text, ctl.signal) : Promise.resolve(null),
       ]);
       span = { from: c.from, to: c.to };

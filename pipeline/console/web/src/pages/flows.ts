@@ -59,7 +59,7 @@ export function flows(root: HTMLElement, ctx: Ctx): () => void {
     root,
     h("h1", {}, "Flows"),
     picker(c.startSpec, c.endSpec, (s, e) => update({ start: s, end: e, page: undefined })),
-    filterInput(c.filter, (f) => update({ filter: f, page: undefined })).el,
+    filterInput(c.filter, (f) => update({ filter: f, page: undefined }), { start: c.start, end: c.end }).el,
     body,
   );
   const ctl = new AbortController();

@@ -34,7 +34,7 @@ export function top(root: HTMLElement, ctx: Ctx): () => void {
       TOP_KINDS.map(([k, label]) => h("a", { class: k === kind ? "active" : "", href: href("top", { ...Object.fromEntries(ctx.params), kind: k }) }, label)),
     ),
     picker(c.startSpec, c.endSpec, (s, e) => update({ start: s, end: e })),
-    filterInput(c.filter, (f) => update({ filter: f })).el,
+    filterInput(c.filter, (f) => update({ filter: f }), { start: c.start, end: c.end }).el,
     eventKinds && h("p", { class: "hint" }, "HTTP hosts and DNS names count requests and queries; their filter takes SrcAddr, DstAddr, SrcPort, DstPort and Sensor only."),
     body,
   );

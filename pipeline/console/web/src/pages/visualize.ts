@@ -75,7 +75,7 @@ export function visualize(root: HTMLElement, ctx: Ctx): () => void {
     (fields) => replace(controls, controlBar(view, fields)),
     (e) => replace(controls, errorBox("Could not load the field list", e)),
   );
-  const filter = filterInput(view.filter, (f) => update({ filter: f }));
+  const filter = filterInput(view.filter, (f) => update({ filter: f }), { start: view.start, end: view.end });
   replace(
     root,
     h("h1", {}, "Visualize"),
@@ -113,6 +113,7 @@ export function visualize(root: HTMLElement, ctx: Ctx): () => void {
 
 function controlBar(view: View, fields: api.Field[]): HTMLElement {
   const dims = fields.filter((f) => f.dimension);
+  const sankey = view.chart === "sankey";
   const dimSelect = (value: string, i: number, allowNone: boolean) =>
     h(
       "select",
@@ -127,10 +128,9 @@ function controlBar(view: View, fields: api.Field[]): HTMLElement {
           update({ dims: next.filter(Boolean).join(",") || "-" });
         },
       },
-      allowNone && h("option", { value: "" }, i === 0 ? "(none: total)" : "(none)"),
+      h("option", { value: "" }, sankey && i < 2 ? "(choose)" : allowNone && i === 0 ? "(none: total)" : "(none)"),
       dims.map((f) => h("option", { value: f.name, selected: f.name === value, title: f.description }, f.name)),
     );
-  const sankey = view.chart === "sankey";
   const shown = view.dims.filter((d) => d !== "-");
   const pickers = sankey
     ? [0, 1, 2].map((i) => (i < Math.max(2, shown.length + 1) ? dimSelect(shown[i] ?? "", i, i >= 2) : null))
@@ -142,7 +142,7 @@ function controlBar(view: View, fields: api.Field[]): HTMLElement {
       "div",
       { class: "segmented", role: "group", "aria-label": "chart type" },
       CHARTS.map(([k, label]) =>
-        h("button", { class: k === view.chart ? "active" : "", "data-chart": k, onclick: () => update({ chart: k }) }, label),
+        h("button", { class: k === view.chart ? "active" : "", "data-chart": k, onclick: () => update(chartChange(view, k)) }, label),
       ),
     ),
     h(
@@ -194,6 +194,14 @@ function controlBar(view: View, fields: api.Field[]): HTMLElement {
       ),
     ),
   );
+}
+
+/** Switching to a Sankey with fewer than two dimensions adds a second one. */
+function chartChange(view: View, k: ChartKind): Record<string, string> {
+  const dims = view.dims.filter((d) => d && d !== "-");
+  if (k !== "sankey" || dims.length >= 2) return { chart: k };
+  const first = dims[0] ?? "AppProto";
+  return { chart: k, dims: [first, first === "DstPort" ? "AppProto" : "DstPort"].join(",") };
 }
 
 async function drawSeries(

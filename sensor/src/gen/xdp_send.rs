@@ -349,7 +349,9 @@ fn consume(prog: &Xdp, template: &[u8], ctl: &MapMem, stop: &AtomicBool) -> Resu
                 // The kernel's page pool or frame cache could not allocate a batch: memory
                 // pressure, which passes. The program had not run for the frame that failed,
                 // so the next call starts from it, and the frames before it were flushed.
-                Some(libc::ENOMEM | libc::EAGAIN | libc::EBUSY) if transient < TRANSIENT_RETRIES => {
+                Some(libc::ENOMEM | libc::EAGAIN | libc::EBUSY)
+                    if transient < TRANSIENT_RETRIES =>
+                {
                     transient += 1;
                     std::thread::sleep(Duration::from_millis(10));
                 }

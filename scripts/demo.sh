@@ -181,9 +181,15 @@ role = "viewer"
 password_hash = "$viewer_hash"
 EOF
 "$target/pipeline" console serve --config "$work/console.toml" 2>"$work/console.log" &
-pids+=($!)
-for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.2; done
-curl -s -o /dev/null "http://127.0.0.1:$port/" || die "the console did not start (see $work/console.log): $(tail -3 "$work/console.log")"
+console=$!
+pids+=($console)
+# Ready when it logs that it listens (another program may own the port: then it exits).
+for _ in $(seq 1 150); do
+  kill -0 $console 2>/dev/null || die "the console stopped: $(tail -3 "$work/console.log")"
+  grep -q "listening on" "$work/console.log" && break
+  sleep 0.2
+done
+curl -s -o /dev/null --fail "http://127.0.0.1:$port/" || die "the console does not answer on port $port: $(tail -3 "$work/console.log")"
 
 cat >&2 <<EOF
 

@@ -43,7 +43,9 @@ fn args() -> Result<Args, String> {
         }
     }
     if a.url.is_empty() || a.user.is_empty() {
-        return Err("usage: pageload --url URL --user U --password P [--runs N] [--page PATH]".into());
+        return Err(
+            "usage: pageload --url URL --user U --password P [--runs N] [--page PATH]".into(),
+        );
     }
     Ok(a)
 }
@@ -68,7 +70,10 @@ fn main() {
         .expect("chromedriver (apt package chromium-driver)");
     let start = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "chromedriver did not start"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let profile = std::env::temp_dir().join(format!("pageload-profile-{}", std::process::id()));
@@ -116,13 +121,22 @@ async fn runs(c: &Client, a: &Args) -> Result<(), String> {
         .await
         .map_err(|e| format!("login form: {e}"))?;
     user.send_keys(&a.user).await.map_err(|e| e.to_string())?;
-    let pass = c.find(Locator::Css("input[name=password]")).await.map_err(|e| e.to_string())?;
-    pass.send_keys(&a.password).await.map_err(|e| e.to_string())?;
-    pass.send_keys("\u{E007}").await.map_err(|e| e.to_string())?;
+    let pass = c
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .map_err(|e| e.to_string())?;
+    pass.send_keys(&a.password)
+        .await
+        .map_err(|e| e.to_string())?;
+    pass.send_keys("\u{E007}")
+        .await
+        .map_err(|e| e.to_string())?;
     wait(c, "document.querySelector('nav.top .who')").await?;
     let mut rows: Vec<[f64; 4]> = Vec::new();
     for i in 0..a.runs {
-        c.goto(&format!("{}{}", a.url, a.page)).await.map_err(|e| e.to_string())?;
+        c.goto(&format!("{}{}", a.url, a.page))
+            .await
+            .map_err(|e| e.to_string())?;
         let v = wait(
             c,
             "(() => { const f = document.documentElement.dataset.firstChartMs; if (!f) return null; \
@@ -135,7 +149,12 @@ async fn runs(c: &Client, a: &Args) -> Result<(), String> {
         .await?;
         let n = |j: usize| v[j].as_f64().unwrap_or(0.0);
         rows.push([n(0), n(1), n(2), n(3)]);
-        eprintln!("run {i}: first chart {:.0} ms (DOMContentLoaded {:.0} ms, graph query {:.0} ms)", n(0), n(1), n(2));
+        eprintln!(
+            "run {i}: first chart {:.0} ms (DOMContentLoaded {:.0} ms, graph query {:.0} ms)",
+            n(0),
+            n(1),
+            n(2)
+        );
     }
     let col = |j: usize| {
         let mut v: Vec<f64> = rows.iter().map(|r| r[j]).collect();
@@ -147,13 +166,20 @@ async fn runs(c: &Client, a: &Args) -> Result<(), String> {
     let (dcl50, _) = col(1);
     let (g50, g95) = col(2);
     let (api50, _) = col(3);
-    println!("page load -> first drawn chart ({} runs, Chromium headless, {}):", rows.len(), a.page);
+    println!(
+        "page load -> first drawn chart ({} runs, Chromium headless, {}):",
+        rows.len(),
+        a.page
+    );
     println!("  first chart         p50 {fc50:7.0} ms   p95 {fc95:7.0} ms   (goal < 2000 ms)");
     println!("  DOMContentLoaded    p50 {dcl50:7.0} ms");
     println!("  graph API query     p50 {g50:7.0} ms   p95 {g95:7.0} ms   (the peer: the back end's share)");
     println!("  last API answer     p50 {api50:7.0} ms");
     if g50 > 0.0 {
-        println!("  ratio first chart / graph query (p50): {:.1}x", fc50 / g50);
+        println!(
+            "  ratio first chart / graph query (p50): {:.1}x",
+            fc50 / g50
+        );
     }
     Ok(())
 }

@@ -51,7 +51,10 @@ fn sensor_bin() -> PathBuf {
         if release {
             cmd.arg("--release");
         }
-        assert!(cmd.status().expect("cargo build").success(), "building sensor");
+        assert!(
+            cmd.status().expect("cargo build").success(),
+            "building sensor"
+        );
     }
     bin
 }
@@ -60,7 +63,9 @@ fn sensor_bin() -> PathBuf {
 fn missing() -> Option<String> {
     for bin in ["chromium", "chromedriver", "clickhouse-server"] {
         if !have(bin) {
-            return Some(format!("{bin} is not installed (scripts/setup.sh installs it)"));
+            return Some(format!(
+                "{bin} is not installed (scripts/setup.sh installs it)"
+            ));
         }
     }
     if !web_root().join("index.html").is_file() {
@@ -104,10 +109,11 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let ch = ClickHouse::start();
         replay_fixtures(&ch);
-        let range = ch.query(
-            "SELECT toUInt32(min(ts)), toUInt32(max(ts)) + 60 FROM sensor.flows FORMAT TSV",
-        );
-        let mut it = range.split_whitespace().map(|v| v.parse::<u64>().expect("ts"));
+        let range = ch
+            .query("SELECT toUInt32(min(ts)), toUInt32(max(ts)) + 60 FROM sensor.flows FORMAT TSV");
+        let mut it = range
+            .split_whitespace()
+            .map(|v| v.parse::<u64>().expect("ts"));
         let (start, end) = (it.next().expect("min"), it.next().expect("max"));
         // The page asks for whole steps; a margin keeps the data inside the range.
         let (start, end) = (start - start % 3600, end + 3600 - end % 3600);
@@ -127,14 +133,26 @@ fn replay_fixtures(ch: &ClickHouse) {
     let cfg = dir.path().join("sensor.toml");
     std::fs::write(
         &cfg,
-        format!("[spool]\ndir = \"{}\"\n", dir.path().join("spool").display()),
+        format!(
+            "[spool]\ndir = \"{}\"\n",
+            dir.path().join("spool").display()
+        ),
     )
     .expect("sensor config");
     let pcaps = repo_root().join("testdata-pcaps");
     let out = Command::new(sensor_bin())
         .arg("replay")
-        .args(["tls", "http", "dns", "quic", "ipv6_vlan", "tunnels"].map(|n| pcaps.join(format!("{n}.pcap"))))
-        .args(["--config", cfg.to_str().unwrap(), "--eve", "/dev/null", "--quiet"])
+        .args(
+            ["tls", "http", "dns", "quic", "ipv6_vlan", "tunnels"]
+                .map(|n| pcaps.join(format!("{n}.pcap"))),
+        )
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--eve",
+            "/dev/null",
+            "--quiet",
+        ])
         .args(["--clickhouse", &ch.url(), "--sensor-id", "browser-test"])
         .output()
         .expect("sensor replay");
@@ -143,7 +161,10 @@ fn replay_fixtures(ch: &ClickHouse) {
         "sensor replay failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(ch.count("SELECT count() FROM sensor.flows") > 0, "no flows stored");
+    assert!(
+        ch.count("SELECT count() FROM sensor.flows") > 0,
+        "no flows stored"
+    );
 }
 
 /// Starts the console (the library's `serve`, as `pipeline console serve` runs it) on a free
@@ -315,10 +336,15 @@ async fn wait_js(c: &Client, what: &str, expr: &str) -> Result<Value, String> {
         }
         if start.elapsed() > WAIT {
             let page = c
-                .execute("return document.getElementById('app').innerText.slice(0, 600);", vec![])
+                .execute(
+                    "return document.getElementById('app').innerText.slice(0, 600);",
+                    vec![],
+                )
                 .await
                 .unwrap_or(Value::Null);
-            return Err(format!("timed out waiting for {what}; the page says: {page}"));
+            return Err(format!(
+                "timed out waiting for {what}; the page says: {page}"
+            ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -326,7 +352,9 @@ async fn wait_js(c: &Client, what: &str, expr: &str) -> Result<Value, String> {
 
 /// Opens the console and logs in through the form; waits for the navigation bar.
 async fn login(c: &Client, env: &Env, who: (&str, &str), path: &str) -> Result<(), String> {
-    c.goto(&format!("{}{path}", env.console)).await.map_err(err("open"))?;
+    c.goto(&format!("{}{path}", env.console))
+        .await
+        .map_err(err("open"))?;
     let user = c
         .wait()
         .at_most(WAIT)
@@ -334,7 +362,10 @@ async fn login(c: &Client, env: &Env, who: (&str, &str), path: &str) -> Result<(
         .await
         .map_err(err("the login form"))?;
     user.send_keys(who.0).await.map_err(err("type user"))?;
-    let pass = c.find(Locator::Css("input[name=password]")).await.map_err(err("password field"))?;
+    let pass = c
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .map_err(err("password field"))?;
     pass.send_keys(who.1).await.map_err(err("type password"))?;
     c.find(Locator::Css("form.login button[type=submit]"))
         .await
@@ -342,7 +373,12 @@ async fn login(c: &Client, env: &Env, who: (&str, &str), path: &str) -> Result<(
         .click()
         .await
         .map_err(err("click login"))?;
-    wait_js(c, "the navigation bar after login", "document.querySelector('nav.top .who')?.innerText").await?;
+    wait_js(
+        c,
+        "the navigation bar after login",
+        "document.querySelector('nav.top .who')?.innerText",
+    )
+    .await?;
     Ok(())
 }
 
@@ -378,7 +414,10 @@ fn range(env: &Env) -> String {
 fn browser_login_then_visualize_draws_one_series_per_top_value() {
     run("visualize", |env, c| async move {
         let limit = 3;
-        let path = format!("/visualize?{}&chart=stacked&unit=bytes&dims=AppProto&limit={limit}", range(env));
+        let path = format!(
+            "/visualize?{}&chart=stacked&unit=bytes&dims=AppProto&limit={limit}",
+            range(env)
+        );
         login(&c, env, ADMIN, &path).await?;
         let ds = drawn(&c).await?;
         let distinct = env.ch.count(&format!(
@@ -386,9 +425,16 @@ fn browser_login_then_visualize_draws_one_series_per_top_value() {
             env.start, env.end
         ));
         let expected = distinct.min(limit) + u64::from(distinct > limit);
-        let series: u64 = ds["drawnSeries"].as_str().unwrap_or("0").parse().unwrap_or(0);
+        let series: u64 = ds["drawnSeries"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         let rows = c
-            .execute("return document.querySelectorAll('.stats-table tbody tr').length;", vec![])
+            .execute(
+                "return document.querySelectorAll('.stats-table tbody tr').length;",
+                vec![],
+            )
             .await
             .map_err(err("count table rows"))?;
         let px = painted(&c).await?;
@@ -405,13 +451,23 @@ fn browser_login_then_visualize_draws_one_series_per_top_value() {
 #[test]
 fn browser_sankey_draws_its_nodes() {
     run("sankey", |env, c| async move {
-        let path = format!("/visualize?{}&chart=sankey&unit=flows&dims=AppProto,DstPort&limit=5", range(env));
+        let path = format!(
+            "/visualize?{}&chart=sankey&unit=flows&dims=AppProto,DstPort&limit=5",
+            range(env)
+        );
         login(&c, env, ADMIN, &path).await?;
         let ds = drawn(&c).await?;
-        let nodes: u64 = ds["drawnNodes"].as_str().unwrap_or("0").parse().unwrap_or(0);
+        let nodes: u64 = ds["drawnNodes"]
+            .as_str()
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         let from_api: u64 = ds["nodes"].as_str().unwrap_or("0").parse().unwrap_or(0);
         let links = c
-            .execute("return document.querySelectorAll('.stats-table tbody tr').length;", vec![])
+            .execute(
+                "return document.querySelectorAll('.stats-table tbody tr').length;",
+                vec![],
+            )
             .await
             .map_err(err("count link rows"))?;
         let px = painted(&c).await?;
@@ -428,10 +484,16 @@ fn browser_sankey_draws_its_nodes() {
 #[test]
 fn browser_filter_completes_field_and_value_then_applies() {
     run("filter", |env, c| async move {
-        let path = format!("/visualize?{}&chart=stacked&dims=AppProto&limit=10", range(env));
+        let path = format!(
+            "/visualize?{}&chart=stacked&dims=AppProto&limit=10",
+            range(env)
+        );
         login(&c, env, ADMIN, &path).await?;
         drawn(&c).await?;
-        let input = c.find(Locator::Css("input.filter")).await.map_err(err("filter box"))?;
+        let input = c
+            .find(Locator::Css("input.filter"))
+            .await
+            .map_err(err("filter box"))?;
         input.click().await.map_err(err("focus filter"))?;
         input.send_keys("AppPr").await.map_err(err("type"))?;
         wait_js(&c, "a completion for AppPr", "[...document.querySelectorAll('.completions li .label')].some(e => e.innerText === 'AppProto')").await?;
@@ -448,17 +510,35 @@ fn browser_filter_completes_field_and_value_then_applies() {
             .as_u64()
             .unwrap_or(0);
         for _ in 0..idx {
-            input.send_keys("\u{E015}").await.map_err(err("ArrowDown"))?;
+            input
+                .send_keys("\u{E015}")
+                .await
+                .map_err(err("ArrowDown"))?;
         }
         input.send_keys("\u{E004}").await.map_err(err("Tab"))?;
-        let typed = input.prop("value").await.map_err(err("value"))?.unwrap_or_default();
+        let typed = input
+            .prop("value")
+            .await
+            .map_err(err("value"))?
+            .unwrap_or_default();
         input.send_keys("\u{E007}").await.map_err(err("Enter"))?;
-        let url = wait_js(&c, "the filter in the URL", "new URLSearchParams(location.search).get('filter')").await?;
+        let url = wait_js(
+            &c,
+            "the filter in the URL",
+            "new URLSearchParams(location.search).get('filter')",
+        )
+        .await?;
         let ds = drawn(&c).await?;
         let series = ds["drawnSeries"].as_str().unwrap_or("0").to_string();
         screenshot(&c, "filter-applied").await?;
-        if !typed.starts_with("AppProto = ") || !typed.contains("http") || url.as_str() != Some(typed.trim()) || series != "1" {
-            return Err(format!("typed {typed:?}, URL filter {url}, {series} series drawn (expected 1)"));
+        if !typed.starts_with("AppProto = ")
+            || !typed.contains("http")
+            || url.as_str() != Some(typed.trim())
+            || series != "1"
+        {
+            return Err(format!(
+                "typed {typed:?}, URL filter {url}, {series} series drawn (expected 1)"
+            ));
         }
         Ok(())
     });
@@ -469,10 +549,18 @@ fn browser_invalid_filter_shows_inline_error_and_is_not_applied() {
     run("filter-error", |env, c| async move {
         let path = format!("/visualize?{}", range(env));
         login(&c, env, ADMIN, &path).await?;
-        let input = c.find(Locator::Css("input.filter")).await.map_err(err("filter box"))?;
+        let input = c
+            .find(Locator::Css("input.filter"))
+            .await
+            .map_err(err("filter box"))?;
         input.send_keys("AppProto = ").await.map_err(err("type"))?;
         input.send_keys("\u{E007}").await.map_err(err("Enter"))?;
-        let msg = wait_js(&c, "the inline error", "document.querySelector('.filter-error:not(.hidden)')?.innerText").await?;
+        let msg = wait_js(
+            &c,
+            "the inline error",
+            "document.querySelector('.filter-error:not(.hidden)')?.innerText",
+        )
+        .await?;
         screenshot(&c, "filter-error").await?;
         let url = c.current_url().await.map_err(err("url"))?;
         if url.as_str().contains("filter=") {
@@ -488,22 +576,57 @@ fn browser_invalid_filter_shows_inline_error_and_is_not_applied() {
 #[test]
 fn browser_top_row_opens_visualize_filtered_on_it() {
     run("top", |env, c| async move {
-        login(&c, env, ADMIN, &format!("/top?kind=server_names&{}", range(env))).await?;
-        let first = wait_js(&c, "a top row", "document.querySelector('a.top-link')?.innerText").await?;
+        login(
+            &c,
+            env,
+            ADMIN,
+            &format!("/top?kind=server_names&{}", range(env)),
+        )
+        .await?;
+        let first = wait_js(
+            &c,
+            "a top row",
+            "document.querySelector('a.top-link')?.innerText",
+        )
+        .await?;
         screenshot(&c, "top-server-names").await?;
-        c.find(Locator::Css("a.top-link")).await.map_err(err("row link"))?.click().await.map_err(err("click"))?;
-        wait_js(&c, "the visualize page", "location.pathname === '/visualize'").await?;
+        c.find(Locator::Css("a.top-link"))
+            .await
+            .map_err(err("row link"))?
+            .click()
+            .await
+            .map_err(err("click"))?;
+        wait_js(
+            &c,
+            "the visualize page",
+            "location.pathname === '/visualize'",
+        )
+        .await?;
         let ds = drawn(&c).await?;
         let filter = c
-            .execute("return new URLSearchParams(location.search).get('filter');", vec![])
+            .execute(
+                "return new URLSearchParams(location.search).get('filter');",
+                vec![],
+            )
             .await
             .map_err(err("filter"))?;
-        let boxed = c.find(Locator::Css("input.filter")).await.map_err(err("box"))?.prop("value").await.map_err(err("value"))?;
+        let boxed = c
+            .find(Locator::Css("input.filter"))
+            .await
+            .map_err(err("box"))?
+            .prop("value")
+            .await
+            .map_err(err("value"))?;
         screenshot(&c, "top-to-visualize").await?;
         let name = first.as_str().unwrap_or_default();
         let f = filter.as_str().unwrap_or_default();
-        if !f.contains(&format!("\"{name}\"")) || boxed.as_deref() != Some(f) || ds["drawnSeries"].as_str() == Some("0") {
-            return Err(format!("row {name:?} led to filter {f:?} (box {boxed:?}), chart {ds}"));
+        if !f.contains(&format!("\"{name}\""))
+            || boxed.as_deref() != Some(f)
+            || ds["drawnSeries"].as_str() == Some("0")
+        {
+            return Err(format!(
+                "row {name:?} led to filter {f:?} (box {boxed:?}), chart {ds}"
+            ));
         }
         Ok(())
     });
@@ -518,22 +641,45 @@ fn browser_flow_detail_shows_its_http_and_dns_events() {
             if app == "http" {
                 login(&c, env, ADMIN, &q).await?;
             } else {
-                c.goto(&format!("{}{q}", env.console)).await.map_err(err("open flows"))?;
+                c.goto(&format!("{}{q}", env.console))
+                    .await
+                    .map_err(err("open flows"))?;
             }
-            wait_js(&c, "flow rows", "document.querySelectorAll('a.flow-link').length").await?;
+            wait_js(
+                &c,
+                "flow rows",
+                "document.querySelectorAll('a.flow-link').length",
+            )
+            .await?;
             screenshot(&c, &format!("flows-{app}")).await?;
-            c.find(Locator::Css("a.flow-link")).await.map_err(err("flow link"))?.click().await.map_err(err("click"))?;
-            let flow_id = wait_js(&c, "the detail page", "location.pathname.startsWith('/flows/') && location.pathname.split('/')[2]").await?;
+            c.find(Locator::Css("a.flow-link"))
+                .await
+                .map_err(err("flow link"))?
+                .click()
+                .await
+                .map_err(err("click"))?;
+            let flow_id = wait_js(
+                &c,
+                "the detail page",
+                "location.pathname.startsWith('/flows/') && location.pathname.split('/')[2]",
+            )
+            .await?;
             let heading = wait_js(&c, "the events", &format!("[...document.querySelectorAll('section.events h2')].map(h => h.innerText).find(t => t.startsWith({}))", json!(section))).await?;
             screenshot(&c, &format!("flow-detail-{app}")).await?;
-            let table = if app == "http" { "http_requests" } else { "dns_queries" };
+            let table = if app == "http" {
+                "http_requests"
+            } else {
+                "dns_queries"
+            };
             let expected = env.ch.count(&format!(
                 "SELECT count() FROM sensor.{table} WHERE flow_id = {}",
                 flow_id.as_str().unwrap_or("0")
             ));
             let shown = heading.as_str().unwrap_or_default().to_string();
             if expected == 0 || shown != format!("{section} ({expected})") {
-                return Err(format!("flow {flow_id}: page says {shown:?}, ClickHouse has {expected} {table} rows"));
+                return Err(format!(
+                    "flow {flow_id}: page says {shown:?}, ClickHouse has {expected} {table} rows"
+                ));
             }
         }
         Ok(())
@@ -544,18 +690,33 @@ fn browser_flow_detail_shows_its_http_and_dns_events() {
 fn browser_alerts_page_lists_alerts_or_says_there_is_no_table() {
     run("alerts", |env, c| async move {
         login(&c, env, ADMIN, &format!("/alerts?{}", range(env))).await?;
-        let has_table = env.ch.count("SELECT count() FROM system.tables WHERE database = 'sensor' AND name = 'alerts'") > 0;
-        let text = wait_js(&c, "the alert list", "document.querySelector('.alerts-table, .empty, .error')?.innerText").await?;
+        let has_table = env.ch.count(
+            "SELECT count() FROM system.tables WHERE database = 'sensor' AND name = 'alerts'",
+        ) > 0;
+        let text = wait_js(
+            &c,
+            "the alert list",
+            "document.querySelector('.alerts-table, .empty, .error')?.innerText",
+        )
+        .await?;
         screenshot(&c, "alerts").await?;
         let text = text.as_str().unwrap_or_default();
         if has_table {
             let n = env.ch.count("SELECT count() FROM sensor.alerts");
-            let rows = c.execute("return document.querySelectorAll('tr.alert-row').length;", vec![]).await.map_err(err("rows"))?;
+            let rows = c
+                .execute(
+                    "return document.querySelectorAll('tr.alert-row').length;",
+                    vec![],
+                )
+                .await
+                .map_err(err("rows"))?;
             if rows.as_u64() != Some(n.min(100)) {
                 return Err(format!("{n} alerts in ClickHouse, {rows} rows shown"));
             }
         } else if !text.contains("No alerts table") {
-            return Err(format!("without an alerts table the page should say so, it says {text:?}"));
+            return Err(format!(
+                "without an alerts table the page should say so, it says {text:?}"
+            ));
         } else {
             eprintln!("alerts: no `alerts` table on this branch; checked the page says so");
         }
@@ -567,7 +728,12 @@ fn browser_alerts_page_lists_alerts_or_says_there_is_no_table() {
 fn browser_viewer_cannot_acknowledge() {
     run("viewer", |env, c| async move {
         login(&c, env, VIEWER, &format!("/alerts?{}", range(env))).await?;
-        let role = wait_js(&c, "the role", "document.querySelector('nav.top .role')?.innerText").await?;
+        let role = wait_js(
+            &c,
+            "the role",
+            "document.querySelector('nav.top .role')?.innerText",
+        )
+        .await?;
         // The API refuses a viewer's acknowledgement, with the session's own CSRF token.
         let status = c
             .execute_async(
@@ -583,16 +749,40 @@ fn browser_viewer_cannot_acknowledge() {
             return Err(format!("role {role}, acknowledge answered {status}"));
         }
         // With alerts present, a viewer's detail page has no acknowledge button.
-        if let Some(id) = wait_js(&c, "the list", "document.querySelector('.alerts-table, .empty')")
+        if let Some(id) = wait_js(
+            &c,
+            "the list",
+            "document.querySelector('.alerts-table, .empty')",
+        )
+        .await
+        .ok()
+        .and(
+            c.execute(
+                "return document.querySelector('a.alert-link')?.getAttribute('href');",
+                vec![],
+            )
             .await
-            .ok()
-            .and(c.execute("return document.querySelector('a.alert-link')?.getAttribute('href');", vec![]).await.ok())
-            .and_then(|v| v.as_str().map(str::to_string))
+            .ok(),
+        )
+        .and_then(|v| v.as_str().map(str::to_string))
         {
-            c.goto(&format!("{}{id}", env.console)).await.map_err(err("open alert"))?;
-            wait_js(&c, "the alert detail", "document.querySelector('.ack')?.innerText").await?;
+            c.goto(&format!("{}{id}", env.console))
+                .await
+                .map_err(err("open alert"))?;
+            wait_js(
+                &c,
+                "the alert detail",
+                "document.querySelector('.ack')?.innerText",
+            )
+            .await?;
             screenshot(&c, "alert-detail-viewer").await?;
-            let buttons = c.execute("return document.querySelectorAll('.ack-button').length;", vec![]).await.map_err(err("buttons"))?;
+            let buttons = c
+                .execute(
+                    "return document.querySelectorAll('.ack-button').length;",
+                    vec![],
+                )
+                .await
+                .map_err(err("buttons"))?;
             if buttons.as_u64() != Some(0) {
                 return Err("a viewer sees the acknowledge button".into());
             }
@@ -605,7 +795,12 @@ fn browser_viewer_cannot_acknowledge() {
 fn browser_sensors_page_lists_the_replaying_sensor() {
     run("sensors", |env, c| async move {
         login(&c, env, ADMIN, &format!("/sensors?{}", range(env))).await?;
-        let text = wait_js(&c, "the sensor table", "document.querySelector('.sensors-table')?.innerText").await?;
+        let text = wait_js(
+            &c,
+            "the sensor table",
+            "document.querySelector('.sensors-table')?.innerText",
+        )
+        .await?;
         screenshot(&c, "sensors").await?;
         if !text.as_str().unwrap_or_default().contains("browser-test") {
             return Err(format!("sensor browser-test missing: {text}"));

@@ -123,6 +123,9 @@ export function completeFilter(
 
 export type Unit = "bytes" | "packets" | "flows";
 
+/** Which directions a graph counts: both, or initiator -> responder, or back. */
+export type Direction = "both" | "toserver" | "toclient";
+
 export interface Stats {
   min: number;
   max: number;
@@ -155,7 +158,7 @@ export interface Query {
 }
 
 export function timeseries(
-  q: Query & { unit: Unit; dimension: string | null; limit: number; points: number; previous_period: boolean; reverse: boolean },
+  q: Query & { unit: Unit; dimension: string | null; limit: number; points: number; previous_period: boolean; direction: Direction },
   signal?: AbortSignal,
 ): Promise<Timeseries> {
   return call("POST", "graph/timeseries", q, signal);
@@ -226,7 +229,7 @@ export function alerts(q: AlertQuery, signal?: AbortSignal): Promise<{ available
 }
 
 export function ackAlert(id: string): Promise<void> {
-  return call("POST", "alerts/" + encodeURIComponent(id) + "/ack");
+  return call("POST", "alerts/" + encodeURIComponent(id) + "/ack", {});
 }
 
 export interface Sensor {

@@ -17,7 +17,13 @@ export function si(v: number, digits = 3): string {
 }
 
 export function bytes(v: number): string {
-  return si(v) + "B";
+  const s = si(v);
+  return /[kMGTP]$/.test(s) ? s + "B" : s + " B";
+}
+
+/** Milliseconds as the API reports them (fractions), rounded for reading. */
+export function ms(v: number): string {
+  return (v < 10 ? v.toFixed(1) : v.toFixed(0)) + " ms";
 }
 
 /** "2026-12-06 08:31:05" in UTC. */

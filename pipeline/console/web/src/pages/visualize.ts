@@ -6,7 +6,7 @@ import * as api from "../api";
 import { chartIn, OTHER_COLOR, PALETTE } from "../chart";
 import { errorBox, h, loading, replace } from "../dom";
 import { filterInput } from "../filter";
-import { duration, si, utc } from "../format";
+import { bytes, duration, ms, si, utc } from "../format";
 import { Ctx } from "../page";
 import { and, common, Common, term } from "../query";
 import { update } from "../state";
@@ -25,6 +25,11 @@ const UNITS: [api.Unit, string][] = [
   ["flows", "flows/s"],
 ];
 const REFRESH = [0, 30, 60, 300];
+const DIRS: [api.Direction, string][] = [
+  ["both", "both directions"],
+  ["toserver", "initiator → responder"],
+  ["toclient", "responder → initiator"],
+];
 
 interface View extends Common {
   chart: ChartKind;
@@ -32,7 +37,7 @@ interface View extends Common {
   dims: string[];
   limit: number;
   prev: boolean;
-  rev: boolean;
+  dir: api.Direction;
   refresh: number;
 }
 
@@ -42,7 +47,7 @@ function readView(p: URLSearchParams): View {
   const dims = (p.get("dims") ?? "AppProto").split(",").filter(Boolean);
   const limit = Math.min(50, Math.max(1, Number(p.get("limit")) || 10));
   const refresh = Number(p.get("refresh")) || 0;
-  return { ...common(p), chart, unit, dims, limit, prev: p.get("prev") === "1", rev: p.get("rev") === "1", refresh };
+  return { ...common(p), chart, unit, dims, limit, prev: p.get("prev") === "1", dir: DIRS.find(([k]) => k === p.get("dir"))?.[0] ?? "both", refresh };
 }
 
 /** Rates are shown as the operator reads them: bytes/s as bits/s. */
@@ -55,7 +60,7 @@ function rateText(v: number, unit: api.Unit): string {
 }
 
 function totalText(v: number, unit: api.Unit): string {
-  return unit === "bytes" ? si(v) + "B" : si(v) + " " + unit;
+  return unit === "bytes" ? bytes(v) : si(v) + " " + unit;
 }
 
 export function visualize(root: HTMLElement, ctx: Ctx): () => void {
@@ -177,12 +182,12 @@ function controlBar(view: View, fields: api.Field[]): HTMLElement {
         h("input", { type: "checkbox", name: "prev", checked: view.prev, onchange: (e: Event) => update({ prev: (e.target as HTMLInputElement).checked ? "1" : undefined }) }),
         " previous period",
       ),
-    h(
-      "label",
-      {},
-      h("input", { type: "checkbox", name: "rev", checked: view.rev, onchange: (e: Event) => update({ rev: (e.target as HTMLInputElement).checked ? "1" : undefined }) }),
-      " reverse direction",
-    ),
+    !sankey &&
+      h(
+        "select",
+        { name: "dir", "aria-label": "direction", onchange: (e: Event) => update({ dir: (e.target as HTMLSelectElement).value === "both" ? undefined : (e.target as HTMLSelectElement).value }) },
+        DIRS.map(([k, label]) => h("option", { value: k, selected: k === view.dir }, label)),
+      ),
     h(
       "label",
       {},
@@ -224,7 +229,7 @@ async function drawSeries(
       limit: view.limit,
       points,
       previous_period: view.prev && view.chart !== "percent",
-      reverse: view.rev,
+      direction: view.dir,
     },
     signal,
   );
@@ -267,7 +272,13 @@ async function drawSeries(
       valueFormatter: (v: number) => (percent ? v.toFixed(1) + " %" : si(v) + " " + unitLabel),
     },
     xAxis: { type: "time", min: view.start * 1000, max: view.end * 1000, axisLabel: { formatter: axisTime(view.end - view.start) } },
-    yAxis: { type: "value", max: percent ? 100 : undefined, name: unitLabel, axisLabel: { formatter: (v: number) => si(v) } },
+    yAxis: {
+      type: "value",
+      max: percent ? 100 : undefined,
+      name: unitLabel,
+      axisLabel: { formatter: (v: number) => si(v) },
+      splitLine: { lineStyle: { color: "#2c333d" } },
+    },
     toolbox: { show: false },
     brush: { xAxisIndex: 0, brushType: "lineX", brushMode: "single", throttleType: "debounce", brushStyle: { color: "rgba(90,177,239,0.2)" } },
     series,
@@ -282,7 +293,7 @@ async function drawSeries(
   chartEl.dataset.series = String(r.series.length);
   replace(
     info,
-    `${r.series.length} series · step ${duration(r.step * 1000)} · table ${r.table} · ${si(r.rows_read)} rows read in ${r.elapsed_ms} ms · ${utc(r.time[0] * 1000 || view.start * 1000)} → ${utc(view.end * 1000)} UTC · drag on the graph to zoom`,
+    `${r.series.length} series · step ${duration(r.step * 1000)} · table ${r.table} · ${si(r.rows_read)} rows read in ${ms(r.elapsed_ms)} · ${utc(r.time[0] * 1000 || view.start * 1000)} → ${utc(view.end * 1000)} UTC · drag on the graph to zoom`,
   );
   const kind = fields.find((x) => x.name === dimension)?.kind;
   const rows = [...r.series.map((s, i) => ({ s, i })), ...(r.previous ? [{ s: r.previous, i: -1 }] : [])];
@@ -371,7 +382,7 @@ async function drawSankey(view: View, chartEl: HTMLElement, info: HTMLElement, t
   });
   chartEl.dataset.nodes = String(r.nodes.length);
   chartEl.dataset.series = "";
-  replace(info, `${r.nodes.length} nodes, ${r.links.length} links · table ${r.table} · ${si(r.rows_read)} rows read in ${r.elapsed_ms} ms · ${dims.join(" → ")}`);
+  replace(info, `${r.nodes.length} nodes, ${r.links.length} links · table ${r.table} · ${si(r.rows_read)} rows read in ${ms(r.elapsed_ms)} · ${dims.join(" → ")}`);
   const name = (i: number) => `${r.nodes[i].name} (${r.nodes[i].dimension})`;
   replace(
     table,

@@ -199,9 +199,12 @@ password_hash = "{vh}"
     let cfg = pipeline_console::config::Config::parse(&toml).expect("console config");
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        if let Err(e) = rt.block_on(pipeline_console::api::serve(cfg)) {
-            panic!("console stopped: {e:?}");
-        }
+        let why = match rt.block_on(pipeline_console::api::serve(cfg)) {
+            Ok(()) => "stopped".to_string(),
+            Err(pipeline_console::api::ServeError::Config(e))
+            | Err(pipeline_console::api::ServeError::Runtime(e)) => e,
+        };
+        panic!("the console stopped: {why}");
     });
     let base = format!("http://127.0.0.1:{port}");
     let start = Instant::now();

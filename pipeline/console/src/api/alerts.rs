@@ -73,7 +73,7 @@ pub async fn for_flow(
         .await?
         .data
         .into_iter()
-        .map(Value::Object)
+        .map(|r| Value::Object(unprefix(r)))
         .collect())
 }
 
@@ -179,7 +179,7 @@ pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
         .await?
         .data
         .into_iter()
-        .map(Value::Object)
+        .map(|r| Value::Object(unprefix(r)))
         .collect();
     add_acks(&st, &cat, &mut rows).await?;
     let total = total.data.first().and_then(|r| r.get("n")).map_or(0.0, num);

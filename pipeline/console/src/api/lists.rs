@@ -343,6 +343,13 @@ pub async fn flow(
         .ch
         .query(&ev("dns_queries", "type, rrname, rrtype, rcode, dns_id"))
         .await?;
+    let rows = |r: crate::ch::Rows| -> Vec<Value> {
+        r.data
+            .into_iter()
+            .map(|m| Value::Object(query::unprefix(m)))
+            .collect()
+    };
+    let (http, dns) = (rows(http), rows(dns));
     let alerts = super::alerts::for_flow(&st, &cat, id, &sensor).await?;
     let tls = match text(row.get("tls_sni")).is_empty() && text(row.get("tls_version")).is_empty() {
         true => Value::Null,

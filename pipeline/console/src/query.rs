@@ -76,7 +76,7 @@ pub fn choose(cat: &Catalog, fields: &[&Field], step: u32, force_raw: bool) -> T
     ROLLUPS
         .iter()
         .rev()
-        .find(|(name, res)| step % res == 0 && cat.has_table(name))
+        .find(|(name, res)| step.is_multiple_of(*res) && cat.has_table(name))
         .map_or(Table::RAW, |(name, res)| Table { name, res: *res })
 }
 

@@ -1117,7 +1117,11 @@ fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
         format!("CREATE DATABASE IF NOT EXISTS {db}"),
         schema::migrations_table(db),
     ];
-    statements.extend(MIGRATIONS.iter().map(|m| schema::render(m.2, db, f, 30)));
+    statements.extend(
+        MIGRATIONS
+            .iter()
+            .flat_map(|m| schema::statements(&schema::render(m.2, db, f, 30))),
+    );
     let params: Vec<(&str, String)> = [
         ("from", "0"),
         ("to", "4000000000"),

@@ -413,13 +413,8 @@ async fn own_tables(st: &AppState) -> Result<(), ChError> {
 /// Builds the state, checks ClickHouse, and serves until SIGINT/SIGTERM.
 pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     let st = state(cfg);
-    if let Err(e) = own_tables(&st).await {
-        return Err(ServeError::Runtime(format!("console tables: {e}")));
-    }
-    if let Err(e) = discover(&st).await {
-        return Err(ServeError::Runtime(format!("reading the schema: {e}")));
-    }
     let listen = st.cfg.server.listen;
+    // TLS files first: a bad certificate is a config error, whatever ClickHouse does.
     let tls = match (&st.cfg.server.tls_cert, &st.cfg.server.tls_key) {
         (Some(c), Some(k)) => {
             let _ = rustls::crypto::ring::default_provider().install_default();
@@ -428,6 +423,12 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
         }
         _ => None,
     };
+    if let Err(e) = own_tables(&st).await {
+        return Err(ServeError::Runtime(format!("console tables: {e}")));
+    }
+    if let Err(e) = discover(&st).await {
+        return Err(ServeError::Runtime(format!("reading the schema: {e}")));
+    }
     let refresh = st.clone();
     tokio::spawn(async move {
         loop {

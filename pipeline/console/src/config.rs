@@ -143,7 +143,14 @@ impl Config {
         let c: Config = toml::from_str(text).map_err(|e| {
             let msg = e.message().replace('\n', " ");
             match e.span() {
-                Some(s) => format!("{msg} (at byte {})", s.start),
+                // The line names the key, which the deserializer's message does not.
+                Some(s) => {
+                    let at = s.start.min(text.len());
+                    let line = text[..at].matches('\n').count() + 1;
+                    let src = text.lines().nth(line - 1).unwrap_or("").trim();
+                    let src: String = src.chars().take(80).collect();
+                    format!("line {line} `{src}`: {msg}")
+                }
                 None => msg,
             }
         })?;

@@ -671,3 +671,258 @@ pub fn operators(k: Kind) -> &'static [&'static str] {
         Kind::DimOnly => &[],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::FIELDS;
+    use proptest::prelude::*;
+
+    fn cat() -> Catalog {
+        let mut c = Catalog::default();
+        for f in FIELDS {
+            c.flow_columns.insert(f.column.into());
+        }
+        c
+    }
+
+    const OLD: Dialect = Dialect { modern: false };
+    const NEW: Dialect = Dialect { modern: true };
+
+    fn sql(s: &str) -> String {
+        to_sql(&parse(s, &cat()).unwrap().unwrap(), OLD)
+    }
+
+    fn error(s: &str) -> FilterError {
+        parse(s, &cat()).unwrap_err()
+    }
+
+    #[test]
+    fn the_akvorado_example_parses_to_known_columns_and_quoted_values() {
+        assert_eq!(
+            sql(r#"SrcCountry = "FR" AND AppProto IN ("tls", "quic") AND DstPort != 443"#),
+            "(((src_country = 'FR') AND (app_proto IN ('tls', 'quic'))) AND (dest_port != 443))"
+        );
+        assert_eq!(
+            sql("proto = tcp or not vlan > 10"),
+            "((proto = 6) OR (NOT (vlan > 10)))"
+        );
+        assert_eq!(
+            sql("SNI NOT LIKE '%.example.com' AND JA4 ILIKE 't13%'"),
+            "((NOT like(tls_sni, '%.example.com')) AND (like(lowerUTF8(ja4), lowerUTF8('t13%'))))"
+        );
+        assert_eq!(parse("  ", &cat()).unwrap(), None);
+    }
+
+    #[test]
+    fn cidr_becomes_a_byte_range_in_both_dialects() {
+        let e = parse("SrcAddr << 10.1.2.3/8", &cat()).unwrap().unwrap();
+        assert_eq!(
+            to_sql(&e, NEW),
+            "((src_ip >= toIPv6('::ffff:10.0.0.0') AND src_ip <= toIPv6('::ffff:10.255.255.255')))"
+        );
+        assert!(to_sql(&e, OLD).contains("unhex('00000000000000000000FFFF0A000000')"));
+        let v6 = parse("DstAddr !<< 2001:db8::/32", &cat()).unwrap().unwrap();
+        assert_eq!(
+            to_sql(&v6, NEW),
+            "(NOT (dest_ip >= toIPv6('2001:db8::') AND dest_ip <= toIPv6('2001:db8:ffff:ffff:ffff:ffff:ffff:ffff')))"
+        );
+        assert_eq!(
+            sql("SrcAddr IN (10.0.0.1)"),
+            "((src_ip = toFixedString(unhex('00000000000000000000FFFF0A000001'), 16)))"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_point_at_it() {
+        let e = error("AppProto = ");
+        assert_eq!((e.start, e.end), (11, 11));
+        assert!(e.message.contains("value"), "{e:?}");
+        let e = error("Nope = 1");
+        assert_eq!(
+            (e.start, e.end, e.message.as_str()),
+            (0, 4, "unknown field \"Nope\"")
+        );
+        let e = error("DstPort = http");
+        assert_eq!(e.start, 10);
+        assert!(e.message.contains("number"));
+        assert!(error("SrcAddr < 1.2.3.4")
+            .message
+            .contains("does not apply"));
+        assert!(error("DstPort LIKE '4%'").message.contains("LIKE"));
+        assert!(error("SrcAddr << 10.0.0.0/33").message.contains("network"));
+        assert_eq!(error("AppProto = 'x").message, "unterminated string");
+        assert_eq!(error("(AppProto = x").message, "expected ')'");
+        assert_eq!(error("AppProto = x y").start, 13);
+        assert_eq!(error("AppProto = x; DROP").start, 12);
+        assert!(error("SrcNet = 1").message.contains("dimension only"));
+        assert!(error(&"(".repeat(100)).message.contains("deeply"));
+        assert!(error(&"x".repeat(MAX_LEN + 1)).message.contains("longer"));
+    }
+
+    #[test]
+    fn quoting_escapes_quotes_backslashes_and_control_bytes() {
+        assert_eq!(quote("a'b\\c"), "'a\\'b\\\\c'");
+        assert_eq!(quote("\0\n\u{7f}é"), "'\\x00\\x0A\\x7Fé'");
+    }
+
+    #[test]
+    fn completion_knows_what_comes_next() {
+        let c = cat();
+        let at = |s: &str| context(s, s.len(), &c);
+        assert_eq!(at("").expect, Some(Expect::Field));
+        let x = at("AppProto = tls AND Sr");
+        assert_eq!(
+            (x.expect, x.prefix.as_str(), x.from),
+            (Some(Expect::Field), "Sr", 19)
+        );
+        assert_eq!(
+            at("DstPort ").expect,
+            Some(Expect::Operator(c.field("DstPort").unwrap()))
+        );
+        assert_eq!(
+            at("DstPort != ").expect,
+            Some(Expect::Value(c.field("DstPort").unwrap()))
+        );
+        let x = at("SNI IN (\"a\", \"ex");
+        assert_eq!(x.expect, Some(Expect::Value(c.field("SNI").unwrap())));
+        assert_eq!(x.prefix, "ex");
+        assert_eq!(
+            at("SNI = a ").expect,
+            Some(Expect::Connective { in_list: false })
+        );
+        assert_eq!(
+            at("SNI NOT IN (a ").expect,
+            Some(Expect::Connective { in_list: true })
+        );
+        assert_eq!(context("DstPort = 1", 3, &c).prefix, "Dst");
+        assert_eq!(context("é", 1, &c).to, 0);
+    }
+
+    /// What the rendered SQL may contain: the columns and functions the renderer writes,
+    /// keywords, numbers, operators, and string literals that end where the quoting says.
+    fn shape_ok(sql: &str) -> bool {
+        const WORDS: &[&str] = &[
+            "AND",
+            "OR",
+            "NOT",
+            "IN",
+            "like",
+            "lowerUTF8",
+            "toFixedString",
+            "unhex",
+            "toIPv6",
+        ];
+        let b = sql.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            let c = b[i];
+            if c == b'\'' {
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return false,
+                        Some(b'\\') => i += 2,
+                        Some(b'\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+            } else if c.is_ascii_alphabetic() || c == b'_' {
+                let n = b[i..]
+                    .iter()
+                    .take_while(|x| x.is_ascii_alphanumeric() || **x == b'_')
+                    .count();
+                let w = &sql[i..i + n];
+                if !WORDS.contains(&w) && !FIELDS.iter().any(|f| f.column == w) {
+                    return false;
+                }
+                i += n;
+            } else if c.is_ascii_digit() || b" (),=!<>".contains(&c) {
+                i += 1;
+            } else {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>().prop_map(|s| format!("{s:?}")),
+            "[ -~]{0,12}".prop_map(|s| format!("'{s}'")),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<[u8; 4]>().prop_map(|a| format!(
+                "{}.{}.{}.{}/{}",
+                a[0],
+                a[1],
+                a[2],
+                a[3],
+                a[0] % 40
+            )),
+            any::<u128>().prop_map(|a| std::net::Ipv6Addr::from(a).to_string()),
+            Just("tcp".to_string()),
+        ]
+    }
+
+    fn condition() -> impl Strategy<Value = String> {
+        let names: Vec<&'static str> = FIELDS.iter().map(|f| f.name).collect();
+        let ops = ["=", "!=", "<", ">=", "<<", "!<<", "LIKE", "NOT ILIKE"];
+        (
+            proptest::sample::select(names),
+            proptest::sample::select(ops.to_vec()),
+            value(),
+            value(),
+        )
+            .prop_map(|(f, op, a, b)| {
+                if a.len() % 3 == 0 {
+                    format!("{f} IN ({a}, {b})")
+                } else {
+                    format!("{f} {op} {a}")
+                }
+            })
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        condition().prop_recursive(4, 16, 2, |inner| {
+            prop_oneof![
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} AND {b}")),
+                (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a}) OR {b}")),
+                inner.prop_map(|a| format!("NOT ({a})")),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_input_produces_sql_outside_the_allowed_shape(s in filter()) {
+            if let Ok(Some(e)) = parse(&s, &cat()) {
+                for d in [OLD, NEW] {
+                    let q = to_sql(&e, d);
+                    prop_assert!(shape_ok(&q), "{s:?} gave {q:?}");
+                }
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_and_errors_point_inside(s in "[ -~é\\\\'\"]{0,64}", cur in 0usize..80) {
+            match parse(&s, &cat()) {
+                Ok(Some(e)) => prop_assert!(shape_ok(&to_sql(&e, OLD))),
+                Ok(None) => {}
+                Err(e) => prop_assert!(e.start <= e.end && e.end <= s.len()),
+            }
+            let c = context(&s, cur, &cat());
+            prop_assert!(c.from <= c.to && c.to <= s.len());
+        }
+    }
+
+    #[test]
+    fn the_shape_check_rejects_what_it_must() {
+        assert!(shape_ok("(app_proto = 'a\\'b')"));
+        assert!(!shape_ok("(app_proto = 'a'b')"));
+        assert!(!shape_ok("(app_proto = 1); DROP"));
+        assert!(!shape_ok("(system = 1)"));
+    }
+}

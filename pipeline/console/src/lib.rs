@@ -74,7 +74,7 @@ pub fn run(args: Args) -> ExitCode {
             match rt.block_on(api::serve(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(api::ServeError::Config(e)) => {
-                    eprintln!("{e}");
+                    eprintln!("console config {}: {e}", config.display());
                     ExitCode::from(2)
                 }
                 Err(api::ServeError::Runtime(e)) => {

@@ -76,7 +76,7 @@ pub fn choose(cat: &Catalog, fields: &[&Field], step: u32, force_raw: bool) -> T
     ROLLUPS
         .iter()
         .rev()
-        .find(|(name, res)| step % res == 0 && cat.has_table(name))
+        .find(|(name, res)| step.is_multiple_of(*res) && cat.has_table(name))
         .map_or(Table::RAW, |(name, res)| Table { name, res: *res })
 }
 
@@ -206,8 +206,9 @@ pub fn top_flows_sql(env: &Env, t: Table, w: &str, kind: TopKind, limit: u32) ->
         "flows"
     };
     format!(
-        "SELECT {value} AS value, {} AS flows, {} AS bytes, {} AS packets, {clients} AS clients \
-         FROM {}.{} WHERE {w}{cond} GROUP BY value ORDER BY {order} DESC, value LIMIT {limit}",
+        "SELECT {value} AS value, {} AS n_flows, {} AS n_bytes, {} AS n_packets, \
+         {clients} AS clients FROM {}.{} WHERE {w}{cond} GROUP BY value \
+         ORDER BY n_{order} DESC, value LIMIT {limit}",
         metric(t, Unit::Flows, Direction::Both),
         metric(t, Unit::Bytes, Direction::Both),
         metric(t, Unit::Packets, Direction::Both),
@@ -223,11 +224,27 @@ pub fn top_events_sql(env: &Env, w: &str, kind: TopKind, limit: u32) -> String {
         _ => ("dns_queries", "rrname", "type = 'query'"),
     };
     format!(
-        "SELECT {col} AS value, count() AS flows, 0 AS bytes, 0 AS packets, \
+        "SELECT {col} AS value, count() AS n_flows, 0 AS n_bytes, 0 AS n_packets, \
          uniqExact(src_ip) AS clients FROM {}.{table} WHERE {w} AND {cond} \
-         GROUP BY value ORDER BY flows DESC, value LIMIT {limit}",
+         GROUP BY value ORDER BY n_flows DESC, value LIMIT {limit}",
         env.db
     )
+}
+
+/// Prefix of the aliases of derived columns: an alias named as a column would replace that
+/// column in WHERE and ORDER BY (ClickHouse resolves aliases there); [`unprefix`] removes it.
+pub const ALIAS: &str = "x_";
+
+/// A result row with the [`ALIAS`] prefix removed from its keys.
+pub fn unprefix(
+    r: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    r.into_iter()
+        .map(|(k, v)| match k.strip_prefix(ALIAS) {
+            Some(b) => (b.to_string(), v),
+            None => (k, v),
+        })
+        .collect()
 }
 
 /// Columns of a flow row as the API returns them, existing enrichment columns included.
@@ -241,14 +258,14 @@ pub fn flow_columns(cat: &Catalog) -> Vec<String> {
     });
     let mut cols = vec![
         "sensor_id".to_string(),
-        "toString(flow_id) AS flow_id".into(),
+        "toString(flow_id) AS x_flow_id".into(),
         "start_ns".into(),
         "end_ns".into(),
-        format!("{} AS src_ip", addr_text("src_ip")),
+        format!("{} AS x_src_ip", addr_text("src_ip")),
         "src_port".into(),
-        format!("{} AS dest_ip", addr_text("dest_ip")),
+        format!("{} AS x_dest_ip", addr_text("dest_ip")),
         "dest_port".into(),
-        format!("{proto} AS proto"),
+        format!("{proto} AS x_proto"),
     ];
     for c in [
         "app_proto",

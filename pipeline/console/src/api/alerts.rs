@@ -7,6 +7,7 @@
 use super::{bad, body, env, fail, Admin, ApiError, ApiResult, Authed, S};
 use crate::ch::{num, text};
 use crate::filter::quote;
+use crate::query::{unprefix, ALIAS};
 use crate::schema::{addr_text, Catalog};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -35,9 +36,9 @@ fn select_list(cat: &Catalog) -> String {
         .filter(|c| crate::config::is_identifier(c))
         .map(|c| {
             if c.ends_with("_ip") {
-                format!("{} AS {c}", addr_text(c))
+                format!("{} AS {ALIAS}{c}", addr_text(c))
             } else if c == "ts" {
-                "toUInt32(ts) AS ts".to_string()
+                format!("toUInt32(ts) AS {ALIAS}ts")
             } else {
                 c.clone()
             }
@@ -72,7 +73,7 @@ pub async fn for_flow(
         .await?
         .data
         .into_iter()
-        .map(Value::Object)
+        .map(|r| Value::Object(unprefix(r)))
         .collect())
 }
 
@@ -178,7 +179,7 @@ pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
         .await?
         .data
         .into_iter()
-        .map(Value::Object)
+        .map(|r| Value::Object(unprefix(r)))
         .collect();
     add_acks(&st, &cat, &mut rows).await?;
     let total = total.data.first().and_then(|r| r.get("n")).map_or(0.0, num);

@@ -308,7 +308,7 @@ fn sankey_graph(rows: &Rows, dims: &[&Field]) -> (Vec<serde_json::Value>, Vec<se
         }
     }
     let mut l: Vec<_> = links.into_iter().collect();
-    l.sort_by(|a, b| a.0.cmp(&b.0));
+    l.sort_by_key(|a| a.0);
     let links = l
         .into_iter()
         .map(|((s, t), v)| json!({"source": s, "target": t, "value": v}))

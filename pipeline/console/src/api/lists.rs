@@ -206,8 +206,8 @@ pub async fn top(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
         .iter()
         .map(|r| {
             let n = |k: &str| num(r.get(k).unwrap_or(&json!(0)));
-            json!({"value": text(r.get("value")), "flows": n("flows"), "bytes": n("bytes"),
-                   "packets": n("packets"), "clients": n("clients")})
+            json!({"value": text(r.get("value")), "flows": n("n_flows"), "bytes": n("n_bytes"),
+                   "packets": n("n_packets"), "clients": n("clients")})
         })
         .collect();
     Ok(Json(json!({
@@ -239,7 +239,8 @@ struct FlowsReq {
 }
 
 /// A flow row with times as seconds (floats) for the UI.
-fn flow_row(mut r: Map<String, Value>) -> Value {
+fn flow_row(r: Map<String, Value>) -> Value {
+    let mut r = query::unprefix(r);
     for (ns, key) in [("start_ns", "start"), ("end_ns", "end")] {
         if let Some(v) = r.remove(ns) {
             r.insert(key.into(), json!(num(&v) / 1e9));
@@ -326,7 +327,7 @@ pub async fn flow(
     let sensor = quote(&text(row.get("sensor_id")));
     let ev = |table: &str, cols: &str| {
         format!(
-            "SELECT toUInt32(ts) AS ts, event_index, {cols} FROM {}.{table} \
+            "SELECT toUInt32(ts) AS x_ts, event_index, {cols} FROM {}.{table} \
              WHERE flow_id = {id} AND sensor_id = {sensor} ORDER BY event_index LIMIT 1000",
             env.db
         )
@@ -342,6 +343,13 @@ pub async fn flow(
         .ch
         .query(&ev("dns_queries", "type, rrname, rrtype, rcode, dns_id"))
         .await?;
+    let rows = |r: crate::ch::Rows| -> Vec<Value> {
+        r.data
+            .into_iter()
+            .map(|m| Value::Object(query::unprefix(m)))
+            .collect()
+    };
+    let (http, dns) = (rows(http), rows(dns));
     let alerts = super::alerts::for_flow(&st, &cat, id, &sensor).await?;
     let tls = match text(row.get("tls_sni")).is_empty() && text(row.get("tls_version")).is_empty() {
         true => Value::Null,
@@ -349,7 +357,7 @@ pub async fn flow(
                         "alpn": row.get("tls_alpn"), "ja4": row.get("ja4")}),
     };
     Ok(Json(json!({
-        "flow": flow_row(row), "tls": tls, "http": http.data, "dns": dns.data, "alerts": alerts,
+        "flow": flow_row(row), "tls": tls, "http": http, "dns": dns, "alerts": alerts,
     }))
     .into_response())
 }
@@ -377,7 +385,7 @@ pub async fn sensors(State(st): State<S>, _a: Authed, Query(q): Query<SensorsQue
     let env = env(&st, &cat);
     let w = query::where_sql(s, e, None, env.dialect);
     let sql = format!(
-        "SELECT sensor_id, toUInt32(max(ts)) AS last_seen, {} AS flows, {} AS bytes, {} AS packets \
+        "SELECT sensor_id, toUInt32(max(ts)) AS last_seen, {} AS n_flows, {} AS n_bytes, {} AS n_packets \
          FROM {}.{} WHERE {w} GROUP BY sensor_id ORDER BY sensor_id",
         query::metric(t, query::Unit::Flows, query::Direction::Both),
         query::metric(t, query::Unit::Bytes, query::Direction::Both),
@@ -392,10 +400,10 @@ pub async fn sensors(State(st): State<S>, _a: Authed, Query(q): Query<SensorsQue
         .iter()
         .map(|r| {
             let n = |k: &str| num(r.get(k).unwrap_or(&json!(0)));
+            let (f, b, p) = (n("n_flows"), n("n_bytes"), n("n_packets"));
             json!({"sensor_id": text(r.get("sensor_id")), "last_seen": n("last_seen"),
-                   "flows": n("flows"), "bytes": n("bytes"), "packets": n("packets"),
-                   "flows_per_sec": n("flows") / secs, "bytes_per_sec": n("bytes") / secs,
-                   "packets_per_sec": n("packets") / secs, "drops": Value::Null})
+                   "flows": f, "bytes": b, "packets": p, "flows_per_sec": f / secs,
+                   "bytes_per_sec": b / secs, "packets_per_sec": p / secs, "drops": Value::Null})
         })
         .collect();
     Ok(Json(json!({"start": s, "end": e, "table": t.name, "sensors": out})).into_response())

@@ -132,8 +132,10 @@ impl ClickHouseSink {
             if done.contains(v) {
                 continue;
             }
-            self.execute(&schema::render(sql, db, f, self.opts.retention_days))
-                .await?;
+            let rendered = schema::render(sql, db, f, self.opts.retention_days);
+            for statement in schema::statements(&rendered) {
+                self.execute(&statement).await?;
+            }
             self.execute(&format!(
                 "INSERT INTO {db}.schema_migrations (version, name, applied_at) \
                  VALUES ({v}, '{name}', now())"

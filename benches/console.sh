@@ -180,3 +180,16 @@ for name, (path, body) in queries.items():
         a, r = res["auto"], res["raw"]
         print(f"{name:26} {rname:5} {a[3]:8} {a[0]:8.1f} {a[1]:8.1f} {a[2]:11}   {r[0]:8.1f} {r[1]:8.1f} {r[2]:11}  {r[0]/a[0]:6.1f}x")
 PY
+
+# Page load -> first drawn chart in Chromium over this table (pipeline/console/examples/
+# pageload.rs: logs in through the form, loads Visualize N times, reads the time from the page).
+if command -v chromium >/dev/null && command -v chromedriver >/dev/null && [ -f pipeline/console/web/dist/index.html ]; then
+    cargo build --release -q -p pipeline-console --example pageload
+    for range in 1h 30d; do
+        "$BIN/examples/pageload" --url "http://127.0.0.1:$CONSOLE" --user bench --password bench-pw \
+            --runs $((RUNS < 10 ? RUNS : 10)) --page "/visualize?start=now-$range&end=now&chart=stacked&dims=AppProto&limit=10" \
+            || echo "console bench: page load measurement failed"
+    done
+else
+    echo "console bench: chromium, chromedriver or the built web UI missing: page load not measured"
+fi

@@ -52,7 +52,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- ClickHouse: `default` (the sensor and this script), `console_ro` (readonly = 2: reads,
-# and may set its per-query limits), `console_rw` (the console's own tables).
+# and may set its per-query limits), `console_rw` (only the console's own database).
 ch_http=$(free_port); ch_tcp=$(free_port)
 mkdir -p "$work/ch/data"
 ro_pw=$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -86,7 +86,7 @@ cat >"$work/ch/users.xml" <<EOF
   <users>
     <default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default>
     <console_ro><password>$ro_pw</password><networks><ip>127.0.0.1</ip></networks><profile>readonly</profile><quota>default</quota></console_ro>
-    <console_rw><password>$rw_pw</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></console_rw>
+    <console_rw><password>$rw_pw</password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota><allow_databases><database>console</database></allow_databases></console_rw>
   </users>
   <quotas><default></default></quotas>
 </yandex>

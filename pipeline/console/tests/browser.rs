@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
+use testkit::console as console_users;
 use testkit::servers::{free_port, have, ClickHouse};
 
 const ADMIN: (&str, &str) = ("alice", "alice-pw-3am");
@@ -168,8 +169,10 @@ fn replay_fixtures(ch: &ClickHouse) {
 }
 
 /// Starts the console (the library's `serve`, as `pipeline console serve` runs it) on a free
-/// port, on its own thread and runtime; returns its base URL once it answers.
+/// port, on its own thread and runtime, reading as the read-only ClickHouse user and writing
+/// only its own database; returns its base URL once it answers.
 fn start_console(ch: &ClickHouse) -> String {
+    console_users::add_users(ch);
     let port = free_port();
     let hash = |pw: &str| pipeline_console::auth::hash_password(pw).expect("argon2 hash");
     let toml = format!(
@@ -178,8 +181,10 @@ listen = "127.0.0.1:{port}"
 web_root = "{web}"
 [clickhouse]
 url = "{url}"
-user = "default"
-writer_user = "default"
+user = "{reader}"
+password = "{reader_pw}"
+writer_user = "{writer}"
+writer_password = "{writer_pw}"
 [[users]]
 name = "{an}"
 role = "admin"
@@ -191,6 +196,10 @@ password_hash = "{vh}"
 "#,
         web = web_root().display(),
         url = ch.url(),
+        reader = console_users::READER,
+        reader_pw = console_users::READER_PASSWORD,
+        writer = console_users::WRITER,
+        writer_pw = console_users::WRITER_PASSWORD,
         an = ADMIN.0,
         ah = hash(ADMIN.1),
         vn = VIEWER.0,

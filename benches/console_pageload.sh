@@ -14,6 +14,8 @@ bytes=60M runs=20
 for bin in chromium chromedriver; do
   command -v "$bin" >/dev/null || { echo "console_pageload: $bin missing (scripts/setup.sh installs it)"; exit 1; }
 done
+# Everything is built before the demo starts, so its wait below is only for the servers.
+cargo build --release -q --bin sensor --bin pcapgen --bin pipeline
 cargo build --release -q -p pipeline-console --example pageload
 ready=$(mktemp -u /tmp/console-pageload-ready.XXXXXX)
 DEMO_BYTES=$bytes DEMO_READY_FILE=$ready bash scripts/demo.sh 2>/tmp/console-pageload-demo.log &

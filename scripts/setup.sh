@@ -21,6 +21,8 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# The console benchmark drives ClickHouse's HTTP interface with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

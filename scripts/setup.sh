@@ -22,6 +22,8 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# The console benchmark drives ClickHouse's HTTP interface with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 # The console's browser side: Node.js and npm build it (TypeScript, esbuild); Chromium and
 # ChromeDriver run its browser tests (pipeline/console/tests/browser.rs) headless.
 command -v node >/dev/null 2>&1 || need+=(nodejs)

@@ -2,5 +2,6 @@
 //! started as child processes on free loopback ports (never mocks), and the TLS material they
 //! need. A dev-dependency only; nothing here ships.
 
+pub mod chdb;
 pub mod console;
 pub mod servers;

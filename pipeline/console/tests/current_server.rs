@@ -59,8 +59,11 @@ fn queries(env: &Env) -> Vec<String> {
             .map(|d| env.cat.field(d).unwrap())
             .collect();
         out.push(query::sankey_sql(env, t, &w, &m, &dims, 10));
-        for k in [TopKind::ServerNames, TopKind::Ja4, TopKind::Talkers] {
+        for k in [TopKind::ServerNames, TopKind::Ja4] {
             out.push(query::top_flows_sql(env, t, &w, k, 10));
+        }
+        if t.is_raw() {
+            out.push(query::top_flows_sql(env, t, &w, TopKind::Talkers, 10));
         }
     }
     let m = query::metric(Table::RAW, Unit::Bytes, Direction::Both);

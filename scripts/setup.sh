@@ -5,7 +5,8 @@
 # builds its bundled C with, iproute2 and ethtool for the veth tests), tshark (the accuracy
 # oracle), and the export sinks' servers (clickhouse-server/-client, nats-server; the tests start
 # them as child processes, no service is enabled), Suricata 7 from bookworm-backports (the
-# community_id reference, below), and chdb-core from PyPI (below). Idempotent.
+# community_id reference, below), Node.js, npm and Chromium for the console's web UI and its
+# browser tests, and chdb-core from PyPI (below). Idempotent.
 set -euo pipefail
 need=()
 for pkg in clang llvm libelf-dev zlib1g-dev libbpf-dev libpcap-dev m4 pkg-config make gcc binutils iproute2 ethtool; do
@@ -22,6 +23,14 @@ command -v tshark >/dev/null 2>&1 || need+=(tshark)
 [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/null 2>&1 || need+=(clickhouse-server)
 command -v clickhouse-client >/dev/null 2>&1 || need+=(clickhouse-client)
 command -v nats-server >/dev/null 2>&1 || need+=(nats-server)
+# The console benchmark drives ClickHouse's HTTP interface with curl.
+command -v curl >/dev/null 2>&1 || need+=(curl)
+# The console's browser side: Node.js and npm build it (TypeScript, esbuild); Chromium and
+# ChromeDriver run its browser tests (pipeline/console/tests/browser.rs) headless.
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
@@ -53,5 +62,15 @@ if command -v python3 >/dev/null 2>&1 && ! python3 -c "import chdb" 2>/dev/null;
   python3 -m pip install -q chdb-core==26.9.0 2>/dev/null \
     || python3 -m pip install -q --break-system-packages chdb-core==26.9.0 2>/dev/null \
     || echo "setup.sh: could not install chdb-core; the current-ClickHouse schema test will skip" >&2
+fi
+# The console's web UI: packages from the npm registry at the versions of the committed
+# package-lock.json (npm ci, only when the lock file changed since the last install), then
+# type-checked and bundled into pipeline/console/web/dist, which `pipeline console` serves.
+web=pipeline/console/web
+if [ -f "$web/package-lock.json" ]; then
+  if [ ! -f "$web/node_modules/.package-lock.json" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
+    (cd "$web" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+  (cd "$web" && npm run --silent build)
 fi
 command -v cargo >/dev/null 2>&1 || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }

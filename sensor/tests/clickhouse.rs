@@ -1174,13 +1174,7 @@ fn sigterm_mid_replay_flushes_flows_and_drains_to_clickhouse() {
 #[test]
 fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
     use sensor::export::clickhouse::schema::{self, Features, MIGRATIONS};
-    let have_chdb = Command::new("python3")
-        .args(["-c", "import chdb"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have_chdb {
+    if !testkit::chdb::available() {
         eprintln!("skipping: python3 cannot import chdb (scripts/setup.sh installs chdb-core)");
         return;
     }
@@ -1218,36 +1212,11 @@ fn the_schema_for_current_servers_and_every_dashboard_run_on_clickhouse_26() {
             .collect();
     assert!(dashboards.len() >= 6, "{dashboards:?}");
     statements.extend(dashboards.iter().map(|d| dashboard(d, db, &params)));
-    let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("statements.json");
-    std::fs::write(&input, serde_json::to_vec(&statements).unwrap()).unwrap();
-    let script = r#"
-import json, sys
-from chdb import session
-s = session.Session(sys.argv[2])
-print("version", str(s.query("SELECT version()", "TSVRaw")).strip())
-for q in json.load(open(sys.argv[1])):
-    try:
-        s.query(q)
-    except Exception as e:
-        print("FAILED:", q.splitlines()[0], "...", e)
-        sys.exit(1)
-for t in ("flows", "http_requests", "dns_queries", "alerts"):
-    print(str(s.query("SHOW CREATE TABLE sensor." + t, "TSVRaw")))
-"#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(&input)
-        .arg(dir.path().join("chdb"))
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let show: Vec<String> = ["flows", "http_requests", "dns_queries", "alerts"]
+        .iter()
+        .map(|t| format!("SHOW CREATE TABLE sensor.{t}"))
+        .collect();
+    let text = testkit::chdb::run(&statements, &show).unwrap_or_else(|e| panic!("{e}"));
     assert!(text.contains("version 26."), "{text}");
     assert_eq!(
         text.matches("`src_country` LowCardinality(String) DEFAULT ''")

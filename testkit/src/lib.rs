@@ -3,4 +3,6 @@
 //! need. A dev-dependency only; nothing here ships.
 
 pub mod cluster;
+pub mod chdb;
+pub mod console;
 pub mod servers;

@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "pipeline",
     version,
-    about = "Pipeline: detection over the sensor's EVE records"
+    about = "Downstream jobs over the sensor's records: detection and the NOC console"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -22,6 +22,8 @@ enum Cmd {
     /// Run the detection rules: over EVE records, printing alerts as EVE lines (`--eve`), or
     /// online as a durable JetStream consumer (`--config FILE`).
     Detect(DetectCmd),
+    /// The NOC console: web UI and JSON API over ClickHouse.
+    Console(pipeline_console::Args),
     /// Validate rule files: one line per error (file, rule, key), exit 2 when any.
     CheckRules {
         #[arg(required = true)]
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         }) => pipeline_detect::online::main(&path),
         Cmd::Detect(args) => pipeline_detect::offline::detect(&args.offline),
         Cmd::CheckRules { files } => pipeline_detect::offline::check_rules(&files),
+        Cmd::Console(a) => return pipeline_console::run(a),
     };
     ExitCode::from(code)
 }

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::mpsc;
 
 use super::clickhouse::batch::Builder;
-use super::clickhouse::rows::{self, Table, TlsSummary};
+use super::clickhouse::rows::{self, FlowSummary, Table};
 use super::clickhouse::{ClickHouseOptions, ClickHouseSink};
 use super::enrich::Enrich;
 use super::eve::{self, EveStats, EveWriter};
@@ -362,11 +362,11 @@ struct NatsBatcher {
     id: String,
 }
 
-/// Numbering of a flow's events, and its TLS metadata until its flow record comes.
+/// Numbering of a flow's events, and what its flow row carries until its flow record comes.
 #[derive(Default)]
 struct OpenFlow {
     next_event: u32,
-    tls: Option<TlsSummary>,
+    summary: FlowSummary,
 }
 
 struct FanOut {
@@ -504,20 +504,15 @@ impl FanOut {
         }
         // Event numbering: the nth event of a flow (all types together), unique with flow_id.
         let (index, tls) = match r {
-            Record::Flow(f) => (None, self.open.remove(&f.meta.flow_id).and_then(|o| o.tls)),
+            Record::Flow(f) => (None, self.open.remove(&f.meta.flow_id).map(|o| o.summary)),
             Record::Event(EventRecord { meta, event }) => {
-                let summary = match event {
-                    AppEvent::Tls(t) if self.ch.is_some() => Some(TlsSummary::of(t)),
-                    // A QUIC ClientHello is TLS 1.3 inside QUIC: the flow row's TLS columns.
-                    AppEvent::Quic(q) if self.ch.is_some() => Some(TlsSummary::of(&q.hello)),
-                    _ => None,
-                };
+                let ch = self.ch.is_some();
                 let idx = match self.open_flow(meta.flow_id) {
                     Some(o) => {
                         let i = o.next_event;
                         o.next_event += 1;
-                        if summary.is_some() && o.tls.is_none() {
-                            o.tls = summary;
+                        if ch {
+                            o.summary.add(event);
                         }
                         i
                     }

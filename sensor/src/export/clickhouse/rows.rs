@@ -83,6 +83,9 @@ pub const FLOW_COLUMNS: &[&str] = &[
     "tls_sni",
     "tls_version",
     "tls_alpn",
+    "ja4",
+    "http_host",
+    "dns_name",
     "community_id",
     "src_country",
     "src_city",
@@ -214,6 +217,34 @@ pub struct TlsSummary {
     pub sni: String,
     pub version: String,
     pub alpn: Vec<String>,
+    pub ja4: String,
+}
+
+/// What a flow's events tell that its `flows` row carries (migration 0010): the first TLS or
+/// QUIC handshake, the first HTTP Host and the first DNS name asked. The console's dimensions
+/// and rollups read these columns instead of joining the event tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowSummary {
+    pub tls: Option<TlsSummary>,
+    pub http_host: String,
+    pub dns_name: String,
+}
+
+impl FlowSummary {
+    /// Takes what is first of its kind from an event of the flow.
+    pub fn add(&mut self, e: &crate::dpi::AppEvent) {
+        use crate::dpi::AppEvent;
+        match e {
+            AppEvent::Tls(t) if self.tls.is_none() => self.tls = Some(TlsSummary::of(t)),
+            // A QUIC ClientHello is TLS 1.3 inside QUIC: the flow row's TLS columns.
+            AppEvent::Quic(q) if self.tls.is_none() => self.tls = Some(TlsSummary::of(&q.hello)),
+            AppEvent::Http(h) if self.http_host.is_empty() => {
+                self.http_host.clone_from(&h.hostname)
+            }
+            AppEvent::Dns(d) if self.dns_name.is_empty() => self.dns_name.clone_from(&d.rrname),
+            _ => {}
+        }
+    }
 }
 
 impl TlsSummary {
@@ -227,6 +258,7 @@ impl TlsSummary {
             sni: t.sni.clone().unwrap_or_default(),
             version: tls_version_name(negotiated),
             alpn: t.alpn.clone(),
+            ja4: t.ja4.clone().unwrap_or_default(),
         }
     }
 }
@@ -239,7 +271,7 @@ fn ends(b: &mut RowBuf<'_>, m: &FlowMeta) {
 }
 
 /// One `flows` row, columns in [`FLOW_COLUMNS`] order.
-pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, tls: Option<&TlsSummary>) {
+pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, sum: Option<&FlowSummary>) {
     let mut b = RowBuf(out);
     let m = &r.meta;
     b.str(sensor_id);
@@ -263,18 +295,22 @@ pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, tls: Opti
     b.str(r.reason.as_str());
     b.u8(r.tcp_flags_ts);
     b.u8(r.tcp_flags_tc);
-    match tls {
+    match sum.and_then(|s| s.tls.as_ref()) {
         Some(t) => {
             b.str(&t.sni);
             b.str(&t.version);
             b.str_array(t.alpn.iter().map(String::as_str));
+            b.str(&t.ja4);
         }
         None => {
             b.str("");
             b.str("");
             b.str_array(std::iter::empty());
+            b.str("");
         }
     }
+    b.str(sum.map_or("", |s| s.http_host.as_str()));
+    b.str(sum.map_or("", |s| s.dns_name.as_str()));
     with_community_id(m, |id| b.str(id.unwrap_or_default()));
 }
 

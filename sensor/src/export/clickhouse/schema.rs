@@ -40,18 +40,27 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "alerts",
         include_str!("../../../../config/clickhouse/migrations/0006_alerts.sql"),
     ),
+    (
+        10,
+        "flows_console_columns",
+        include_str!("../../../../config/clickhouse/migrations/0010_flows_console_columns.sql"),
+    ),
+    (
+        11,
+        "flows_1m",
+        include_str!("../../../../config/clickhouse/migrations/0011_flows_1m.sql"),
+    ),
+    (
+        12,
+        "flows_5m",
+        include_str!("../../../../config/clickhouse/migrations/0012_flows_5m.sql"),
+    ),
+    (
+        13,
+        "flows_1h",
+        include_str!("../../../../config/clickhouse/migrations/0013_flows_1h.sql"),
+    ),
 ];
-
-/// The statements of a rendered migration (separated by `;`: the HTTP interface takes one
-/// statement per request).
-pub fn statements(rendered: &str) -> Vec<String> {
-    rendered
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect()
-}
 
 /// For `ALTER TABLE <db>.<table> ADD COLUMN <name> ...`: the table and the first column it
 /// adds, so that a statement already applied (a run stopped between two statements of a
@@ -141,6 +150,28 @@ pub fn render(sql: &str, db: &str, f: Features, retention_days: u32) -> String {
         .to_string()
 }
 
+/// The statements of a rendered migration: a file may hold several, each ending with `;` at
+/// the end of a line (the HTTP interface takes one statement per request).
+pub fn statements(rendered: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in rendered.lines() {
+        cur.push_str(line);
+        cur.push('\n');
+        if line.trim_end().ends_with(';') {
+            let stmt = cur.trim().trim_end_matches(';').trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            cur.clear();
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur.trim().to_string());
+    }
+    out
+}
+
 /// The migrations table itself (not versioned: it records the versions).
 pub fn migrations_table(db: &str) -> String {
     format!(
@@ -184,7 +215,14 @@ mod tests {
 
     #[test]
     fn old_servers_get_fixedstring_and_no_ttl_new_ones_ipv6_lowcardinality_ttl_codecs() {
-        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.2.contains("CREATE TABLE")) {
+        for (_, _, sql) in MIGRATIONS {
+            for v in ["18.16.1", "24.3.1"] {
+                let r = render(sql, "sensor", Features::from_version(v), 30);
+                assert!(!r.contains('{'), "{r}");
+            }
+        }
+        // The migrations that create the sensor's tables (others alter or derive from them).
+        for (_, _, sql) in MIGRATIONS.iter().filter(|m| m.2.contains("{ip}")) {
             let old = render(sql, "sensor", Features::from_version("18.16.1"), 30);
             assert!(old.contains("FixedString(16)"), "{old}");
             for absent in ["IPv6", "LowCardinality", "TTL", "CODEC", "{"] {
@@ -237,6 +275,21 @@ mod tests {
             added_column("ALTER TABLE s.flows\n    ADD COLUMN IF NOT EXISTS src_city String"),
             Some(("flows", "src_city"))
         );
+    }
+
+    #[test]
+    fn a_migration_splits_into_its_statements() {
+        let s = statements(
+            "CREATE TABLE a (x String DEFAULT ';')\nENGINE = Log;\nINSERT INTO a\nSELECT 1;\n",
+        );
+        assert_eq!(
+            s,
+            [
+                "CREATE TABLE a (x String DEFAULT ';')\nENGINE = Log",
+                "INSERT INTO a\nSELECT 1"
+            ]
+        );
+        assert_eq!(statements("SELECT 1"), ["SELECT 1"]);
     }
 
     #[test]

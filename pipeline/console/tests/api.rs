@@ -1,0 +1,407 @@
+//! The console's numbers against the EVE output of the same replay: series totals, top-N rows,
+//! Sankey weights, flow detail, filters, and rollup against raw.
+
+mod common;
+
+use common::{fixture, login, ADMIN, END, START};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+fn flows(eve: &[Value]) -> impl Iterator<Item = &Value> {
+    eve.iter().filter(|r| r["event_type"] == "flow")
+}
+
+fn n(v: &Value) -> f64 {
+    v.as_f64()
+        .unwrap_or_else(|| v.as_str().and_then(|s| s.parse().ok()).unwrap_or(0.0))
+}
+
+fn bytes(r: &Value) -> f64 {
+    n(&r["flow"]["bytes_toserver"]) + n(&r["flow"]["bytes_toclient"])
+}
+
+/// Series name -> total.
+fn totals(v: &Value) -> BTreeMap<String, f64> {
+    v["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                n(&s["stats"]["total"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn series_totals_by_app_proto_equal_the_eve_and_the_rollup_equals_raw() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let mut want: BTreeMap<String, f64> = BTreeMap::new();
+    for r in flows(&f.eve) {
+        *want
+            .entry(r["app_proto"].as_str().unwrap_or("").to_string())
+            .or_default() += bytes(r);
+    }
+    let q = |table: &str| {
+        json!({"start": START, "end": END, "unit": "bytes", "dimension": "AppProto",
+               "limit": 50, "table": table})
+    };
+    let raw = c.ok("/api/v1/graph/timeseries", q("raw"));
+    let auto = c.ok("/api/v1/graph/timeseries", q("auto"));
+    assert_eq!(raw["table"], "flows");
+    assert_eq!(auto["table"], "flows_1h", "{auto}");
+    assert_eq!(totals(&raw), want);
+    assert_eq!(totals(&auto), want);
+    // Each point is a rate over its step; they add back to the total.
+    let s0 = &raw["series"][0];
+    let step = n(&raw["step"]);
+    let sum: f64 = s0["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| n(v) * step)
+        .sum();
+    assert!((sum - n(&s0["stats"]["total"])).abs() < 1e-6 * sum.max(1.0));
+    assert!(n(&s0["stats"]["max"]) >= n(&s0["stats"]["p95"]));
+    // Flows and packets, without a dimension, in both tables.
+    let packets: f64 = flows(&f.eve)
+        .map(|r| n(&r["flow"]["pkts_toserver"]) + n(&r["flow"]["pkts_toclient"]))
+        .sum();
+    for (unit, expect) in [
+        ("flows", flows(&f.eve).count() as f64),
+        ("packets", packets),
+    ] {
+        for table in ["raw", "auto"] {
+            let v = c.ok(
+                "/api/v1/graph/timeseries",
+                json!({"start": START, "end": END, "unit": unit, "table": table,
+                       "previous_period": true}),
+            );
+            assert_eq!(totals(&v)["total"], expect, "{unit} {table}");
+            assert_eq!(
+                n(&v["previous"]["stats"]["total"]),
+                0.0,
+                "nothing the day before"
+            );
+        }
+    }
+}
+
+#[test]
+fn top_n_with_other_keeps_the_total() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let all: f64 = flows(&f.eve).map(bytes).sum();
+    let v = c.ok(
+        "/api/v1/graph/timeseries",
+        json!({"start": START, "end": END, "dimension": "DstPort", "limit": 2}),
+    );
+    let t = totals(&v);
+    assert_eq!(t.len(), 3, "{t:?}");
+    assert!(t.contains_key("Other"));
+    assert_eq!(t.values().sum::<f64>(), all);
+    assert_eq!(v["series"][2]["name"], "Other");
+}
+
+#[test]
+fn top_lists_equal_the_eve_rankings() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let rank = |m: HashMap<String, f64>| -> Vec<(String, f64)> {
+        let mut v: Vec<_> = m.into_iter().collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        v.truncate(5);
+        v
+    };
+    let got = |kind: &str, metric: &str| -> Vec<(String, f64)> {
+        let v = c.ok(
+            "/api/v1/top",
+            json!({"start": START, "end": END, "kind": kind, "limit": 5}),
+        );
+        v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["value"].as_str().unwrap().to_string(), n(&r[metric])))
+            .collect()
+    };
+    let mut talkers: HashMap<String, f64> = HashMap::new();
+    for r in flows(&f.eve) {
+        *talkers
+            .entry(r["src_ip"].as_str().unwrap().to_string())
+            .or_default() += bytes(r);
+    }
+    // Talkers tie in address order (16 bytes, IPv4-mapped).
+    let key = |a: &str| match a.parse::<std::net::IpAddr>().unwrap() {
+        std::net::IpAddr::V4(v) => v.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(v) => v.octets(),
+    };
+    let mut t: Vec<(String, f64)> = talkers.into_iter().collect();
+    t.sort_by(|a, b| b.1.total_cmp(&a.1).then(key(&a.0).cmp(&key(&b.0))));
+    t.truncate(5);
+    assert_eq!(got("talkers", "bytes"), t);
+    // Server names and JA4: flows by the first TLS/QUIC handshake of each flow.
+    let (mut sni, mut ja4, mut seen) = (HashMap::new(), HashMap::new(), HashSet::new());
+    for r in f
+        .eve
+        .iter()
+        .filter(|r| r["event_type"] == "tls" || r["event_type"] == "quic")
+    {
+        if !seen.insert(r["flow_id"].as_u64().unwrap()) {
+            continue;
+        }
+        let e = &r[r["event_type"].as_str().unwrap()];
+        if let Some(s) = e["sni"].as_str().filter(|s| !s.is_empty()) {
+            *sni.entry(s.to_string()).or_default() += 1.0;
+        }
+        if let Some(s) = e["ja4"].as_str().filter(|s| !s.is_empty()) {
+            *ja4.entry(s.to_string()).or_default() += 1.0;
+        }
+    }
+    assert!(!sni.is_empty() && !ja4.is_empty());
+    assert_eq!(got("server_names", "flows"), rank(sni));
+    assert_eq!(got("ja4", "flows"), rank(ja4));
+    let mut hosts = HashMap::new();
+    for r in f.eve.iter().filter(|r| r["event_type"] == "http") {
+        *hosts
+            .entry(r["http"]["hostname"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    assert_eq!(got("http_hosts", "flows"), rank(hosts));
+    let mut dns = HashMap::new();
+    for r in f
+        .eve
+        .iter()
+        .filter(|r| r["event_type"] == "dns" && r["dns"]["type"] == "query")
+    {
+        *dns.entry(r["dns"]["rrname"].as_str().unwrap().to_string())
+            .or_default() += 1.0;
+    }
+    assert_eq!(got("dns_names", "flows"), rank(dns));
+}
+
+#[test]
+fn sankey_link_weights_equal_the_eve() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let mut want: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for r in flows(&f.eve) {
+        let k = (
+            r["app_proto"].as_str().unwrap().to_string(),
+            r["proto"].as_str().unwrap().to_string(),
+        );
+        *want.entry(k).or_default() += 1.0;
+    }
+    for table in ["raw", "auto"] {
+        let v = c.ok(
+            "/api/v1/graph/sankey",
+            json!({"start": START, "end": END, "unit": "flows", "limit": 100,
+                   "dimensions": ["AppProto", "Proto"], "table": table}),
+        );
+        let nodes = v["nodes"].as_array().unwrap();
+        let name = |i: &Value| {
+            nodes[i.as_u64().unwrap() as usize]["name"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let got: BTreeMap<(String, String), f64> = v["links"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| ((name(&l["source"]), name(&l["target"])), n(&l["value"])))
+            .collect();
+        assert_eq!(got, want, "{table}");
+    }
+    // Fewer combinations than exist: the rest is one Other path, the total is kept.
+    let v = c.ok(
+        "/api/v1/graph/sankey",
+        json!({"start": START, "end": END, "unit": "flows", "limit": 2,
+               "dimensions": ["AppProto", "Proto", "Sensor"]}),
+    );
+    let sum: f64 = v["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| n(&l["value"]))
+        .sum();
+    assert_eq!(sum, 2.0 * flows(&f.eve).count() as f64, "two link levels");
+}
+
+#[test]
+fn a_flow_detail_shows_its_events_and_alerts() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let http = f.eve.iter().find(|r| r["event_type"] == "http").unwrap();
+    let id = http["flow_id"].as_u64().unwrap();
+    let urls: Vec<&str> = f
+        .eve
+        .iter()
+        .filter(|r| r["event_type"] == "http" && r["flow_id"] == id)
+        .map(|r| r["http"]["url"].as_str().unwrap())
+        .collect();
+    let r = c.get(&format!("/api/v1/flows/{id}?sensor_id=t1"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let got: Vec<&str> = v["http"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, urls);
+    let flow = flows(&f.eve).find(|r| r["flow_id"] == id).unwrap();
+    assert_eq!(
+        n(&v["flow"]["bytes_toserver"]),
+        n(&flow["flow"]["bytes_toserver"])
+    );
+    assert_eq!(v["flow"]["src_ip"], flow["src_ip"]);
+    assert_eq!(v["flow"]["flow_id"], id.to_string());
+    assert_eq!(v["flow"]["http_host"], http["http"]["hostname"]);
+    // The first flow of the EVE carries alert a-1 (see common::alerts); a DNS flow its questions.
+    let first = flows(&f.eve).next().unwrap();
+    let v = c.get(&format!("/api/v1/flows/{}", first["flow_id"])).json();
+    assert_eq!(v["alerts"][0]["alert_id"], "a-1", "{v}");
+    assert_eq!(v["alerts"][0]["src_ip"], "192.0.2.30");
+    let dns = f.eve.iter().find(|r| r["event_type"] == "dns").unwrap();
+    let v = c.get(&format!("/api/v1/flows/{}", dns["flow_id"])).json();
+    assert_eq!(v["dns"][0]["rrname"], dns["dns"]["rrname"]);
+    let tls = f.eve.iter().find(|r| r["event_type"] == "tls").unwrap();
+    let v = c.get(&format!("/api/v1/flows/{}", tls["flow_id"])).json();
+    assert_eq!(v["tls"]["sni"], tls["tls"]["sni"]);
+    assert_eq!(v["tls"]["ja4"], tls["tls"]["ja4"]);
+    assert_eq!(c.get("/api/v1/flows/12345").status, 404);
+}
+
+#[test]
+fn filters_select_the_flows_the_eve_says() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let count = |filter: &str| -> f64 {
+        let v = c.ok(
+            "/api/v1/flows",
+            json!({"start": START, "end": END, "filter": filter, "limit": 1}),
+        );
+        n(&v["total"])
+    };
+    let eve = |p: &dyn Fn(&Value) -> bool| flows(&f.eve).filter(|r| p(r)).count() as f64;
+    let ap = |r: &Value| r["app_proto"].as_str().unwrap_or("").to_string();
+    assert_eq!(
+        count(r#"AppProto IN ("dns", 'http') AND DstPort != 53"#),
+        eve(&|r| (ap(r) == "dns" || ap(r) == "http") && r["dest_port"] != 53)
+    );
+    assert_eq!(count("NOT Proto = TCP"), eve(&|r| r["proto"] != "TCP"));
+    assert_eq!(
+        count("SrcAddr << 192.0.2.0/24"),
+        eve(&|r| r["src_ip"].as_str().unwrap().starts_with("192.0.2."))
+    );
+    assert_eq!(
+        count("DstAddr << 2000::/3"),
+        eve(&|r| r["dest_ip"].as_str().unwrap().contains(':'))
+    );
+    assert_eq!(
+        count("DstPort >= 443 AND DstPort <= 443"),
+        eve(&|r| r["dest_port"] == 443)
+    );
+    let sni = f.eve.iter().find(|r| r["event_type"] == "tls").unwrap()["tls"]["sni"]
+        .as_str()
+        .unwrap();
+    let pat = format!("%{}", &sni[sni.len() - 4..]);
+    assert!(
+        count(&format!(
+            "SNI LIKE {pat:?} OR (SNI ILIKE {:?})",
+            sni.to_uppercase()
+        )) >= 1.0
+    );
+    // Sorting and paging: the largest flows first.
+    let v = c.ok(
+        "/api/v1/flows",
+        json!({"start": START, "end": END, "sort": "Bytes", "limit": 3}),
+    );
+    let mut by: Vec<f64> = flows(&f.eve).map(bytes).collect();
+    by.sort_by(|a, b| b.total_cmp(a));
+    let got: Vec<f64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| n(&r["bytes_toserver"]) + n(&r["bytes_toclient"]))
+        .collect();
+    assert_eq!(got, by[..3]);
+    let page2 = c.ok(
+        "/api/v1/flows",
+        json!({"start": START, "end": END, "sort": "Bytes", "limit": 3, "offset": 3}),
+    );
+    assert_ne!(page2["rows"][0]["flow_id"], v["rows"][0]["flow_id"]);
+}
+
+#[test]
+fn validate_gives_the_position_and_complete_offers_fields_then_values() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let v = c.ok("/api/v1/filter/validate", json!({"filter": "AppProto = "}));
+    assert_eq!(
+        (v["ok"].clone(), v["position"].clone()),
+        (json!(false), json!(11))
+    );
+    let v = c.ok("/api/v1/filter/validate", json!({"filter": "Bogus = 1"}));
+    assert_eq!(v["position"], 0);
+    assert!(v["error"].as_str().unwrap().contains("Bogus"));
+    let v = c.ok(
+        "/api/v1/filter/validate",
+        json!({"filter": "DstPort = 443"}),
+    );
+    assert_eq!(v["ok"], true);
+    let labels = |v: &Value| -> Vec<String> {
+        v["completions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["label"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = c.ok("/api/v1/filter/complete", json!({"filter": "App"}));
+    assert_eq!(labels(&v), ["AppProto"]);
+    assert_eq!((v["from"].clone(), v["to"].clone()), (json!(0), json!(3)));
+    let v = c.ok("/api/v1/filter/complete", json!({"filter": "AppProto "}));
+    assert!(labels(&v).contains(&"IN".to_string()));
+    let v = c.ok(
+        "/api/v1/filter/complete",
+        json!({"filter": "AppProto = d", "start": START, "end": END}),
+    );
+    assert_eq!(labels(&v), ["\"dns\""]);
+    let v = c.ok(
+        "/api/v1/filter/complete",
+        json!({"filter": "AppProto IN (\"tls\", ", "start": START, "end": END}),
+    );
+    assert!(labels(&v).contains(&"\"quic\"".to_string()), "{v}");
+    let v = c.ok(
+        "/api/v1/filter/complete",
+        json!({"filter": "DstPort = 443 "}),
+    );
+    assert_eq!(labels(&v), ["AND", "OR"]);
+}
+
+#[test]
+fn sensors_and_fields_reflect_the_tables() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let v = c
+        .get(&format!("/api/v1/sensors?start={START}&end={END}"))
+        .json();
+    assert_eq!(v["sensors"][0]["sensor_id"], "t1");
+    assert_eq!(n(&v["sensors"][0]["flows"]), flows(&f.eve).count() as f64);
+    let v = c.get("/api/v1/fields").json();
+    let names: Vec<&str> = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"JA4") && names.contains(&"SrcAddr"));
+    // Enrichment columns are offered only when the table has them (not in this schema yet).
+    let has_country = f.ch.count("SELECT count() FROM system.columns WHERE database = 'sensor' AND table = 'flows' AND name = 'src_country'") > 0;
+    assert_eq!(names.contains(&"SrcCountry"), has_country);
+}

@@ -1,0 +1,235 @@
+// Alerts: list with filters (severity, rule, address, acknowledged, time), detail with the
+// evidence and the linked flows, acknowledgement for admins. The list re-reads itself every
+// POLL_SECONDS so new alerts appear without a reload (the API has no event stream yet).
+
+import * as api from "../api";
+import { errorBox, h, loading, replace, toast } from "../dom";
+import { utc } from "../format";
+import { Ctx } from "../page";
+import { resolveRange } from "../timerange";
+import { href, update } from "../state";
+import { picker } from "../timerange";
+import { kv, records } from "./flows";
+
+const POLL_SECONDS = 15;
+const SEVERITY: Record<number, string> = { 1: "1 high", 2: "2 medium", 3: "3 low", 4: "4 info" };
+const str = (v: unknown) => (v === null || v === undefined ? "" : String(v));
+
+/** Rows seen by the list, so a detail opened from it shows at once. */
+const seen = new Map<string, api.Row>();
+
+export function alerts(root: HTMLElement, ctx: Ctx): () => void {
+  if (ctx.rest[0]) return alertDetail(root, ctx.rest[0], ctx.me);
+  const p = ctx.params;
+  const startSpec = p.get("start") || "now-24h";
+  const endSpec = p.get("end") || "now";
+  const sev = (p.get("severity") || "").split(",").map(Number).filter((n) => n >= 1 && n <= 4);
+  const acked = p.get("acked") === "yes" ? true : p.get("acked") === "no" ? false : null;
+  const page = Math.max(0, Number(p.get("page")) || 0);
+  const size = 100;
+  const body = h("div", {}, loading());
+  const status = h("div", { class: "live-status" });
+  const text = (name: string, label: string) =>
+    h("label", {}, label + " ", h("input", { name, value: p.get(name) ?? "", size: 18, onchange: (e: Event) => update({ [name]: (e.target as HTMLInputElement).value.trim(), page: undefined }) }));
+  replace(
+    root,
+    h("h1", {}, "Alerts"),
+    picker(startSpec, endSpec, (s, e) => update({ start: s, end: e, page: undefined })),
+    h(
+      "div",
+      { class: "control-bar" },
+      h("span", {}, "severity "),
+      [1, 2, 3, 4].map((s) =>
+        h(
+          "label",
+          { class: "sev sev" + s },
+          h("input", {
+            type: "checkbox",
+            name: "sev" + s,
+            checked: sev.includes(s),
+            onchange: (e: Event) => {
+              const next = (e.target as HTMLInputElement).checked ? [...sev, s] : sev.filter((x) => x !== s);
+              update({ severity: next.sort().join(","), page: undefined });
+            },
+          }),
+          " " + SEVERITY[s],
+        ),
+      ),
+      text("rule", "rule"),
+      text("addr", "address"),
+      h(
+        "label",
+        {},
+        "acknowledged ",
+        h(
+          "select",
+          { name: "acked", onchange: (e: Event) => update({ acked: (e.target as HTMLSelectElement).value, page: undefined }) },
+          [["", "any"], ["no", "not yet"], ["yes", "yes"]].map(([v, l]) => h("option", { value: v, selected: (p.get("acked") ?? "") === v }, l)),
+        ),
+      ),
+    ),
+    status,
+    body,
+  );
+  let ctl: AbortController | null = null;
+  const known = new Set<string>();
+  let first = true;
+  const load = async () => {
+    ctl?.abort();
+    ctl = new AbortController();
+    try {
+      const r = resolveRange(startSpec, endSpec);
+      const q = { start: Math.floor(r.start / 1000), end: Math.ceil(r.end / 1000), severity: sev, rule: p.get("rule") ?? "", addr: p.get("addr") ?? "", acked, offset: page * size, limit: size };
+      const res = await api.alerts(q, ctl.signal);
+      if (!res.available) {
+        replace(body, h("p", { class: "empty" }, "No alerts table in ClickHouse yet: the detection pipeline has not written any alert."));
+        return;
+      }
+      const fresh = res.rows.filter((a) => !known.has(str(a.id)));
+      res.rows.forEach((a) => {
+        known.add(str(a.id));
+        seen.set(str(a.id), a);
+      });
+      replace(status, `${res.total} alerts · updated ${utc(Date.now())} UTC, every ${POLL_SECONDS} s` + (!first && fresh.length ? ` · ${fresh.length} new` : ""));
+      renderList(body, res.rows, res.total, page, size, first ? new Set() : new Set(fresh.map((a) => str(a.id))));
+      first = false;
+    } catch (e) {
+      if ((e as Error).name !== "AbortError") replace(status, errorBox("Could not load alerts (retrying)", e));
+    }
+  };
+  load();
+  const timer = window.setInterval(load, POLL_SECONDS * 1000);
+  return () => {
+    ctl?.abort();
+    window.clearInterval(timer);
+  };
+}
+
+function renderList(body: HTMLElement, rows: api.Row[], total: number, page: number, size: number, fresh: Set<string>): void {
+  if (rows.length === 0) {
+    replace(body, h("p", { class: "empty" }, "No alert matches in this range."));
+    return;
+  }
+  const pages = Math.max(1, Math.ceil(total / size));
+  replace(
+    body,
+    h(
+      "div",
+      { class: "pager" },
+      `page ${page + 1} of ${pages} `,
+      h("button", { disabled: page === 0, onclick: () => update({ page: page - 1 || undefined }) }, "← newer"),
+      h("button", { disabled: page + 1 >= pages, onclick: () => update({ page: page + 1 }) }, "older →"),
+    ),
+    h(
+      "table",
+      { class: "data alerts-table" },
+      h("thead", {}, h("tr", {}, ["Time (UTC)", "Severity", "Rule", "Signature", "Source", "Destination", "Sensor", "Acknowledged"].map((c) => h("th", {}, c)))),
+      h(
+        "tbody",
+        {},
+        rows.map((a) =>
+          h(
+            "tr",
+            { class: "alert-row" + (fresh.has(str(a.id)) ? " fresh" : "") },
+            h("td", {}, h("a", { class: "alert-link", href: href("alerts/" + str(a.id)) }, utc(Number(a.ts) * 1000))),
+            h("td", { class: "sev sev" + str(a.severity) }, SEVERITY[Number(a.severity)] ?? str(a.severity)),
+            h("td", {}, str(a.rule)),
+            h("td", {}, str(a.signature)),
+            h("td", {}, str(a.src_ip)),
+            h("td", {}, str(a.dest_ip)),
+            h("td", {}, str(a.sensor_id)),
+            h("td", {}, a.acked_by ? `${str(a.acked_by)}, ${utc(Number(a.acked_at) * 1000)}` : "no"),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+/** Finds an alert by id: from the list already seen, else over the last 30 days. */
+async function findAlert(id: string): Promise<api.Row | undefined> {
+  if (seen.has(id)) return seen.get(id);
+  const now = Math.ceil(Date.now() / 1000);
+  for (let offset = 0; offset < 10000; offset += 1000) {
+    const r = await api.alerts({ start: now - 30 * 86400, end: now, severity: [], rule: "", addr: "", acked: null, offset, limit: 1000 });
+    const hit = r.rows.find((a) => str(a.id) === id);
+    r.rows.forEach((a) => seen.set(str(a.id), a));
+    if (hit || r.rows.length < 1000) return hit;
+  }
+  return undefined;
+}
+
+/** Record refs of the evidence: `<sensor_id>:<flow_id>:<event_index|flow>`. */
+function evidenceFlows(a: api.Row): { sensor: string; flow: string; what: string }[] {
+  const ev = a.evidence as { refs?: unknown; records?: unknown } | string | undefined;
+  let refs: unknown = undefined;
+  if (typeof ev === "string") {
+    try {
+      const parsed = JSON.parse(ev);
+      refs = parsed.refs ?? parsed.records;
+    } catch {
+      refs = undefined;
+    }
+  } else refs = ev?.refs ?? ev?.records ?? a.evidence_refs;
+  const out = Array.isArray(refs)
+    ? refs.map(String).map((r) => {
+        const m = /^(.*):(\d+):([^:]+)$/.exec(r);
+        return m ? { sensor: m[1], flow: m[2], what: m[3] } : null;
+      })
+    : [];
+  const list = out.filter((x): x is { sensor: string; flow: string; what: string } => x !== null);
+  if (a.flow_id && !list.some((x) => x.flow === str(a.flow_id))) list.unshift({ sensor: str(a.sensor_id), flow: str(a.flow_id), what: "trigger" });
+  return list;
+}
+
+function alertDetail(root: HTMLElement, id: string, me: api.Me): () => void {
+  replace(root, h("h1", {}, "Alert"), loading());
+  let live = true;
+  const render = (a: api.Row) => {
+    const ackBox = h("div", { class: "ack" });
+    if (a.acked_by) replace(ackBox, `Acknowledged by ${str(a.acked_by)} at ${utc(Number(a.acked_at) * 1000)} UTC`);
+    else if (me.role === "admin") {
+      const btn = h("button", { class: "primary ack-button" }, "Acknowledge");
+      btn.addEventListener("click", async () => {
+        btn.setAttribute("disabled", "");
+        try {
+          await api.ackAlert(id);
+          toast("Alert acknowledged");
+          seen.set(id, { ...a, acked_by: me.username, acked_at: Date.now() / 1000 });
+          render(seen.get(id)!);
+        } catch (e) {
+          btn.removeAttribute("disabled");
+          replace(ackBox, btn, errorBox("Acknowledge failed", e));
+        }
+      });
+      replace(ackBox, btn);
+    } else replace(ackBox, h("span", { class: "hint" }, "Not acknowledged. Acknowledging needs the admin role (you are a viewer)."));
+    const linked = evidenceFlows(a);
+    replace(
+      root,
+      h("p", {}, h("a", { href: href("alerts") }, "← all alerts")),
+      h("h1", {}, "Alert: ", str(a.signature) || str(a.rule)),
+      h("p", { class: "sev sev" + str(a.severity) }, `severity ${SEVERITY[Number(a.severity)] ?? str(a.severity)} · rule ${str(a.rule)} · ${utc(Number(a.ts) * 1000)} UTC · sensor ${str(a.sensor_id)}`),
+      ackBox,
+      h("h2", {}, "Linked flows (", String(linked.length), ")"),
+      records(
+        linked.map((l) => ({ flow_id: l.flow, sensor_id: l.sensor, record: l.what })),
+        ["flow_id", "sensor_id", "record"],
+        (r) => href("flows/" + str(r.flow_id), { sensor_id: str(r.sensor_id) }),
+      ),
+      h("h2", {}, "Evidence and fields"),
+      kv(a),
+    );
+  };
+  findAlert(id).then(
+    (a) => {
+      if (!live) return;
+      if (a) render(a);
+      else replace(root, h("h1", {}, "Alert"), errorBox("Not found", `no alert with id ${id} in the last 30 days`));
+    },
+    (e) => live && replace(root, h("h1", {}, "Alert"), errorBox("Could not load the alert", e)),
+  );
+  return () => {
+    live = false;
+  };
+}

@@ -2,7 +2,7 @@
 //! started as child processes on free loopback ports (never mocks), and the TLS material they
 //! need. A dev-dependency only; nothing here ships.
 
-pub mod cluster;
 pub mod chdb;
+pub mod cluster;
 pub mod console;
 pub mod servers;

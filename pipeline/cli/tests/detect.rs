@@ -269,7 +269,7 @@ fn intel_files_are_reread_when_they_change() {
     let eve = String::from_utf8(replay(&[attack("intel_hits.pcap")], 1)).unwrap();
     let query = eve
         .lines()
-        .find(|l| l.contains("\"type\":\"query\""))
+        .find(|l| l.contains("\"type\":\"request\""))
         .unwrap()
         .to_string();
     let mut child = pipeline()

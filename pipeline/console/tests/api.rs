@@ -175,10 +175,15 @@ fn top_lists_equal_the_eve_rankings() {
     for r in f
         .eve
         .iter()
-        .filter(|r| r["event_type"] == "dns" && r["dns"]["type"] == "query")
+        .filter(|r| r["event_type"] == "dns" && r["dns"]["type"] == "request")
     {
-        *dns.entry(r["dns"]["rrname"].as_str().unwrap().to_string())
-            .or_default() += 1.0;
+        *dns.entry(
+            r["dns"]["queries"][0]["rrname"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+        .or_default() += 1.0;
     }
     assert_eq!(got("dns_names", "flows"), rank(dns));
 }
@@ -268,7 +273,7 @@ fn a_flow_detail_shows_its_events_and_alerts() {
     assert_eq!(v["alerts"][0]["src_ip"], "192.0.2.30");
     let dns = f.eve.iter().find(|r| r["event_type"] == "dns").unwrap();
     let v = c.get(&format!("/api/v1/flows/{}", dns["flow_id"])).json();
-    assert_eq!(v["dns"][0]["rrname"], dns["dns"]["rrname"]);
+    assert_eq!(v["dns"][0]["rrname"], dns["dns"]["queries"][0]["rrname"]);
     let tls = f.eve.iter().find(|r| r["event_type"] == "tls").unwrap();
     let v = c.get(&format!("/api/v1/flows/{}", tls["flow_id"])).json();
     assert_eq!(v["tls"]["sni"], tls["tls"]["sni"]);

@@ -197,6 +197,34 @@ pub struct DnsRec<'a> {
     pub rcode: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub answers: Vec<DnsAnswer<'a>>,
+    /// Suricata 8's (EVE DNS version 3) questions; the sensor writes one.
+    #[serde(borrow, default)]
+    pub queries: Vec<DnsAnswer<'a>>,
+}
+
+impl DnsRec<'_> {
+    /// `query` or `answer`: the rules' names, also for Suricata 8's `request` and `response`.
+    fn kind(&self) -> Option<&str> {
+        self.kind.as_deref().map(|k| match k {
+            "request" => "query",
+            "response" => "answer",
+            k => k,
+        })
+    }
+
+    /// The question's name: `dns.rrname` of version 2, the first of `dns.queries` in version 3.
+    fn rrname(&self) -> Option<&Cow<'_, str>> {
+        self.rrname
+            .as_ref()
+            .or_else(|| self.queries.first().and_then(|q| q.rrname.as_ref()))
+    }
+
+    /// The question's type, as [`DnsRec::rrname`].
+    fn rrtype(&self) -> Option<&Cow<'_, str>> {
+        self.rrtype
+            .as_ref()
+            .or_else(|| self.queries.first().and_then(|q| q.rrtype.as_ref()))
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,9 +351,11 @@ impl<'a> Record<'a> {
             HttpRefer => opt_str(http.and_then(|x| x.http_refer.as_ref())),
             HttpContentType => opt_str(http.and_then(|x| x.http_content_type.as_ref())),
             HttpLength => opt_int(http.and_then(|x| x.length)),
-            DnsType => opt_str(dns.and_then(|x| x.kind.as_ref())),
-            DnsRrname => opt_str(dns.and_then(|x| x.rrname.as_ref())),
-            DnsRrtype => opt_str(dns.and_then(|x| x.rrtype.as_ref())),
+            DnsType => dns
+                .and_then(|x| x.kind())
+                .map_or(Value::Null, |k| Value::Str(Cow::Borrowed(k))),
+            DnsRrname => opt_str(dns.and_then(|x| x.rrname())),
+            DnsRrtype => opt_str(dns.and_then(|x| x.rrtype())),
             DnsRcode => opt_str(dns.and_then(|x| x.rcode.as_ref())),
             DnsAnswersRdata => answers(dns, |a| a.rdata.as_ref()),
             DnsAnswersRrname => answers(dns, |a| a.rrname.as_ref()),
@@ -467,6 +497,15 @@ mod tests {
             Value::Ip("2001:db8::1".parse().unwrap())
         );
         assert_eq!(r.reference("s1"), "s1:7:flow");
+    }
+
+    #[test]
+    fn suricata_8_dns_reads_as_the_rules_fields() {
+        let line = r#"{"timestamp":"2024-01-01T00:00:00Z","flow_id":1,"event_type":"dns","dns":{"version":3,"type":"request","queries":[{"rrname":"q.example","rrtype":"TXT"}]}}"#;
+        let r = Record::parse(line).unwrap();
+        assert_eq!(r.get(Field::DnsType), Value::str("query"));
+        assert_eq!(r.get(Field::DnsRrname), Value::str("q.example"));
+        assert_eq!(r.get(Field::DnsRrtype), Value::str("TXT"));
     }
 
     #[test]

@@ -104,16 +104,13 @@ fn replay(ch: &ClickHouse, dir: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// An `alerts` table as the pipeline may write it, with two alerts (one on a replayed flow).
+/// Two alerts (one on a replayed flow) in the `alerts` table that the sensor's migrations
+/// created (migration 0006, the table `pipeline detect` writes).
 fn alerts(ch: &ClickHouse, eve: &[Value]) {
     let flow = eve.iter().find(|r| r["event_type"] == "flow").unwrap();
-    ch.query(
-        "CREATE TABLE sensor.alerts (ts DateTime('UTC'), alert_id String, rule String, \
-         signature String, severity UInt8, sensor_id String, flow_id UInt64, \
-         src_ip FixedString(16), dest_ip FixedString(16)) ENGINE = MergeTree ORDER BY ts",
-    );
     ch.query(&format!(
-        "INSERT INTO sensor.alerts VALUES \
+        "INSERT INTO sensor.alerts (ts, alert_id, rule, signature, severity, sensor_id, \
+         flow_id, src_ip, dest_ip) VALUES \
          (toDateTime(1704067300), 'a-1', 'dns_tunnel', 'DNS tunnel', 2, 't1', {}, \
           toFixedString(unhex('00000000000000000000FFFFC000021E'), 16), \
           toFixedString(unhex('00000000000000000000FFFFC6336435'), 16)), \

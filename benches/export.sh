@@ -32,9 +32,6 @@ TARGET=200M
 for bin in clickhouse-client nats-server; do
     command -v "$bin" >/dev/null || { echo "export bench: $bin not installed (scripts/setup.sh)"; exit 0; }
 done
-CH_SERVER=/usr/sbin/clickhouse-server
-[ -x "$CH_SERVER" ] || CH_SERVER=$(command -v clickhouse-server)
-
 cargo build --release -q -p sensor --bins --example nats_publish_floor
 BIN=target/release
 mkdir -p benches/work
@@ -44,47 +41,10 @@ if [ ! -s "$CAP" ]; then
         testdata-pcaps/tls.pcap testdata-pcaps/http.pcap testdata-pcaps/dns.pcap >/dev/null
 fi
 
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-    # Reaped here, so bash does not report each as "Killed" at exit.
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-HTTP=$(free_port); TCP=$(free_port); NATS=$(free_port)
-cat >"$TMP/config.xml" <<EOF
-<?xml version="1.0"?>
-<yandex>
-  <logger><level>warning</level><log>$TMP/ch.log</log><errorlog>$TMP/ch.err.log</errorlog></logger>
-  <listen_host>127.0.0.1</listen_host><http_port>$HTTP</http_port><tcp_port>$TCP</tcp_port>
-  <path>$TMP/data/</path><tmp_path>$TMP/data/tmp/</tmp_path>
-  <user_files_path>$TMP/data/user_files/</user_files_path>
-  <format_schema_path>$TMP/data/format_schemas/</format_schema_path>
-  <users_config>$TMP/users.xml</users_config>
-  <default_profile>default</default_profile><default_database>default</default_database>
-  <mark_cache_size>268435456</mark_cache_size><mlock_executable>false</mlock_executable>
-</yandex>
-EOF
-cat >"$TMP/users.xml" <<EOF
-<?xml version="1.0"?>
-<yandex><profiles><default></default></profiles>
-<users><default><password></password><networks><ip>127.0.0.1</ip></networks><profile>default</profile><quota>default</quota></default></users>
-<quotas><default></default></quotas></yandex>
-EOF
-"$CH_SERVER" --config-file="$TMP/config.xml" >"$TMP/ch.out" 2>&1 &
-PIDS+=($!)
-nats-server -js -a 127.0.0.1 -p "$NATS" -sd "$TMP/js" --user bench --pass bench >"$TMP/nats.log" 2>&1 &
-PIDS+=($!)
-for _ in $(seq 1 200); do
-    curl -sf "http://127.0.0.1:$HTTP/ping" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -sf "http://127.0.0.1:$HTTP/ping" >/dev/null || { echo "export bench: clickhouse-server did not start"; cat "$TMP/ch.err.log" 2>/dev/null; exit 1; }
+. benches/lib/servers.sh
+ch_start || exit 1
+nats_start bench bench || exit 1
+HTTP=$CH_HTTP; TCP=$CH_TCP; NATS=$NATS_PORT
 q() { clickhouse-client --port "$TCP" --query "$1"; }
 
 now() { echo "$EPOCHREALTIME"; }

@@ -173,11 +173,18 @@ fn state_changes_need_the_csrf_token_of_the_session() {
             "/api/v1/filter/validate",
             "/api/v1/logout",
             "/api/v1/alerts/a-1/ack",
+            "/api/v1/views",
         ] {
             let r = http(f.port, "POST", path, &headers, Some(&body));
             assert_eq!(r.status, 403, "{path}: {}", r.body);
             assert!(r.json()["error"].as_str().unwrap().contains("X-CSRF-Token"));
         }
+        let r = http(f.port, "DELETE", "/api/v1/views/any", &headers, None);
+        assert_eq!(r.status, 403, "DELETE view: {}", r.body);
+    }
+    // Reads that need a session: the saved views and the live alerts' event stream.
+    for path in ["/api/v1/views", "/api/v1/alerts/stream"] {
+        assert_eq!(http(f.port, "GET", path, &[], None).status, 401, "{path}");
     }
     assert_eq!(
         c.post("/api/v1/filter/validate", &json!({"filter": ""}))

@@ -124,7 +124,9 @@ async fn consume(cfg: &Nats, live: &Live) -> Result<(), String> {
         live.received.fetch_add(1, Ordering::Relaxed);
         match alert_row(&m.payload) {
             // No receiver (no browser open) is not an error.
-            Some(row) => drop(live.tx.send(Arc::from(row.to_string()))),
+            Some(row) => {
+                let _ = live.tx.send(Arc::from(row.to_string()));
+            }
             None => {
                 live.malformed.fetch_add(1, Ordering::Relaxed);
             }

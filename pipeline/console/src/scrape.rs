@@ -150,7 +150,7 @@ pub struct Figures {
 
 pub fn figures(samples: &[Sample]) -> Figures {
     let mut f = Figures::default();
-    let mut drop = |f: &mut Figures, cause: String, v: f64| {
+    let add_drop = |f: &mut Figures, cause: String, v: f64| {
         if f.drops.len() < MAX_CAUSES || f.drops.contains_key(&cause) {
             *f.drops.entry(cause).or_default() += v;
         }
@@ -162,13 +162,13 @@ pub fn figures(samples: &[Sample]) -> Figures {
             "sensor_flows_exported_total" => f.flows += s.value,
             "sensor_drops_total" => {
                 let cause = s.label("cause").unwrap_or("unknown").to_string();
-                drop(&mut f, cause, s.value);
+                add_drop(&mut f, cause, s.value);
             }
             "sensor_export_rows_total" => {
                 let outcome = s.label("outcome").unwrap_or("");
                 if matches!(outcome, "dropped_oldest" | "lost" | "corrupt") {
                     let sink = s.label("sink").unwrap_or("sink");
-                    drop(&mut f, format!("export_{sink}_{outcome}"), s.value);
+                    add_drop(&mut f, format!("export_{sink}_{outcome}"), s.value);
                 }
             }
             _ => {}

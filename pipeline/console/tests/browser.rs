@@ -226,7 +226,7 @@ fn store_attack_alerts(ch: &ClickHouse) -> Vec<Value> {
     // One replay per capture: each starts at the same instant, as the detect CLI's test runs them.
     let lines: Vec<String> = ["ssh_bruteforce.pcap", "tcp_scan_noreply.pcap"]
         .iter()
-        .flat_map(|c| detect_alerts(&[c], "attack-sensor", Some(ch)))
+        .flat_map(|c| detect_alerts(&[*c], "attack-sensor", Some(ch)))
         .collect();
     assert!(lines.len() >= 3, "expected alerts from the attack captures: {lines:?}");
     let mut cfg = pipeline_detect::online::config::OnlineConfig::default();

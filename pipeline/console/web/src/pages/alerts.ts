@@ -132,7 +132,7 @@ function liveList(body: HTMLElement, status: HTMLElement, f: Filters, size: numb
       const r = resolveRange(f.startSpec, f.endSpec);
       const q = { start: Math.floor(r.start / 1000), end: Math.ceil(r.end / 1000), severity: f.sev, rule: f.rule, addr: f.addr, acked: f.acked, offset: f.page * size, limit: size };
       const res = await api.alerts(q, ctl.signal);
-      if (first) startUpdates(res.live);
+      startUpdates(res.live);
       if (!res.available && streamed.size === 0) {
         replace(body, h("p", { class: "empty" }, "No alerts table in ClickHouse yet: the detection pipeline has not written any alert."));
         return;
@@ -148,10 +148,16 @@ function liveList(body: HTMLElement, status: HTMLElement, f: Filters, size: numb
       show(first ? new Set() : new Set(fresh.map(idOf)));
       first = false;
     } catch (e) {
-      if ((e as Error).name !== "AbortError") replace(status, errorBox("Could not load alerts (retrying)", e));
+      if ((e as Error).name === "AbortError") return;
+      replace(status, errorBox("Could not load alerts (retrying)", e));
+      if (timer === undefined) timer = window.setInterval(load, POLL_SECONDS * 1000);
     }
   };
+  let started = false;
   const startUpdates = (live: api.LiveStatus) => {
+    if (started) return;
+    started = true;
+    window.clearInterval(timer);
     if (!live.configured) {
       liveNote = `live updates off (no [nats] in the console config): re-read every ${POLL_SECONDS} s`;
       timer = window.setInterval(load, POLL_SECONDS * 1000);

@@ -249,7 +249,10 @@ impl Config {
     fn validate_nats(&self) -> Result<(), String> {
         let Some(n) = &self.nats else { return Ok(()) };
         if !(n.url.starts_with("nats://") || n.url.starts_with("tls://")) {
-            return Err(format!("nats.url: {:?} must start with nats:// or tls://", n.url));
+            return Err(format!(
+                "nats.url: {:?} must start with nats:// or tls://",
+                n.url
+            ));
         }
         let subject_ok = |s: &str| {
             !s.is_empty()
@@ -258,10 +261,16 @@ impl Config {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         };
         if !subject_ok(&n.alerts_stream) {
-            return Err(format!("nats.alerts_stream: {:?} is not a plain name", n.alerts_stream));
+            return Err(format!(
+                "nats.alerts_stream: {:?} is not a plain name",
+                n.alerts_stream
+            ));
         }
         if !subject_ok(&n.alerts_subject) {
-            return Err(format!("nats.alerts_subject: {:?} is not a plain token", n.alerts_subject));
+            return Err(format!(
+                "nats.alerts_subject: {:?} is not a plain token",
+                n.alerts_subject
+            ));
         }
         Ok(())
     }
@@ -278,7 +287,8 @@ impl Config {
             if !seen.insert(&s.id) {
                 return Err(format!("sensors.id: {:?} appears twice", s.id));
             }
-            if !s.metrics_url.starts_with("http://") || s.metrics_url.parse::<hyper::Uri>().is_err() {
+            if !s.metrics_url.starts_with("http://") || s.metrics_url.parse::<hyper::Uri>().is_err()
+            {
                 return Err(format!(
                     "sensors.metrics_url of {:?}: {:?} is not an http:// URL",
                     s.id, s.metrics_url

@@ -106,7 +106,10 @@ async fn consume(cfg: &Nats, live: &Live) -> Result<(), String> {
         .await
         .map_err(|e| format!("reading {}: {e}", cfg.alerts_stream))?;
     live.connected.store(true, Ordering::Relaxed);
-    tracing::info!("live alerts: reading {} from new messages", cfg.alerts_stream);
+    tracing::info!(
+        "live alerts: reading {} from new messages",
+        cfg.alerts_stream
+    );
     let mut errors = 0;
     while let Some(m) = messages.next().await {
         let m = match m {
@@ -155,7 +158,12 @@ pub fn alert_row(payload: &[u8]) -> Option<Value> {
     let mitre: Vec<String> = a
         .pointer("/metadata/mitre")
         .and_then(Value::as_array)
-        .map(|m| m.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|m| {
+            m.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default();
     Some(json!({
         "alert_id": id,

@@ -157,7 +157,9 @@ pub fn figures(samples: &[Sample]) -> Figures {
     };
     for s in samples {
         match s.name.as_str() {
-            "sensor_xdp_packets_total" if s.label("outcome") == Some("seen") => f.packets += s.value,
+            "sensor_xdp_packets_total" if s.label("outcome") == Some("seen") => {
+                f.packets += s.value
+            }
             "sensor_xdp_bytes_total" if s.label("outcome") == Some("seen") => f.bytes += s.value,
             "sensor_flows_exported_total" => f.flows += s.value,
             "sensor_drops_total" => {
@@ -258,7 +260,8 @@ impl Scraper {
             .map_err(|e| format!("bad URL: {e}"))?;
         let work = async {
             let resp = self.client.request(req).await.map_err(|e| {
-                let cause = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+                let cause =
+                    std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
                 format!("unreachable ({e}{cause})")
             })?;
             if !resp.status().is_success() {
@@ -302,7 +305,11 @@ impl Scraper {
                     malformed,
                 };
                 // After an outage the old reading is not a base for rates.
-                h.prev = if h.error.is_some() { None } else { h.last.take() };
+                h.prev = if h.error.is_some() {
+                    None
+                } else {
+                    h.last.take()
+                };
                 h.last = Some(snap);
                 h.error = None;
             }
@@ -336,11 +343,26 @@ mod tests {
     fn hostile_lines_are_counted_and_skipped() {
         let many_labels = format!(
             "x{{{}}} 1",
-            (0..40).map(|i| format!("l{i}=\"v\"")).collect::<Vec<_>>().join(",")
+            (0..40)
+                .map(|i| format!("l{i}=\"v\""))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         for bad in [
-            "x{", "x{a=\"b} 1", "x{a=b} 1", "x 1 2 3", "x NaN", "x +Inf", "9x 1", "x{a=\"\\q\"} 1",
-            "x{1a=\"b\"} 1", "{a=\"b\"} 1", "x{a=\"b\" c=\"d\"} 1", "x", "x 1 notatime", "é 1",
+            "x{",
+            "x{a=\"b} 1",
+            "x{a=b} 1",
+            "x 1 2 3",
+            "x NaN",
+            "x +Inf",
+            "9x 1",
+            "x{a=\"\\q\"} 1",
+            "x{1a=\"b\"} 1",
+            "{a=\"b\"} 1",
+            "x{a=\"b\" c=\"d\"} 1",
+            "x",
+            "x 1 notatime",
+            "é 1",
             &many_labels,
         ] {
             let (s, n) = parse(bad);

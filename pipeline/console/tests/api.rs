@@ -456,7 +456,10 @@ fn sensors_page_reads_rates_and_drops_from_the_sensors_metrics() {
     assert!((1.0..30.0).contains(&secs), "{m1}");
     let close = |got: &Value, delta: f64| {
         let want = delta / secs;
-        assert!((n(got) - want).abs() < 1e-6 * want.max(1.0), "{got} vs {want}");
+        assert!(
+            (n(got) - want).abs() < 1e-6 * want.max(1.0),
+            "{got} vs {want}"
+        );
     };
     close(&m1["packets_per_sec"], 2000.0);
     close(&m1["bits_per_sec"], 2.0 * 64_000.0 * 8.0);
@@ -477,7 +480,10 @@ fn sensors_page_reads_rates_and_drops_from_the_sensors_metrics() {
     assert!(big["error"].as_str().unwrap().contains("limit"), "{big}");
     let down = &sensor(&second, "down1")["metrics"];
     assert_eq!(down["reachable"], false);
-    assert!(down["error"].as_str().unwrap().contains("unreachable"), "{down}");
+    assert!(
+        down["error"].as_str().unwrap().contains("unreachable"),
+        "{down}"
+    );
     // Configured sensors come first, in config order, then those only ClickHouse knows.
     let ids: Vec<&str> = second["sensors"]
         .as_array()
@@ -493,9 +499,14 @@ fn sensors_page_reads_rates_and_drops_from_the_sensors_metrics() {
     assert_eq!(n(&t1["flows"]), flows(&f.eve).count() as f64);
     assert_eq!(t1["configured"], false);
     // The last flow is the raw table's latest flow time in the day before the range's end.
-    let last = f.ch.count("SELECT toUInt32(max(ts)) FROM sensor.flows WHERE sensor_id = 't1'");
+    let last =
+        f.ch.count("SELECT toUInt32(max(ts)) FROM sensor.flows WHERE sensor_id = 't1'");
     let v = c
-        .get(&format!("/api/v1/sensors?start={}&end={}", last - 3600, last + 60))
+        .get(&format!(
+            "/api/v1/sensors?start={}&end={}",
+            last - 3600,
+            last + 60
+        ))
         .json();
     assert_eq!(sensor(&v, "t1")["last_flow"], json!(last as f64));
 }
@@ -512,7 +523,12 @@ fn saved_views_are_per_user_replaced_by_name_and_deleted() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| (x["name"].as_str().unwrap().into(), x["url"].as_str().unwrap().into()))
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().into(),
+                    x["url"].as_str().unwrap().into(),
+                )
+            })
             .collect()
     };
     // A name that would break naive SQL is stored and read back as it is.
@@ -521,16 +537,28 @@ fn saved_views_are_per_user_replaced_by_name_and_deleted() {
     let r = a.post("/api/v1/views", &json!({"name": odd, "url": url1}));
     assert_eq!(r.status, 201, "{}", r.body);
     assert_eq!(names(&a), [(odd.to_string(), url1.to_string())]);
-    let r = a.post("/api/v1/views", &json!({"name": odd, "url": "/top?kind=ja4"}));
+    let r = a.post(
+        "/api/v1/views",
+        &json!({"name": odd, "url": "/top?kind=ja4"}),
+    );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(names(&a), [(odd.to_string(), "/top?kind=ja4".to_string())]);
     // Another user sees only their own.
     assert!(names(&v).is_empty());
-    assert_eq!(v.post("/api/v1/views", &json!({"name": "mine", "url": "/alerts"})).status, 201);
+    assert_eq!(
+        v.post("/api/v1/views", &json!({"name": "mine", "url": "/alerts"}))
+            .status,
+        201
+    );
     assert_eq!(names(&v), [("mine".to_string(), "/alerts".to_string())]);
     assert_eq!(names(&a).len(), 1);
     // Not a page of the console, or a bad name: refused with the reason.
-    for (name, url) in [("x", "https://evil.example/"), ("x", "//evil/visualize"), ("", "/top"), ("x", "/login")] {
+    for (name, url) in [
+        ("x", "https://evil.example/"),
+        ("x", "//evil/visualize"),
+        ("", "/top"),
+        ("x", "/login"),
+    ] {
         let r = a.post("/api/v1/views", &json!({"name": name, "url": url}));
         assert_eq!(r.status, 400, "{name:?} {url:?}: {}", r.body);
         assert!(r.json()["error"].as_str().is_some());

@@ -62,7 +62,12 @@ fn sensor_bin() -> PathBuf {
 
 /// Why the browser tests cannot run here, if they cannot.
 fn missing() -> Option<String> {
-    for bin in ["chromium", "chromedriver", "clickhouse-server", "nats-server"] {
+    for bin in [
+        "chromium",
+        "chromedriver",
+        "clickhouse-server",
+        "nats-server",
+    ] {
         if !have(bin) {
             return Some(format!(
                 "{bin} is not installed (scripts/setup.sh installs it)"
@@ -196,15 +201,29 @@ fn detect_alerts(captures: &[&str], sensor_id: &str, ch: Option<&ClickHouse>) ->
     let eve = dir.path().join("eve.json");
     let mut cmd = Command::new(sensor_bin());
     cmd.arg("replay")
-        .args(captures.iter().map(|n| repo_root().join("testdata-pcaps/attacks").join(n)))
-        .args(["--config", cfg.to_str().unwrap(), "--quiet", "--sensor-id", sensor_id])
+        .args(
+            captures
+                .iter()
+                .map(|n| repo_root().join("testdata-pcaps/attacks").join(n)),
+        )
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--quiet",
+            "--sensor-id",
+            sensor_id,
+        ])
         .arg("--eve")
         .arg(&eve);
     if let Some(ch) = ch {
         cmd.args(["--clickhouse", &ch.url()]);
     }
     let out = cmd.output().expect("sensor replay");
-    assert!(out.status.success(), "replay: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let rules = pipeline_detect::offline::load_rules(&[repo_root().join("config/rules")])
         .expect("the shipped rules load");
     let intel = pipeline_detect::IntelSet::load(&[]).expect("no intel");
@@ -228,7 +247,10 @@ fn store_attack_alerts(ch: &ClickHouse) -> Vec<Value> {
         .iter()
         .flat_map(|c| detect_alerts(&[*c], "attack-sensor", Some(ch)))
         .collect();
-    assert!(lines.len() >= 3, "expected alerts from the attack captures: {lines:?}");
+    assert!(
+        lines.len() >= 3,
+        "expected alerts from the attack captures: {lines:?}"
+    );
     let mut cfg = pipeline_detect::online::config::OnlineConfig::default();
     cfg.clickhouse.url = ch.url();
     let mut sink = pipeline_detect::online::sinks::AlertsTable::new(&cfg).expect("alerts sink");
@@ -970,7 +992,10 @@ fn browser_alerts_page_shows_an_attack_captures_alerts_then_a_live_one() {
             return Err(format!("rows {got:?}, the engine raised {want:?}"));
         }
         let rules = c
-            .execute("return document.querySelector('.alerts-table').innerText;", vec![])
+            .execute(
+                "return document.querySelector('.alerts-table').innerText;",
+                vec![],
+            )
             .await
             .map_err(err("table text"))?;
         for a in &env.attack_alerts {
@@ -1040,7 +1065,12 @@ fn browser_a_saved_view_is_listed_opens_and_is_deleted() {
     run("saved-views", |env, c| async move {
         let path = format!("/top?kind=ja4&{}", range(env));
         login(&c, env, VIEWER, &path).await?;
-        wait_js(&c, "the top list", "document.querySelector('a.top-link, .empty')").await?;
+        wait_js(
+            &c,
+            "the top list",
+            "document.querySelector('a.top-link, .empty')",
+        )
+        .await?;
         let path = c
             .execute("return location.pathname + location.search;", vec![])
             .await
@@ -1060,7 +1090,12 @@ fn browser_a_saved_view_is_listed_opens_and_is_deleted() {
             .click()
             .await
             .map_err(err("save"))?;
-        wait_js(&c, "the saved toast", "document.getElementById('toast')?.innerText.includes('saved')").await?;
+        wait_js(
+            &c,
+            "the saved toast",
+            "document.getElementById('toast')?.innerText.includes('saved')",
+        )
+        .await?;
         c.find(Locator::Css("nav.top a[href='/views']"))
             .await
             .map_err(err("Views link"))?
@@ -1068,7 +1103,12 @@ fn browser_a_saved_view_is_listed_opens_and_is_deleted() {
             .await
             .map_err(err("open Views"))?;
         let sel = format!("tr.view-row[data-name={}] a.view-link", json!(name));
-        wait_js(&c, "the saved view in the list", &format!("document.querySelector({})", json!(sel))).await?;
+        wait_js(
+            &c,
+            "the saved view in the list",
+            &format!("document.querySelector({})", json!(sel)),
+        )
+        .await?;
         screenshot(&c, "saved-views").await?;
         c.find(Locator::Css(&sel))
             .await
@@ -1076,20 +1116,40 @@ fn browser_a_saved_view_is_listed_opens_and_is_deleted() {
             .click()
             .await
             .map_err(err("open the view"))?;
-        let url = wait_js(&c, "the view's page", "location.pathname === '/top' && location.pathname + location.search").await?;
+        let url = wait_js(
+            &c,
+            "the view's page",
+            "location.pathname === '/top' && location.pathname + location.search",
+        )
+        .await?;
         if url.as_str() != Some(path.as_str()) {
             return Err(format!("the view opened {url}, saved {path}"));
         }
-        c.goto(&format!("{}/views", env.console)).await.map_err(err("back to views"))?;
+        c.goto(&format!("{}/views", env.console))
+            .await
+            .map_err(err("back to views"))?;
         let del = format!("tr.view-row[data-name={}] button.delete-view", json!(name));
-        wait_js(&c, "the delete button", &format!("document.querySelector({})", json!(del))).await?;
+        wait_js(
+            &c,
+            "the delete button",
+            &format!("document.querySelector({})", json!(del)),
+        )
+        .await?;
         c.find(Locator::Css(&del))
             .await
             .map_err(err("delete button"))?
             .click()
             .await
             .map_err(err("delete"))?;
-        wait_js(&c, "the view gone", &format!("!document.querySelector({}) && !!document.querySelector('.views-table, .empty')", json!(sel))).await?;
+        wait_js(
+            &c,
+            "the view gone",
+            &format!(
+                "!document.querySelector({}) && !!document.querySelector('.views-table, .empty')",
+                json!(sel)
+            ),
+        )
+        .await?;
         Ok(())
     });
 }

@@ -242,6 +242,26 @@ fn a_viewer_cannot_acknowledge_an_admin_can() {
         json!({"start": START, "end": END, "addr": "10.0.0.2"}),
     );
     assert_eq!(by_addr["total"], json!(1.0));
+    // Cleared filter boxes (empty rule and address, as the page sends them) filter nothing.
+    let cleared = a.ok(
+        "/api/v1/alerts",
+        json!({"start": START, "end": END, "rule": "", "addr": ""}),
+    );
+    assert_eq!(cleared["total"], json!(2.0));
+    // One alert by id (the detail page); a hostile id is a value that matches nothing.
+    let one = a.ok(
+        "/api/v1/alerts",
+        json!({"start": 1, "end": END, "id": "a-1"}),
+    );
+    assert_eq!(
+        (one["total"].clone(), one["rows"][0]["alert_id"].clone()),
+        (json!(1.0), json!("a-1"))
+    );
+    let none = a.ok(
+        "/api/v1/alerts",
+        json!({"start": 1, "end": END, "id": "a-1' OR 1 = 1 --"}),
+    );
+    assert_eq!(none["total"], json!(0.0));
 }
 
 #[test]

@@ -100,6 +100,9 @@ struct ListReq {
     addr: Option<String>,
     #[serde(default)]
     acked: Option<bool>,
+    /// One alert by its id (the detail page opened from a link).
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     offset: u64,
     #[serde(default = "hundred")]
@@ -125,11 +128,12 @@ fn conditions(st: &S, cat: &Catalog, req: &ListReq) -> Result<Vec<String>, ApiEr
         let l: Vec<String> = req.severity.iter().map(u8::to_string).collect();
         w.push(format!("severity IN ({})", l.join(", ")));
     }
-    if let Some(r) = &req.rule {
+    // An empty rule or address (a cleared filter box) filters nothing.
+    if let Some(r) = req.rule.as_deref().filter(|r| !r.is_empty()) {
         need("rule")?;
         w.push(format!("rule = {}", quote(r)));
     }
-    if let Some(a) = &req.addr {
+    if let Some(a) = req.addr.as_deref().filter(|a| !a.is_empty()) {
         need("src_ip")?;
         need("dest_ip")?;
         let ip: IpAddr = a
@@ -141,6 +145,13 @@ fn conditions(st: &S, cat: &Catalog, req: &ListReq) -> Result<Vec<String>, ApiEr
         };
         let lit = d.addr_literal(b);
         w.push(format!("(src_ip = {lit} OR dest_ip = {lit})"));
+    }
+    if let Some(id) = req.id.as_deref().filter(|i| !i.is_empty()) {
+        let col = id_column(cat).ok_or_else(|| bad("the alerts table has no id column"))?;
+        if id.len() > 200 {
+            return Err(bad("id: at most 200 bytes"));
+        }
+        w.push(format!("toString({col}) = {}", quote(id)));
     }
     if let Some(acked) = req.acked {
         let id = id_column(cat).ok_or_else(|| bad("the alerts table has no id column"))?;
@@ -179,8 +190,7 @@ pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
     let live = live_status(&st);
     if !cat.has_table("alerts") || !has(&cat, "ts") {
         return Ok(
-            Json(json!({"available": false, "total": 0, "rows": [], "live": live}))
-                .into_response(),
+            Json(json!({"available": false, "total": 0, "rows": [], "live": live})).into_response(),
         );
     }
     let w = conditions(&st, &cat, &req)?.join(" AND ");
@@ -205,7 +215,10 @@ pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
         .collect();
     add_acks(&st, &cat, &mut rows).await?;
     let total = total.data.first().and_then(|r| r.get("n")).map_or(0.0, num);
-    Ok(Json(json!({"available": true, "total": total, "rows": rows, "live": live})).into_response())
+    Ok(
+        Json(json!({"available": true, "total": total, "rows": rows, "live": live}))
+            .into_response(),
+    )
 }
 
 /// `acked_by` / `acked_at` on each row from the console's table.
@@ -301,17 +314,20 @@ pub async fn stream(State(st): State<S>, a: Authed) -> Result<impl IntoResponse,
     let rx = live.tx.subscribe();
     let tick = tokio::time::interval(STATUS_EVERY);
     let state = (rx, tick, st, a.id, StreamSlot(live));
-    let events = futures_util::stream::unfold(state, |(mut rx, mut tick, st, id, slot)| async move {
-        let ev = tokio::select! {
-            r = rx.recv() => match r {
-                Ok(row) => Event::default().event("alert").data(&*row),
-                Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
-                Err(RecvError::Closed) => return None,
-            },
-            _ = tick.tick() => Event::default().event("status").data(live_status(&st).to_string()),
-        };
-        st.auth.session(&id)?;
-        Some((Ok::<_, Infallible>(ev), (rx, tick, st, id, slot)))
-    });
+    let events = futures_util::stream::unfold(
+        state,
+        |(mut rx, mut tick, st, id, slot)| async move {
+            let ev = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(row) => Event::default().event("alert").data(&*row),
+                    Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tick.tick() => Event::default().event("status").data(live_status(&st).to_string()),
+            };
+            st.auth.session(&id)?;
+            Some((Ok::<_, Infallible>(ev), (rx, tick, st, id, slot)))
+        },
+    );
     Ok(Sse::new(events))
 }

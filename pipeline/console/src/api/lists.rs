@@ -293,7 +293,6 @@ pub struct FlowQuery {
     sensor_id: Option<String>,
 }
 
-
 pub async fn flow(
     State(st): State<S>,
     _a: Authed,
@@ -406,7 +405,15 @@ async fn stored_sensors(
     st: &S,
     start: u32,
     end: u32,
-) -> Result<(u32, u32, &'static str, std::collections::BTreeMap<String, Value>), super::ApiError> {
+) -> Result<
+    (
+        u32,
+        u32,
+        &'static str,
+        std::collections::BTreeMap<String, Value>,
+    ),
+    super::ApiError,
+> {
     let cat = st.catalog();
     let sensor = cat
         .field("Sensor")
@@ -436,9 +443,12 @@ async fn stored_sensors(
         let n = |k: &str| num(r.get(k).unwrap_or(&json!(0)));
         let (f, b, p) = (n("n_flows"), n("n_bytes"), n("n_packets"));
         let id = text(r.get("sensor_id"));
-        out.insert(id.clone(), json!({"sensor_id": id, "last_seen": n("last_seen"), "last_flow": null,
+        out.insert(
+            id.clone(),
+            json!({"sensor_id": id, "last_seen": n("last_seen"), "last_flow": null,
                "flows": f, "bytes": b, "packets": p, "flows_per_sec": f / secs,
-               "bytes_per_sec": b / secs, "packets_per_sec": p / secs}));
+               "bytes_per_sec": b / secs, "packets_per_sec": p / secs}),
+        );
     }
     for r in &last.data {
         let id = text(r.get("sensor_id"));

@@ -173,7 +173,11 @@ mod tests {
 
     #[test]
     fn only_paths_of_the_console_pages_are_saved() {
-        for ok in ["/visualize?start=now-1h", "/flows/123?sensor_id=a", "/alerts"] {
+        for ok in [
+            "/visualize?start=now-1h",
+            "/flows/123?sensor_id=a",
+            "/alerts",
+        ] {
             assert!(check_url(ok).is_ok(), "{ok}");
         }
         for no in [
@@ -188,7 +192,9 @@ mod tests {
             assert!(check_url(no).is_err(), "{no}");
         }
         assert!(check_name("busy hour").is_ok());
-        assert!(check_name(" x").is_err() && check_name("").is_err() && check_name("a\nb").is_err());
+        assert!(
+            check_name(" x").is_err() && check_name("").is_err() && check_name("a\nb").is_err()
+        );
         let (a, b) = (version(), version());
         assert!(b > a);
     }

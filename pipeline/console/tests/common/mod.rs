@@ -67,7 +67,9 @@ fn sensors(metrics: &Arc<Metrics>) -> Sensors {
     let hostile = MetricsServer::serve("127.0.0.1:0", || {
         let mut t = String::from("# HELP x\nnot a sample line\n{\"x\"} 1\nx{a=\"\\q\"} 2\n");
         t.push_str(&"x{a=\"b\"} NaN\n".repeat(50));
-        t.push_str("sensor_drops_total{iface=\"e\",cause=\"ring_full\"} 7\n\u{0}\u{7f}\u{fffd} 1\n");
+        t.push_str(
+            "sensor_drops_total{iface=\"e\",cause=\"ring_full\"} 7\n\u{0}\u{7f}\u{fffd} 1\n",
+        );
         t
     })
     .unwrap();

@@ -220,6 +220,8 @@ export interface AlertQuery {
   rule: string;
   addr: string;
   acked: boolean | null;
+  /** One alert by id. */
+  id?: string;
   offset: number;
   limit: number;
 }

@@ -235,17 +235,14 @@ function renderList(body: HTMLElement, rows: api.Row[], total: number, page: num
   );
 }
 
-/** Finds an alert by id: from the list already seen, else over the last 30 days. */
+/** Finds an alert by id: from the list already seen, else asks the server for that id. */
 async function findAlert(id: string): Promise<api.Row | undefined> {
   if (seen.has(id)) return seen.get(id);
-  const now = Math.ceil(Date.now() / 1000);
-  for (let offset = 0; offset < 10000; offset += 1000) {
-    const r = await api.alerts({ start: now - 30 * 86400, end: now, severity: [], rule: "", addr: "", acked: null, offset, limit: 1000 });
-    const hit = r.rows.find((a) => idOf(a) === id);
-    r.rows.forEach((a) => seen.set(idOf(a), a));
-    if (hit || r.rows.length < 1000) return hit;
-  }
-  return undefined;
+  const end = Math.ceil(Date.now() / 1000) + 86400;
+  const r = await api.alerts({ start: 1, end, severity: [], rule: "", addr: "", acked: null, id, offset: 0, limit: 1 });
+  const hit = r.rows.find((a) => idOf(a) === id);
+  if (hit) seen.set(id, hit);
+  return hit;
 }
 
 /** Record refs of the evidence: `<sensor_id>:<flow_id>:<event_index|flow>`. */
@@ -314,7 +311,7 @@ function alertDetail(root: HTMLElement, id: string, me: api.Me): () => void {
     (a) => {
       if (!live) return;
       if (a) render(a);
-      else replace(root, h("h1", {}, "Alert"), errorBox("Not found", `no alert with id ${id} in the last 30 days`));
+      else replace(root, h("h1", {}, "Alert"), errorBox("Not found", `no alert with id ${id}`));
     },
     (e) => live && replace(root, h("h1", {}, "Alert"), errorBox("Could not load the alert", e)),
   );

@@ -36,7 +36,8 @@ function metricsCells(s: api.Sensor): HTMLElement[] {
   const m = s.metrics;
   if (!m) return [h("td", { class: "hint", colspan: 4 }, "not configured ([[sensors]] in the console config)")];
   if (!m.reachable) {
-    return [h("td", { class: "unreachable", colspan: 4 }, "unreachable: ", m.error ?? "no answer", m.scraped_at ? ` (last read ${utc(m.scraped_at * 1000)} UTC)` : "")];
+    const why = m.error ?? "no answer";
+    return [h("td", { class: "unreachable", colspan: 4 }, why.startsWith("unreachable") ? why : "unreachable: " + why, m.scraped_at ? ` (last read ${utc(m.scraped_at * 1000)} UTC)` : "")];
   }
   return [
     h("td", { class: "reachable" }, "up", m.interval_secs ? "" : h("span", { class: "hint" }, " (rates after the next reading)")),

@@ -2,8 +2,10 @@
 # The NOC console in one command: starts a local clickhouse-server and nats-server on free
 # loopback ports in a temporary directory, fills them from the bundled captures
 # (testdata-pcaps/, plus ../shared/pcaps/real/ when present) amplified by the project's generator
-# (`pcapgen amplify`) and spread over the last 24 hours, then runs `pipeline console` and prints
-# its URL and a first login (an admin and a viewer, with passwords made for this run).
+# (`pcapgen amplify`) and spread over the last 24 hours, then runs `pipeline console` (with live
+# alerts from JetStream ALERTS) and the online detection (`pipeline detect --config`) over the
+# attack captures, and prints the URLs and a first login (an admin and a viewer, with passwords
+# made for this run).
 #
 #   scripts/demo.sh                 # ~60 MB of traffic, about a minute to fill on 2 cores
 #   DEMO_BYTES=500M scripts/demo.sh # more traffic
@@ -170,6 +172,9 @@ password = "$ro_pw"
 writer_user = "console_rw"
 writer_password = "$rw_pw"
 
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+
 [[users]]
 name = "admin"
 role = "admin"
@@ -191,9 +196,47 @@ for _ in $(seq 1 150); do
 done
 curl -s -o /dev/null --fail "http://127.0.0.1:$port/" || die "the console does not answer on port $port: $(tail -3 "$work/console.log")"
 
+# --- Alerts: the online detection (`pipeline detect --config`) over the SENSOR stream writes
+# JetStream ALERTS (which the console reads live) and the alerts table; the attack captures are
+# replayed into NATS, one sensor id each (each capture starts on 2024-01-01, a partition's event
+# time only moves forward). dns_tunnel.pcap is kept for the operator to replay live.
+cat >"$work/detect.toml" <<EOF
+instance = "demo-detect"
+state_dir = "$work/detect"
+[nats]
+url = "nats://127.0.0.1:$nats_port"
+[clickhouse]
+url = "http://127.0.0.1:$ch_http"
+[detect]
+rules = "$root/config/rules"
+EOF
+"$target/pipeline" detect --config "$work/detect.toml" 2>"$work/detect.log" &
+pids+=($!)
+say "replaying the attack captures into NATS for the online detection"
+for f in "$root"/testdata-pcaps/attacks/*.pcap; do
+  name=$(basename "$f" .pcap)
+  [ "$name" = dns_tunnel ] && continue
+  "$target/sensor" replay "$f" --quiet --eve /dev/null --config "$work/sensor-sensor.toml" \
+    --clickhouse "http://127.0.0.1:$ch_http" --nats "nats://127.0.0.1:$nats_port" \
+    --sensor-id "demo-attack-${name//_/-}" 2>>"$work/attacks.log" || die "replaying $name failed (see $work/attacks.log)"
+done
+n=0
+for _ in $(seq 1 60); do
+  n=$(echo "SELECT count() FROM sensor.alerts FORMAT TSV" | chq 2>/dev/null || echo 0)
+  [ "${n:-0}" -gt 0 ] && break
+  sleep 0.5
+done
+say "  alerts: ${n:-0} (more may follow while the detection catches up; see $work/detect.log)"
+
 cat >&2 <<EOF
 
   NOC console:  http://127.0.0.1:$port/
+  alerts        http://127.0.0.1:$port/alerts?start=2024-01-01&end=now   (the attack captures are dated 2024-01-01)
+  a live alert  $target/sensor replay $root/testdata-pcaps/attacks/dns_tunnel.pcap --quiet --eve /dev/null \\
+                  --config $work/sensor-sensor.toml --nats nats://127.0.0.1:$nats_port --sensor-id demo-live
+                (appears on the open alerts page without a reload)
+  sensors       the Sensors page reads [[sensors]] metrics_url of a running 'sensor run'; the demo
+                replays captures, so it shows the stored flow rates only
   log in as     admin  / $admin_pw   (admin: may acknowledge alerts)
            or   viewer / $viewer_pw   (viewer)
 

@@ -5,6 +5,7 @@
 mod alerts;
 mod graphs;
 mod lists;
+mod views;
 
 use crate::auth::{Auth, LoginError, Session};
 use crate::ch::{Ch, ChError};
@@ -44,6 +45,9 @@ pub struct AppState {
     pub dialect: RwLock<Dialect>,
     pub catalog: RwLock<Arc<Catalog>>,
     pub tls: bool,
+    /// The `ALERTS` consumer, when `[nats]` is configured.
+    pub live: std::sync::OnceLock<Arc<crate::live::Live>>,
+    pub scraper: crate::scrape::Scraper,
 }
 
 pub type S = Arc<AppState>;
@@ -229,7 +233,10 @@ pub fn router(st: S) -> Router {
         .route("/flows", post(lists::flows))
         .route("/flows/{flow_id}", get(lists::flow))
         .route("/alerts", post(alerts::list))
+        .route("/alerts/stream", get(alerts::stream))
         .route("/alerts/{id}/ack", post(alerts::ack))
+        .route("/views", get(views::list).post(views::save))
+        .route("/views/{name}", axum::routing::delete(views::delete))
         .route("/sensors", get(lists::sensors))
         .fallback(|| async { fail(StatusCode::NOT_FOUND, "no such API route") })
         .method_not_allowed_fallback(|| async {
@@ -379,19 +386,22 @@ pub async fn discover(st: &AppState) -> Result<(), ChError> {
     let flow_columns = names(st.ch.query(&cols("flows")).await?);
     let alert_columns = names(st.ch.query(&cols("alerts")).await?);
     let cdb = filter::quote(&st.cfg.clickhouse.console_database);
-    let acks = st
-        .ch
-        .query(&format!(
-            "SELECT name FROM system.tables WHERE database = {cdb} AND name = 'alert_acks'"
-        ))
-        .await?;
+    let own = names(
+        st.ch
+            .query(&format!(
+                "SELECT name FROM system.tables WHERE database = {cdb} \
+                 AND name IN ('alert_acks', 'saved_views')"
+            ))
+            .await?,
+    );
     let mut cat = Catalog {
         flow_columns: flow_columns.into_iter().collect(),
         tables: tables.into_iter().collect(),
         alert_columns,
         ..Catalog::default()
     };
-    cat.acks = !acks.data.is_empty();
+    cat.acks = own.iter().any(|t| t == "alert_acks");
+    cat.views = own.iter().any(|t| t == "saved_views");
     *st.catalog.write().unwrap() = Arc::new(cat);
     Ok(())
 }
@@ -407,6 +417,7 @@ async fn own_tables(st: &AppState) -> Result<(), ChError> {
          ts DateTime) ENGINE = MergeTree ORDER BY alert_id"
     ))
     .await?;
+    w.execute(&views::create_sql(cdb)).await?;
     Ok(())
 }
 
@@ -428,6 +439,9 @@ pub async fn serve(cfg: Config) -> Result<(), ServeError> {
     }
     if let Err(e) = discover(&st).await {
         return Err(ServeError::Runtime(format!("reading the schema: {e}")));
+    }
+    if let Some(n) = &st.cfg.nats {
+        let _ = st.live.set(crate::live::start(n.clone()));
     }
     let refresh = st.clone();
     tokio::spawn(async move {
@@ -467,10 +481,16 @@ pub fn state(cfg: Config) -> S {
         .writer_user
         .as_ref()
         .map(|u| Ch::new(&c.url, u, &c.writer_password, cfg.limits.clone()));
+    let scraper = crate::scrape::Scraper::new(
+        Duration::from_millis(cfg.limits.scrape_timeout_ms),
+        cfg.limits.scrape_max_bytes,
+    );
     Arc::new(AppState {
         auth: Auth::new(cfg.users.clone(), cfg.auth.clone()),
         ch,
         writer,
+        live: std::sync::OnceLock::new(),
+        scraper,
         dialect: RwLock::new(Dialect { modern: false }),
         catalog: RwLock::new(Arc::new(Catalog::default())),
         tls: cfg.server.tls_cert.is_some(),

@@ -18,6 +18,48 @@ pub struct Config {
     /// Who may log in; at least one.
     #[serde(default)]
     pub users: Vec<User>,
+    /// JetStream `ALERTS`, for live alerts; without it the alerts page polls.
+    #[serde(default)]
+    pub nats: Option<Nats>,
+    /// Sensors whose `/metrics` the sensors page reads.
+    #[serde(default)]
+    pub sensors: Vec<SensorCfg>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nats {
+    /// e.g. `nats://127.0.0.1:4222`.
+    pub url: String,
+    #[serde(default)]
+    pub token: String,
+    #[serde(default)]
+    pub user: String,
+    #[serde(default)]
+    pub password: String,
+    /// The stream `pipeline detect` writes alerts to.
+    #[serde(default = "default_alerts_stream")]
+    pub alerts_stream: String,
+    /// Its subject root (`<subject>.<sensor_id>.<severity>`).
+    #[serde(default = "default_alerts_subject")]
+    pub alerts_subject: String,
+}
+
+fn default_alerts_stream() -> String {
+    "ALERTS".into()
+}
+fn default_alerts_subject() -> String {
+    "alerts".into()
+}
+
+/// One sensor of the sensors page.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SensorCfg {
+    /// Its `sensor_id` in the flows table.
+    pub id: String,
+    /// Its Prometheus endpoint (`sensor run`'s `/metrics`), plain http.
+    pub metrics_url: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -82,6 +124,10 @@ pub struct Limits {
     pub max_memory_usage: u64,
     /// Upper bound of rows a query may read (0: none).
     pub max_rows_to_read: u64,
+    /// Longest wait for a sensor's `/metrics` answer, milliseconds.
+    pub scrape_timeout_ms: u64,
+    /// Largest `/metrics` body read from a sensor.
+    pub scrape_max_bytes: usize,
 }
 
 impl Default for Limits {
@@ -91,6 +137,8 @@ impl Default for Limits {
             max_result_rows: 200_000,
             max_memory_usage: 2_000_000_000,
             max_rows_to_read: 0,
+            scrape_timeout_ms: 3000,
+            scrape_max_bytes: 4 << 20,
         }
     }
 }
@@ -190,7 +238,64 @@ impl Config {
         if self.auth.session_ttl_secs == 0 || self.auth.max_failures == 0 {
             return Err("auth: session_ttl_secs and max_failures must be > 0".into());
         }
+        if self.limits.scrape_timeout_ms == 0 || self.limits.scrape_max_bytes < 1024 {
+            return Err("limits: scrape_timeout_ms > 0 and scrape_max_bytes >= 1024".into());
+        }
+        self.validate_nats()?;
+        self.validate_sensors()?;
         self.validate_users()
+    }
+
+    fn validate_nats(&self) -> Result<(), String> {
+        let Some(n) = &self.nats else { return Ok(()) };
+        if !(n.url.starts_with("nats://") || n.url.starts_with("tls://")) {
+            return Err(format!(
+                "nats.url: {:?} must start with nats:// or tls://",
+                n.url
+            ));
+        }
+        let subject_ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        if !subject_ok(&n.alerts_stream) {
+            return Err(format!(
+                "nats.alerts_stream: {:?} is not a plain name",
+                n.alerts_stream
+            ));
+        }
+        if !subject_ok(&n.alerts_subject) {
+            return Err(format!(
+                "nats.alerts_subject: {:?} is not a plain token",
+                n.alerts_subject
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_sensors(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for s in &self.sensors {
+            if !plain_id(&s.id) {
+                return Err(format!(
+                    "sensors.id: {:?}: 1 to 64 letters, digits, '-', '_', '.'",
+                    s.id
+                ));
+            }
+            if !seen.insert(&s.id) {
+                return Err(format!("sensors.id: {:?} appears twice", s.id));
+            }
+            if !s.metrics_url.starts_with("http://") || s.metrics_url.parse::<hyper::Uri>().is_err()
+            {
+                return Err(format!(
+                    "sensors.metrics_url of {:?}: {:?} is not an http:// URL",
+                    s.id, s.metrics_url
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn validate_users(&self) -> Result<(), String> {
@@ -225,8 +330,23 @@ impl Config {
         if !c.clickhouse.writer_password.is_empty() {
             c.clickhouse.writer_password = "***".into();
         }
+        if let Some(n) = c.nats.as_mut() {
+            for v in [&mut n.password, &mut n.token] {
+                if !v.is_empty() {
+                    *v = "***".into();
+                }
+            }
+        }
         toml::to_string(&c).unwrap_or_default()
     }
+}
+
+/// Sensor ids are plain (the sensor's config enforces it); anything else cannot match.
+pub fn plain_id(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 /// Database names are pasted into SQL, so only plain identifiers are accepted.
@@ -269,6 +389,15 @@ mod tests {
             (base().replace(HASH, "plain"), "users.password_hash"),
             (base() + "[server]\ntls_cert = \"/x\"\n", "server.tls_key"),
             (base() + "[limits]\nbogus = 1\n", "unknown field"),
+            (base() + "[nats]\nurl = \"http://x\"\n", "nats.url"),
+            (
+                base() + "[[sensors]]\nid = \"a b\"\nmetrics_url = \"http://x/metrics\"\n",
+                "sensors.id",
+            ),
+            (
+                base() + "[[sensors]]\nid = \"s1\"\nmetrics_url = \"file:///etc\"\n",
+                "sensors.metrics_url",
+            ),
             (
                 base().replace(
                     "user = \"console\"",

@@ -5,15 +5,18 @@
 //! renders it as SQL over known columns only; [`schema`] knows the fields and which tables hold
 //! them (checked against the server at start-up); [`query`] builds each endpoint's SQL and
 //! picks the coarsest table that answers it; [`ch`] runs it over ClickHouse's HTTP interface
-//! with query limits; [`api`] is the HTTP layer, [`auth`] sessions, CSRF and roles.
+//! with query limits; [`api`] is the HTTP layer, [`auth`] sessions, CSRF and roles; [`live`]
+//! reads JetStream `ALERTS` for the live alerts page, [`scrape`] the sensors' `/metrics`.
 
 pub mod api;
 pub mod auth;
 pub mod ch;
 pub mod config;
 pub mod filter;
+pub mod live;
 pub mod query;
 pub mod schema;
+pub mod scrape;
 
 use clap::{Args as ClapArgs, Subcommand};
 use std::io::BufRead;

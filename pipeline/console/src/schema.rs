@@ -263,6 +263,8 @@ pub struct Catalog {
     pub alert_columns: Vec<String>,
     /// Whether the console's `alert_acks` table exists.
     pub acks: bool,
+    /// Whether the console's `saved_views` table exists.
+    pub views: bool,
 }
 
 impl Catalog {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, login, ADMIN, END, START};
+use common::{fixture, login, Client, ADMIN, END, START, VIEWER};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -390,14 +390,9 @@ fn validate_gives_the_position_and_complete_offers_fields_then_values() {
 }
 
 #[test]
-fn sensors_and_fields_reflect_the_tables() {
+fn fields_reflect_the_tables() {
     let Some(f) = fixture() else { return };
     let c = login(f.port, ADMIN);
-    let v = c
-        .get(&format!("/api/v1/sensors?start={START}&end={END}"))
-        .json();
-    assert_eq!(v["sensors"][0]["sensor_id"], "t1");
-    assert_eq!(n(&v["sensors"][0]["flows"]), flows(&f.eve).count() as f64);
     let v = c.get("/api/v1/fields").json();
     let names: Vec<&str> = v["fields"]
         .as_array()
@@ -409,4 +404,179 @@ fn sensors_and_fields_reflect_the_tables() {
     // Enrichment columns are offered only when the table has them (not in this schema yet).
     let has_country = f.ch.count("SELECT count() FROM system.columns WHERE database = 'sensor' AND table = 'flows' AND name = 'src_country'") > 0;
     assert_eq!(names.contains(&"SrcCountry"), has_country);
+}
+
+fn sensor<'a>(v: &'a Value, id: &str) -> &'a Value {
+    v["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sensor_id"] == id)
+        .unwrap_or_else(|| panic!("no sensor {id} in {v}"))
+}
+
+/// Sets sensor `m1`'s counters (the sensor's own `Metrics`, rendered by its own server).
+fn set_counters(m: &sensor::metrics::Metrics, k: u64) {
+    use sensor::capture::xdp::counter;
+    use std::sync::atomic::Ordering::Relaxed;
+    m.xdp[counter::SEEN as usize].store(1000 * k, Relaxed);
+    m.xdp[counter::SEEN_BYTES as usize].store(64_000 * k, Relaxed);
+    m.xdp[counter::FILTERED as usize].store(3 * k, Relaxed);
+    m.queues[0].1.ring_full.store(5 * k, Relaxed);
+    m.queues[1].1.ring_full.store(k, Relaxed);
+    m.workers[0].flows_exported.store(10 * k, Relaxed);
+    m.workers[1].table_full.store(2 * k, Relaxed);
+}
+
+/// The only test of this binary that reads `/sensors` after start (the rates are between the
+/// console's last two readings, which another reader would move).
+#[test]
+fn sensors_page_reads_rates_and_drops_from_the_sensors_metrics() {
+    let Some(f) = fixture() else { return };
+    let c = login(f.port, ADMIN);
+    let read = || {
+        c.get(&format!("/api/v1/sensors?start={START}&end={END}"))
+            .json()
+    };
+    set_counters(&f.metrics, 1);
+    let first = read();
+    let m1 = &sensor(&first, "m1")["metrics"];
+    assert_eq!(m1["reachable"], true, "{m1}");
+    assert_eq!(n(&m1["packets_total"]), 1000.0);
+    assert_eq!(m1["drops"]["ring_full"], json!(6.0));
+    assert_eq!(m1["drops"]["flow_table_full"], json!(2.0));
+    assert_eq!(m1["drops"]["xdp_filtered"], json!(3.0));
+    assert_eq!(m1["drops"]["decode"], json!(0.0));
+    // Three times the counters, at least a second later: rates are the deltas over the interval.
+    set_counters(&f.metrics, 3);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = read();
+    let m1 = &sensor(&second, "m1")["metrics"];
+    let secs = n(&m1["interval_secs"]);
+    assert!((1.0..30.0).contains(&secs), "{m1}");
+    let close = |got: &Value, delta: f64| {
+        let want = delta / secs;
+        assert!(
+            (n(got) - want).abs() < 1e-6 * want.max(1.0),
+            "{got} vs {want}"
+        );
+    };
+    close(&m1["packets_per_sec"], 2000.0);
+    close(&m1["bits_per_sec"], 2.0 * 64_000.0 * 8.0);
+    close(&m1["flows_per_sec"], 20.0);
+    close(&m1["drops_per_sec"]["ring_full"], 12.0);
+    close(&m1["drops_per_sec"]["xdp_filtered"], 6.0);
+    assert_eq!(m1["drops"]["ring_full"], json!(18.0));
+    assert_eq!(sensor(&second, "m1")["drops"], m1["drops"]);
+    assert_eq!(sensor(&second, "m1")["last_flow"], Value::Null);
+    // Hostile text: the one valid line counts, the rest is counted as malformed.
+    let h = &sensor(&second, "hostile1")["metrics"];
+    assert_eq!(h["reachable"], true, "{h}");
+    assert_eq!(h["drops"], json!({"ring_full": 7.0}));
+    assert_eq!(h["malformed_lines"], json!(54));
+    // Over the body limit, and nothing listening: unreachable, with the reason.
+    let big = &sensor(&second, "big1")["metrics"];
+    assert_eq!(big["reachable"], false);
+    assert!(big["error"].as_str().unwrap().contains("limit"), "{big}");
+    let down = &sensor(&second, "down1")["metrics"];
+    assert_eq!(down["reachable"], false);
+    assert!(
+        down["error"].as_str().unwrap().contains("unreachable"),
+        "{down}"
+    );
+    // Configured sensors come first, in config order, then those only ClickHouse knows.
+    let ids: Vec<&str> = second["sensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["sensor_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m1", "hostile1", "big1", "down1", "t1"]);
+    let v = c
+        .get(&format!("/api/v1/sensors?start={START}&end={END}"))
+        .json();
+    let t1 = sensor(&v, "t1");
+    assert_eq!(n(&t1["flows"]), flows(&f.eve).count() as f64);
+    assert_eq!(t1["configured"], false);
+    // The last flow is the raw table's latest flow time in the day before the range's end.
+    let last =
+        f.ch.count("SELECT toUInt32(max(ts)) FROM sensor.flows WHERE sensor_id = 't1'");
+    let v = c
+        .get(&format!(
+            "/api/v1/sensors?start={}&end={}",
+            last - 3600,
+            last + 60
+        ))
+        .json();
+    assert_eq!(sensor(&v, "t1")["last_flow"], json!(last as f64));
+}
+
+#[test]
+fn saved_views_are_per_user_replaced_by_name_and_deleted() {
+    let Some(f) = fixture() else { return };
+    let a = login(f.port, ADMIN);
+    let v = login(f.port, VIEWER);
+    let names = |c: &Client| -> Vec<(String, String)> {
+        let r = c.get("/api/v1/views");
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| {
+                (
+                    x["name"].as_str().unwrap().into(),
+                    x["url"].as_str().unwrap().into(),
+                )
+            })
+            .collect()
+    };
+    // A name that would break naive SQL is stored and read back as it is.
+    let odd = "busy' hour\\'); DROP TABLE console.saved_views; --";
+    let url1 = "/visualize?start=now-1h&filter=AppProto%20%3D%20%22tls%22";
+    let r = a.post("/api/v1/views", &json!({"name": odd, "url": url1}));
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(names(&a), [(odd.to_string(), url1.to_string())]);
+    let r = a.post(
+        "/api/v1/views",
+        &json!({"name": odd, "url": "/top?kind=ja4"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(names(&a), [(odd.to_string(), "/top?kind=ja4".to_string())]);
+    // Another user sees only their own.
+    assert!(names(&v).is_empty());
+    assert_eq!(
+        v.post("/api/v1/views", &json!({"name": "mine", "url": "/alerts"}))
+            .status,
+        201
+    );
+    assert_eq!(names(&v), [("mine".to_string(), "/alerts".to_string())]);
+    assert_eq!(names(&a).len(), 1);
+    // Not a page of the console, or a bad name: refused with the reason.
+    for (name, url) in [
+        ("x", "https://evil.example/"),
+        ("x", "//evil/visualize"),
+        ("", "/top"),
+        ("x", "/login"),
+    ] {
+        let r = a.post("/api/v1/views", &json!({"name": name, "url": url}));
+        assert_eq!(r.status, 400, "{name:?} {url:?}: {}", r.body);
+        assert!(r.json()["error"].as_str().is_some());
+    }
+    // Delete: own views only; a second delete finds nothing.
+    let path = format!("/api/v1/views/{}", pct(odd));
+    assert_eq!(v.delete(&path).status, 404);
+    assert_eq!(a.delete(&path).status, 204);
+    assert!(names(&a).is_empty());
+    assert_eq!(a.delete(&path).status, 404);
+    assert_eq!(names(&v).len(), 1);
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

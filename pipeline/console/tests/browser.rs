@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use testkit::console as console_users;
-use testkit::servers::{free_port, have, ClickHouse};
+use testkit::servers::{free_port, have, ClickHouse, Nats};
 
 const ADMIN: (&str, &str) = ("alice", "alice-pw-3am");
 const VIEWER: (&str, &str) = ("victor", "victor-pw-3am");
@@ -62,7 +62,12 @@ fn sensor_bin() -> PathBuf {
 
 /// Why the browser tests cannot run here, if they cannot.
 fn missing() -> Option<String> {
-    for bin in ["chromium", "chromedriver", "clickhouse-server"] {
+    for bin in [
+        "chromium",
+        "chromedriver",
+        "clickhouse-server",
+        "nats-server",
+    ] {
         if !have(bin) {
             return Some(format!(
                 "{bin} is not installed (scripts/setup.sh installs it)"
@@ -98,6 +103,11 @@ fn web_root() -> PathBuf {
 /// ClickHouse filled by a replay of the fixtures, and a console over it.
 struct Env {
     ch: ClickHouse,
+    /// JetStream with the `ALERTS` stream the console reads live alerts from.
+    nats: Nats,
+    /// The alerts `pipeline detect`'s engine raised on the attack captures (EVE lines), stored
+    /// in `sensor.alerts` by its ClickHouse sink.
+    attack_alerts: Vec<Value>,
     console: String,
     /// The replayed data's time range (unix seconds), for the pages' URLs.
     start: u64,
@@ -110,6 +120,9 @@ fn env() -> &'static Env {
     ENV.get_or_init(|| {
         let ch = ClickHouse::start();
         replay_fixtures(&ch);
+        let nats = Nats::start();
+        let attack_alerts = store_attack_alerts(&ch);
+        block_on(alerts_stream(&nats.url()));
         let range = ch
             .query("SELECT toUInt32(min(ts)), toUInt32(max(ts)) + 60 FROM sensor.flows FORMAT TSV");
         let mut it = range
@@ -118,9 +131,11 @@ fn env() -> &'static Env {
         let (start, end) = (it.next().expect("min"), it.next().expect("max"));
         // The page asks for whole steps; a margin keeps the data inside the range.
         let (start, end) = (start - start % 3600, end + 3600 - end % 3600);
-        let console = start_console(&ch);
+        let console = start_console(&ch, &nats);
         Env {
             ch,
+            nats,
+            attack_alerts,
             console,
             start,
             end,
@@ -168,10 +183,140 @@ fn replay_fixtures(ch: &ClickHouse) {
     );
 }
 
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(f)
+}
+
+/// The shipped rules' alerts on attack captures, as `pipeline detect --eve` finds them (its
+/// engine over `sensor replay`'s EVE output), stored by `pipeline detect`'s ClickHouse sink.
+fn detect_alerts(captures: &[&str], sensor_id: &str, ch: Option<&ClickHouse>) -> Vec<String> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = dir.path().join("sensor.toml");
+    let spool = dir.path().join("spool");
+    std::fs::write(&cfg, format!("[spool]\ndir = \"{}\"\n", spool.display())).expect("config");
+    let eve = dir.path().join("eve.json");
+    let mut cmd = Command::new(sensor_bin());
+    cmd.arg("replay")
+        .args(
+            captures
+                .iter()
+                .map(|n| repo_root().join("testdata-pcaps/attacks").join(n)),
+        )
+        .args([
+            "--config",
+            cfg.to_str().unwrap(),
+            "--quiet",
+            "--sensor-id",
+            sensor_id,
+        ])
+        .arg("--eve")
+        .arg(&eve);
+    if let Some(ch) = ch {
+        cmd.args(["--clickhouse", &ch.url()]);
+    }
+    let out = cmd.output().expect("sensor replay");
+    assert!(
+        out.status.success(),
+        "replay: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rules = pipeline_detect::offline::load_rules(&[repo_root().join("config/rules")])
+        .expect("the shipped rules load");
+    let intel = pipeline_detect::IntelSet::load(&[]).expect("no intel");
+    let cfg = pipeline_detect::EngineConfig {
+        sensor_id: sensor_id.into(),
+        ..Default::default()
+    };
+    let mut engine = pipeline_detect::Engine::new(rules, intel, cfg);
+    let input = std::io::BufReader::new(std::fs::File::open(&eve).expect("eve"));
+    let mut lines = Vec::new();
+    pipeline_detect::offline::run(&mut engine, input, &mut lines, 1.0).expect("detection");
+    let text = String::from_utf8(lines).expect("utf-8 alerts");
+    text.lines().map(str::to_string).collect()
+}
+
+/// Alerts of two attack captures, written to `sensor.alerts` by the pipeline's own sink.
+fn store_attack_alerts(ch: &ClickHouse) -> Vec<Value> {
+    use sensor::export::sink::Sink;
+    // One replay per capture: each starts at the same instant, as the detect CLI's test runs them.
+    let lines: Vec<String> = ["ssh_bruteforce.pcap", "tcp_scan_noreply.pcap"]
+        .iter()
+        .flat_map(|c| detect_alerts(&[*c], "attack-sensor", Some(ch)))
+        .collect();
+    assert!(
+        lines.len() >= 3,
+        "expected alerts from the attack captures: {lines:?}"
+    );
+    let mut cfg = pipeline_detect::online::config::OnlineConfig::default();
+    cfg.clickhouse.url = ch.url();
+    let mut sink = pipeline_detect::online::sinks::AlertsTable::new(&cfg).expect("alerts sink");
+    let payload = lines.join("\n") + "\n";
+    block_on(async {
+        sink.prepare().await.expect("alerts table");
+        sink.send(lines.len() as u32, payload.as_bytes())
+            .await
+            .expect("alerts stored");
+    });
+    assert_eq!(
+        ch.count("SELECT count() FROM sensor.alerts FINAL") as usize,
+        lines.len()
+    );
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+        .collect()
+}
+
+async fn jetstream(url: &str) -> async_nats::jetstream::Context {
+    let c = async_nats::ConnectOptions::new()
+        .user_and_password(Nats::USER.into(), Nats::PASSWORD.into())
+        .connect(url)
+        .await
+        .expect("nats");
+    async_nats::jetstream::new(c)
+}
+
+/// Stream `ALERTS` on `alerts.>`, as `pipeline detect --config` makes it.
+async fn alerts_stream(url: &str) {
+    jetstream(url)
+        .await
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: "ALERTS".into(),
+            subjects: vec!["alerts.>".into()],
+            ..Default::default()
+        })
+        .await
+        .expect("stream ALERTS");
+}
+
+/// Publishes an alert line as `pipeline detect` does: `alerts.<sensor>.<severity>`, its id as
+/// `Nats-Msg-Id`.
+async fn publish_alert(url: &str, line: &str) {
+    let v: Value = serde_json::from_str(line).expect("alert");
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Nats-Msg-Id", v["alert"]["id"].as_str().expect("id"));
+    let subject = format!(
+        "alerts.{}.{}",
+        v["sensor_id"].as_str().unwrap_or("-"),
+        v["alert"]["severity"]
+    );
+    jetstream(url)
+        .await
+        .publish_with_headers(subject, h, line.to_string().into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stream ack");
+}
+
 /// Starts the console (the library's `serve`, as `pipeline console serve` runs it) on a free
 /// port, on its own thread and runtime, reading as the read-only ClickHouse user and writing
 /// only its own database; returns its base URL once it answers.
-fn start_console(ch: &ClickHouse) -> String {
+fn start_console(ch: &ClickHouse, nats: &Nats) -> String {
     console_users::add_users(ch);
     let port = free_port();
     let hash = |pw: &str| pipeline_console::auth::hash_password(pw).expect("argon2 hash");
@@ -193,7 +338,18 @@ password_hash = "{ah}"
 name = "{vn}"
 role = "viewer"
 password_hash = "{vh}"
+[nats]
+url = "{nats_url}"
+user = "{nats_user}"
+password = "{nats_pw}"
+[[sensors]]
+id = "browser-test"
+metrics_url = "http://127.0.0.1:{down}/metrics"
 "#,
+        nats_url = nats.url(),
+        nats_user = Nats::USER,
+        nats_pw = Nats::PASSWORD,
+        down = free_port(),
         web = web_root().display(),
         url = ch.url(),
         reader = console_users::READER,
@@ -804,6 +960,201 @@ fn browser_viewer_cannot_acknowledge() {
 }
 
 #[test]
+fn browser_alerts_page_shows_an_attack_captures_alerts_then_a_live_one() {
+    run("alerts-live", |env, c| async move {
+        let start = env.start - 3600;
+        login(&c, env, ADMIN, &format!("/alerts?start={start}&end=now")).await?;
+        let n = env.attack_alerts.len();
+        wait_js(
+            &c,
+            "the attack captures' alerts",
+            &format!("document.querySelectorAll('tr.alert-row').length === {n}"),
+        )
+        .await?;
+        let shown: Vec<String> = serde_json::from_value(
+            c.execute(
+                "return [...document.querySelectorAll('tr.alert-row')].map(r => r.dataset.id);",
+                vec![],
+            )
+            .await
+            .map_err(err("row ids"))?,
+        )
+        .map_err(err("ids"))?;
+        let mut want: Vec<String> = env
+            .attack_alerts
+            .iter()
+            .map(|a| a["alert"]["id"].as_str().unwrap_or_default().to_string())
+            .collect();
+        let mut got = shown.clone();
+        want.sort();
+        got.sort();
+        if got != want {
+            return Err(format!("rows {got:?}, the engine raised {want:?}"));
+        }
+        let rules = c
+            .execute(
+                "return document.querySelector('.alerts-table').innerText;",
+                vec![],
+            )
+            .await
+            .map_err(err("table text"))?;
+        for a in &env.attack_alerts {
+            let rule = a["alert"]["rule"].as_str().unwrap_or_default();
+            if !rules.as_str().unwrap_or_default().contains(rule) {
+                return Err(format!("rule {rule} not on the page"));
+            }
+        }
+        // The stream is connected (the console's consumer reads ALERTS from new messages).
+        wait_js(
+            &c,
+            "the live status",
+            "document.querySelector('.live-status')?.dataset.live === 'connected'",
+        )
+        .await?;
+        screenshot(&c, "alerts-attacks").await?;
+        // A new alert from another capture, now: it appears without a reload.
+        let mut line: Value = serde_json::from_str(
+            detect_alerts(&["dns_tunnel.pcap"], "live-sensor", None)
+                .first()
+                .ok_or("no alert from dns_tunnel.pcap")?,
+        )
+        .map_err(err("alert"))?;
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(err("clock"))?
+            .as_micros() as i64;
+        line["timestamp"] = json!(pipeline_detect::time::format(now_us));
+        let id = format!("live-{now_us}");
+        line["alert"]["id"] = json!(id);
+        c.execute("window.__noReload = 'still here'; return 1;", vec![])
+            .await
+            .map_err(err("mark the page"))?;
+        publish_alert(&env.nats.url(), &line.to_string()).await;
+        let first = wait_js(
+            &c,
+            "the live alert at the top of the list",
+            &format!(
+                "document.querySelectorAll('tr.alert-row').length === {} &&                  document.querySelector('tr.alert-row')?.dataset.id === {}",
+                n + 1,
+                json!(id)
+            ),
+        )
+        .await;
+        screenshot(&c, "alerts-live").await?;
+        first?;
+        let state = c
+            .execute(
+                "const r = document.querySelector('tr.alert-row');                  return [window.__noReload, r.className, r.innerText];",
+                vec![],
+            )
+            .await
+            .map_err(err("page state"))?;
+        let rule = line["alert"]["rule"].as_str().unwrap_or_default();
+        if state[0].as_str() != Some("still here")
+            || !state[1].as_str().unwrap_or_default().contains("fresh")
+            || !state[2].as_str().unwrap_or_default().contains(rule)
+        {
+            return Err(format!("after the live alert: {state}"));
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn browser_a_saved_view_is_listed_opens_and_is_deleted() {
+    run("saved-views", |env, c| async move {
+        let path = format!("/top?kind=ja4&{}", range(env));
+        login(&c, env, VIEWER, &path).await?;
+        wait_js(
+            &c,
+            "the top list",
+            "document.querySelector('a.top-link, .empty')",
+        )
+        .await?;
+        let path = c
+            .execute("return location.pathname + location.search;", vec![])
+            .await
+            .map_err(err("the URL"))?
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = format!("ja4 view {}", std::process::id());
+        let input = c
+            .find(Locator::Css("input[name=view-name]"))
+            .await
+            .map_err(err("the view name box"))?;
+        input.send_keys(&name).await.map_err(err("type a name"))?;
+        c.find(Locator::Css("button.save-view-button"))
+            .await
+            .map_err(err("save button"))?
+            .click()
+            .await
+            .map_err(err("save"))?;
+        wait_js(
+            &c,
+            "the saved toast",
+            "document.getElementById('toast')?.innerText.includes('saved')",
+        )
+        .await?;
+        c.find(Locator::Css("nav.top a[href='/views']"))
+            .await
+            .map_err(err("Views link"))?
+            .click()
+            .await
+            .map_err(err("open Views"))?;
+        let sel = format!("tr.view-row[data-name={}] a.view-link", json!(name));
+        wait_js(
+            &c,
+            "the saved view in the list",
+            &format!("document.querySelector({})", json!(sel)),
+        )
+        .await?;
+        screenshot(&c, "saved-views").await?;
+        c.find(Locator::Css(&sel))
+            .await
+            .map_err(err("view link"))?
+            .click()
+            .await
+            .map_err(err("open the view"))?;
+        let url = wait_js(
+            &c,
+            "the view's page",
+            "location.pathname === '/top' && location.pathname + location.search",
+        )
+        .await?;
+        if url.as_str() != Some(path.as_str()) {
+            return Err(format!("the view opened {url}, saved {path}"));
+        }
+        c.goto(&format!("{}/views", env.console))
+            .await
+            .map_err(err("back to views"))?;
+        let del = format!("tr.view-row[data-name={}] button.delete-view", json!(name));
+        wait_js(
+            &c,
+            "the delete button",
+            &format!("document.querySelector({})", json!(del)),
+        )
+        .await?;
+        c.find(Locator::Css(&del))
+            .await
+            .map_err(err("delete button"))?
+            .click()
+            .await
+            .map_err(err("delete"))?;
+        wait_js(
+            &c,
+            "the view gone",
+            &format!(
+                "!document.querySelector({}) && !!document.querySelector('.views-table, .empty')",
+                json!(sel)
+            ),
+        )
+        .await?;
+        Ok(())
+    });
+}
+
+#[test]
 fn browser_sensors_page_lists_the_replaying_sensor() {
     run("sensors", |env, c| async move {
         login(&c, env, ADMIN, &format!("/sensors?{}", range(env))).await?;
@@ -816,6 +1167,19 @@ fn browser_sensors_page_lists_the_replaying_sensor() {
         screenshot(&c, "sensors").await?;
         if !text.as_str().unwrap_or_default().contains("browser-test") {
             return Err(format!("sensor browser-test missing: {text}"));
+        }
+        // Its metrics_url answers nothing: the row says so, in red.
+        let cell = wait_js(
+            &c,
+            "the unreachable sensor",
+            "(() => { const td = document.querySelector('tr[data-sensor=\"browser-test\"] td.unreachable'); \
+             return td && [td.innerText, getComputedStyle(td).color] })()",
+        )
+        .await?;
+        if !cell[0].as_str().unwrap_or_default().contains("unreachable")
+            || cell[1].as_str() != Some("rgb(248, 113, 113)")
+        {
+            return Err(format!("the unreachable sensor shows {cell}"));
         }
         Ok(())
     });

@@ -173,11 +173,18 @@ fn state_changes_need_the_csrf_token_of_the_session() {
             "/api/v1/filter/validate",
             "/api/v1/logout",
             "/api/v1/alerts/a-1/ack",
+            "/api/v1/views",
         ] {
             let r = http(f.port, "POST", path, &headers, Some(&body));
             assert_eq!(r.status, 403, "{path}: {}", r.body);
             assert!(r.json()["error"].as_str().unwrap().contains("X-CSRF-Token"));
         }
+        let r = http(f.port, "DELETE", "/api/v1/views/any", &headers, None);
+        assert_eq!(r.status, 403, "DELETE view: {}", r.body);
+    }
+    // Reads that need a session: the saved views and the live alerts' event stream.
+    for path in ["/api/v1/views", "/api/v1/alerts/stream"] {
+        assert_eq!(http(f.port, "GET", path, &[], None).status, 401, "{path}");
     }
     assert_eq!(
         c.post("/api/v1/filter/validate", &json!({"filter": ""}))
@@ -235,6 +242,26 @@ fn a_viewer_cannot_acknowledge_an_admin_can() {
         json!({"start": START, "end": END, "addr": "10.0.0.2"}),
     );
     assert_eq!(by_addr["total"], json!(1.0));
+    // Cleared filter boxes (empty rule and address, as the page sends them) filter nothing.
+    let cleared = a.ok(
+        "/api/v1/alerts",
+        json!({"start": START, "end": END, "rule": "", "addr": ""}),
+    );
+    assert_eq!(cleared["total"], json!(2.0));
+    // One alert by id (the detail page); a hostile id is a value that matches nothing.
+    let one = a.ok(
+        "/api/v1/alerts",
+        json!({"start": 1, "end": END, "id": "a-1"}),
+    );
+    assert_eq!(
+        (one["total"].clone(), one["rows"][0]["alert_id"].clone()),
+        (json!(1.0), json!("a-1"))
+    );
+    let none = a.ok(
+        "/api/v1/alerts",
+        json!({"start": 1, "end": END, "id": "a-1' OR 1 = 1 --"}),
+    );
+    assert_eq!(none["total"], json!(0.0));
 }
 
 #[test]

@@ -11,12 +11,18 @@ use crate::query::{unprefix, ALIAS};
 use crate::schema::{addr_text, Catalog};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
 use axum::response::IntoResponse;
 use axum::Json;
 use hyper::body::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::convert::Infallible;
 use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
 
 /// The alert id column: `alert_id` or `id`.
 fn id_column(cat: &Catalog) -> Option<&'static str> {
@@ -94,6 +100,9 @@ struct ListReq {
     addr: Option<String>,
     #[serde(default)]
     acked: Option<bool>,
+    /// One alert by its id (the detail page opened from a link).
+    #[serde(default)]
+    id: Option<String>,
     #[serde(default)]
     offset: u64,
     #[serde(default = "hundred")]
@@ -119,11 +128,12 @@ fn conditions(st: &S, cat: &Catalog, req: &ListReq) -> Result<Vec<String>, ApiEr
         let l: Vec<String> = req.severity.iter().map(u8::to_string).collect();
         w.push(format!("severity IN ({})", l.join(", ")));
     }
-    if let Some(r) = &req.rule {
+    // An empty rule or address (a cleared filter box) filters nothing.
+    if let Some(r) = req.rule.as_deref().filter(|r| !r.is_empty()) {
         need("rule")?;
         w.push(format!("rule = {}", quote(r)));
     }
-    if let Some(a) = &req.addr {
+    if let Some(a) = req.addr.as_deref().filter(|a| !a.is_empty()) {
         need("src_ip")?;
         need("dest_ip")?;
         let ip: IpAddr = a
@@ -135,6 +145,13 @@ fn conditions(st: &S, cat: &Catalog, req: &ListReq) -> Result<Vec<String>, ApiEr
         };
         let lit = d.addr_literal(b);
         w.push(format!("(src_ip = {lit} OR dest_ip = {lit})"));
+    }
+    if let Some(id) = req.id.as_deref().filter(|i| !i.is_empty()) {
+        let col = id_column(cat).ok_or_else(|| bad("the alerts table has no id column"))?;
+        if id.len() > 200 {
+            return Err(bad("id: at most 200 bytes"));
+        }
+        w.push(format!("toString({col}) = {}", quote(id)));
     }
     if let Some(acked) = req.acked {
         let id = id_column(cat).ok_or_else(|| bad("the alerts table has no id column"))?;
@@ -152,14 +169,29 @@ fn conditions(st: &S, cat: &Catalog, req: &ListReq) -> Result<Vec<String>, ApiEr
     Ok(w)
 }
 
+/// Whether the page gets live updates, for the page to say so (it polls otherwise).
+fn live_status(st: &S) -> Value {
+    match st.live.get() {
+        Some(l) => {
+            let mut v = l.status();
+            v["configured"] = json!(true);
+            v
+        }
+        None => json!({"configured": false, "connected": false}),
+    }
+}
+
 pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
     let req: ListReq = body(&b)?;
     if req.end <= req.start || req.end > u64::from(u32::MAX) || !(1..=1000).contains(&req.limit) {
         return Err(bad("need start < end (unix seconds) and limit 1..=1000"));
     }
     let cat = st.catalog();
+    let live = live_status(&st);
     if !cat.has_table("alerts") || !has(&cat, "ts") {
-        return Ok(Json(json!({"available": false, "total": 0, "rows": []})).into_response());
+        return Ok(
+            Json(json!({"available": false, "total": 0, "rows": [], "live": live})).into_response(),
+        );
     }
     let w = conditions(&st, &cat, &req)?.join(" AND ");
     let db = &env(&st, &cat).db.to_string();
@@ -183,7 +215,10 @@ pub async fn list(State(st): State<S>, _a: Authed, b: Bytes) -> ApiResult {
         .collect();
     add_acks(&st, &cat, &mut rows).await?;
     let total = total.data.first().and_then(|r| r.get("n")).map_or(0.0, num);
-    Ok(Json(json!({"available": true, "total": total, "rows": rows})).into_response())
+    Ok(
+        Json(json!({"available": true, "total": total, "rows": rows, "live": live}))
+            .into_response(),
+    )
 }
 
 /// `acked_by` / `acked_at` on each row from the console's table.
@@ -245,4 +280,54 @@ pub async fn ack(State(st): State<S>, Admin(a): Admin, Path(alert): Path<String>
     ))
     .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Counts an open event stream; closing it (the browser left) gives the place back.
+struct StreamSlot(Arc<crate::live::Live>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often an open stream re-checks its session and says whether NATS is connected.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
+
+/// `GET /alerts/stream`: server-sent events, `alert` (a list row, from `ALERTS`), `status`
+/// (every 10 s, also a keep-alive) and `lagged` (alerts this browser missed). The stream ends
+/// when the session does (logout, expiry).
+pub async fn stream(State(st): State<S>, a: Authed) -> Result<impl IntoResponse, ApiError> {
+    let Some(live) = st.live.get().cloned() else {
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "live alerts need [nats] url in the console config; the page polls instead",
+        ));
+    };
+    if live.streams.fetch_add(1, Ordering::Relaxed) >= crate::live::MAX_STREAMS {
+        live.streams.fetch_sub(1, Ordering::Relaxed);
+        return Err(fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many live streams open; the page polls instead",
+        ));
+    }
+    let rx = live.tx.subscribe();
+    let tick = tokio::time::interval(STATUS_EVERY);
+    let state = (rx, tick, st, a.id, StreamSlot(live));
+    let events = futures_util::stream::unfold(
+        state,
+        |(mut rx, mut tick, st, id, slot)| async move {
+            let ev = tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(row) => Event::default().event("alert").data(&*row),
+                    Err(RecvError::Lagged(n)) => Event::default().event("lagged").data(n.to_string()),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = tick.tick() => Event::default().event("status").data(live_status(&st).to_string()),
+            };
+            st.auth.session(&id)?;
+            Some((Ok::<_, Infallible>(ev), (rx, tick, st, id, slot)))
+        },
+    );
+    Ok(Sse::new(events))
 }

@@ -293,14 +293,6 @@ pub struct FlowQuery {
     sensor_id: Option<String>,
 }
 
-/// Sensor ids are plain (the sensor's config enforces it); anything else cannot match.
-fn plain_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-}
-
 pub async fn flow(
     State(st): State<S>,
     _a: Authed,
@@ -311,7 +303,7 @@ pub async fn flow(
         .parse()
         .map_err(|_| bad(format!("flow id {flow_id:?} is not a number")))?;
     if let Some(s) = &q.sensor_id {
-        if !plain_id(s) {
+        if !crate::config::plain_id(s) {
             return Err(bad("sensor_id: letters, digits, '-', '_', '.' only"));
         }
     }
@@ -378,11 +370,56 @@ pub async fn sensors(State(st): State<S>, _a: Authed, Query(q): Query<SensorsQue
         filter: String::new(),
     }
     .check(&cat)?;
+    let scrapes = futures_util::future::join_all(
+        st.cfg
+            .sensors
+            .iter()
+            .map(|s| st.scraper.read(&s.id, &s.metrics_url)),
+    );
+    let (stored, scrapes) = tokio::join!(stored_sensors(&st, start, end), scrapes);
+    let (s, e, table, mut stored) = stored?;
+    // Configured sensors first, in config order, then those only the flows table knows.
+    let mut out = Vec::new();
+    for (cfg, metrics) in st.cfg.sensors.iter().zip(scrapes) {
+        let mut row = stored
+            .remove(&cfg.id)
+            .unwrap_or_else(|| json!({"sensor_id": cfg.id, "last_seen": null, "last_flow": null}));
+        row["configured"] = json!(true);
+        row["metrics_url"] = json!(cfg.metrics_url);
+        row["drops"] = metrics.get("drops").cloned().unwrap_or(Value::Null);
+        row["metrics"] = metrics;
+        out.push(row);
+    }
+    for (_, mut row) in stored {
+        row["configured"] = json!(false);
+        row["metrics"] = Value::Null;
+        row["drops"] = Value::Null;
+        out.push(row);
+    }
+    Ok(Json(json!({"start": s, "end": e, "table": table, "sensors": out})).into_response())
+}
+
+/// Per sensor in the flows table: rates over the range (coarsest table that answers), and the
+/// last flow's time from the raw table (the day before `end`).
+async fn stored_sensors(
+    st: &S,
+    start: u32,
+    end: u32,
+) -> Result<
+    (
+        u32,
+        u32,
+        &'static str,
+        std::collections::BTreeMap<String, Value>,
+    ),
+    super::ApiError,
+> {
+    let cat = st.catalog();
     let sensor = cat
         .field("Sensor")
         .ok_or_else(|| bad("no flows table yet"))?;
     let (t, s, e) = range_table(&cat, &[sensor], start, end, TableChoice::Auto);
-    let env = env(&st, &cat);
+    let env = env(st, &cat);
     let w = query::where_sql(s, e, None, env.dialect);
     let sql = format!(
         "SELECT sensor_id, toUInt32(max(ts)) AS last_seen, {} AS n_flows, {} AS n_bytes, {} AS n_packets \
@@ -393,18 +430,31 @@ pub async fn sensors(State(st): State<S>, _a: Authed, Query(q): Query<SensorsQue
         env.db,
         t.name
     );
-    let rows = st.ch.query(&sql).await?;
+    let last = format!(
+        "SELECT sensor_id, toUInt32(max(ts)) AS last_flow FROM {}.flows WHERE {} GROUP BY sensor_id",
+        env.db,
+        query::where_sql(end.saturating_sub(86_400), end, None, env.dialect)
+    );
+    let (rows, last) = tokio::join!(st.ch.query(&sql), st.ch.query(&last));
+    let (rows, last) = (rows?, last?);
     let secs = f64::from(e - s);
-    let out: Vec<Value> = rows
-        .data
-        .iter()
-        .map(|r| {
-            let n = |k: &str| num(r.get(k).unwrap_or(&json!(0)));
-            let (f, b, p) = (n("n_flows"), n("n_bytes"), n("n_packets"));
-            json!({"sensor_id": text(r.get("sensor_id")), "last_seen": n("last_seen"),
-                   "flows": f, "bytes": b, "packets": p, "flows_per_sec": f / secs,
-                   "bytes_per_sec": b / secs, "packets_per_sec": p / secs, "drops": Value::Null})
-        })
-        .collect();
-    Ok(Json(json!({"start": s, "end": e, "table": t.name, "sensors": out})).into_response())
+    let mut out = std::collections::BTreeMap::new();
+    for r in &rows.data {
+        let n = |k: &str| num(r.get(k).unwrap_or(&json!(0)));
+        let (f, b, p) = (n("n_flows"), n("n_bytes"), n("n_packets"));
+        let id = text(r.get("sensor_id"));
+        out.insert(
+            id.clone(),
+            json!({"sensor_id": id, "last_seen": n("last_seen"), "last_flow": null,
+               "flows": f, "bytes": b, "packets": p, "flows_per_sec": f / secs,
+               "bytes_per_sec": b / secs, "packets_per_sec": p / secs}),
+        );
+    }
+    for r in &last.data {
+        let id = text(r.get("sensor_id"));
+        let at = json!(num(r.get("last_flow").unwrap_or(&json!(0))));
+        out.entry(id.clone())
+            .or_insert_with(|| json!({"sensor_id": id, "last_seen": null}))["last_flow"] = at;
+    }
+    Ok((s, e, t.name, out))
 }

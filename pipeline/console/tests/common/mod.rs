@@ -4,12 +4,13 @@
 #![allow(dead_code)]
 
 use pipeline_console::config::Config;
+use sensor::metrics::{Metrics, MetricsServer};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use testkit::servers::{free_port, have, ClickHouse};
 
@@ -43,6 +44,48 @@ pub struct Fixture {
     pub console: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
+    /// The counters behind sensor `m1`'s `/metrics` (the sensor's own renderer and server).
+    pub metrics: Arc<Metrics>,
+    pub sensors: Sensors,
+}
+
+/// The sensors of the console's config: `m1` serves the sensor's real metrics, `hostile1`
+/// garbage around one valid line, `big1` a body over the console's limit, and `down1` is a
+/// port where nothing listens.
+pub struct Sensors {
+    _servers: Vec<MetricsServer>,
+    pub toml: String,
+}
+
+/// Largest `/metrics` body the test console reads.
+pub const SCRAPE_MAX_BYTES: usize = 64 * 1024;
+
+/// Starts the sensors' metrics endpoints with `sensor::metrics::MetricsServer`.
+fn sensors(metrics: &Arc<Metrics>) -> Sensors {
+    let m = metrics.clone();
+    let real = MetricsServer::start("127.0.0.1:0", m).unwrap();
+    let hostile = MetricsServer::serve("127.0.0.1:0", || {
+        let mut t = String::from("# HELP x\nnot a sample line\n{\"x\"} 1\nx{a=\"\\q\"} 2\n");
+        t.push_str(&"x{a=\"b\"} NaN\n".repeat(50));
+        t.push_str(
+            "sensor_drops_total{iface=\"e\",cause=\"ring_full\"} 7\n\u{0}\u{7f}\u{fffd} 1\n",
+        );
+        t
+    })
+    .unwrap();
+    let big = MetricsServer::serve("127.0.0.1:0", || "x 1\n".repeat(SCRAPE_MAX_BYTES)).unwrap();
+    let down = free_port();
+    let toml = format!(
+        "[[sensors]]\nid = \"m1\"\nmetrics_url = \"http://{}/metrics\"\n\
+         [[sensors]]\nid = \"hostile1\"\nmetrics_url = \"http://{}/metrics\"\n\
+         [[sensors]]\nid = \"big1\"\nmetrics_url = \"http://{}/metrics\"\n\
+         [[sensors]]\nid = \"down1\"\nmetrics_url = \"http://127.0.0.1:{down}/metrics\"\n",
+        real.addr, hostile.addr, big.addr
+    );
+    Sensors {
+        _servers: vec![real, hostile, big],
+        toml,
+    }
 }
 
 /// Shared by every test of the binary; `None` (tests skip) without clickhouse-server.
@@ -155,7 +198,14 @@ fn start() -> Fixture {
     )
     .unwrap();
     let port = free_port();
-    let cfg = Config::parse(&config_text(&ch, port, dir.path())).unwrap();
+    let metrics = Metrics::new("eth0", &[0, 1], 2);
+    let sensors = sensors(&metrics);
+    let text = format!(
+        "{}{}[limits]\nscrape_timeout_ms = 2000\nscrape_max_bytes = {SCRAPE_MAX_BYTES}\n",
+        config_text(&ch, port, dir.path()),
+        sensors.toml
+    );
+    let cfg = Config::parse(&text).unwrap();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
         if rt.block_on(pipeline_console::api::serve(cfg)).is_err() {
@@ -173,6 +223,8 @@ fn start() -> Fixture {
         console: format!("http://127.0.0.1:{port}"),
         port,
         dir,
+        metrics,
+        sensors,
     }
 }
 
@@ -281,6 +333,16 @@ impl Client {
 
     pub fn get(&self, path: &str) -> Resp {
         http(self.port, "GET", path, &[("Cookie", &self.cookie)], None)
+    }
+
+    pub fn delete(&self, path: &str) -> Resp {
+        http(
+            self.port,
+            "DELETE",
+            path,
+            &[("Cookie", &self.cookie), ("X-CSRF-Token", &self.csrf)],
+            None,
+        )
     }
 
     /// POST that must answer 200; its JSON.

@@ -27,10 +27,10 @@ export function setUnauthorizedHandler(f: () => void): void {
   onUnauthorized = f;
 }
 
-async function call<T>(method: "GET" | "POST", path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+async function call<T>(method: "GET" | "POST" | "DELETE", path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json" };
-  if (method === "POST") {
-    headers["Content-Type"] = "application/json";
+  if (method !== "GET") {
+    if (body !== undefined) headers["Content-Type"] = "application/json";
     if (csrf) headers["X-CSRF-Token"] = csrf;
   }
   let res: Response;
@@ -220,27 +220,78 @@ export interface AlertQuery {
   rule: string;
   addr: string;
   acked: boolean | null;
+  /** One alert by id. */
+  id?: string;
   offset: number;
   limit: number;
 }
 
-export function alerts(q: AlertQuery, signal?: AbortSignal): Promise<{ available: boolean; total: number; rows: Row[] }> {
+/** Whether the console reads JetStream `ALERTS` (live updates) and is connected to it. */
+export interface LiveStatus {
+  configured: boolean;
+  connected: boolean;
+}
+
+export function alerts(q: AlertQuery, signal?: AbortSignal): Promise<{ available: boolean; total: number; rows: Row[]; live: LiveStatus }> {
   return call("POST", "alerts", q, signal);
+}
+
+/** The live alerts' event stream (server-sent events: `alert`, `status`, `lagged`). */
+export function alertStream(): EventSource {
+  return new EventSource("/api/v1/alerts/stream", { withCredentials: true });
 }
 
 export function ackAlert(id: string): Promise<void> {
   return call("POST", "alerts/" + encodeURIComponent(id) + "/ack", {});
 }
 
+/** What the console read from a sensor's `/metrics` (rates need two readings). */
+export interface SensorMetrics {
+  reachable: boolean;
+  error: string | null;
+  scraped_at?: number;
+  interval_secs?: number | null;
+  packets_per_sec?: number | null;
+  bits_per_sec?: number | null;
+  flows_per_sec?: number | null;
+  drops?: Record<string, number>;
+  drops_per_sec?: Record<string, number> | null;
+  malformed_lines?: number;
+}
+
 export interface Sensor {
   sensor_id: string;
-  last_seen: number;
-  flows_per_sec: number;
-  bytes_per_sec: number;
-  packets_per_sec: number;
+  configured: boolean;
+  metrics_url?: string;
+  /** Latest flow bucket in the range (null: no flow in the range). */
+  last_seen: number | null;
+  /** Latest flow in the day before the range's end, from the raw table. */
+  last_flow: number | null;
+  flows_per_sec?: number;
+  bytes_per_sec?: number;
+  packets_per_sec?: number;
   drops: null | Record<string, number>;
+  metrics: SensorMetrics | null;
 }
 
 export function sensors(start: number, end: number, signal?: AbortSignal): Promise<{ sensors: Sensor[] }> {
   return call("GET", `sensors?start=${Math.floor(start)}&end=${Math.floor(end)}`, undefined, signal);
+}
+
+export interface SavedView {
+  name: string;
+  url: string;
+  saved: number;
+}
+
+export function views(): Promise<{ views: SavedView[] }> {
+  return call("GET", "views");
+}
+
+export function saveView(name: string, url: string): Promise<{ name: string; url: string }> {
+  return call("POST", "views", { name, url });
+}
+
+export function deleteView(name: string): Promise<void> {
+  return call("DELETE", "views/" + encodeURIComponent(name));
 }

@@ -9,6 +9,7 @@ import { flows } from "./pages/flows";
 import { loginPage } from "./pages/login";
 import { sensors } from "./pages/sensors";
 import { top } from "./pages/top";
+import { saveForm, views } from "./pages/views";
 import { visualize } from "./pages/visualize";
 import { installLinkHandler, navigate, route, ROUTE_EVENT } from "./state";
 
@@ -18,6 +19,7 @@ const PAGES: [string, string, Page][] = [
   ["flows", "Flows", flows],
   ["alerts", "Alerts", alerts],
   ["sensors", "Sensors", sensors],
+  ["views", "Views", views],
 ];
 
 let me: api.Me | null = null;
@@ -52,6 +54,7 @@ function render(): void {
     h("span", { class: "brand" }, "NOC console"),
     PAGES.map(([k, label]) => h("a", { href: "/" + k, class: k === r.page ? "active" : "" }, label)),
     h("span", { class: "spacer" }),
+    saveForm(),
     h("span", { class: "who", title: "role: " + current.role }, current.username, " · ", h("span", { class: "role " + current.role }, current.role)),
     h(
       "button",

@@ -1,6 +1,8 @@
 // Alerts: list with filters (severity, rule, address, acknowledged, time), detail with the
-// evidence and the linked flows, acknowledgement for admins. The list re-reads itself every
-// POLL_SECONDS so new alerts appear without a reload (the API has no event stream yet).
+// evidence and the linked flows, acknowledgement for admins. New alerts appear without a
+// reload: from the server's event stream (JetStream `ALERTS`) when the console has `[nats]`,
+// the list re-read every LIVE_POLL_SECONDS besides (acknowledgements by others, alerts missed
+// while disconnected); without it, the list is re-read every POLL_SECONDS and the page says so.
 
 import * as api from "../api";
 import { errorBox, h, loading, replace, toast } from "../dom";
@@ -12,8 +14,11 @@ import { picker } from "../timerange";
 import { kv, records } from "./flows";
 
 const POLL_SECONDS = 15;
+const LIVE_POLL_SECONDS = 60;
 const SEVERITY: Record<number, string> = { 1: "1 high", 2: "2 medium", 3: "3 low", 4: "4 info" };
 const str = (v: unknown) => (v === null || v === undefined ? "" : String(v));
+/** An alert's id: `alert_id` in table `alerts` (migration 0006), `id` in older tables. */
+const idOf = (a: api.Row) => str(a.alert_id ?? a.id);
 
 /** Rows seen by the list, so a detail opened from it shows at once. */
 const seen = new Map<string, api.Row>();
@@ -71,36 +76,120 @@ export function alerts(root: HTMLElement, ctx: Ctx): () => void {
     status,
     body,
   );
+  const filters = { sev, rule: p.get("rule") ?? "", addr: p.get("addr") ?? "", acked, page, startSpec, endSpec };
+  return liveList(body, status, filters, size);
+}
+
+interface Filters {
+  sev: number[];
+  rule: string;
+  addr: string;
+  acked: boolean | null;
+  page: number;
+  startSpec: string;
+  endSpec: string;
+}
+
+/** Whether an alert from the event stream belongs in the list as filtered. */
+function matches(a: api.Row, f: Filters): boolean {
+  if (f.page !== 0 || f.acked === true) return false;
+  if (f.sev.length && !f.sev.includes(Number(a.severity))) return false;
+  if (f.rule && str(a.rule) !== f.rule) return false;
+  if (f.addr && str(a.src_ip) !== f.addr && str(a.dest_ip) !== f.addr) return false;
+  let r;
+  try {
+    r = resolveRange(f.startSpec, f.endSpec);
+  } catch {
+    return false;
+  }
+  const t = Number(a.ts) * 1000;
+  // A relative end ("now") moves on: the alert is inside the range.
+  return t >= r.start && (f.endSpec.startsWith("now") || t < r.end);
+}
+
+/** Loads the list, then keeps it current (event stream, or polling). */
+function liveList(body: HTMLElement, status: HTMLElement, f: Filters, size: number): () => void {
   let ctl: AbortController | null = null;
   const known = new Set<string>();
+  /** Alerts from the stream that the table did not have when last read. */
+  const streamed = new Map<string, api.Row>();
+  let rows: api.Row[] = [];
+  let total = 0;
   let first = true;
+  let source: EventSource | null = null;
+  let timer: number | undefined;
+  let liveNote = "";
+  const show = (fresh: Set<string>) => {
+    const extra = [...streamed.values()].filter((a) => !rows.some((r) => idOf(r) === idOf(a)));
+    const all = [...extra, ...rows].sort((a, b) => Number(b.ts) - Number(a.ts)).slice(0, size);
+    replace(status, `${total + extra.length} alerts · updated ${utc(Date.now())} UTC · ${liveNote}`);
+    renderList(body, all, total + extra.length, f.page, size, fresh);
+  };
   const load = async () => {
     ctl?.abort();
     ctl = new AbortController();
     try {
-      const r = resolveRange(startSpec, endSpec);
-      const q = { start: Math.floor(r.start / 1000), end: Math.ceil(r.end / 1000), severity: sev, rule: p.get("rule") ?? "", addr: p.get("addr") ?? "", acked, offset: page * size, limit: size };
+      const r = resolveRange(f.startSpec, f.endSpec);
+      const q = { start: Math.floor(r.start / 1000), end: Math.ceil(r.end / 1000), severity: f.sev, rule: f.rule, addr: f.addr, acked: f.acked, offset: f.page * size, limit: size };
       const res = await api.alerts(q, ctl.signal);
-      if (!res.available) {
+      startUpdates(res.live);
+      if (!res.available && streamed.size === 0) {
         replace(body, h("p", { class: "empty" }, "No alerts table in ClickHouse yet: the detection pipeline has not written any alert."));
         return;
       }
-      const fresh = res.rows.filter((a) => !known.has(str(a.id)));
+      const fresh = res.rows.filter((a) => !known.has(idOf(a)));
       res.rows.forEach((a) => {
-        known.add(str(a.id));
-        seen.set(str(a.id), a);
+        known.add(idOf(a));
+        seen.set(idOf(a), a);
+        streamed.delete(idOf(a));
       });
-      replace(status, `${res.total} alerts · updated ${utc(Date.now())} UTC, every ${POLL_SECONDS} s` + (!first && fresh.length ? ` · ${fresh.length} new` : ""));
-      renderList(body, res.rows, res.total, page, size, first ? new Set() : new Set(fresh.map((a) => str(a.id))));
+      rows = res.rows;
+      total = res.total;
+      show(first ? new Set() : new Set(fresh.map(idOf)));
       first = false;
     } catch (e) {
-      if ((e as Error).name !== "AbortError") replace(status, errorBox("Could not load alerts (retrying)", e));
+      if ((e as Error).name === "AbortError") return;
+      replace(status, errorBox("Could not load alerts (retrying)", e));
+      if (timer === undefined) timer = window.setInterval(load, POLL_SECONDS * 1000);
     }
   };
+  let started = false;
+  const startUpdates = (live: api.LiveStatus) => {
+    if (started) return;
+    started = true;
+    window.clearInterval(timer);
+    if (!live.configured) {
+      liveNote = `live updates off (no [nats] in the console config): re-read every ${POLL_SECONDS} s`;
+      timer = window.setInterval(load, POLL_SECONDS * 1000);
+      return;
+    }
+    liveNote = "live (JetStream ALERTS): connecting";
+    timer = window.setInterval(load, LIVE_POLL_SECONDS * 1000);
+    source = api.alertStream();
+    source.addEventListener("status", (e) => {
+      const st = JSON.parse((e as MessageEvent).data) as api.LiveStatus;
+      liveNote = st.connected ? "live: new alerts appear as they arrive" : "live: the console is not connected to NATS, retrying";
+      status.dataset.live = st.connected ? "connected" : "waiting";
+      show(new Set());
+    });
+    source.addEventListener("alert", (e) => {
+      const a = JSON.parse((e as MessageEvent).data) as api.Row;
+      seen.set(idOf(a), a);
+      if (!matches(a, f) || known.has(idOf(a))) return;
+      known.add(idOf(a));
+      streamed.set(idOf(a), a);
+      show(new Set([idOf(a)]));
+    });
+    source.addEventListener("lagged", () => load());
+    source.onerror = () => {
+      liveNote = "live stream interrupted, reconnecting";
+      status.dataset.live = "lost";
+    };
+  };
   load();
-  const timer = window.setInterval(load, POLL_SECONDS * 1000);
   return () => {
     ctl?.abort();
+    source?.close();
     window.clearInterval(timer);
   };
 }
@@ -130,8 +219,8 @@ function renderList(body: HTMLElement, rows: api.Row[], total: number, page: num
         rows.map((a) =>
           h(
             "tr",
-            { class: "alert-row" + (fresh.has(str(a.id)) ? " fresh" : "") },
-            h("td", {}, h("a", { class: "alert-link", href: href("alerts/" + str(a.id)) }, utc(Number(a.ts) * 1000))),
+            { class: "alert-row" + (fresh.has(idOf(a)) ? " fresh" : ""), "data-id": idOf(a) },
+            h("td", {}, h("a", { class: "alert-link", href: href("alerts/" + idOf(a)) }, utc(Number(a.ts) * 1000))),
             h("td", { class: "sev sev" + str(a.severity) }, SEVERITY[Number(a.severity)] ?? str(a.severity)),
             h("td", {}, str(a.rule)),
             h("td", {}, str(a.signature)),
@@ -146,17 +235,14 @@ function renderList(body: HTMLElement, rows: api.Row[], total: number, page: num
   );
 }
 
-/** Finds an alert by id: from the list already seen, else over the last 30 days. */
+/** Finds an alert by id: from the list already seen, else asks the server for that id. */
 async function findAlert(id: string): Promise<api.Row | undefined> {
   if (seen.has(id)) return seen.get(id);
-  const now = Math.ceil(Date.now() / 1000);
-  for (let offset = 0; offset < 10000; offset += 1000) {
-    const r = await api.alerts({ start: now - 30 * 86400, end: now, severity: [], rule: "", addr: "", acked: null, offset, limit: 1000 });
-    const hit = r.rows.find((a) => str(a.id) === id);
-    r.rows.forEach((a) => seen.set(str(a.id), a));
-    if (hit || r.rows.length < 1000) return hit;
-  }
-  return undefined;
+  const end = Math.ceil(Date.now() / 1000) + 86400;
+  const r = await api.alerts({ start: 1, end, severity: [], rule: "", addr: "", acked: null, id, offset: 0, limit: 1 });
+  const hit = r.rows.find((a) => idOf(a) === id);
+  if (hit) seen.set(id, hit);
+  return hit;
 }
 
 /** Record refs of the evidence: `<sensor_id>:<flow_id>:<event_index|flow>`. */
@@ -225,7 +311,7 @@ function alertDetail(root: HTMLElement, id: string, me: api.Me): () => void {
     (a) => {
       if (!live) return;
       if (a) render(a);
-      else replace(root, h("h1", {}, "Alert"), errorBox("Not found", `no alert with id ${id} in the last 30 days`));
+      else replace(root, h("h1", {}, "Alert"), errorBox("Not found", `no alert with id ${id}`));
     },
     (e) => live && replace(root, h("h1", {}, "Alert"), errorBox("Could not load the alert", e)),
   );

@@ -94,8 +94,7 @@ impl Alert {
         })
     }
 
-    /// The value at a dotted path (`alert.evidence.count`, `src_ip`); `host` also answers
-    /// for `sensor_id` and the other way round, as the alert may carry either.
+    /// The value at a dotted path (`alert.evidence.count`, `src_ip`, `alert.metadata.mitre.0`).
     pub fn field(&self, path: &str) -> Option<&Value> {
         let mut v = &self.json;
         for part in path.split('.') {
@@ -135,8 +134,14 @@ mod tests {
     fn records_respond_cannot_act_on_are_refused_with_a_reason() {
         for (bad, why) in [
             (ALERT.replace("\"a1b2\"", "\"a.b\""), "alert.id"),
-            (ALERT.replace("\"host\":\"s1\"", "\"host\":\"s.>\""), "sensor"),
-            (ALERT.replace("\"severity\":2", "\"severity\":0"), "severity"),
+            (
+                ALERT.replace("\"host\":\"s1\"", "\"host\":\"s.>\""),
+                "sensor",
+            ),
+            (
+                ALERT.replace("\"severity\":2", "\"severity\":0"),
+                "severity",
+            ),
             (ALERT.replace("\"10.0.0.1\"", "\"10.0.0.999\""), "src_ip"),
             (ALERT.replace("\"alert\",", "\"flow\","), "event_type"),
             ("{".to_string(), "JSON"),

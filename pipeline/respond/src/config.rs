@@ -11,6 +11,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 pub use pipeline_detect::online::config::{config_error, ClickHouseConfig, ConfigError};
+use pipeline_detect::online::config::{read_toml, secrets_from_env};
 
 use crate::alert::is_token;
 
@@ -150,22 +151,12 @@ impl Default for AuditConfig {
 impl RespondConfig {
     /// Reads, parses and validates `path`; secrets left empty are taken from the environment.
     pub fn load(path: &Path) -> Result<RespondConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| config_error("", format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: RespondConfig = toml::from_str(&text).map_err(|e| {
-            let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
-            config_error("", format!("{}: {msg}", path.display()))
-        })?;
-        let env = |k: &str| std::env::var(k).unwrap_or_default();
-        if cfg.nats.password.is_empty() {
-            cfg.nats.password = env("PIPELINE_NATS_PASSWORD");
-        }
-        if cfg.nats.token.is_empty() {
-            cfg.nats.token = env("PIPELINE_NATS_TOKEN");
-        }
-        if cfg.clickhouse.password.is_empty() {
-            cfg.clickhouse.password = env("PIPELINE_CLICKHOUSE_PASSWORD");
-        }
+        let mut cfg: RespondConfig = read_toml(path)?;
+        secrets_from_env(
+            &mut cfg.nats.password,
+            &mut cfg.nats.token,
+            &mut cfg.clickhouse.password,
+        );
         cfg.validate()?;
         Ok(cfg)
     }
@@ -203,7 +194,10 @@ impl RespondConfig {
             ("audit.durable", &self.audit.durable),
         ] {
             if !is_token(v) {
-                return Err(config_error(key, format!("must be letters, digits, '-' or '_', got {v:?}")));
+                return Err(config_error(
+                    key,
+                    format!("must be letters, digits, '-' or '_', got {v:?}"),
+                ));
             }
         }
         for (i, s) in self.sensors.iter().enumerate() {
@@ -216,16 +210,51 @@ impl RespondConfig {
         }
         let min_window = pipeline_command::MAX_VALIDITY_MS / 1000;
         for (key, v, lo, hi) in [
-            ("command_validity_secs", self.command_validity_secs, 1, min_window),
-            ("max_concurrent_alerts", self.max_concurrent_alerts as u64, 1, 4096),
-            ("guard.max_active_blocks", self.guard.max_active_blocks as u64, 1, 1_000_000),
-            ("guard.max_blocks_per_minute", self.guard.max_blocks_per_minute as u64, 1, 1_000_000),
+            (
+                "command_validity_secs",
+                self.command_validity_secs,
+                1,
+                min_window,
+            ),
+            (
+                "max_concurrent_alerts",
+                self.max_concurrent_alerts as u64,
+                1,
+                4096,
+            ),
+            (
+                "guard.max_active_blocks",
+                self.guard.max_active_blocks as u64,
+                1,
+                1_000_000,
+            ),
+            (
+                "guard.max_blocks_per_minute",
+                self.guard.max_blocks_per_minute as u64,
+                1,
+                1_000_000,
+            ),
             ("nats.timeout_secs", n.timeout_secs, 1, 3600),
             ("nats.ack_wait_secs", n.ack_wait_secs, 5, 86_400),
             ("nats.done_max_age_secs", n.done_max_age_secs, 60, u64::MAX),
-            ("nats.commands_max_age_secs", n.commands_max_age_secs, min_window, u64::MAX),
-            ("nats.commands_duplicate_window_secs", n.commands_duplicate_window_secs, min_window, u64::MAX),
-            ("nats.actions_max_age_secs", n.actions_max_age_secs, 60, u64::MAX),
+            (
+                "nats.commands_max_age_secs",
+                n.commands_max_age_secs,
+                min_window,
+                u64::MAX,
+            ),
+            (
+                "nats.commands_duplicate_window_secs",
+                n.commands_duplicate_window_secs,
+                min_window,
+                u64::MAX,
+            ),
+            (
+                "nats.actions_max_age_secs",
+                n.actions_max_age_secs,
+                60,
+                u64::MAX,
+            ),
             ("nats.replicas", n.replicas as u64, 1, 5),
             ("audit.batch", self.audit.batch as u64, 1, 100_000),
         ] {
@@ -248,16 +277,30 @@ impl RespondConfig {
             ));
         }
         if !c.url.is_empty() && !is_token(&c.database) {
-            return Err(config_error("clickhouse.database", format!("must be letters, digits, '-' or '_', got {:?}", c.database)));
+            return Err(config_error(
+                "clickhouse.database",
+                format!("must be letters, digits, '-' or '_', got {:?}", c.database),
+            ));
         }
         if !self.dry_run && self.signing_key.is_empty() {
-            return Err(config_error("signing_key", "must name the private key file (pipeline keygen), unless dry_run = true"));
+            return Err(config_error(
+                "signing_key",
+                "must name the private key file (pipeline keygen), unless dry_run = true",
+            ));
         }
         if self.playbooks.is_empty() {
-            return Err(config_error("playbooks", "must name at least one file or folder"));
+            return Err(config_error(
+                "playbooks",
+                "must name at least one file or folder",
+            ));
         }
-        if !self.metrics_listen.is_empty() && self.metrics_listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(config_error("metrics_listen", format!("must be host:port, got {:?}", self.metrics_listen)));
+        if !self.metrics_listen.is_empty()
+            && self.metrics_listen.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(config_error(
+                "metrics_listen",
+                format!("must be host:port, got {:?}", self.metrics_listen),
+            ));
         }
         Ok(())
     }
@@ -276,26 +319,42 @@ mod tests {
 
     #[test]
     fn the_example_config_is_valid_and_shows_the_defaults() {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/pipeline-respond.example.toml");
+        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../config/pipeline-respond.example.toml");
         let c = RespondConfig::load(&p).unwrap();
         let d = RespondConfig::default();
         assert_eq!(c.command_validity_secs, d.command_validity_secs);
         assert_eq!(c.guard.max_blocks_per_minute, d.guard.max_blocks_per_minute);
         assert_eq!(c.guard.max_active_blocks, d.guard.max_active_blocks);
-        assert_eq!(c.nats.commands_duplicate_window_secs, d.nats.commands_duplicate_window_secs);
+        assert_eq!(
+            c.nats.commands_duplicate_window_secs,
+            d.nats.commands_duplicate_window_secs
+        );
         assert_eq!(c.nats.durable, d.nats.durable);
     }
 
     #[test]
     fn each_bad_value_is_one_line_naming_its_key() {
         for (text, key) in [
-            ("signing_key = \"k\"\n[nats]\nurl = \"http://x\"\n", "nats.url"),
+            (
+                "signing_key = \"k\"\n[nats]\nurl = \"http://x\"\n",
+                "nats.url",
+            ),
             ("dry_run = true\n", ""),
             ("", "signing_key"),
             ("signing_key = \"k\"\nsensors = [\"a.b\"]\n", "sensors[0]"),
-            ("signing_key = \"k\"\ncommand_validity_secs = 601\n", "command_validity_secs"),
-            ("signing_key = \"k\"\n[guard]\nprotected = [\"10.0.0.0/33\"]\n", "guard.protected[0]"),
-            ("signing_key = \"k\"\n[nats]\ncommands_duplicate_window_secs = 60\n", "nats.commands_duplicate_window_secs"),
+            (
+                "signing_key = \"k\"\ncommand_validity_secs = 601\n",
+                "command_validity_secs",
+            ),
+            (
+                "signing_key = \"k\"\n[guard]\nprotected = [\"10.0.0.0/33\"]\n",
+                "guard.protected[0]",
+            ),
+            (
+                "signing_key = \"k\"\n[nats]\ncommands_duplicate_window_secs = 60\n",
+                "nats.commands_duplicate_window_secs",
+            ),
             ("signing_key = \"k\"\n[guard]\nnope = 1\n", ""),
         ] {
             match load(text) {

@@ -45,7 +45,10 @@ impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Refusal::Protected(n) => write!(f, "guard: overlaps the protected network {n}"),
-            Refusal::Rate(n) => write!(f, "guard: {n} blocks in the last minute (max_blocks_per_minute)"),
+            Refusal::Rate(n) => write!(
+                f,
+                "guard: {n} blocks in the last minute (max_blocks_per_minute)"
+            ),
             Refusal::Active(n) => write!(f, "guard: {n} blocks active (max_active_blocks)"),
         }
     }
@@ -122,7 +125,13 @@ impl Guard {
     }
 
     /// Decides on block `id` of `cidr` until `expires_ms`, and records it when admitted.
-    pub fn admit(&mut self, id: &str, cidr: IpNet, now_ms: u64, expires_ms: u64) -> Result<Admitted, Refusal> {
+    pub fn admit(
+        &mut self,
+        id: &str,
+        cidr: IpNet,
+        now_ms: u64,
+        expires_ms: u64,
+    ) -> Result<Admitted, Refusal> {
         if let Some(p) = self.protected(&cidr) {
             return Err(Refusal::Protected(p));
         }
@@ -172,11 +181,21 @@ mod tests {
     fn protected_networks_and_cidrs_overlapping_them_are_refused() {
         let mut g = Guard::new(vec![net("10.1.0.0/16"), net("2001:db8::/32")], 100, 100);
         for c in ["10.1.2.3/32", "10.0.0.0/8", "2001:db8:1::/48"] {
-            assert_eq!(g.admit(c, net(c), 0, 10), Err(Refusal::Protected(g.protected(&net(c)).unwrap())), "{c}");
+            assert_eq!(
+                g.admit(c, net(c), 0, 10),
+                Err(Refusal::Protected(g.protected(&net(c)).unwrap())),
+                "{c}"
+            );
         }
         assert_eq!(g.admit("x", net("10.2.0.1/32"), 0, 10), Ok(Admitted::New));
-        assert_eq!(cidr_around("10.1.2.3".parse().unwrap(), 24, 64), net("10.1.2.0/24"));
-        assert_eq!(cidr_around("2001:db8::1".parse().unwrap(), 24, 64), net("2001:db8::/64"));
+        assert_eq!(
+            cidr_around("10.1.2.3".parse().unwrap(), 24, 64),
+            net("10.1.2.0/24")
+        );
+        assert_eq!(
+            cidr_around("2001:db8::1".parse().unwrap(), 24, 64),
+            net("2001:db8::/64")
+        );
     }
 
     #[test]
@@ -184,13 +203,19 @@ mod tests {
         let mut g = Guard::new(vec![], 3, 4);
         let cidr = |i: u8| IpNet::from(IpAddr::from([192, 0, 2, i]));
         for i in 0..3 {
-            assert_eq!(g.admit(&format!("b{i}"), cidr(i), 1000, 600_000), Ok(Admitted::New));
+            assert_eq!(
+                g.admit(&format!("b{i}"), cidr(i), 1000, 600_000),
+                Ok(Admitted::New)
+            );
         }
         assert_eq!(g.admit("b0", cidr(0), 1000, 600_000), Ok(Admitted::Again));
         assert_eq!(g.admit("b3", cidr(3), 2000, 600_000), Err(Refusal::Rate(3)));
         // A minute later the rate allows more, up to the active limit.
         assert_eq!(g.admit("b3", cidr(3), 62_000, 600_000), Ok(Admitted::New));
-        assert_eq!(g.admit("b4", cidr(4), 62_000, 600_000), Err(Refusal::Active(4)));
+        assert_eq!(
+            g.admit("b4", cidr(4), 62_000, 600_000),
+            Err(Refusal::Active(4))
+        );
         // Blocking an address blocked already does not add an active block.
         assert_eq!(g.admit("b5", cidr(1), 62_000, 700_000), Ok(Admitted::New));
         // Once blocks expire they no longer count and are pruned.

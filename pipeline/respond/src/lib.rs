@@ -37,7 +37,11 @@ pub fn keygen(dir: &Path) -> u8 {
     }
     match pipeline_command::keys::generate(dir) {
         Ok((private, public)) => {
-            println!("private key: {}\npublic key: {}", private.display(), public.display());
+            println!(
+                "private key: {}\npublic key: {}",
+                private.display(),
+                public.display()
+            );
             println!("give the public key to the sensors; keep the private key for pipeline respond (signing_key)");
             0
         }
@@ -87,10 +91,19 @@ fn playbooks(cfg: &RespondConfig) -> Result<Vec<playbook::Playbook>, ConfigError
         for s in &p.steps {
             match s {
                 Step::Block(b) if b.scope == Scope::All && cfg.sensors.is_empty() => {
-                    return Err(config_error("sensors", format!("playbook {} blocks on all sensors: list them", p.name)));
+                    return Err(config_error(
+                        "sensors",
+                        format!("playbook {} blocks on all sensors: list them", p.name),
+                    ));
                 }
                 Step::Tag(_) if cfg.clickhouse.url.is_empty() && !cfg.dry_run => {
-                    return Err(config_error("clickhouse.url", format!("playbook {} tags hosts: they are written to ClickHouse", p.name)));
+                    return Err(config_error(
+                        "clickhouse.url",
+                        format!(
+                            "playbook {} tags hosts: they are written to ClickHouse",
+                            p.name
+                        ),
+                    ));
                 }
                 _ => {}
             }

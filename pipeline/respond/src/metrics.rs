@@ -36,7 +36,10 @@ pub struct Metrics {
 }
 
 fn bump<K: Ord>(m: &Mutex<BTreeMap<K, u64>>, k: K) {
-    *m.lock().unwrap_or_else(|e| e.into_inner()).entry(k).or_default() += 1;
+    *m.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(k)
+        .or_default() += 1;
 }
 
 impl Metrics {
@@ -54,33 +57,109 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(2048);
+        let up = AtomicU64::new(1);
         let scalars: [(&str, &str, &str, &AtomicU64); 12] = [
-            ("pipeline_respond_alerts_total", "counter", "Alert records read (re-deliveries included).", &self.alerts),
-            ("pipeline_respond_malformed_total", "counter", "Records that are not usable alerts, counted and skipped.", &self.malformed),
-            ("pipeline_respond_steps_done_before_total", "counter", "Steps skipped because an earlier run did them.", &self.steps_done_before),
-            ("pipeline_respond_notify_attempts_total", "counter", "HTTP attempts of notify steps.", &self.notify_attempts),
-            ("pipeline_respond_commands_published_total", "counter", "Signed commands JetStream stored.", &self.commands_published),
-            ("pipeline_respond_commands_duplicate_total", "counter", "Commands JetStream recognised as re-sent.", &self.commands_duplicate),
-            ("pipeline_respond_active_blocks", "gauge", "Distinct CIDRs blocked now.", &self.active_blocks),
-            ("pipeline_respond_audit_inserted_total", "counter", "Action records inserted into table actions.", &self.audit_inserted),
-            ("pipeline_respond_audit_duplicate_total", "counter", "Action records the table held already.", &self.audit_duplicate),
-            ("pipeline_respond_audit_malformed_total", "counter", "Unreadable action records, skipped.", &self.audit_malformed),
-            ("pipeline_respond_audit_insert_errors_total", "counter", "Failed inserts into table actions (retried).", &self.audit_insert_errors),
-            ("pipeline_respond_up", "gauge", "1 while running.", &AtomicU64::new(1)),
+            (
+                "pipeline_respond_alerts_total",
+                "counter",
+                "Alert records read (re-deliveries included).",
+                &self.alerts,
+            ),
+            (
+                "pipeline_respond_malformed_total",
+                "counter",
+                "Records that are not usable alerts, counted and skipped.",
+                &self.malformed,
+            ),
+            (
+                "pipeline_respond_steps_done_before_total",
+                "counter",
+                "Steps skipped because an earlier run did them.",
+                &self.steps_done_before,
+            ),
+            (
+                "pipeline_respond_notify_attempts_total",
+                "counter",
+                "HTTP attempts of notify steps.",
+                &self.notify_attempts,
+            ),
+            (
+                "pipeline_respond_commands_published_total",
+                "counter",
+                "Signed commands JetStream stored.",
+                &self.commands_published,
+            ),
+            (
+                "pipeline_respond_commands_duplicate_total",
+                "counter",
+                "Commands JetStream recognised as re-sent.",
+                &self.commands_duplicate,
+            ),
+            (
+                "pipeline_respond_active_blocks",
+                "gauge",
+                "Distinct CIDRs blocked now.",
+                &self.active_blocks,
+            ),
+            (
+                "pipeline_respond_audit_inserted_total",
+                "counter",
+                "Action records inserted into table actions.",
+                &self.audit_inserted,
+            ),
+            (
+                "pipeline_respond_audit_duplicate_total",
+                "counter",
+                "Action records the table held already.",
+                &self.audit_duplicate,
+            ),
+            (
+                "pipeline_respond_audit_malformed_total",
+                "counter",
+                "Unreadable action records, skipped.",
+                &self.audit_malformed,
+            ),
+            (
+                "pipeline_respond_audit_insert_errors_total",
+                "counter",
+                "Failed inserts into table actions (retried).",
+                &self.audit_insert_errors,
+            ),
+            ("pipeline_respond_up", "gauge", "1 while running.", &up),
         ];
         for (name, kind, help, v) in scalars {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Relaxed));
+            let _ = writeln!(
+                o,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}",
+                v.load(Relaxed)
+            );
         }
         let _ = writeln!(o, "# HELP pipeline_respond_playbooks_total Playbooks run, per playbook.\n# TYPE pipeline_respond_playbooks_total counter");
-        for (p, n) in self.playbooks.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pipeline_respond_playbooks_total{{playbook=\"{p}\"}} {n}");
+        for (p, n) in self
+            .playbooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                o,
+                "pipeline_respond_playbooks_total{{playbook=\"{p}\"}} {n}"
+            );
         }
         let _ = writeln!(o, "# HELP pipeline_respond_steps_total Steps by kind and outcome.\n# TYPE pipeline_respond_steps_total counter");
         for ((k, out), n) in self.steps.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(o, "pipeline_respond_steps_total{{kind=\"{k}\",outcome=\"{out}\"}} {n}");
+            let _ = writeln!(
+                o,
+                "pipeline_respond_steps_total{{kind=\"{k}\",outcome=\"{out}\"}} {n}"
+            );
         }
         let _ = writeln!(o, "# HELP pipeline_respond_refusals_total Blocks refused, by reason.\n# TYPE pipeline_respond_refusals_total counter");
-        for (r, n) in self.refusals.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        for (r, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
             let _ = writeln!(o, "pipeline_respond_refusals_total{{reason=\"{r}\"}} {n}");
         }
         o

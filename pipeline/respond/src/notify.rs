@@ -6,6 +6,7 @@
 //! timeouts, 429 and 5xx are retried; other answers (a 4xx: the request itself is wrong) fail
 //! at once.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -44,7 +45,7 @@ struct Attempt {
 impl Notifier {
     pub fn new() -> anyhow::Result<Notifier> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
+            .with_provider_and_native_roots(rustls::crypto::ring::default_provider())?
             .https_or_http()
             .enable_http1()
             .build();
@@ -93,7 +94,12 @@ impl Notifier {
             },
             Ok(Err(e)) => Attempt {
                 status: None,
-                error: format!("{e}: {}", std::error::Error::source(&e).map(|s| s.to_string()).unwrap_or_default()),
+                error: format!(
+                    "{e}: {}",
+                    std::error::Error::source(&e)
+                        .map(|s| s.to_string())
+                        .unwrap_or_default()
+                ),
                 retry: true,
             },
             Ok(Ok(s)) => Attempt {
@@ -104,25 +110,37 @@ impl Notifier {
         }
     }
 
-    /// Posts `body` per `step`: the first attempt, then up to `step.retries` more.
-    pub async fn send(&self, step: &NotifyStep, body: Vec<u8>, attempts: &dyn Fn()) -> Delivery {
+    /// Posts `body` per `step`: the first attempt, then up to `step.retries` more, each counted
+    /// in `attempts`.
+    pub async fn send(&self, step: &NotifyStep, body: Vec<u8>, attempts: &AtomicU64) -> Delivery {
         let body = Bytes::from(body);
         let started = Instant::now();
         let mut n = 0;
         loop {
             n += 1;
-            attempts();
+            attempts.fetch_add(1, Relaxed);
             let a = self.attempt(step, &body).await;
             let detail = match a.status {
                 Some(s) => format!("HTTP {s}"),
                 None => a.error.clone(),
             };
             if a.status.is_some_and(|s| (200..300).contains(&s)) {
-                return Delivery { ok: true, attempts: n, detail };
+                return Delivery {
+                    ok: true,
+                    attempts: n,
+                    detail,
+                };
             }
             if !a.retry || n > step.retries {
-                let detail = format!("{detail} after {n} attempts in {:.1}s", started.elapsed().as_secs_f64());
-                return Delivery { ok: false, attempts: n, detail };
+                let detail = format!(
+                    "{detail} after {n} attempts in {:.1}s",
+                    started.elapsed().as_secs_f64()
+                );
+                return Delivery {
+                    ok: false,
+                    attempts: n,
+                    detail,
+                };
             }
             tokio::time::sleep(backoff(step.backoff, step.max_backoff, n - 1)).await;
         }
@@ -132,7 +150,9 @@ impl Notifier {
 /// The pause before retry `n` (0-based): `base * 2^n`, at most `max`, times a random factor in
 /// [0.5, 1) so that many failing notifications do not retry in step.
 pub fn backoff(base: Duration, max: Duration, n: u32) -> Duration {
-    let full = base.saturating_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX)).min(max);
+    let full = base
+        .saturating_mul(1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX))
+        .min(max);
     let mut r = [0u8; 4];
     let frac = match getrandom::getrandom(&mut r) {
         Ok(()) => f64::from(u32::from_le_bytes(r)) / f64::from(u32::MAX),

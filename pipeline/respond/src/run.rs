@@ -33,16 +33,25 @@ async fn sink_addresses(cfg: &RespondConfig) -> Vec<IpNet> {
     for u in cfg.nats.url.split(',') {
         if let Ok(uri) = u.trim().parse::<hyper::Uri>() {
             if let Some(h) = uri.host() {
-                hosts.push((h.trim_matches(['[', ']']).to_string(), uri.port_u16().unwrap_or(4222)));
+                hosts.push((
+                    h.trim_matches(['[', ']']).to_string(),
+                    uri.port_u16().unwrap_or(4222),
+                ));
             }
         }
     }
     if let Ok(uri) = cfg.clickhouse.url.parse::<hyper::Uri>() {
         if let Some(h) = uri.host() {
-            hosts.push((h.trim_matches(['[', ']']).to_string(), uri.port_u16().unwrap_or(8123)));
+            hosts.push((
+                h.trim_matches(['[', ']']).to_string(),
+                uri.port_u16().unwrap_or(8123),
+            ));
         }
     }
-    let mut out: Vec<IpNet> = vec!["127.0.0.0/8".parse().expect("a CIDR"), "::1/128".parse().expect("a CIDR")];
+    let mut out: Vec<IpNet> = vec![
+        "127.0.0.0/8".parse().expect("a CIDR"),
+        "::1/128".parse().expect("a CIDR"),
+    ];
     for (h, port) in hosts {
         match tokio::net::lookup_host((h.as_str(), port)).await {
             Ok(addrs) => out.extend(addrs.map(|a| IpNet::from(a.ip()))),
@@ -54,13 +63,20 @@ async fn sink_addresses(cfg: &RespondConfig) -> Vec<IpNet> {
 
 /// The ledger of blocks from before a restart, into `guard`.
 async fn restore(ctx: &Ctx) -> Result<()> {
-    let mut keys = ctx.blocks.keys().await.context("listing the block ledger")?;
+    let mut keys = ctx
+        .blocks
+        .keys()
+        .await
+        .context("listing the block ledger")?;
     let mut n = 0;
     while let Some(k) = keys.next().await {
         let Ok(k) = k else { continue };
         if let Ok(Some(v)) = ctx.blocks.get(&k).await {
             if let Ok(l) = serde_json::from_slice::<Ledger>(&v) {
-                ctx.guard.lock().unwrap_or_else(|e| e.into_inner()).restore(k, l);
+                ctx.guard
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .restore(k, l);
                 n += 1;
             }
         }
@@ -121,7 +137,9 @@ fn spawn_alert(ctx: Arc<Ctx>, msg: jetstream::Message, permit: tokio::sync::Owne
             }
             Err(e) => {
                 tracing::warn!("alert left for a retry: {e:#}");
-                let _ = msg.ack_with(AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                let _ = msg
+                    .ack_with(AckKind::Nak(Some(Duration::from_secs(2))))
+                    .await;
             }
         }
         drop(permit);
@@ -172,11 +190,22 @@ async fn consume(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<()> {
 }
 
 /// The audit writer: records of `ACTIONS` into table `actions`, acknowledged once stored.
-async fn audit_writer(js: jetstream::Context, tables: Arc<Tables>, cfg: RespondConfig, m: Arc<Metrics>, mut stop: watch::Receiver<bool>) -> Result<()> {
+async fn audit_writer(
+    js: jetstream::Context,
+    tables: Arc<Tables>,
+    cfg: RespondConfig,
+    m: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
     let mut tries = 0;
     while let Err(e) = tables.migrate().await {
         tracing::warn!("audit writer: clickhouse not ready ({e:?}); retrying");
-        tokio::time::sleep(backoff(Duration::from_millis(500), Duration::from_secs(10), tries)).await;
+        tokio::time::sleep(backoff(
+            Duration::from_millis(500),
+            Duration::from_secs(10),
+            tries,
+        ))
+        .await;
         tries += 1;
         if *stop.borrow() {
             return Ok(());
@@ -197,7 +226,12 @@ async fn audit_writer(js: jetstream::Context, tables: Arc<Tables>, cfg: RespondC
         .await
         .context("creating the audit consumer")?;
     while !*stop.borrow() {
-        let batch = consumer.fetch().max_messages(cfg.audit.batch).expires(Duration::from_millis(500)).messages().await;
+        let batch = consumer
+            .fetch()
+            .max_messages(cfg.audit.batch)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await;
         let mut batch = match batch {
             Ok(b) => b,
             Err(e) => {
@@ -209,7 +243,10 @@ async fn audit_writer(js: jetstream::Context, tables: Arc<Tables>, cfg: RespondC
         let mut msgs = Vec::new();
         let mut recs = Vec::new();
         while let Some(Ok(msg)) = batch.next().await {
-            match serde_json::from_slice::<ActionRecord>(&msg.payload).ok().filter(|_| msg.payload.len() <= MAX_RECORD_BYTES) {
+            match serde_json::from_slice::<ActionRecord>(&msg.payload)
+                .ok()
+                .filter(|_| msg.payload.len() <= MAX_RECORD_BYTES)
+            {
                 Some(r) => recs.push(r),
                 None => {
                     m.audit_malformed.fetch_add(1, Relaxed);
@@ -225,7 +262,8 @@ async fn audit_writer(js: jetstream::Context, tables: Arc<Tables>, cfg: RespondC
             match tables.insert_actions(&recs).await {
                 Ok(new) => {
                     m.audit_inserted.fetch_add(new as u64, Relaxed);
-                    m.audit_duplicate.fetch_add((recs.len() - new) as u64, Relaxed);
+                    m.audit_duplicate
+                        .fetch_add((recs.len() - new) as u64, Relaxed);
                     break;
                 }
                 Err(e) => {
@@ -247,12 +285,28 @@ async fn audit_writer(js: jetstream::Context, tables: Arc<Tables>, cfg: RespondC
 }
 
 /// Runs respond until SIGINT or SIGTERM.
-pub async fn run(cfg: RespondConfig, playbooks: Vec<Playbook>, key: Option<ed25519_dalek::SigningKey>) -> Result<()> {
+pub async fn run(
+    cfg: RespondConfig,
+    playbooks: Vec<Playbook>,
+    key: Option<ed25519_dalek::SigningKey>,
+) -> Result<()> {
     let js = nats::connect(&cfg).await?;
     nats::streams(&js, &cfg).await?;
     let n = &cfg.nats;
-    let done = nats::bucket(&js, &format!("{}-done", n.durable), Duration::from_secs(n.done_max_age_secs), n.replicas).await?;
-    let blocks = nats::bucket(&js, &format!("{}-blocks", n.durable), MAX_BLOCK + Duration::from_secs(120), n.replicas).await?;
+    let done = nats::bucket(
+        &js,
+        &format!("{}-done", n.durable),
+        Duration::from_secs(n.done_max_age_secs),
+        n.replicas,
+    )
+    .await?;
+    let blocks = nats::bucket(
+        &js,
+        &format!("{}-blocks", n.durable),
+        MAX_BLOCK + Duration::from_secs(120),
+        n.replicas,
+    )
+    .await?;
     let mut protected = cfg.protected()?;
     protected.extend(sink_addresses(&cfg).await);
     let tables = if cfg.clickhouse.url.is_empty() {
@@ -274,7 +328,11 @@ pub async fn run(cfg: RespondConfig, playbooks: Vec<Playbook>, key: Option<ed255
                 .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
         )
     };
-    let guard = Guard::new(protected, cfg.guard.max_blocks_per_minute, cfg.guard.max_active_blocks);
+    let guard = Guard::new(
+        protected,
+        cfg.guard.max_blocks_per_minute,
+        cfg.guard.max_active_blocks,
+    );
     let ctx = Arc::new(Ctx {
         playbooks,
         js: js.clone(),
@@ -290,12 +348,18 @@ pub async fn run(cfg: RespondConfig, playbooks: Vec<Playbook>, key: Option<ed255
     restore(&ctx).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let writer = match (&tables, cfg.audit.writer) {
-        (Some(t), true) => Some(tokio::spawn(audit_writer(js.clone(), t.clone(), cfg.clone(), metrics.clone(), stop_rx.clone()))),
+        (Some(t), true) => Some(tokio::spawn(audit_writer(
+            js.clone(),
+            t.clone(),
+            cfg.clone(),
+            metrics.clone(),
+            stop_rx.clone(),
+        ))),
         _ => None,
     };
     let mut consumer = tokio::spawn(consume(ctx, stop_rx));
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = pipeline_detect::online::wait_for_signal() => {}
         r = &mut consumer => return r.context("the alerts consumer failed")?,
     }
     tracing::info!("stopping: finishing the alerts in hand");
@@ -305,19 +369,4 @@ pub async fn run(cfg: RespondConfig, playbooks: Vec<Playbook>, key: Option<ed255
         w.await.context("the audit writer failed")??;
     }
     Ok(())
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }

@@ -60,7 +60,10 @@ pub fn hash_id(parts: &[&str]) -> String {
         }
         h.update(p.as_bytes());
     }
-    h.finalize()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    h.finalize()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Where a step is: the alert, the playbook, the step's index and id.
@@ -72,7 +75,16 @@ struct At<'a> {
 }
 
 impl At<'_> {
-    fn record(&self, kind: &str, sensor: &str, target: String, outcome: Outcome, detail: String, command_id: &str, id: String) -> ActionRecord {
+    fn record(
+        &self,
+        kind: &str,
+        sensor: &str,
+        target: String,
+        outcome: Outcome,
+        detail: String,
+        command_id: &str,
+        id: String,
+    ) -> ActionRecord {
         ActionRecord {
             id,
             time_ms: now_ms(),
@@ -110,7 +122,13 @@ impl Ctx {
             let mut ran = false;
             for (i, step) in pb.steps.iter().enumerate() {
                 let key = format!("{}.{}.{i}", alert.id, pb.name);
-                if self.done.get(&key).await.context("reading the done bucket")?.is_some() {
+                if self
+                    .done
+                    .get(&key)
+                    .await
+                    .context("reading the done bucket")?
+                    .is_some()
+                {
                     self.metrics.steps_done_before.fetch_add(1, Relaxed);
                     continue;
                 }
@@ -139,13 +157,33 @@ impl Ctx {
     }
 
     /// Records a refusal of step `kind` (one record per sensor concerned, or one).
-    async fn refuse(&self, at: &At<'_>, kind: &str, sensors: &[String], target: String, reason: &str, detail: String) -> Result<Outcome> {
+    async fn refuse(
+        &self,
+        at: &At<'_>,
+        kind: &str,
+        sensors: &[String],
+        target: String,
+        reason: &str,
+        detail: String,
+    ) -> Result<Outcome> {
         self.metrics.refusal(reason);
         let none = [String::new()];
-        let sensors = if sensors.is_empty() { &none[..] } else { sensors };
+        let sensors = if sensors.is_empty() {
+            &none[..]
+        } else {
+            sensors
+        };
         for s in sensors {
             let cmd = hash_id(&[&at.id, s]);
-            let r = at.record(kind, s, target.clone(), Outcome::Rejected, detail.clone(), &cmd, format!("{cmd}:rejected"));
+            let r = at.record(
+                kind,
+                s,
+                target.clone(),
+                Outcome::Rejected,
+                detail.clone(),
+                &cmd,
+                format!("{cmd}:rejected"),
+            );
             self.record(&r).await?;
         }
         Ok(Outcome::Rejected)
@@ -156,12 +194,30 @@ impl Ctx {
         let sensors: Vec<String> = match b.scope {
             Scope::All => self.cfg.sensors.clone(),
             Scope::Origin if at.alert.sensor.is_empty() => {
-                return self.refuse(at, "block", &[], String::new(), "no_sensor", "the alert names no sensor (host)".into()).await;
+                return self
+                    .refuse(
+                        at,
+                        "block",
+                        &[],
+                        String::new(),
+                        "no_sensor",
+                        "the alert names no sensor (host)".into(),
+                    )
+                    .await;
             }
             Scope::Origin => vec![at.alert.sensor.clone()],
         };
         let Some(ip) = b.target.of(at.alert) else {
-            return self.refuse(at, "block", &sensors, String::new(), "no_address", format!("the alert has no {side}_ip")).await;
+            return self
+                .refuse(
+                    at,
+                    "block",
+                    &sensors,
+                    String::new(),
+                    "no_address",
+                    format!("the alert has no {side}_ip"),
+                )
+                .await;
         };
         let cidr = cidr_around(ip, b.prefix_v4, b.prefix_v6);
         let now = now_ms();
@@ -169,34 +225,65 @@ impl Ctx {
         let decision = {
             let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
             if at.dry {
-                g.protected(&cidr).map_or(Ok(Admitted::Again), |p| Err(Refusal::Protected(p)))
+                g.protected(&cidr)
+                    .map_or(Ok(Admitted::Again), |p| Err(Refusal::Protected(p)))
             } else {
                 g.admit(&at.id, cidr, now, expires)
             }
         };
         let admitted = match decision {
             Ok(a) => a,
-            Err(r) => return self.refuse(at, "block", &sensors, cidr.to_string(), r.reason(), r.to_string()).await,
+            Err(r) => {
+                return self
+                    .refuse(
+                        at,
+                        "block",
+                        &sensors,
+                        cidr.to_string(),
+                        r.reason(),
+                        r.to_string(),
+                    )
+                    .await
+            }
         };
         if at.dry {
             for s in &sensors {
                 let cmd = hash_id(&[&at.id, s]);
                 let detail = format!("dry run: would block for {}s", b.duration.as_secs());
-                let r = at.record("block", s, cidr.to_string(), Outcome::DryRun, detail, &cmd, format!("{cmd}:dry_run"));
+                let r = at.record(
+                    "block",
+                    s,
+                    cidr.to_string(),
+                    Outcome::DryRun,
+                    detail,
+                    &cmd,
+                    format!("{cmd}:dry_run"),
+                );
                 self.record(&r).await?;
             }
             return Ok(Outcome::DryRun);
         }
         if admitted == Admitted::New {
-            let l = self.guard.lock().unwrap_or_else(|e| e.into_inner()).get(&at.id).cloned();
+            let l = self
+                .guard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&at.id)
+                .cloned();
             if let Some(l) = l {
-                self.blocks.put(&at.id, serde_json::to_vec(&l)?.into()).await.context("writing the block ledger")?;
+                self.blocks
+                    .put(&at.id, serde_json::to_vec(&l)?.into())
+                    .await
+                    .context("writing the block ledger")?;
             }
         }
         let key = self.key.as_ref().context("no signing key")?;
         for s in &sensors {
             let cmd_id = hash_id(&[&at.id, s]);
-            let action = Action::Block { cidr, duration_secs: b.duration.as_secs() };
+            let action = Action::Block {
+                cidr,
+                duration_secs: b.duration.as_secs(),
+            };
             let validity = self.cfg.command_validity_secs * 1000;
             let mut cmd = Command::new(cmd_id.clone(), s.clone(), action, now, validity)
                 .map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
@@ -209,14 +296,26 @@ impl Ctx {
                 .await?
                 .await
                 .context("publishing a command")?;
-            let mut detail = format!("for {}s; command valid {}s", b.duration.as_secs(), self.cfg.command_validity_secs);
+            let mut detail = format!(
+                "for {}s; command valid {}s",
+                b.duration.as_secs(),
+                self.cfg.command_validity_secs
+            );
             if ack.duplicate {
                 self.metrics.commands_duplicate.fetch_add(1, Relaxed);
                 detail.push_str("; sent before (same id), stored once");
             } else {
                 self.metrics.commands_published.fetch_add(1, Relaxed);
             }
-            let r = at.record("block", s, cidr.to_string(), Outcome::Requested, detail, &cmd_id, format!("{cmd_id}:requested"));
+            let r = at.record(
+                "block",
+                s,
+                cidr.to_string(),
+                Outcome::Requested,
+                detail,
+                &cmd_id,
+                format!("{cmd_id}:requested"),
+            );
             self.record(&r).await?;
         }
         Ok(Outcome::Requested)
@@ -237,15 +336,20 @@ impl Ctx {
         let (outcome, detail) = if at.dry {
             (Outcome::DryRun, "dry run: would POST".to_string())
         } else {
-            let body = template::render(&n.body, &|p| Self::lookup(at, p));
-            let m = self.metrics.clone();
+            let body = template::render(&n.body, &|p: &str| Self::lookup(at, p));
+            let attempts = &self.metrics.notify_attempts;
             let d = self
                 .notifier
-                .send(n, serde_json::to_vec(&body)?, &move || {
-                    m.notify_attempts.fetch_add(1, Relaxed);
-                })
+                .send(n, serde_json::to_vec(&body)?, attempts)
                 .await;
-            (if d.ok { Outcome::Applied } else { Outcome::Failed }, d.detail)
+            (
+                if d.ok {
+                    Outcome::Applied
+                } else {
+                    Outcome::Failed
+                },
+                d.detail,
+            )
         };
         let id = format!("{}:notify:{}", at.id, outcome.as_str());
         let r = at.record("notify", &at.alert.sensor, target, outcome, detail, "", id);
@@ -256,7 +360,9 @@ impl Ctx {
     async fn tag(&self, at: &At<'_>, t: &TagStep) -> Result<Outcome> {
         let Some(host) = t.host.of(at.alert) else {
             let why = format!("the alert has no {}_ip", t.host.name());
-            return self.refuse(at, "tag", &[], String::new(), "no_address", why).await;
+            return self
+                .refuse(at, "tag", &[], String::new(), "no_address", why)
+                .await;
         };
         let now = now_ms();
         let tag = HostTag {
@@ -284,7 +390,12 @@ impl Ctx {
                         }
                         Err(e) => last = format!("{e:?}"),
                     }
-                    tokio::time::sleep(backoff(Duration::from_millis(500), Duration::from_secs(5), n)).await;
+                    tokio::time::sleep(backoff(
+                        Duration::from_millis(500),
+                        Duration::from_secs(5),
+                        n,
+                    ))
+                    .await;
                 }
                 if ok {
                     (Outcome::Applied, detail)
@@ -294,7 +405,15 @@ impl Ctx {
             }
         };
         let id = format!("{}:tag:{}", at.id, outcome.as_str());
-        let r = at.record("tag", &at.alert.sensor, host.to_string(), outcome, detail, "", id);
+        let r = at.record(
+            "tag",
+            &at.alert.sensor,
+            host.to_string(),
+            outcome,
+            detail,
+            "",
+            id,
+        );
         self.record(&r).await?;
         Ok(outcome)
     }

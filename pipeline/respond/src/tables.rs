@@ -52,7 +52,18 @@ pub fn encode_action(out: &mut Vec<u8>, r: &ActionRecord) {
     let mut b = RowBuf(out);
     b.datetime(r.time_ms.saturating_mul(1_000_000));
     b.u64(r.time_ms);
-    for s in [&r.id, &r.source, &r.sensor_id, &r.kind, &r.target, r.outcome.as_str(), &r.detail, &r.alert_id, &r.command_id, &r.playbook] {
+    for s in [
+        r.id.as_str(),
+        &r.source,
+        &r.sensor_id,
+        &r.kind,
+        &r.target,
+        r.outcome.as_str(),
+        &r.detail,
+        &r.alert_id,
+        &r.command_id,
+        &r.playbook,
+    ] {
         b.str(s);
     }
 }
@@ -80,7 +91,8 @@ impl Tables {
             retention_days: c.retention_days,
         };
         let client = ch::client(&opts).map_err(|m| config_error("clickhouse.ca_file", m))?;
-        let schema = ClickHouseSink::new(opts.clone()).map_err(|m| config_error("clickhouse.ca_file", m))?;
+        let schema =
+            ClickHouseSink::new(opts.clone()).map_err(|m| config_error("clickhouse.ca_file", m))?;
         Ok(Tables {
             schema: tokio::sync::Mutex::new(schema),
             client,
@@ -94,11 +106,20 @@ impl Tables {
         self.schema.lock().await.migrate().await.map(|_| ())
     }
 
-    async fn insert(&self, table: &str, columns: &str, rows: u64, body: Vec<u8>) -> Result<(), SendError> {
+    async fn insert(
+        &self,
+        table: &str,
+        columns: &str,
+        rows: u64,
+        body: Vec<u8>,
+    ) -> Result<(), SendError> {
         let t = Some(self.timeout);
         let mut ins = self
             .client
-            .insert_formatted_with(format!("INSERT INTO {}.{table} ({columns}) FORMAT RowBinary", self.db))
+            .insert_formatted_with(format!(
+                "INSERT INTO {}.{table} ({columns}) FORMAT RowBinary",
+                self.db
+            ))
             .with_timeouts(t, t)
             .with_setting("max_insert_block_size", rows.max(1).to_string());
         let r = async {
@@ -135,7 +156,8 @@ impl Tables {
             for r in day {
                 encode_action(&mut body, r);
             }
-            self.insert("actions", ACTION_COLUMNS, day.len() as u64, body).await?;
+            self.insert("actions", ACTION_COLUMNS, day.len() as u64, body)
+                .await?;
         }
         Ok(todo.len())
     }

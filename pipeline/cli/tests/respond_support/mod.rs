@@ -6,17 +6,20 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, stream};
 use testkit::servers::{free_port, Nats};
 
-pub use crate::online_support::{metric, wait_until};
+pub use crate::online_support::{metric, wait_until, Cfg, Instance};
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 pub async fn js(url: &str) -> jetstream::Context {
@@ -59,7 +62,11 @@ pub fn publish_alerts(url: &str, items: &[(String, String, Vec<u8>)]) {
             for (subject, id, payload) in chunk {
                 let mut h = async_nats::HeaderMap::new();
                 h.insert("Nats-Msg-Id", id.as_str());
-                acks.push(js.publish_with_headers(subject.clone(), h, payload.clone().into()).await.unwrap());
+                acks.push(
+                    js.publish_with_headers(subject.clone(), h, payload.clone().into())
+                        .await
+                        .unwrap(),
+                );
             }
             for a in acks {
                 a.await.unwrap();
@@ -137,7 +144,11 @@ impl Env {
             .arg(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::create_dir_all(dir.path().join("playbooks")).unwrap();
         std::fs::write(dir.path().join("playbooks/test.toml"), playbooks).unwrap();
         Env {
@@ -171,85 +182,9 @@ impl Env {
     }
 }
 
-pub struct Cfg {
-    pub path: PathBuf,
-    pub metrics: String,
-    pub log: PathBuf,
-}
-
 /// A running `pipeline respond`.
-pub struct Respond {
-    child: Option<Child>,
-    metrics: String,
-    log: PathBuf,
-}
-
-impl Respond {
-    pub fn start(cfg: &Cfg) -> Respond {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&cfg.log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-            .args(["respond", "--config"])
-            .arg(&cfg.path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut r = Respond {
-            child: Some(child),
-            metrics: cfg.metrics.clone(),
-            log: cfg.log.clone(),
-        };
-        let addr = r.metrics.clone();
-        wait_until("the metrics endpoint", Duration::from_secs(30), || {
-            if let Some(Ok(Some(status))) = r.child.as_mut().map(|c| c.try_wait()) {
-                panic!("pipeline respond exited ({status}):\n{}", r.log_text());
-            }
-            TcpStream::connect(&addr).is_ok()
-        });
-        r
-    }
-
-    pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    pub fn metrics(&self) -> String {
-        let Ok(mut s) = TcpStream::connect(&self.metrics) else {
-            return String::new();
-        };
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        let _ = write!(s, "GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()
-    }
-
-    pub fn metric(&self, name: &str) -> u64 {
-        metric(&self.metrics(), name)
-    }
-
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-            let status = c.wait().unwrap();
-            assert!(status.success(), "exit {status:?}; log:\n{}", self.log_text());
-        }
-    }
-}
-
-impl Drop for Respond {
-    fn drop(&mut self) {
-        self.kill9();
-    }
+pub fn start_respond(cfg: &Cfg) -> Instance {
+    Instance::start_job("respond", cfg)
 }
 
 /// How the receiver answers the requests of one path, in order (the last one repeats).
@@ -287,7 +222,12 @@ impl Receiver {
     }
 
     pub fn count(&self, path: &str) -> usize {
-        self.got.lock().unwrap().iter().filter(|(p, _)| p == path).count()
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .count()
     }
 }
 
@@ -322,7 +262,11 @@ fn serve(s: TcpStream, script: &[(&'static str, Vec<Answer>)], got: &Mutex<Vec<(
             g.push((path.clone(), String::from_utf8_lossy(&body).to_string()));
             g.iter().filter(|(p, _)| *p == path).count()
         };
-        let answers = script.iter().find(|(p, _)| *p == path).map(|(_, a)| a.as_slice()).unwrap_or(&[]);
+        let answers = script
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map(|(_, a)| a.as_slice())
+            .unwrap_or(&[]);
         let status = match answers.get(n - 1).or(answers.last()) {
             Some(Answer::Slow(d)) => {
                 std::thread::sleep(*d);

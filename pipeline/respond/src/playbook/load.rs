@@ -118,7 +118,12 @@ pub fn load_file(path: &Path) -> Result<Vec<Playbook>, Vec<PlaybookError>> {
         let line = e
             .span()
             .map(|s| text[..s.start.min(text.len())].lines().count().max(1));
-        let msg = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+        let msg = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
         fail(match line {
             Some(l) => format!("line {l}: {msg}"),
             None => msg,
@@ -137,7 +142,10 @@ pub fn load_file(path: &Path) -> Result<Vec<Playbook>, Vec<PlaybookError>> {
     let list = match table.get("playbook") {
         Some(Toml::Array(a)) => a.as_slice(),
         Some(_) => {
-            errors.push(file_error(path, "playbook: must be [[playbook]] tables".into()));
+            errors.push(file_error(
+                path,
+                "playbook: must be [[playbook]] tables".into(),
+            ));
             &[]
         }
         None => {
@@ -243,7 +251,10 @@ impl<'a> Reader<'a> {
         match d {
             Some(d) if d <= max => Some(d),
             Some(_) => {
-                self.err(&join(path, key), format!("at most {}s, got {s:?}", max.as_secs()));
+                self.err(
+                    &join(path, key),
+                    format!("at most {}s, got {s:?}", max.as_secs()),
+                );
                 None
             }
             None => {
@@ -275,13 +286,16 @@ impl<'a> Reader<'a> {
         for (i, item) in items.iter().enumerate() {
             match each(item) {
                 Some(x) => out.push(x),
-                None => self.err(&format!("{}[{i}]", join(path, key)), format!("must be {what}")),
+                None => self.err(
+                    &format!("{}[{i}]", join(path, key)),
+                    format!("must be {what}"),
+                ),
             }
         }
         out
     }
 
-    fn table(&mut self, t: &'a Table, path: &str, key: &str) -> Option<&'a Table> {
+    fn table<'t>(&mut self, t: &'t Table, path: &str, key: &str) -> Option<&'t Table> {
         match t.get(key)? {
             Toml::Table(x) => Some(x),
             _ => {
@@ -296,7 +310,10 @@ impl<'a> Reader<'a> {
             None | Some("src") => Side::Src,
             Some("dest") => Side::Dest,
             Some(other) => {
-                self.err(&join(path, key), format!("must be \"src\" or \"dest\", got {other:?}"));
+                self.err(
+                    &join(path, key),
+                    format!("must be \"src\" or \"dest\", got {other:?}"),
+                );
                 Side::Src
             }
         }
@@ -332,11 +349,22 @@ fn playbook(r: &mut Reader<'_>) -> Option<Playbook> {
     r.known(
         root,
         "",
-        &["name", "description", "enabled", "dry_run", "trigger", "condition", "step"],
+        &[
+            "name",
+            "description",
+            "enabled",
+            "dry_run",
+            "trigger",
+            "condition",
+            "step",
+        ],
     );
     match root.get("name").and_then(Toml::as_str) {
         Some(n) if is_token(n) => {}
-        Some(n) => r.err("name", format!("must be letters, digits, '-' or '_', got {n:?}")),
+        Some(n) => r.err(
+            "name",
+            format!("must be letters, digits, '-' or '_', got {n:?}"),
+        ),
         None => r.err("name", "missing"),
     }
     r.str(root, "", "description");
@@ -346,7 +374,10 @@ fn playbook(r: &mut Reader<'_>) -> Option<Playbook> {
         Some(t) => trigger(r, t),
         None => {
             if !root.contains_key("trigger") {
-                r.err("trigger", "missing (a playbook without one would run on every alert)");
+                r.err(
+                    "trigger",
+                    "missing (a playbook without one would run on every alert)",
+                );
             }
             Trigger::default()
         }
@@ -357,7 +388,10 @@ fn playbook(r: &mut Reader<'_>) -> Option<Playbook> {
         .collect();
     let step_tables = tables(r, root, "step");
     if step_tables.is_empty() && !root.contains_key("step") {
-        r.err("step", "missing: a playbook needs at least one [[playbook.step]]");
+        r.err(
+            "step",
+            "missing: a playbook needs at least one [[playbook.step]]",
+        );
     }
     let steps: Vec<Step> = step_tables
         .into_iter()
@@ -400,8 +434,24 @@ fn tables<'a>(r: &mut Reader<'a>, root: &'a Table, key: &str) -> Vec<(String, &'
 
 fn trigger(r: &mut Reader<'_>, t: &Table) -> Trigger {
     let p = "trigger";
-    r.known(t, p, &["signature_ids", "categories", "rules", "min_severity", "fields"]);
-    let signature_ids = r.list(t, p, "signature_ids", |v| v.as_integer().and_then(|n| u64::try_from(n).ok()), "non-negative integers");
+    r.known(
+        t,
+        p,
+        &[
+            "signature_ids",
+            "categories",
+            "rules",
+            "min_severity",
+            "fields",
+        ],
+    );
+    let signature_ids = r.list(
+        t,
+        p,
+        "signature_ids",
+        |v| v.as_integer().and_then(|n| u64::try_from(n).ok()),
+        "non-negative integers",
+    );
     let text = |v: &Toml| v.as_str().map(str::to_string);
     let categories = r.list(t, p, "categories", text, "strings");
     let rules = r.list(t, p, "rules", text, "strings");
@@ -412,7 +462,10 @@ fn trigger(r: &mut Reader<'_>, t: &Table) -> Trigger {
             let allowed = match v {
                 Toml::Array(a) => a.iter().map(to_json).collect(),
                 Toml::Table(_) => {
-                    r.err(&format!("trigger.fields.{path}"), "must be a value or a list of values");
+                    r.err(
+                        &format!("trigger.fields.{path}"),
+                        "must be a value or a list of values",
+                    );
                     continue;
                 }
                 other => vec![to_json(other)],
@@ -475,7 +528,9 @@ fn condition(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<Condition> {
             r.err(&vp, "missing");
             return None;
         }
-        (Op::In | Op::NotIn, Some(Toml::Array(a))) => CondValue::List(a.iter().map(to_json).collect()),
+        (Op::In | Op::NotIn, Some(Toml::Array(a))) => {
+            CondValue::List(a.iter().map(to_json).collect())
+        }
         (Op::InCidr | Op::NotInCidr, Some(v)) => {
             let items: Vec<&Toml> = match v {
                 Toml::Array(a) => a.iter().collect(),
@@ -490,15 +545,25 @@ fn condition(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<Condition> {
             }
             CondValue::Nets(nets)
         }
-        (Op::Matches, Some(Toml::String(s))) => match regex::RegexBuilder::new(s).size_limit(1 << 20).build() {
-            Ok(re) => CondValue::Regex(re),
-            Err(e) => {
-                let first = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                r.err(&vp, format!("not a regular expression: {first}"));
-                return None;
+        (Op::Matches, Some(Toml::String(s))) => {
+            match regex::RegexBuilder::new(s).size_limit(1 << 20).build() {
+                Ok(re) => CondValue::Regex(re),
+                Err(e) => {
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    r.err(&vp, format!("not a regular expression: {first}"));
+                    return None;
+                }
             }
-        },
-        (Op::Lt | Op::Le | Op::Gt | Op::Ge, Some(v @ (Toml::Integer(_) | Toml::Float(_)))) => CondValue::One(to_json(v)),
+        }
+        (Op::Lt | Op::Le | Op::Gt | Op::Ge, Some(v @ (Toml::Integer(_) | Toml::Float(_)))) => {
+            CondValue::One(to_json(v))
+        }
         (Op::Contains, Some(Toml::String(s))) => CondValue::One(Value::String(s.clone())),
         (Op::Eq | Op::Ne, Some(v)) if !v.is_table() && !v.is_array() => CondValue::One(to_json(v)),
         (_, Some(_)) => {
@@ -526,7 +591,10 @@ fn step(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<Step> {
         Some("notify") => notify(r, p, t).map(Step::Notify),
         Some("tag") => tag(r, p, t).map(Step::Tag),
         Some(k) => {
-            r.err(&join(p, "kind"), format!("must be block, notify or tag, got {k:?}"));
+            r.err(
+                &join(p, "kind"),
+                format!("must be block, notify or tag, got {k:?}"),
+            );
             None
         }
         None => {
@@ -539,7 +607,18 @@ fn step(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<Step> {
 }
 
 fn block(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<BlockStep> {
-    r.known(t, p, &["kind", "target", "prefix_v4", "prefix_v6", "scope", "duration"]);
+    r.known(
+        t,
+        p,
+        &[
+            "kind",
+            "target",
+            "prefix_v4",
+            "prefix_v6",
+            "scope",
+            "duration",
+        ],
+    );
     let target = r.side(t, p, "target");
     let prefix_v4 = r.int(t, p, "prefix_v4", MIN_PREFIX_V4, 32).unwrap_or(32) as u8;
     let prefix_v6 = r.int(t, p, "prefix_v6", MIN_PREFIX_V6, 128).unwrap_or(128) as u8;
@@ -547,12 +626,18 @@ fn block(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<BlockStep> {
         None | Some("origin") => Scope::Origin,
         Some("all") => Scope::All,
         Some(s) => {
-            r.err(&join(p, "scope"), format!("must be \"origin\" or \"all\", got {s:?}"));
+            r.err(
+                &join(p, "scope"),
+                format!("must be \"origin\" or \"all\", got {s:?}"),
+            );
             Scope::Origin
         }
     };
     if !t.contains_key("duration") {
-        r.err(&join(p, "duration"), "missing (how long the block lasts, at most 30d)");
+        r.err(
+            &join(p, "duration"),
+            "missing (how long the block lasts, at most 30d)",
+        );
     }
     let duration = r.duration(t, p, "duration", MAX_BLOCK)?;
     if duration < Duration::from_secs(1) {
@@ -569,20 +654,45 @@ fn block(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<BlockStep> {
 }
 
 fn notify(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<NotifyStep> {
-    r.known(t, p, &["kind", "url", "timeout", "retries", "backoff", "max_backoff", "headers", "body"]);
+    r.known(
+        t,
+        p,
+        &[
+            "kind",
+            "url",
+            "timeout",
+            "retries",
+            "backoff",
+            "max_backoff",
+            "headers",
+            "body",
+        ],
+    );
     let url = r.str(t, p, "url");
     match url.as_deref() {
         None => r.err(&join(p, "url"), "missing"),
-        Some(u) if u.parse::<hyper::Uri>().is_err() || !(u.starts_with("http://") || u.starts_with("https://")) => {
-            r.err(&join(p, "url"), format!("must be an http:// or https:// URL, got {u:?}"))
+        Some(u)
+            if u.parse::<hyper::Uri>().is_err()
+                || !(u.starts_with("http://") || u.starts_with("https://")) =>
+        {
+            r.err(
+                &join(p, "url"),
+                format!("must be an http:// or https:// URL, got {u:?}"),
+            )
         }
         _ => {}
     }
     let minute = Duration::from_secs(60);
-    let timeout = r.duration(t, p, "timeout", minute).unwrap_or(Duration::from_secs(5));
+    let timeout = r
+        .duration(t, p, "timeout", minute)
+        .unwrap_or(Duration::from_secs(5));
     let retries = r.int(t, p, "retries", 0, 10).unwrap_or(3) as u32;
-    let backoff = r.duration(t, p, "backoff", minute).unwrap_or(Duration::from_millis(500));
-    let max_backoff = r.duration(t, p, "max_backoff", 10 * minute).unwrap_or(Duration::from_secs(30));
+    let backoff = r
+        .duration(t, p, "backoff", minute)
+        .unwrap_or(Duration::from_millis(500));
+    let max_backoff = r
+        .duration(t, p, "max_backoff", 10 * minute)
+        .unwrap_or(Duration::from_secs(30));
     let mut headers = Vec::new();
     if let Some(h) = r.table(t, p, "headers") {
         for (k, v) in h {
@@ -605,11 +715,17 @@ fn notify(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<NotifyStep> {
             json
         }
         Some(_) => {
-            r.err(&join(p, "body"), "must be a table (the JSON object to send)");
+            r.err(
+                &join(p, "body"),
+                "must be a table (the JSON object to send)",
+            );
             Value::Null
         }
         None => {
-            r.err(&join(p, "body"), "missing (the JSON object to send, with {{ field }} placeholders)");
+            r.err(
+                &join(p, "body"),
+                "missing (the JSON object to send, with {{ field }} placeholders)",
+            );
             Value::Null
         }
     };
@@ -633,14 +749,22 @@ fn tag(r: &mut Reader<'_>, p: &str, t: &Table) -> Option<TagStep> {
         Some(l)
             if l.is_empty()
                 || l.len() > 64
-                || !l.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
+                || !l
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b)) =>
         {
-            r.err(&join(p, "label"), format!("must be 1-64 letters, digits, '-', '_', '.', ':', got {l:?}"))
+            r.err(
+                &join(p, "label"),
+                format!("must be 1-64 letters, digits, '-', '_', '.', ':', got {l:?}"),
+            )
         }
         _ => {}
     }
     if !t.contains_key("expire") {
-        r.err(&join(p, "expire"), "missing (how long the tag holds, at most 365d)");
+        r.err(
+            &join(p, "expire"),
+            "missing (how long the tag holds, at most 365d)",
+        );
     }
     let expire = r.duration(t, p, "expire", Duration::from_secs(365 * 86_400))?;
     Some(TagStep {

@@ -41,7 +41,10 @@ fn pieces(s: &str) -> Result<Vec<Piece<'_>>, String> {
             .ok_or_else(|| format!("unclosed {{{{ in {s:?}"))?;
         let path = after[..j].trim();
         if !valid_path(path) {
-            return Err(format!("placeholder {{{{{}}}}} is not a field path", &after[..j]));
+            return Err(format!(
+                "placeholder {{{{{}}}}} is not a field path",
+                &after[..j]
+            ));
         }
         out.push(Piece::Field(path));
         rest = &after[j + 2..];
@@ -86,7 +89,9 @@ pub fn render(body: &Value, lookup: &dyn Fn(&str) -> Option<Value>) -> Value {
             for p in ps {
                 match p {
                     Piece::Text(t) => out.push_str(t),
-                    Piece::Field(f) => out.push_str(&lookup(f).map(|v| text(&v)).unwrap_or_default()),
+                    Piece::Field(f) => {
+                        out.push_str(&lookup(f).map(|v| text(&v)).unwrap_or_default())
+                    }
                 }
             }
             Value::String(out)
@@ -110,7 +115,8 @@ mod tests {
     fn placeholders_are_filled_inside_json_strings_as_text() {
         let body = json!({"text": "{{ alert.signature }} from {{src_ip}} \"quoted\"", "sev": "{{ alert.severity }}", "none": "{{ nope }}", "list": ["{{ src_ip }}"]});
         check(&body).unwrap();
-        let alert = json!({"src_ip": "10.0.0.1", "alert": {"signature": "A \"b\"\n", "severity": 2}});
+        let alert =
+            json!({"src_ip": "10.0.0.1", "alert": {"signature": "A \"b\"\n", "severity": 2}});
         let lookup = |p: &str| {
             let mut v = &alert;
             for part in p.split('.') {
@@ -129,7 +135,13 @@ mod tests {
 
     #[test]
     fn bad_placeholders_are_errors() {
-        for bad in ["{{ src_ip", "{{ }}", "{{ a b }}", "{{ a..b }}", "x {{ $x }}"] {
+        for bad in [
+            "{{ src_ip",
+            "{{ }}",
+            "{{ a b }}",
+            "{{ a..b }}",
+            "x {{ $x }}",
+        ] {
             assert!(check(&json!({ "t": bad })).is_err(), "{bad}");
         }
         assert!(check(&json!({"t": "no placeholders { } }}"})).is_ok());
@@ -138,7 +150,9 @@ mod tests {
     #[test]
     fn long_values_are_cut() {
         let long = "é".repeat(MAX_VALUE_CHARS + 10);
-        let out = render(&json!("x{{ v }}"), &|_| Some(Value::String(long.clone())));
+        let out = render(&json!("x{{ v }}"), &|_: &str| {
+            Some(Value::String(long.clone()))
+        });
         assert_eq!(out.as_str().unwrap().chars().count(), MAX_VALUE_CHARS + 1);
     }
 }

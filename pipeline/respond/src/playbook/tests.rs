@@ -24,11 +24,19 @@ fn the_shipped_playbooks_are_valid() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/playbooks");
     let pbs = load(&[dir]).unwrap();
     let names: Vec<&str> = pbs.iter().map(|p| p.name.as_str()).collect();
-    for n in ["block-port-scanners", "notify-slack", "notify-teams", "tag-scanners"] {
+    for n in [
+        "block-port-scanners",
+        "notify-slack",
+        "notify-teams",
+        "tag-scanners",
+    ] {
         assert!(names.contains(&n), "{n} in {names:?}");
     }
     let a = Alert::parse(ALERT.as_bytes()).unwrap();
-    let scan = pbs.iter().find(|p| p.name == "block-port-scanners").unwrap();
+    let scan = pbs
+        .iter()
+        .find(|p| p.name == "block-port-scanners")
+        .unwrap();
     assert!(scan.matches(&a));
 }
 
@@ -45,22 +53,54 @@ fn trigger_and_conditions_decide() {
         ("categories = [\"Attempted Information Leak\"]\n", true),
         ("fields = { proto = \"TCP\", dest_port = [22, 23] }\n", true),
         ("fields = { proto = \"UDP\" }\n", false),
-        ("fields = { \"alert.metadata.rule_kind.0\" = \"threshold\" }\n", true),
+        (
+            "fields = { \"alert.metadata.rule_kind.0\" = \"threshold\" }\n",
+            true,
+        ),
     ] {
-        let text = format!("[[playbook]]\nname = \"p\"\n[playbook.trigger]\nmin_severity = 2\n{extra}{step}")
-            .replace("[playbook.trigger]\nmin_severity = 2\n[playbook.trigger]\n", "[playbook.trigger]\n");
+        let text = format!(
+            "[[playbook]]\nname = \"p\"\n[playbook.trigger]\nmin_severity = 2\n{extra}{step}"
+        )
+        .replace(
+            "[playbook.trigger]\nmin_severity = 2\n[playbook.trigger]\n",
+            "[playbook.trigger]\n",
+        );
         let pb = one(&text).unwrap_or_else(|e| panic!("{extra}: {e:?}"));
         assert_eq!(pb.matches(&a), want, "{extra}");
     }
     for (cond, want) in [
-        ("field = \"alert.evidence.count\"\nop = \">=\"\nvalue = 100", true),
-        ("field = \"alert.evidence.count\"\nop = \"<\"\nvalue = 100", false),
-        ("field = \"src_ip\"\nop = \"in_cidr\"\nvalue = [\"10.0.0.0/8\"]", true),
-        ("field = \"src_ip\"\nop = \"not_in_cidr\"\nvalue = [\"10.0.0.0/8\"]", false),
-        ("field = \"dest_ip\"\nop = \"not_in_cidr\"\nvalue = \"10.0.0.0/8\"", true),
-        ("field = \"alert.signature\"\nop = \"matches\"\nvalue = \"^Vert\"", true),
-        ("field = \"alert.signature\"\nop = \"contains\"\nvalue = \"scan\"", true),
-        ("field = \"proto\"\nop = \"in\"\nvalue = [\"UDP\", \"TCP\"]", true),
+        (
+            "field = \"alert.evidence.count\"\nop = \">=\"\nvalue = 100",
+            true,
+        ),
+        (
+            "field = \"alert.evidence.count\"\nop = \"<\"\nvalue = 100",
+            false,
+        ),
+        (
+            "field = \"src_ip\"\nop = \"in_cidr\"\nvalue = [\"10.0.0.0/8\"]",
+            true,
+        ),
+        (
+            "field = \"src_ip\"\nop = \"not_in_cidr\"\nvalue = [\"10.0.0.0/8\"]",
+            false,
+        ),
+        (
+            "field = \"dest_ip\"\nop = \"not_in_cidr\"\nvalue = \"10.0.0.0/8\"",
+            true,
+        ),
+        (
+            "field = \"alert.signature\"\nop = \"matches\"\nvalue = \"^Vert\"",
+            true,
+        ),
+        (
+            "field = \"alert.signature\"\nop = \"contains\"\nvalue = \"scan\"",
+            true,
+        ),
+        (
+            "field = \"proto\"\nop = \"in\"\nvalue = [\"UDP\", \"TCP\"]",
+            true,
+        ),
         ("field = \"nope\"\nop = \"absent\"", true),
         ("field = \"nope\"\nop = \"!=\"\nvalue = 3", true),
         ("field = \"nope\"\nop = \"==\"\nvalue = 3", false),
@@ -71,7 +111,10 @@ fn trigger_and_conditions_decide() {
         assert_eq!(pb.matches(&a), want, "{cond}");
     }
     let worse = Alert::parse(ALERT.replace("\"severity\":2", "\"severity\":3").as_bytes()).unwrap();
-    let pb = one(&format!("{BASE}[[playbook.step]]\nkind = \"block\"\nduration = \"1m\"\n")).unwrap();
+    let pb = one(&format!(
+        "{BASE}[[playbook.step]]\nkind = \"block\"\nduration = \"1m\"\n"
+    ))
+    .unwrap();
     assert!(pb.matches(&a) && !pb.matches(&worse));
 }
 
@@ -127,7 +170,11 @@ op = "~"
         format!("{f}: playbook #2: condition[0].op: must be one of"),
         format!("{f}: playbook #2: step: missing"),
     ] {
-        assert!(lines.iter().any(|l| l.starts_with(&want)), "{want}\nnot in:\n{}", lines.join("\n"));
+        assert!(
+            lines.iter().any(|l| l.starts_with(&want)),
+            "{want}\nnot in:\n{}",
+            lines.join("\n")
+        );
     }
     assert!(lines.iter().all(|l| !l.contains('\n')));
     // A TOML syntax error names the line.
@@ -135,9 +182,17 @@ op = "~"
     let errs = load(&[p]).unwrap_err();
     assert!(errs[0].to_string().contains("line 2"), "{}", errs[0]);
     // Two playbooks of one name.
-    let a = write(dir.path(), "a.toml", &format!("{BASE}[[playbook.step]]\nkind = \"block\"\nduration = \"1m\"\n"));
+    let a = write(
+        dir.path(),
+        "a.toml",
+        &format!("{BASE}[[playbook.step]]\nkind = \"block\"\nduration = \"1m\"\n"),
+    );
     let errs = load(&[a.clone(), a]).unwrap_err();
-    assert!(errs[0].to_string().contains("name: the same name"), "{}", errs[0]);
+    assert!(
+        errs[0].to_string().contains("name: the same name"),
+        "{}",
+        errs[0]
+    );
 }
 
 proptest::proptest! {

@@ -60,10 +60,7 @@ pub fn hash_id(parts: &[&str]) -> String {
         }
         h.update(p.as_bytes());
     }
-    h.finalize()[..16]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..16])
 }
 
 /// Where a step is: the alert, the playbook, the step's index and id.
@@ -83,8 +80,14 @@ impl At<'_> {
         outcome: Outcome,
         detail: String,
         command_id: &str,
-        id: String,
     ) -> ActionRecord {
+        // The same id when the step runs again: `<command id>:<outcome>`, or for steps
+        // without a command `<step id>:<kind>:<outcome>`.
+        let id = if command_id.is_empty() {
+            format!("{}:{kind}:{}", self.id, outcome.as_str())
+        } else {
+            format!("{command_id}:{}", outcome.as_str())
+        };
         ActionRecord {
             id,
             time_ms: now_ms(),
@@ -182,7 +185,6 @@ impl Ctx {
                 Outcome::Rejected,
                 detail.clone(),
                 &cmd,
-                format!("{cmd}:rejected"),
             );
             self.record(&r).await?;
         }
@@ -250,15 +252,7 @@ impl Ctx {
             for s in &sensors {
                 let cmd = hash_id(&[&at.id, s]);
                 let detail = format!("dry run: would block for {}s", b.duration.as_secs());
-                let r = at.record(
-                    "block",
-                    s,
-                    cidr.to_string(),
-                    Outcome::DryRun,
-                    detail,
-                    &cmd,
-                    format!("{cmd}:dry_run"),
-                );
+                let r = at.record("block", s, cidr.to_string(), Outcome::DryRun, detail, &cmd);
                 self.record(&r).await?;
             }
             return Ok(Outcome::DryRun);
@@ -314,7 +308,6 @@ impl Ctx {
                 Outcome::Requested,
                 detail,
                 &cmd_id,
-                format!("{cmd_id}:requested"),
             );
             self.record(&r).await?;
         }
@@ -351,8 +344,7 @@ impl Ctx {
                 d.detail,
             )
         };
-        let id = format!("{}:notify:{}", at.id, outcome.as_str());
-        let r = at.record("notify", &at.alert.sensor, target, outcome, detail, "", id);
+        let r = at.record("notify", &at.alert.sensor, target, outcome, detail, "");
         self.record(&r).await?;
         Ok(outcome)
     }
@@ -404,7 +396,6 @@ impl Ctx {
                 }
             }
         };
-        let id = format!("{}:tag:{}", at.id, outcome.as_str());
         let r = at.record(
             "tag",
             &at.alert.sensor,
@@ -412,7 +403,6 @@ impl Ctx {
             outcome,
             detail,
             "",
-            id,
         );
         self.record(&r).await?;
         Ok(outcome)

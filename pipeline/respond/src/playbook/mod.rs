@@ -161,10 +161,12 @@ impl Step {
     }
 }
 
-/// Loose equality of JSON values: numbers by value, the rest exactly.
+/// Loose equality of JSON values: numbers by value, the rest exactly; a list on the left
+/// (`alert.metadata.mitre`) is equal when one of its elements is.
 fn same(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
+    match (a, a.as_f64(), b.as_f64()) {
+        (Value::Array(items), _, _) if !b.is_array() => items.iter().any(|x| same(x, b)),
+        (_, Some(x), Some(y)) => x == y,
         _ => a == b,
     }
 }

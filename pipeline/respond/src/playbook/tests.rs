@@ -57,6 +57,14 @@ fn trigger_and_conditions_decide() {
             "fields = { \"alert.metadata.rule_kind.0\" = \"threshold\" }\n",
             true,
         ),
+        (
+            "fields = { \"alert.metadata.rule_kind\" = \"threshold\" }\n",
+            true,
+        ),
+        (
+            "fields = { \"alert.metadata.rule_kind\" = \"match\" }\n",
+            false,
+        ),
     ] {
         let text = format!(
             "[[playbook]]\nname = \"p\"\n[playbook.trigger]\nmin_severity = 2\n{extra}{step}"

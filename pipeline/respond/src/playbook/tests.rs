@@ -160,7 +160,7 @@ field = "x"
 op = "~"
 "#,
     );
-    let errs = load(&[p.clone()]).unwrap_err();
+    let errs = load(std::slice::from_ref(&p)).unwrap_err();
     let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
     let f = p.display().to_string();
     for want in [

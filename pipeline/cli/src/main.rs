@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "pipeline",
     version,
-    about = "Downstream jobs over the sensor's records: detection and the NOC console"
+    about = "Downstream jobs over the sensor's records: detection, response and the NOC console"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +28,23 @@ enum Cmd {
     CheckRules {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Run the response playbooks over the alerts (durable JetStream consumer): signed blocks
+    /// to the sensors, notifications, host tags, and the audit trail; see
+    /// `config/pipeline-respond.example.toml`.
+    Respond {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Validate playbook files: one line per error (file, playbook, field), exit 2 when any.
+    CheckPlaybooks {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write a new Ed25519 key pair for signing sensor commands (command.key, command.pub).
+    Keygen {
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -64,6 +81,9 @@ fn main() -> ExitCode {
         Cmd::Detect(args) => pipeline_detect::offline::detect(&args.offline),
         Cmd::CheckRules { files } => pipeline_detect::offline::check_rules(&files),
         Cmd::Console(a) => return pipeline_console::run(a),
+        Cmd::Respond { config } => pipeline_respond::main(&config),
+        Cmd::CheckPlaybooks { files } => pipeline_respond::check_playbooks(&files),
+        Cmd::Keygen { out } => pipeline_respond::keygen(&out),
     };
     ExitCode::from(code)
 }

@@ -212,7 +212,7 @@ impl Env {
     }
 }
 
-/// A running `pipeline detect --config`.
+/// A running `pipeline detect --config` (or another job's, [`Instance::start_job`]).
 pub struct Instance {
     child: Option<Child>,
     metrics: String,
@@ -221,13 +221,18 @@ pub struct Instance {
 
 impl Instance {
     pub fn start(cfg: &Cfg) -> Instance {
+        Self::start_job("detect", cfg)
+    }
+
+    /// `pipeline JOB --config FILE`, once its metrics endpoint answers.
+    pub fn start_job(job: &str, cfg: &Cfg) -> Instance {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&cfg.log)
             .unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-            .args(["detect", "--config"])
+            .args([job, "--config"])
             .arg(&cfg.path)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -243,7 +248,7 @@ impl Instance {
         wait_until("the metrics endpoint", Duration::from_secs(30), || {
             if let Some(Ok(Some(status))) = inst.child.as_mut().map(|c| c.try_wait()) {
                 let log = std::fs::read_to_string(&inst.log).unwrap_or_default();
-                panic!("pipeline detect exited ({status}):\n{log}");
+                panic!("pipeline {job} exited ({status}):\n{log}");
             }
             TcpStream::connect(&addr).is_ok()
         });

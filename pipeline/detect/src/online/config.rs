@@ -181,31 +181,50 @@ fn is_name(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// Reads and parses a TOML config file; errors are one line (toml's first).
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| config_error("", format!("cannot read {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| {
+        // toml's message spans several lines (with the offending text); keep the first.
+        let msg = e
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .to_string();
+        config_error("", format!("{}: {msg}", path.display()))
+    })
+}
+
+/// Secrets left empty in the file, from `PIPELINE_NATS_PASSWORD`, `PIPELINE_NATS_TOKEN`,
+/// `PIPELINE_CLICKHOUSE_PASSWORD`.
+pub fn secrets_from_env(
+    nats_password: &mut String,
+    nats_token: &mut String,
+    ch_password: &mut String,
+) {
+    let env = |k: &str| std::env::var(k).unwrap_or_default();
+    for (v, k) in [
+        (nats_password, "PIPELINE_NATS_PASSWORD"),
+        (nats_token, "PIPELINE_NATS_TOKEN"),
+        (ch_password, "PIPELINE_CLICKHOUSE_PASSWORD"),
+    ] {
+        if v.is_empty() {
+            *v = env(k);
+        }
+    }
+}
+
 impl OnlineConfig {
     /// Reads, parses and validates `path`; secrets left empty are taken from the environment.
     pub fn load(path: &Path) -> Result<OnlineConfig, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| config_error("", format!("cannot read {}: {e}", path.display())))?;
-        let mut cfg: OnlineConfig = toml::from_str(&text).map_err(|e| {
-            // toml's message spans several lines (with the offending text); keep the first.
-            let msg = e
-                .message()
-                .lines()
-                .next()
-                .unwrap_or("invalid TOML")
-                .to_string();
-            config_error("", format!("{}: {msg}", path.display()))
-        })?;
-        let env = |k: &str| std::env::var(k).unwrap_or_default();
-        if cfg.nats.password.is_empty() {
-            cfg.nats.password = env("PIPELINE_NATS_PASSWORD");
-        }
-        if cfg.nats.token.is_empty() {
-            cfg.nats.token = env("PIPELINE_NATS_TOKEN");
-        }
-        if cfg.clickhouse.password.is_empty() {
-            cfg.clickhouse.password = env("PIPELINE_CLICKHOUSE_PASSWORD");
-        }
+        let mut cfg: OnlineConfig = read_toml(path)?;
+        secrets_from_env(
+            &mut cfg.nats.password,
+            &mut cfg.nats.token,
+            &mut cfg.clickhouse.password,
+        );
         if cfg.instance.is_empty() {
             cfg.instance = std::fs::read_to_string("/etc/hostname")
                 .map(|h| h.trim().replace(|c: char| !c.is_ascii_alphanumeric(), "-"))

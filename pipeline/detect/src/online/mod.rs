@@ -56,11 +56,16 @@ pub struct Shared {
 
 /// Connects to NATS with the configured credentials; refused ones are a config error.
 async fn connect(cfg: &OnlineConfig) -> Result<jetstream::Context> {
-    let n = &cfg.nats;
+    connect_nats(&cfg.nats, format!("pipeline-detect-{}", cfg.instance)).await
+}
+
+/// Connects with the credentials, CA and timeout of `n` (the other pipeline jobs too); refused
+/// credentials and certificates are a config error naming the key.
+pub async fn connect_nats(n: &config::NatsConfig, name: String) -> Result<jetstream::Context> {
     let mut c = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(n.timeout_secs))
         .request_timeout(Some(Duration::from_secs(n.timeout_secs)))
-        .name(format!("pipeline-detect-{}", cfg.instance));
+        .name(name);
     if !n.token.is_empty() {
         c = c.token(n.token.clone());
     } else if !n.user.is_empty() {
@@ -187,7 +192,8 @@ pub async fn run(cfg: OnlineConfig, factory: Arc<Factory>) -> Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// Returns on SIGTERM or SIGINT.
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {

@@ -40,6 +40,17 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "alerts",
         include_str!("../../../../config/clickhouse/migrations/0006_alerts.sql"),
     ),
+    // Written by the pipeline (`pipeline respond`): the audit trail and host tags.
+    (
+        7,
+        "actions",
+        include_str!("../../../../config/clickhouse/migrations/0007_actions.sql"),
+    ),
+    (
+        8,
+        "host_tags",
+        include_str!("../../../../config/clickhouse/migrations/0008_host_tags.sql"),
+    ),
     (
         10,
         "flows_console_columns",

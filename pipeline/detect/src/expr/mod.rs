@@ -76,6 +76,7 @@ impl<'a> Value<'a> {
                 let _ = write!(out, "{f}");
             }
             Value::Str(s) => out.push_str(s),
+            Value::Ip(IpAddr::V4(a)) => push_ipv4(out, *a),
             Value::Ip(ip) => {
                 let _ = write!(out, "{ip}");
             }
@@ -100,6 +101,23 @@ impl<'a> Value<'a> {
             Value::Float(f) => Some(*f),
             _ => None,
         }
+    }
+}
+
+/// An IPv4 address in dotted decimal, as its `Display` writes it, without the formatting
+/// machinery (group keys render an address per record).
+fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if o >= 100 {
+            out.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            out.push(char::from(b'0' + o / 10 % 10));
+        }
+        out.push(char::from(b'0' + o % 10));
     }
 }
 

@@ -167,3 +167,13 @@ fn intel_records_what_matched() {
     assert_eq!(env.hits[0].field, "dns.rrname");
     assert_eq!(env.hits[0].hit.indicator, "tunnel.example");
 }
+
+#[test]
+fn addresses_render_as_their_display() {
+    for a in ["0.0.0.0", "9.10.99.100", "255.255.255.255", "192.0.2.1", "2001:db8::1"] {
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        let mut s = String::new();
+        Value::Ip(ip).render(&mut s);
+        assert_eq!(s, ip.to_string());
+    }
+}

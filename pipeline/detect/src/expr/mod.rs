@@ -274,6 +274,28 @@ impl Expr {
         }
     }
 
+    /// The expression without its leading `event_type == "..."` conjunct, for a rule that
+    /// the engine only gives records of that type (see [`Expr::required_event_types`]): the
+    /// comparison would hold for every record it sees.
+    pub fn without_event_type_guard(self) -> Expr {
+        match self {
+            Expr::And(a, b) if a.is_event_type_eq() => *b,
+            Expr::And(a, b) => Expr::And(Box::new(a.without_event_type_guard()), b),
+            e => e,
+        }
+    }
+
+    fn is_event_type_eq(&self) -> bool {
+        match self {
+            Expr::Cmp(CmpOp::Eq, a, b) => matches!(
+                (a.as_ref(), b.as_ref()),
+                (Expr::Field(Field::EventType), Expr::Const(Const::Str(_)))
+                    | (Expr::Const(Const::Str(_)), Expr::Field(Field::EventType))
+            ),
+            _ => false,
+        }
+    }
+
     /// The record fields this expression reads.
     pub fn fields(&self, out: &mut Vec<Field>) {
         match self {

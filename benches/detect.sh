@@ -22,7 +22,9 @@
 #      printed); the same without intel; `eve_parse_floor value` (each line into a
 #      serde_json::Value) and `eve_parse_floor skip` (IgnoredAny: validate only);
 #   5. memory: max RSS of `pipeline detect --eve /dev/null` with and without the indicators,
-#      divided by N (what the OS charged), beside the tables' own count (heap capacities).
+#      divided by N (what the OS charged), beside the tables' own count (heap capacities);
+#   6. benches/detect_online.sh (online against a bare consume loop) and
+#      benches/detect_suricata.sh (against Suricata 7 on the attack captures), same mode.
 #
 # Exit status: 0 whatever the figures are; 1 if the build fails.
 set -euo pipefail
@@ -33,7 +35,8 @@ TARGET=400M
 [ "${1:-}" = "--short" ] && TARGET=40M
 N=1000000
 
-cargo build --release -q -p sensor --bin sensor --bin pcapgen -p pipeline-cli -p pipeline-detect --examples
+cargo build --release -q --workspace --bin sensor --bin pcapgen --bin pipeline \
+    --example eve_parse_floor --example gen_intel
 BIN=target/release
 mkdir -p benches/work
 CAP=benches/work/detect-$TARGET.pcap
@@ -96,4 +99,8 @@ echo "intel: $N indicators loaded in ${LOAD}s (wall, inside the engine; whole lo
 # Online part: records per CPU-second through `pipeline detect --config` against a bare
 # async-nats pull-and-ack loop on the same stream (its own script, run with the same mode).
 echo
-bash benches/detect_online.sh "${1:-}" || echo "online detect benchmark failed to run"
+timeout 600 bash benches/detect_online.sh "${1:-}" || echo "online detect benchmark failed to run"
+
+# Against Suricata 7 on the attack captures: CPU and the table of alerts (its own script).
+echo
+timeout 900 bash benches/detect_suricata.sh "${1:-}" || echo "suricata comparison failed to run"

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 TARGET=200M
 [ "${1:-}" = "--short" ] && TARGET=20M
 command -v suricata >/dev/null || { echo "suricata bench: suricata not installed (scripts/setup.sh)"; exit 0; }
-cargo build --release -q -p sensor --bin sensor --bin pcapgen -p pipeline-cli
+cargo build --release -q --workspace --bin sensor --bin pcapgen --bin pipeline
 BIN=target/release
 INTEL=pipeline/cli/tests/data/intel.zeek
 mkdir -p benches/work

@@ -32,10 +32,10 @@ CAP=benches/work/detect-attacks-$TARGET.pcap
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 read -r -a SETS <<<"$(bash benches/suricata/intel.sh "$INTEL" "$TMP/intel" | tr '\n' ' ')"
+SURICATA=(suricata -c benches/suricata/suricata.yaml -S benches/suricata/detect.rules --runmode single "${SETS[@]}")
 suri() { # suri PCAP LOGDIR: Suricata with our rules and config, alerts in LOGDIR/eve.json
     mkdir -p "$2"
-    suricata -c benches/suricata/suricata.yaml -S benches/suricata/detect.rules -r "$1" \
-        --runmode single -l "$2" "${SETS[@]}" >"$2/stdout" 2>&1
+    "${SURICATA[@]}" -r "$1" -l "$2" >"$2/stdout" 2>&1
 }
 ours() { # ours PCAP: alerts (EVE lines) on stdout
     "$BIN/sensor" replay "$1" --eve - --quiet 2>/dev/null | "$BIN/pipeline" detect --eve - --intel "$INTEL" 2>/dev/null
@@ -89,7 +89,7 @@ PY
 best() { sort -n | head -1; }
 OURS=$(for _ in 1 2 3; do cpu bash -c "'$BIN/sensor' replay '$CAP' --eve - --quiet 2>/dev/null | '$BIN/pipeline' detect --eve - --intel '$INTEL'"; echo; done | best)
 SENSOR=$(for _ in 1 2 3; do cpu "$BIN/sensor" replay "$CAP" --eve /dev/null --quiet; echo; done | best)
-SURI=$(for _ in 1 2 3; do rm -rf "$TMP/suri-cpu"; cpu suri "$CAP" "$TMP/suri-cpu"; echo; done | best)
+SURI=$(for _ in 1 2 3; do rm -rf "$TMP/suri-cpu"; mkdir -p "$TMP/suri-cpu"; cpu "${SURICATA[@]}" -r "$CAP" -l "$TMP/suri-cpu"; echo; done | best)
 OURS_ALERTS=$(ours "$CAP" | wc -l)
 SURI_ALERTS=$(wc -l <"$TMP/suri-cpu/eve.json")
 PKTS=$(sed -n 's/.*packets=\([0-9]*\).*/\1/p' "$CAP.report" 2>/dev/null | head -1)

@@ -144,7 +144,11 @@ impl Engine {
             rs.filter(|(_, r)| r.wants(t)).map(|(i, _)| i).collect()
         };
         let mut by_type = FxHashMap::default();
-        for t in rules.rules.iter().flat_map(|r| r.event_types.iter().flatten()) {
+        for t in rules
+            .rules
+            .iter()
+            .flat_map(|r| r.event_types.iter().flatten())
+        {
             by_type.insert(t.clone(), wanting(t));
         }
         let other_types = (0..rules.rules.len())

@@ -289,7 +289,10 @@ fn a_silent_key_learns_zeros_for_the_buckets_it_missed() {
         lines.push(flow(t + 6.0, "192.0.2.11", "198.51.100.1", 443, 10_000));
     }
     let (alerts, _) = run(BASE, &lines, 5);
-    let a: Vec<&Alert> = alerts.iter().filter(|a| a.evidence.value == Some(500_000.0)).collect();
+    let a: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.evidence.value == Some(500_000.0))
+        .collect();
     assert_eq!(a.len(), 1);
     let (alpha, mut mean, mut var) = (0.1, 10_000.0f64, 0.0f64);
     for v in [10_000.0; 7].into_iter().chain([0.0; 4]) {

@@ -148,7 +148,11 @@ impl SequenceRule {
                 continue;
             }
             // The last key takes the header, the others a copy.
-            let Some(header) = (if i + 1 == n { header.take() } else { header.clone() }) else {
+            let Some(header) = (if i + 1 == n {
+                header.take()
+            } else {
+                header.clone()
+            }) else {
                 continue;
             };
             let pk = (rec.ts, header.reference.clone(), key.clone());

@@ -160,7 +160,10 @@ impl ThresholdRule {
         }
         stats.matched += 1;
         let sc = std::mem::take(&mut st.scratch);
-        let held = st.windows.get(&start).is_some_and(|w| w.contains_key(&sc.key));
+        let held = st
+            .windows
+            .get(&start)
+            .is_some_and(|w| w.contains_key(&sc.key));
         if !held {
             if st.keys >= cfg.max_keys_per_rule {
                 evict_one(st, stats);

@@ -28,10 +28,15 @@ pub struct Header {
 
 impl Header {
     pub fn of(rec: &Record, fallback_sensor: &str) -> Header {
+        Header::with_reference(rec, fallback_sensor, rec.reference(fallback_sensor))
+    }
+
+    /// [`Header::of`] with the record's reference already made.
+    pub fn with_reference(rec: &Record, fallback_sensor: &str, reference: String) -> Header {
         Header {
             ts: rec.ts,
             sensor_id: rec.sensor(fallback_sensor).to_string(),
-            reference: rec.reference(fallback_sensor),
+            reference,
             flow_id: rec.flow_id,
             src_ip: rec.src_ip.as_deref().map(str::to_string),
             src_port: rec.src_port,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Alert;
@@ -120,6 +121,10 @@ const SNAPSHOT_VERSION: u32 = 1;
 /// The detection engine.
 pub struct Engine {
     rules: Vec<Rule>,
+    /// The rules a record of each event type named by some rule can match, in rule order
+    /// (alerts of one record come out in that order); `other_types` for the rest.
+    by_type: FxHashMap<String, Vec<usize>>,
+    other_types: Vec<usize>,
     states: Vec<RuleState>,
     rule_stats: Vec<RuleStats>,
     intel: IntelSet,
@@ -134,7 +139,24 @@ impl Engine {
     pub fn new(rules: RuleSet, intel: IntelSet, cfg: EngineConfig) -> Engine {
         let states = rules.rules.iter().map(RuleState::for_rule).collect();
         let rule_stats = vec![RuleStats::default(); rules.rules.len()];
+        let wanting = |t: &str| -> Vec<usize> {
+            let rs = rules.rules.iter().enumerate();
+            rs.filter(|(_, r)| r.wants(t)).map(|(i, _)| i).collect()
+        };
+        let mut by_type = FxHashMap::default();
+        for t in rules
+            .rules
+            .iter()
+            .flat_map(|r| r.event_types.iter().flatten())
+        {
+            by_type.insert(t.clone(), wanting(t));
+        }
+        let other_types = (0..rules.rules.len())
+            .filter(|i| rules.rules[*i].event_types.is_none())
+            .collect();
         Engine {
+            by_type,
+            other_types,
             lateness: cfg.lateness_secs as i64 * MICROS_PER_SEC,
             rules: rules.rules,
             states,
@@ -152,10 +174,9 @@ impl Engine {
     pub fn process(&mut self, rec: &Record, out: &mut Vec<Alert>) {
         self.stats.records += 1;
         let before = out.len();
-        for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.wants(&rec.event_type) {
-                continue;
-            }
+        let wanting = self.by_type.get(rec.event_type.as_ref());
+        for &i in wanting.unwrap_or(&self.other_types) {
+            let rule = &self.rules[i];
             let stats = &mut self.rule_stats[i];
             let (meta, wm, cfg, intel) = (&rule.meta, self.watermark, &self.cfg, &self.intel);
             match (&rule.kind, &mut self.states[i]) {

@@ -275,6 +275,37 @@ fn baseline_alerts_past_the_deviation_after_warmup() {
 }
 
 #[test]
+fn a_silent_key_learns_zeros_for_the_buckets_it_missed() {
+    // 192.0.2.10 sends 10 kB in minutes 0-7, nothing in 8-11 (192.0.2.11 keeps the buckets
+    // closing), then 500 kB in minute 12: its model must have learned the four zeros.
+    let mut lines = Vec::new();
+    for m in 0..13u16 {
+        let t = f64::from(m) * 60.0;
+        match m {
+            0..=7 => lines.push(flow(t + 5.0, "192.0.2.10", "198.51.100.1", 443, 10_000)),
+            12 => lines.push(flow(t + 5.0, "192.0.2.10", "198.51.100.1", 443, 500_000)),
+            _ => {}
+        }
+        lines.push(flow(t + 6.0, "192.0.2.11", "198.51.100.1", 443, 10_000));
+    }
+    let (alerts, _) = run(BASE, &lines, 5);
+    let a: Vec<&Alert> = alerts
+        .iter()
+        .filter(|a| a.evidence.value == Some(500_000.0))
+        .collect();
+    assert_eq!(a.len(), 1);
+    let (alpha, mut mean, mut var) = (0.1, 10_000.0f64, 0.0f64);
+    for v in [10_000.0; 7].into_iter().chain([0.0; 4]) {
+        let diff = v - mean;
+        mean += alpha * diff;
+        var = (1.0 - alpha) * (var + diff * alpha * diff);
+    }
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    assert_eq!(a[0].evidence.baseline_mean, Some(round(mean)));
+    assert_eq!(a[0].evidence.baseline_stddev, Some(round(var.sqrt())));
+}
+
+#[test]
 fn a_restored_snapshot_gives_the_alerts_of_an_uninterrupted_run() {
     let lines = volume_lines();
     let (whole, _) = run(BASE, &lines, 5);

@@ -72,9 +72,21 @@ pub fn truthy(v: &Value) -> Result<bool, EvalError> {
 }
 
 impl Expr {
-    /// Evaluates the expression as a condition.
+    /// Evaluates the expression as a condition. The same as `truthy(eval)`, with the
+    /// connectives and the comparisons of a field with a literal (most of a rule's filter)
+    /// answered without building the intermediate values.
     pub fn test<'x>(&'x self, env: &mut Env<'x>) -> Result<bool, EvalError> {
-        truthy(&self.eval(env)?)
+        match self {
+            Expr::And(a, b) => Ok(a.test(env)? && b.test(env)?),
+            Expr::Or(a, b) => Ok(a.test(env)? || b.test(env)?),
+            Expr::Not(a) => Ok(!a.test(env)?),
+            Expr::Cmp(op, a, b) => match (a.as_ref(), b.as_ref()) {
+                (Expr::Field(f), Expr::Const(c)) => field_cmp(*op, &env.rec.get(*f), c),
+                _ => truthy(&self.eval(env)?),
+            },
+            Expr::In(a, set, negated) => in_test(&a.eval(env)?, set, *negated),
+            _ => truthy(&self.eval(env)?),
+        }
     }
 
     pub fn eval<'x>(&'x self, env: &mut Env<'x>) -> R<'x> {
@@ -95,14 +107,7 @@ impl Expr {
                 Value::Null => Err(EvalError::Missing("-")),
                 _ => Err(EvalError::Type("-")),
             },
-            Expr::In(a, set, negated) => {
-                let v = a.eval(env)?;
-                if v.is_null() {
-                    return Ok(Value::Bool(*negated));
-                }
-                let hit = any(&v, &|x| Ok(in_set(x, set)))?;
-                Ok(Value::Bool(hit != *negated))
-            }
+            Expr::In(a, set, negated) => in_test(&a.eval(env)?, set, *negated).map(Value::Bool),
             Expr::StrOp(op, a, b) => {
                 let (l, r) = (a.eval(env)?, b.eval(env)?);
                 let Value::Str(needle) = &r else {
@@ -143,6 +148,34 @@ impl Expr {
             Expr::Call(f, args) => call(*f, args[0].eval(env)?),
         }
     }
+}
+
+/// `v in set` (`not in` when `negated`); `null` is in no set.
+fn in_test(v: &Value, set: &Set, negated: bool) -> Result<bool, EvalError> {
+    if v.is_null() {
+        return Ok(negated);
+    }
+    let hit = any(v, &|x| Ok(in_set(x, set)))?;
+    Ok(hit != negated)
+}
+
+/// `field OP literal`: integers and strings compared directly, anything else as `compare`
+/// over the value (or each element of a list).
+fn field_cmp(op: CmpOp, l: &Value, c: &Const) -> Result<bool, EvalError> {
+    use std::cmp::Ordering;
+    let ord: Ordering = match (l, c) {
+        (Value::Int(a), Const::Int(b)) => a.cmp(b),
+        (Value::Str(a), Const::Str(b)) => a.as_ref().cmp(b.as_str()),
+        _ => return any(l, &|x| compare(op, x, &konst(c))),
+    };
+    Ok(match op {
+        CmpOp::Eq => ord == Ordering::Equal,
+        CmpOp::Ne => ord != Ordering::Equal,
+        CmpOp::Lt => ord == Ordering::Less,
+        CmpOp::Le => ord != Ordering::Greater,
+        CmpOp::Gt => ord == Ordering::Greater,
+        CmpOp::Ge => ord != Ordering::Less,
+    })
 }
 
 /// `pred` over a value, or over each element of a list until one holds.

@@ -76,6 +76,7 @@ impl<'a> Value<'a> {
                 let _ = write!(out, "{f}");
             }
             Value::Str(s) => out.push_str(s),
+            Value::Ip(IpAddr::V4(a)) => push_ipv4(out, *a),
             Value::Ip(ip) => {
                 let _ = write!(out, "{ip}");
             }
@@ -100,6 +101,23 @@ impl<'a> Value<'a> {
             Value::Float(f) => Some(*f),
             _ => None,
         }
+    }
+}
+
+/// An IPv4 address in dotted decimal, as its `Display` writes it, without the formatting
+/// machinery (group keys render an address per record).
+fn push_ipv4(out: &mut String, a: std::net::Ipv4Addr) {
+    for (i, o) in a.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if o >= 100 {
+            out.push(char::from(b'0' + o / 100));
+        }
+        if o >= 10 {
+            out.push(char::from(b'0' + o / 10 % 10));
+        }
+        out.push(char::from(b'0' + o % 10));
     }
 }
 
@@ -253,6 +271,28 @@ impl Expr {
                 Some(v)
             }
             _ => None,
+        }
+    }
+
+    /// The expression without its leading `event_type == "..."` conjunct, for a rule that
+    /// the engine only gives records of that type (see [`Expr::required_event_types`]): the
+    /// comparison would hold for every record it sees.
+    pub fn without_event_type_guard(self) -> Expr {
+        match self {
+            Expr::And(a, b) if a.is_event_type_eq() => *b,
+            Expr::And(a, b) => Expr::And(Box::new(a.without_event_type_guard()), b),
+            e => e,
+        }
+    }
+
+    fn is_event_type_eq(&self) -> bool {
+        match self {
+            Expr::Cmp(CmpOp::Eq, a, b) => matches!(
+                (a.as_ref(), b.as_ref()),
+                (Expr::Field(Field::EventType), Expr::Const(Const::Str(_)))
+                    | (Expr::Const(Const::Str(_)), Expr::Field(Field::EventType))
+            ),
+            _ => false,
         }
     }
 

@@ -167,3 +167,37 @@ fn intel_records_what_matched() {
     assert_eq!(env.hits[0].field, "dns.rrname");
     assert_eq!(env.hits[0].hit.indicator, "tunnel.example");
 }
+
+#[test]
+fn addresses_render_as_their_display() {
+    for a in [
+        "0.0.0.0",
+        "9.10.99.100",
+        "255.255.255.255",
+        "192.0.2.1",
+        "2001:db8::1",
+    ] {
+        let ip: std::net::IpAddr = a.parse().unwrap();
+        let mut s = String::new();
+        Value::Ip(ip).render(&mut s);
+        assert_eq!(s, ip.to_string());
+    }
+}
+
+#[test]
+fn the_event_type_guard_is_dropped_only_at_the_head_of_a_conjunction() {
+    let fields = |src: &str| {
+        let mut f = Vec::new();
+        parse(src)
+            .unwrap()
+            .without_event_type_guard()
+            .fields(&mut f);
+        f
+    };
+    let f = fields(r#"event_type == "flow" && dest_port == 22 && proto == "TCP""#);
+    assert_eq!(f, vec![Field::DestPort, Field::Proto]);
+    let either =
+        r#"(event_type == "tls" && tls.sni == "a") || (event_type == "quic" && quic.sni == "a")"#;
+    assert!(fields(either).contains(&Field::EventType));
+    assert_eq!(fields(r#"event_type == "dns""#), vec![Field::EventType]);
+}

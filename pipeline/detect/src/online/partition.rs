@@ -167,20 +167,18 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             if seq <= p.last_seq {
                 m.redelivered.fetch_add(1, Relaxed);
             } else {
-                let id = msg
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("Nats-Msg-Id"))
-                    .map(|v| v.as_str().to_string())
-                    .unwrap_or_default();
-                det.process(&msg.payload, &id, &mut alerts);
+                let id = msg.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id"));
+                det.process(&msg.payload, id.map_or("", |v| v.as_str()), &mut alerts);
                 m.records.fetch_add(1, Relaxed);
                 p.last_seq = seq;
                 p.since += 1;
-                let mut sinks = sh.sinks.lock().await;
-                for (rule, a) in alerts.drain(..) {
-                    sh.metrics.alert(&rule);
-                    sinks.push(&a).await;
+                // Most records raise nothing: the sinks' lock only when there is something.
+                if !alerts.is_empty() {
+                    let mut sinks = sh.sinks.lock().await;
+                    for (rule, a) in alerts.drain(..) {
+                        sh.metrics.alert(&rule);
+                        sinks.push(&a).await;
+                    }
                 }
             }
             p.last_msg = Some(msg);

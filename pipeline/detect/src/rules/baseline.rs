@@ -11,9 +11,8 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Group, KeySpec, Suppression, SuppressionState};
+use super::common::{Group, KeySpec, Scratch, Suppression, SuppressionState};
 use super::{duration_key, expr_key, key_err, KeyError, RawRule, RuleMeta};
-use crate::alert::Header;
 use crate::alert::{alert_id, Alert, Evidence};
 use crate::engine::{EngineConfig, RuleStats};
 use crate::expr::{Env, Expr};
@@ -46,6 +45,10 @@ pub struct Model {
     pub mean: f64,
     pub var: f64,
     pub buckets: u32,
+    /// [`BaselineState::steps`] this model has learned up to: the zeros of the buckets it
+    /// had no record in are learned when it next has one (see [`BaselineRule::close`]).
+    #[serde(default)]
+    pub synced: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -54,6 +57,11 @@ pub struct BaselineState {
     pub models: FxHashMap<String, Model>,
     pub last_closed: Option<Micros>,
     pub suppression: SuppressionState,
+    /// Learning steps so far: one per closed bucket, plus the empty buckets between them.
+    #[serde(default)]
+    pub steps: u64,
+    #[serde(skip)]
+    pub scratch: Scratch,
 }
 
 impl BaselineRule {
@@ -104,27 +112,23 @@ impl BaselineRule {
         stats: &mut RuleStats,
     ) {
         let mut env = Env::new(rec, intel);
+        let sc = &mut st.scratch;
         let res = self.filter.test(&mut env).and_then(|m| {
             if !m {
                 return Ok(None);
             }
-            let keys = self.keys.keys(&mut env, false, true)?;
+            let has_key = self.keys.key_into(&mut env, &mut sc.key)?;
             let value = match &self.value {
                 Some(v) => v.eval(&mut env)?.as_f64().unwrap_or(0.0),
                 None => 1.0,
             };
-            let distinct = match &self.distinct {
-                Some((d, _)) => {
-                    let v = d.eval(&mut env)?;
-                    let mut s = String::new();
-                    v.render(&mut s);
-                    (!v.is_null()).then_some(s)
-                }
-                None => None,
+            let has_distinct = match &self.distinct {
+                Some((d, _)) => sc.distinct(d, &mut env)?,
+                None => false,
             };
-            Ok(keys.into_iter().next().map(|k| (k, value, distinct)))
+            Ok(has_key.then_some((value, has_distinct)))
         });
-        let (key, value, distinct) = match res {
+        let (value, has_distinct) = match res {
             Ok(Some(x)) => x,
             Ok(None) => return,
             Err(e) => return stats.eval_error(&meta.name, e),
@@ -135,21 +139,31 @@ impl BaselineRule {
             return;
         }
         stats.matched += 1;
-        if !st.models.contains_key(&key) && st.models.len() >= cfg.max_keys_per_rule {
-            let victim = st.models.keys().next().cloned();
-            if let Some(k) = victim {
-                st.models.remove(&k);
-                stats.evicted += 1;
+        let sc = std::mem::take(&mut st.scratch);
+        if !st.models.contains_key(&sc.key) {
+            if st.models.len() >= cfg.max_keys_per_rule {
+                let victim = st.models.keys().next().cloned();
+                if let Some(k) = victim {
+                    st.models.remove(&k);
+                    stats.evicted += 1;
+                }
             }
+            let synced = st.steps;
+            let m = Model {
+                synced,
+                ..Model::default()
+            };
+            st.models.insert(sc.key.clone(), m);
         }
-        st.models.entry(key.clone()).or_default();
-        let header = Header::of(rec, &cfg.sensor_id);
-        st.open
-            .entry(start)
-            .or_default()
-            .entry(key)
-            .or_default()
-            .add(&header, value, distinct.as_deref(), cfg.max_distinct);
+        let bucket = st.open.entry(start).or_default();
+        if !bucket.contains_key(&sc.key) {
+            bucket.insert(sc.key.clone(), Group::default());
+        }
+        if let Some(g) = bucket.get_mut(&sc.key) {
+            let distinct = has_distinct.then_some(sc.distinct.as_str());
+            g.add(rec, &cfg.sensor_id, value, distinct, cfg.max_distinct);
+        }
+        st.scratch = sc;
     }
 
     /// Closes the buckets the watermark passed: compares, alerts, learns.
@@ -169,32 +183,55 @@ impl BaselineRule {
             // Buckets between the last closed one and this one had no records: zeros.
             if let Some(last) = st.last_closed {
                 let gap = ((start - last) / self.bucket - 1).clamp(0, MAX_GAP_BUCKETS);
-                for _ in 0..gap {
-                    st.models.values_mut().for_each(|m| self.learn(m, 0.0));
-                }
+                st.steps += gap as u64;
             }
             st.last_closed = Some(start);
+            // Every model learns every step, a zero when its key had no record; only the keys
+            // of this bucket can alert, so only their models catch up now (the same values
+            // as learning each zero when its bucket closed, without walking every key).
             // Any order: the engine sorts the alerts of one watermark step.
-            for (key, m) in st.models.iter_mut() {
-                let g = groups.get(key);
-                let v = g.map_or(0.0, |g| match self.distinct {
+            for (key, g) in &groups {
+                let Some(m) = st.models.get_mut(key) else {
+                    continue;
+                };
+                self.catch_up(m, st.steps);
+                let v = match self.distinct {
                     Some(_) => g.distinct_count() as f64,
                     None => g.sum,
-                });
+                };
                 let fire = m.buckets >= self.warmup
                     && v >= self.min_value
                     && v > m.mean + self.deviation * m.var.sqrt();
                 let (mean, sd) = (m.mean, m.var.sqrt());
                 self.learn(m, v);
-                if let (true, Some(g)) = (fire, g) {
-                    if st.suppression.allow(self.suppress, key, start) {
-                        stats.alerts += 1;
-                        out.push(self.alert(meta, key, start, g, v, mean, sd));
-                    }
+                m.synced = st.steps + 1;
+                if fire && st.suppression.allow(self.suppress, key, start) {
+                    stats.alerts += 1;
+                    out.push(self.alert(meta, key, start, g, v, mean, sd));
                 }
             }
+            st.steps += 1;
         }
         st.suppression.prune(self.suppress, watermark);
+    }
+
+    /// Learns the zeros of the steps `m` missed up to `steps`. Once mean and variance are
+    /// exactly +0.0, further zeros change only the bucket count.
+    fn catch_up(&self, m: &mut Model, steps: u64) {
+        let mut missed = steps.saturating_sub(m.synced);
+        while missed > 0 && (m.mean.to_bits() != 0 || m.var.to_bits() != 0) {
+            self.learn(m, 0.0);
+            missed -= 1;
+        }
+        let rest = u32::try_from(missed).unwrap_or(u32::MAX);
+        if rest > 0 && m.buckets == 0 {
+            // A first learned value sets the mean: zeros, as learned one at a time.
+            self.learn(m, 0.0);
+            m.buckets = m.buckets.saturating_add(rest - 1);
+        } else {
+            m.buckets = m.buckets.saturating_add(rest);
+        }
+        m.synced = steps;
     }
 
     fn learn(&self, m: &mut Model, v: f64) {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::{duration_key, expr_list, key_err, KeyError, RawRule};
 use crate::alert::{Distinct, Header};
 use crate::expr::{Env, EvalError, Expr, Value};
+use crate::record::Record;
 use crate::time::Micros;
 
 /// References and distinct values kept per group for the evidence.
@@ -31,6 +32,26 @@ impl KeySpec {
             exprs,
             names: srcs.unwrap_or_default().to_vec(),
         })
+    }
+
+    /// The record's key as [`KeySpec::keys`] with `named` set and lists rendered whole,
+    /// written into `out` (cleared first) so that a key already held costs no allocation.
+    /// `false` when a part is missing.
+    pub fn key_into<'x>(&'x self, env: &mut Env<'x>, out: &mut String) -> Result<bool, EvalError> {
+        out.clear();
+        for (e, name) in self.exprs.iter().zip(&self.names) {
+            let v = e.eval(env)?;
+            if v.is_null() {
+                return Ok(false);
+            }
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(name);
+            out.push('=');
+            v.render(out);
+        }
+        Ok(true)
     }
 
     /// The record's key (`name=value name=value`), `None` when a part is missing. A list
@@ -73,6 +94,27 @@ impl KeySpec {
     }
 }
 
+/// Buffers a stateful rule renders a record's key and distinct value into (not part of its
+/// state: skipped in snapshots), so that a record of a group already held allocates nothing.
+#[derive(Debug, Clone, Default)]
+pub struct Scratch {
+    pub key: String,
+    pub distinct: String,
+}
+
+impl Scratch {
+    /// Renders `d`'s value into `self.distinct`; `false` when it is null.
+    pub fn distinct<'x>(&mut self, d: &'x Expr, env: &mut Env<'x>) -> Result<bool, EvalError> {
+        let v = d.eval(env)?;
+        self.distinct.clear();
+        if v.is_null() {
+            return Ok(false);
+        }
+        v.render(&mut self.distinct);
+        Ok(true)
+    }
+}
+
 /// One group of an aggregate: count, distinct values (bounded), earliest references, and its
 /// representative record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -94,10 +136,13 @@ pub struct Group {
 pub const MAX_TIMES: usize = 4096;
 
 impl Group {
-    /// Adds one record. `max_distinct` bounds the distinct set.
+    /// Adds one record. `max_distinct` bounds the distinct set. The record's reference and
+    /// header are made only when the group keeps them (its first record, or one earlier than
+    /// those it holds): most records of a large group are later than its evidence.
     pub fn add(
         &mut self,
-        header: &Header,
+        rec: &Record,
+        fallback_sensor: &str,
         value: f64,
         distinct: Option<&str>,
         max_distinct: usize,
@@ -113,15 +158,23 @@ impl Group {
                 }
             }
         }
-        let r = (header.ts, header.reference.clone());
-        if self.refs.len() < EVIDENCE_MAX || self.refs.last().is_some_and(|l| r < *l) {
-            self.refs.insert(r);
-            if self.refs.len() > EVIDENCE_MAX {
-                self.refs.pop_last();
+        let ts = rec.ts;
+        let mut reference = None;
+        if self.refs.len() < EVIDENCE_MAX || self.refs.last().is_some_and(|l| ts <= l.0) {
+            let r = (ts, rec.reference(fallback_sensor));
+            if self.refs.len() < EVIDENCE_MAX || self.refs.last().is_some_and(|l| r < *l) {
+                self.refs.insert(r.clone());
+                if self.refs.len() > EVIDENCE_MAX {
+                    self.refs.pop_last();
+                }
             }
+            reference = Some(r.1);
         }
-        if self.count == 1 || header.key() < self.header.key() {
-            self.header = header.clone();
+        if self.count == 1 || ts <= self.header.ts {
+            let reference = reference.unwrap_or_else(|| rec.reference(fallback_sensor));
+            if self.count == 1 || (ts, reference.as_str()) < self.header.key() {
+                self.header = Header::with_reference(rec, fallback_sensor, reference);
+            }
         }
     }
 

@@ -284,7 +284,7 @@ fn compile_meta(raw: &RawRule, file: &Path) -> Result<RuleMeta, KeyError> {
 pub fn compile(raw: &RawRule, file: &Path) -> Result<Rule, KeyError> {
     let meta = compile_meta(raw, file)?;
     check_kind_keys(raw, meta.kind)?;
-    let kind = match meta.kind {
+    let mut kind = match meta.kind {
         "match" => RuleKind::Match(matcher::MatchRule::compile(raw)?),
         "threshold" => RuleKind::Threshold(threshold::ThresholdRule::compile(raw)?),
         "sequence" => RuleKind::Sequence(sequence::SequenceRule::compile(raw)?),
@@ -303,6 +303,17 @@ pub fn compile(raw: &RawRule, file: &Path) -> Result<Rule, KeyError> {
                 a
             }),
     };
+    // The engine gives the rule only records of its event types: a filter's leading test of
+    // the event type is then always true (a sequence has two filters: both kept whole).
+    let filter = match &mut kind {
+        RuleKind::Match(m) => Some(&mut m.cond),
+        RuleKind::Threshold(t) => Some(&mut t.filter),
+        RuleKind::Baseline(b) => Some(&mut b.filter),
+        RuleKind::Sequence(_) => None,
+    };
+    if let (Some(f), Some(_)) = (filter, &event_types) {
+        *f = std::mem::replace(f, Expr::Const(expr::Const::Null)).without_event_type_guard();
+    }
     Ok(Rule {
         meta: Arc::new(meta),
         kind,

@@ -140,19 +140,23 @@ impl SequenceRule {
                 stats.evicted += 1;
             }
         }
-        for key in then {
+        let n = then.len();
+        let mut header = Some(header);
+        for (i, key) in then.into_iter().enumerate() {
             if st.pending.len() >= cfg.max_keys_per_rule {
                 stats.evicted += 1;
                 continue;
             }
+            // The last key takes the header, the others a copy.
+            let Some(header) = (if i + 1 == n {
+                header.take()
+            } else {
+                header.clone()
+            }) else {
+                continue;
+            };
             let pk = (rec.ts, header.reference.clone(), key.clone());
-            st.pending.insert(
-                pk,
-                Pending {
-                    key,
-                    header: header.clone(),
-                },
-            );
+            st.pending.insert(pk, Pending { key, header });
         }
     }
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Group, KeySpec, Suppression, SuppressionState, MAX_TIMES};
+use super::common::{Group, KeySpec, Scratch, Suppression, SuppressionState, MAX_TIMES};
 use super::{duration_key, expr_key, key_err, KeyError, RawRule, RuleMeta};
-use crate::alert::{alert_id, Alert, Evidence, Header};
+use crate::alert::{alert_id, Alert, Evidence};
 use crate::engine::{EngineConfig, RuleStats};
 use crate::expr::{self, Env, Expr};
 use crate::intel::IntelSet;
@@ -81,6 +81,8 @@ pub struct ThresholdState {
     pub windows: BTreeMap<Micros, FxHashMap<String, Group>>,
     pub keys: usize,
     pub suppression: SuppressionState,
+    #[serde(skip)]
+    pub scratch: Scratch,
 }
 
 impl ThresholdRule {
@@ -134,30 +136,22 @@ impl ThresholdRule {
         stats: &mut RuleStats,
     ) {
         let mut env = Env::new(rec, intel);
-        let keys = match self.filter.test(&mut env) {
+        let sc = &mut st.scratch;
+        let found = self.filter.test(&mut env).and_then(|m| {
+            if !m {
+                return Ok(false);
+            }
+            let has_key = self.keys.key_into(&mut env, &mut sc.key)?;
+            let has_distinct = match &self.distinct {
+                Some((d, _)) => sc.distinct(d, &mut env)?,
+                None => true,
+            };
+            Ok(has_key && has_distinct)
+        });
+        match found {
+            Ok(true) => {}
             Ok(false) => return,
-            Ok(true) => self.keys.keys(&mut env, false, true),
-            Err(e) => Err(e),
-        };
-        let distinct = match (&self.distinct, &keys) {
-            (Some((d, _)), Ok(_)) => d.eval(&mut env).map(|v| {
-                let mut s = String::new();
-                (!v.is_null()).then(|| {
-                    v.render(&mut s);
-                    s
-                })
-            }),
-            _ => Ok(None),
-        };
-        let (keys, distinct) = match (keys, distinct) {
-            (Ok(k), Ok(d)) => (k, d),
-            (Err(e), _) | (_, Err(e)) => return stats.eval_error(&meta.name, e),
-        };
-        let Some(key) = keys.into_iter().next() else {
-            return;
-        };
-        if self.distinct.is_some() && distinct.is_none() {
-            return;
+            Err(e) => return stats.eval_error(&meta.name, e),
         }
         let start = rec.ts.div_euclid(self.window) * self.window;
         if start + self.window <= watermark {
@@ -165,19 +159,27 @@ impl ThresholdRule {
             return;
         }
         stats.matched += 1;
-        let header = Header::of(rec, &cfg.sensor_id);
-        let is_new = !st.windows.get(&start).is_some_and(|w| w.contains_key(&key));
-        if is_new {
+        let sc = std::mem::take(&mut st.scratch);
+        let held = st
+            .windows
+            .get(&start)
+            .is_some_and(|w| w.contains_key(&sc.key));
+        if !held {
             if st.keys >= cfg.max_keys_per_rule {
                 evict_one(st, stats);
             }
             st.keys += 1;
+            let w = st.windows.entry(start).or_default();
+            w.insert(sc.key.clone(), Group::default());
         }
-        let g = st.windows.entry(start).or_default().entry(key).or_default();
-        g.add(&header, 1.0, distinct.as_deref(), cfg.max_distinct);
-        if self.regularity.is_some() && g.times.len() < MAX_TIMES {
-            g.times.push(rec.ts);
+        if let Some(g) = st.windows.get_mut(&start).and_then(|w| w.get_mut(&sc.key)) {
+            let distinct = self.distinct.as_ref().map(|_| sc.distinct.as_str());
+            g.add(rec, &cfg.sensor_id, 1.0, distinct, cfg.max_distinct);
+            if self.regularity.is_some() && g.times.len() < MAX_TIMES {
+                g.times.push(rec.ts);
+            }
         }
+        st.scratch = sc;
     }
 
     /// Closes the windows that ended at or before `watermark`, raising alerts.

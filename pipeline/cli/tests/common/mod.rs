@@ -31,17 +31,20 @@ pub fn sensor_bin() -> &'static Path {
             .to_path_buf();
         let bin = dir.join("sensor");
         let release = dir.ends_with("release");
-        let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        build.current_dir(repo()).args([
-            "build", "-q", "-p", "sensor", "--bin", "sensor", "--bin", "pcapgen",
-        ]);
-        if release {
-            build.arg("--release");
+        // `cargo test --workspace` has built it with the tests' own features. Built here only
+        // when missing: a `cargo build -p sensor` resolves features differently and would
+        // recompile half the dependency tree (minutes) on every run.
+        if !bin.is_file() || !dir.join("pcapgen").is_file() {
+            let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+            build.current_dir(repo()).args([
+                "build", "-q", "-p", "sensor", "--bin", "sensor", "--bin", "pcapgen",
+            ]);
+            if release {
+                build.arg("--release");
+            }
+            let st = build.status().expect("cargo build -p sensor");
+            assert!(st.success(), "building the sensor failed");
         }
-        // Always ask cargo: it is a no-op when the binary is up to date, and rebuilds it after
-        // a change to the sensor (a stale binary would test old records).
-        let st = build.status().expect("cargo build -p sensor");
-        assert!(st.success(), "building the sensor failed");
         bin
     })
 }

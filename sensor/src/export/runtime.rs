@@ -140,29 +140,7 @@ impl Exporter {
         let mut nats_tx = None;
         if !cfg.nats.url.is_empty() {
             let n = &cfg.nats;
-            let env = |k: &str| std::env::var(k).unwrap_or_default();
-            let mut sink = NatsSink::new(NatsOptions {
-                url: n.url.clone(),
-                token: if n.token.is_empty() {
-                    env("SENSOR_NATS_TOKEN")
-                } else {
-                    n.token.clone()
-                },
-                user: n.user.clone(),
-                password: if n.password.is_empty() {
-                    env("SENSOR_NATS_PASSWORD")
-                } else {
-                    n.password.clone()
-                },
-                ca_file: n.ca_file.clone(),
-                stream: n.stream.clone(),
-                sensor_id: sensor_id.clone(),
-                max_bytes: n.max_bytes,
-                max_age: Duration::from_secs(n.max_age),
-                duplicate_window: Duration::from_secs(n.duplicate_window),
-                max_inflight: n.max_inflight,
-                timeout: Duration::from_secs(n.timeout),
-            });
+            let mut sink = NatsSink::new(NatsOptions::from_config(cfg, &sensor_id));
             let secret_key = if n.token.is_empty() && !n.user.is_empty() {
                 "nats.password"
             } else {

@@ -350,6 +350,11 @@ pub struct NatsSection {
     /// A batch is sent when it holds this many messages or is this old.
     pub batch_msgs: usize,
     pub batch_age_ms: u64,
+    /// Also publish a small `flow_start` record (addresses, ports, protocol, flow_id) on
+    /// `sensor.<sensor_id>.flow_start` when a flow is first seen, for detection that cannot
+    /// wait for flows to end (scans). NATS only: EVE files and ClickHouse keep one record per
+    /// flow.
+    pub flow_start: bool,
     /// Seconds to connect, for a stream request, and for each publish's acknowledgement
     /// (counted from when it was sent). A lost connection fails the batch at once (it is
     /// spooled) without waiting for this.
@@ -371,6 +376,7 @@ impl Default for NatsSection {
             max_inflight: 4096,
             batch_msgs: 10_000,
             batch_age_ms: 200,
+            flow_start: false,
             timeout: 10,
         }
     }
@@ -658,6 +664,7 @@ impl Config {
             closed_ns: self.flow.closed_timeout * s,
             active_ns: self.flow.active_timeout * s,
             vlan_in_key: self.flow.vlan_in_key,
+            flow_start: self.nats.flow_start && !self.nats.url.is_empty(),
         }
     }
 

@@ -399,7 +399,11 @@ fn blocklist(
         (None, None, None) => only_socket()?,
         (None, cfg, iface) => {
             let cfg = load_config(cfg.as_ref())?;
-            cfg.control_socket(iface.as_deref().unwrap_or(""))
+            match iface {
+                Some(i) => cfg.control_socket(&i),
+                None if !cfg.live.control_socket.is_empty() => cfg.control_socket(""),
+                None => only_socket()?,
+            }
         }
     };
     let req = match op {

@@ -317,10 +317,14 @@ impl Blocklist {
     ) -> Result<(), String> {
         let net = block.cidr.trunc();
         self.nonces.extend(nonce);
-        self.dynamic.insert(net, Block { cidr: net, ..block });
+        let before = self.dynamic.insert(net, Block { cidr: net, ..block });
         let applied = self.sync(maps, net);
         if applied.is_err() {
-            self.dynamic.remove(&net);
+            // The kernel entry did not change: neither does what we list and keep.
+            match before {
+                Some(b) => self.dynamic.insert(net, b),
+                None => self.dynamic.remove(&net),
+            };
         }
         self.set_enabled(maps);
         self.persist();

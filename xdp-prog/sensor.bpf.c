@@ -3,9 +3,9 @@
 // The sensor's XDP program. For every frame on the interface it:
 //   1. counts it (per-CPU counters, index constants below, mirrored in
 //      sensor/src/capture/xdp.rs);
-//   2. drops it if its source or destination address is on the blocklist (entries expire at a
-//      CLOCK_MONOTONIC time in ns, 0 = never; looked up only when a blocklist file is
-//      configured);
+//   2. drops it if its source or destination address is in a blocklisted CIDR (LPM trie;
+//      entries expire at a CLOCK_MONOTONIC time in ns, 0 = never; looked up only while the
+//      blocklist has entries: user space sets CFG_BLOCKLIST then);
 //   3. passes it to the kernel, uncaptured, if a capture filter is on and it does not match
 //      (CIDR trie on either address, port set on either port);
 //   4. if its flow is in the bypass map (its metadata is already extracted), adds it to that
@@ -47,13 +47,10 @@ enum counter {
 #define CFG_BYPASS 4
 /* Benchmark floor: count every frame and drop it, nothing else. */
 #define CFG_DROP_ALL 8
-/* A blocklist file is configured: look addresses up. Without one the two hash lookups (and
- * the clock read) per frame are skipped: the map stays empty for the program's whole life. */
+/* The blocklist has entries: look addresses up. User space sets and clears the flag as the
+ * list fills and empties, so without entries the two trie lookups (and the clock read) per
+ * frame are skipped. */
 #define CFG_BLOCKLIST 16
-
-struct addr16 {
-    __u8 b[16];
-};
 
 struct lpm_key {
     __u32 prefixlen;
@@ -112,11 +109,13 @@ struct {
     __type(value, __u8);
 } filter_ports SEC(".maps");
 
-/* Address (IPv4-mapped for IPv4) -> expiry, CLOCK_MONOTONIC ns; 0 = never. */
+/* CIDR (prefix length over the 16-byte address, IPv4 as IPv4-mapped: 96 + len) -> expiry,
+ * CLOCK_MONOTONIC ns; 0 = never. The longest matching prefix decides. */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(type, BPF_MAP_TYPE_LPM_TRIE);
     __uint(max_entries, 65536);
-    __type(key, struct addr16);
+    __uint(map_flags, BPF_F_NO_PREALLOC);
+    __type(key, struct lpm_key);
     __type(value, __u64);
 } blocklist SEC(".maps");
 
@@ -145,10 +144,13 @@ static __always_inline void map_v4(__u8 *dst, __be32 a)
 
 static __always_inline int blocked(struct flow_key *k, __u64 now)
 {
-    __u64 *exp = bpf_map_lookup_elem(&blocklist, (struct addr16 *)k->src);
+    struct lpm_key lk = {.prefixlen = 128};
+    __builtin_memcpy(lk.addr, k->src, 16);
+    __u64 *exp = bpf_map_lookup_elem(&blocklist, &lk);
     if (exp && (*exp == 0 || *exp > now))
         return 1;
-    exp = bpf_map_lookup_elem(&blocklist, (struct addr16 *)k->dst);
+    __builtin_memcpy(lk.addr, k->dst, 16);
+    exp = bpf_map_lookup_elem(&blocklist, &lk);
     if (exp && (*exp == 0 || *exp > now))
         return 1;
     return 0;

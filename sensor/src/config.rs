@@ -46,6 +46,29 @@ pub struct Config {
     pub spool: SpoolSection,
     pub live: LiveSection,
     pub enrich: crate::export::enrich::EnrichSection,
+    pub commands: CommandsSection,
+}
+
+/// Signed commands from `pipeline respond` (`sensor run` with `--nats`): consumed from
+/// JetStream stream `COMMANDS`, subject `commands.<sensor_id>`, applied to the XDP blocklist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsSection {
+    /// The Ed25519 public key commands must be signed with (PKCS#8 PEM, `pipeline keygen`'s
+    /// `command.pub`). Empty: no command channel.
+    pub public_key: String,
+    /// Where command and operator blocks and the nonces of accepted commands are kept across
+    /// restarts (JSON, rewritten atomically after every change). Empty: not kept.
+    pub state_file: String,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        CommandsSection {
+            public_key: String::new(),
+            state_file: "/var/lib/sensor/blocklist.json".into(),
+        }
+    }
 }
 
 /// Threads and rings.
@@ -224,9 +247,12 @@ pub struct LiveSection {
     pub filter_cidrs: Vec<String>,
     /// Capture filter: only TCP/UDP frames with one of these ports (empty: all).
     pub filter_ports: Vec<u16>,
-    /// Blocklist file: `ADDRESS [SECONDS]` per line; traffic from/to these is dropped in XDP
-    /// and counted. Re-read when it changes. Empty: none.
+    /// Blocklist file: `ADDRESS[/LEN] [SECONDS]` per line; traffic from/to these is dropped in
+    /// XDP and counted. Re-read when it changes. Empty: none.
     pub blocklist_file: String,
+    /// Unix socket for `sensor blocklist` (mode 0600: root or the sensor's user only). Empty:
+    /// `/run/sensor/<iface>.sock`.
+    pub control_socket: String,
     /// Prometheus `/metrics` listen address; empty: no endpoint.
     pub metrics_addr: String,
     /// Seconds between summary lines in the log.
@@ -252,6 +278,7 @@ impl Default for LiveSection {
             filter_cidrs: Vec::new(),
             filter_ports: Vec::new(),
             blocklist_file: String::new(),
+            control_socket: String::new(),
             metrics_addr: "127.0.0.1:9187".into(),
             stats_interval: 10,
         }
@@ -323,6 +350,11 @@ pub struct NatsSection {
     /// A batch is sent when it holds this many messages or is this old.
     pub batch_msgs: usize,
     pub batch_age_ms: u64,
+    /// Also publish a small `flow_start` record (addresses, ports, protocol, flow_id) on
+    /// `sensor.<sensor_id>.flow_start` when a flow is first seen, for detection that cannot
+    /// wait for flows to end (scans). NATS only: EVE files and ClickHouse keep one record per
+    /// flow.
+    pub flow_start: bool,
     /// Seconds to connect, for a stream request, and for each publish's acknowledgement
     /// (counted from when it was sent). A lost connection fails the batch at once (it is
     /// spooled) without waiting for this.
@@ -344,6 +376,7 @@ impl Default for NatsSection {
             max_inflight: 4096,
             batch_msgs: 10_000,
             batch_age_ms: 200,
+            flow_start: false,
             timeout: 10,
         }
     }
@@ -593,6 +626,12 @@ impl Config {
         }
         range("live.stats_interval", l.stats_interval, 1, 86_400)?;
         self.enrich.validate()?;
+        if !self.commands.public_key.is_empty() && self.commands.state_file.is_empty() {
+            return Err(ConfigError::new(
+                "commands.state_file",
+                "must not be empty when commands.public_key is set (blocks and replay protection must survive a restart)",
+            ));
+        }
         Ok(())
     }
 
@@ -625,6 +664,7 @@ impl Config {
             closed_ns: self.flow.closed_timeout * s,
             active_ns: self.flow.active_timeout * s,
             vlan_in_key: self.flow.vlan_in_key,
+            flow_start: self.nats.flow_start && !self.nats.url.is_empty(),
         }
     }
 
@@ -663,6 +703,15 @@ impl Config {
             }
         }
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+
+    /// The control socket of a sensor capturing on `iface`.
+    pub fn control_socket(&self, iface: &str) -> std::path::PathBuf {
+        if self.live.control_socket.is_empty() {
+            Path::new("/run/sensor").join(format!("{iface}.sock"))
+        } else {
+            self.live.control_socket.clone().into()
+        }
     }
 
     /// The sensor id: configured, else the host name (cleaned to what the id allows).

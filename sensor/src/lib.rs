@@ -2,11 +2,13 @@
 //!
 //! `capture` (pcap replay) -> `decode` (L2-L4, tunnels, fragments) -> `dispatch` (symmetric hash,
 //! SPSC rings) -> `flow` (per-worker flow table) -> `dpi` (TLS, HTTP, DNS) -> `export` (EVE JSON).
-//! `gen` holds the deterministic fixture generator and capture amplifier (test devices).
+//! `command` takes signed block/unblock commands and operator requests to the live XDP
+//! blocklist. `gen` holds the deterministic fixture generator and capture amplifier (test devices).
 //! See ARCHITECTURE.md at the repository root for the map and the invariants.
 
 pub mod accuracy;
 pub mod capture;
+pub mod command;
 pub mod config;
 pub mod decode;
 pub mod dispatch;

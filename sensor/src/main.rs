@@ -153,6 +153,10 @@ enum Cmd {
         /// Stop by itself after this many seconds (as on SIGTERM).
         #[arg(long, value_name = "SECS")]
         duration: Option<f64>,
+        /// Public key signed commands must carry (config commands.public_key); with --nats,
+        /// the sensor consumes commands.<sensor_id>.
+        #[arg(long, value_name = "PATH")]
+        command_key: Option<String>,
         #[command(flatten)]
         sinks: SinkArgs,
         #[command(flatten)]
@@ -176,6 +180,36 @@ enum Cmd {
     },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
+    /// Show or change the XDP blocklist of a running `sensor run` (over its control socket).
+    Blocklist {
+        #[command(subcommand)]
+        op: BlocklistOp,
+        /// The sensor's control socket (default: live.control_socket of --config, else
+        /// /run/sensor/<--iface>.sock, else the only socket in /run/sensor).
+        #[arg(long, global = true)]
+        socket: Option<PathBuf>,
+        /// The running sensor's configuration file, to find its control socket.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// The interface the sensor captures on, to find its control socket.
+        #[arg(long, global = true)]
+        iface: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BlocklistOp {
+    /// Every entry: CIDR, source (file, command, operator), time left, alert id.
+    List,
+    /// Block ADDRESS[/LEN] (kept across restarts like a command's block).
+    Add {
+        cidr: String,
+        /// Lifetime in seconds (default: until deleted).
+        #[arg(long)]
+        secs: Option<u64>,
+    },
+    /// Remove an operator's or a command's block of exactly ADDRESS[/LEN].
+    Del { cidr: String },
 }
 
 enum Failure {
@@ -204,9 +238,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let cfg = load_config(Some(&path))?;
             cfg.validate()?;
             sensor::export::enrich::check(&cfg.enrich)?;
+            sensor::command::check(&cfg)?;
             print!("{}", cfg.to_toml());
             Ok(())
         }
+        Cmd::Blocklist {
+            op,
+            socket,
+            config,
+            iface,
+        } => blocklist(op, socket, config, iface),
         Cmd::Floor {
             iface,
             mode,
@@ -246,10 +287,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_bypass,
             metrics_addr,
             duration,
+            command_key,
             sinks,
             enrich,
         } => {
             let mut cfg = load_config(config.as_ref())?;
+            if let Some(k) = command_key {
+                cfg.commands.public_key = k;
+            }
             sinks.apply(&mut cfg);
             enrich.apply(&mut cfg);
             if let Some(w) = workers {
@@ -338,6 +383,66 @@ fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("{summary}");
             Ok(())
         }
+    }
+}
+
+/// `sensor blocklist`: one request to the running sensor's control socket.
+fn blocklist(
+    op: BlocklistOp,
+    socket: Option<PathBuf>,
+    config: Option<PathBuf>,
+    iface: Option<String>,
+) -> Result<(), Failure> {
+    use sensor::command::socket::{render_list, request, Request};
+    let path = match (socket, config, iface) {
+        (Some(s), _, _) => s,
+        (None, None, None) => only_socket()?,
+        (None, cfg, iface) => {
+            let cfg = load_config(cfg.as_ref())?;
+            match iface {
+                Some(i) => cfg.control_socket(&i),
+                None if !cfg.live.control_socket.is_empty() => cfg.control_socket(""),
+                None => only_socket()?,
+            }
+        }
+    };
+    let req = match op {
+        BlocklistOp::List => Request::List,
+        BlocklistOp::Add { cidr, secs } => Request::Add { cidr, secs },
+        BlocklistOp::Del { cidr } => Request::Del { cidr },
+    };
+    if let Request::Add { cidr, .. } | Request::Del { cidr } = &req {
+        sensor::capture::blocklist::parse_net(cidr).map_err(Failure::Usage)?;
+    }
+    let resp = request(&path, &req).map_err(Failure::Runtime)?;
+    if !resp.ok {
+        return Err(Failure::Runtime(anyhow::anyhow!("{}", resp.message)));
+    }
+    match req {
+        Request::List => print!("{}", render_list(&resp.entries)),
+        _ => println!("{}", resp.message),
+    }
+    Ok(())
+}
+
+/// The one control socket in /run/sensor, when there is exactly one.
+fn only_socket() -> Result<PathBuf, Failure> {
+    let found: Vec<PathBuf> = std::fs::read_dir("/run/sensor")
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "sock"))
+                .collect()
+        })
+        .unwrap_or_default();
+    match found.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(Failure::Usage(
+            "no control socket in /run/sensor: give --socket, --config or --iface".into(),
+        )),
+        _ => Err(Failure::Usage(format!(
+            "{} control sockets in /run/sensor: give --socket, --config or --iface",
+            found.len()
+        ))),
     }
 }
 

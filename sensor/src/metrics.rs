@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 
 use crate::capture::xdp::counter;
+use crate::command::CommandCounters;
 use crate::export::sink::SinkCounters;
 use crate::flow::FlowStats;
 
@@ -92,6 +93,8 @@ pub struct Metrics {
     pub bypass_flows: AtomicU64,
     pub bypass_map_full: AtomicU64,
     pub blocklist_entries: AtomicU64,
+    /// The command channel's counts (all zero while it is off).
+    pub commands: Arc<CommandCounters>,
     /// Each network sink's counters, once the exporter runs.
     pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
 }
@@ -111,6 +114,7 @@ impl Metrics {
             bypass_flows: AtomicU64::new(0),
             bypass_map_full: AtomicU64::new(0),
             blocklist_entries: AtomicU64::new(0),
+            commands: Arc::new(CommandCounters::default()),
             sinks: Mutex::new(Vec::new()),
         })
     }
@@ -354,10 +358,46 @@ impl Metrics {
                 sum / 1e9
             );
         }
+        self.render_blocklist(&mut o);
         if let Ok(sinks) = self.sinks.lock() {
             render_sinks(&mut o, "sensor_export", &sinks);
         }
         o
+    }
+
+    /// Blocklist size and the command channel's counters, every rejection cause included.
+    fn render_blocklist(&self, o: &mut String) {
+        let _ = writeln!(
+            o,
+            "# HELP sensor_blocklist_entries CIDRs on the XDP blocklist (file, commands, operators).\n\
+             # TYPE sensor_blocklist_entries gauge\n\
+             sensor_blocklist_entries{{iface=\"{}\"}} {}",
+            self.iface,
+            self.blocklist_entries.load(Relaxed)
+        );
+        let s = self.commands.snapshot();
+        let _ = writeln!(
+            o,
+            "# HELP sensor_commands_total Signed commands read from the command channel, by outcome.\n\
+             # TYPE sensor_commands_total counter"
+        );
+        let rejected: u64 = s.rejected.iter().map(|(_, n)| n).sum();
+        for (what, v) in [
+            ("received", s.received),
+            ("applied", s.applied),
+            ("failed", s.failed),
+            ("rejected", rejected),
+        ] {
+            let _ = writeln!(o, "sensor_commands_total{{outcome=\"{what}\"}} {v}");
+        }
+        let _ = writeln!(
+            o,
+            "# HELP sensor_commands_rejected_total Commands refused, by cause.\n\
+             # TYPE sensor_commands_rejected_total counter"
+        );
+        for (cause, v) in &s.rejected {
+            let _ = writeln!(o, "sensor_commands_rejected_total{{cause=\"{cause}\"}} {v}");
+        }
     }
 }
 

@@ -498,6 +498,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     let cfg = &opts.config;
     let l = &cfg.live;
     let iface = opts.iface.as_str();
+    let command_key = crate::command::check(cfg)?;
     let all = rx_queues(iface).ok_or_else(|| anyhow!("interface {iface} not found"))?;
     let queues: Vec<u32> = if l.queues.is_empty() {
         all.clone()
@@ -539,10 +540,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         iface,
         mode,
         &filter,
-        Behaviour::Capture {
-            bypass: l.bypass,
-            blocklist: !l.blocklist_file.is_empty(),
-        },
+        Behaviour::Capture { bypass: l.bypass },
     )?;
     let xsk_opts = XskOptions {
         rx_ring: l.rx_ring,
@@ -572,14 +570,22 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         update_txs.push(tx);
         update_rxs.push(rx);
     }
-    let blocklist = (!l.blocklist_file.is_empty()).then(|| PathBuf::from(&l.blocklist_file));
+    let blocklist_file = (!l.blocklist_file.is_empty()).then(|| PathBuf::from(&l.blocklist_file));
+    let mut maps = xdp.take_maps()?;
+    let blocklist = crate::capture::blocklist::Blocklist::open(cfg, &mut maps)?;
+    let (ops_tx, ops_rx) = crossbeam_channel::bounded(1024);
     let mut control = Control::new(
-        xdp.take_maps()?,
+        maps,
         req_rx,
         update_txs,
-        blocklist,
+        (blocklist, blocklist_file, ops_rx),
         Arc::clone(&metrics),
     );
+    let nonces: Vec<(String, u64)> = control
+        .blocklist
+        .nonces()
+        .map(|(n, e)| (n.to_string(), e))
+        .collect();
     control
         .load_blocklist()
         .map_err(|e| anyhow!("live.blocklist_file: {e}"))?;
@@ -637,6 +643,8 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
             .spawn(move || control.run(&finish))
             .context("cannot start the XDP control thread")?
     };
+    let mut inputs =
+        crate::command::BlocklistInputs::start(cfg, iface, command_key, nonces, ops_tx, &metrics)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut captures = Vec::with_capacity(queues.len());
     let mut handoffs: Vec<Handoff> = if inline {
@@ -709,6 +717,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     }
     tracing::info!("stopping: detaching XDP, draining sockets, flushing flows");
 
+    let commands = inputs.stop(&metrics);
     // Detach first: once it returns no frame is in flight, so draining the sockets gets all.
     xdp.detach();
     stop.store(true, Ordering::Release);
@@ -769,6 +778,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
             filtered: c(counter::FILTERED),
             blocked: c(counter::BLOCKED),
             bypassed: c(counter::BYPASSED),
+            commands,
         }),
     })
 }

@@ -86,6 +86,8 @@ pub struct LiveStats {
     pub blocked: u64,
     /// Counted and dropped in XDP: bypassed flows (their counts are in the flow records).
     pub bypassed: u64,
+    /// The command channel's counts, when it ran.
+    pub commands: Option<crate::command::CommandStats>,
 }
 
 impl Summary {
@@ -250,6 +252,19 @@ impl fmt::Display for Summary {
                 fl.bypass_packets,
                 fl.bypass_orphan_packets
             )?;
+            if let Some(c) = &l.commands {
+                let causes: Vec<String> =
+                    c.rejected.iter().map(|(k, n)| format!("{k}={n}")).collect();
+                writeln!(
+                    f,
+                    "  commands: received={} applied={} failed={} rejected={} ({})",
+                    c.received,
+                    c.applied,
+                    c.failed,
+                    c.rejected.iter().map(|(_, n)| n).sum::<u64>(),
+                    causes.join(" ")
+                )?;
+            }
         }
         let ok = if self.accounted() == r.frames {
             "ok"

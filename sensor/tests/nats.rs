@@ -315,3 +315,55 @@ fn tls_with_a_ca_file_and_a_token_publishes_every_record_once_and_a_wrong_ca_is_
     assert_stream_equals_eve(&read_stream_with(&n, opts, "tls"), &eve, "tls");
     assert_eq!(summary_value(&err, "sent"), eve.len() as u64);
 }
+
+/// `nats.flow_start`: one `flow_start` message per flow on `sensor.<id>.flow_start`, with the
+/// flow record's identity and start time; the EVE file (and so ClickHouse, fed the same
+/// records) keeps one record per flow, and the other messages are unchanged.
+#[test]
+fn flow_start_records_go_to_nats_only_one_per_flow() {
+    if !have("nats-server") {
+        eprintln!("SKIPPED: nats-server is not installed (scripts/setup.sh installs it)");
+        return;
+    }
+    let n = Nats::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "flow_start = true\n", "");
+    let eve = dir.path().join("eve.json");
+    let out = sensor_cmd(&fixtures(), &cfg, &n.url(), "fs", &eve)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let eve = read_eve(&eve);
+    assert!(eve.iter().all(|v| v["event_type"] != "flow_start"));
+    let (starts, rest): (Vec<_>, Vec<_>) = read_stream(&n, "fs")
+        .into_iter()
+        .partition(|(subject, _, _)| subject == "sensor.fs.flow_start");
+    assert_stream_equals_eve(&rest, &eve, "fs");
+    let flows: HashMap<u64, &Value> = eve
+        .iter()
+        .filter(|v| v["event_type"] == "flow")
+        .map(|v| (v["flow_id"].as_u64().unwrap(), v))
+        .collect();
+    assert_eq!(starts.len(), flows.len(), "one flow_start per flow");
+    for (_, id, s) in &starts {
+        let flow_id = s["flow_id"].as_u64().unwrap();
+        assert_eq!(id, &format!("fs:{flow_id}:start"));
+        let f = flows
+            .get(&flow_id)
+            .unwrap_or_else(|| panic!("flow_start of no flow: {s}"));
+        for k in [
+            "timestamp",
+            "src_ip",
+            "src_port",
+            "dest_ip",
+            "dest_port",
+            "proto",
+        ] {
+            assert_eq!(s[k], f[k], "{k}: {s} vs {f}");
+        }
+    }
+}

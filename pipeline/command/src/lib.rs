@@ -259,6 +259,14 @@ impl Verifier {
     }
 }
 
+/// The command inside an envelope, NOT verified: only for describing a rejected command in
+/// its audit record (its id, target, alert), never for acting on it. None when the envelope or
+/// the command does not parse.
+pub fn peek(bytes: &[u8]) -> Option<Command> {
+    let (payload, _) = open_envelope(bytes).ok()?;
+    serde_json::from_slice(&payload).ok()
+}
+
 /// Parses an envelope into the payload bytes and the signature (None when unsigned).
 fn open_envelope(bytes: &[u8]) -> Result<(Vec<u8>, Option<Signature>), Rejection> {
     if bytes.len() > MAX_ENVELOPE_BYTES {
@@ -342,6 +350,9 @@ mod tests {
         for junk in [&b"{"[..], b"null", b"{\"payload\":\"!!\"}", &[0xff; 9000]] {
             assert_eq!(v.verify(junk, 2_000).unwrap_err().cause(), "malformed");
         }
+        // A forged one still shows what it claimed, for the audit record.
+        assert_eq!(peek(&sign(&cmd, &key(2))).map(|c| c.id), Some("c1".into()));
+        assert!(peek(b"{").is_none());
         // None of the above was remembered: the genuine command still passes.
         assert!(v.verify(&sign(&cmd, &k), 2_000).is_ok());
     }

@@ -6,21 +6,22 @@
 //!   packets/bytes the kernel counted for its flows since the last read, with the time of the
 //!   last one. The flow table adds them to the flow (so the exported record is complete) and
 //!   moves its last-seen time (so a bypassed flow does not idle out while packets flow).
-//! - Blocklist: a file of addresses (one per line, optional lifetime in seconds), loaded into
-//!   the XDP blocklist map at start and again whenever the file changes.
+//! - Blocklist ([`Blocklist`]): the file's CIDRs (loaded at start and whenever the file
+//!   changes), and blocks from signed commands and operators ([`BlockOp`], answered at once,
+//!   between bypass requests), written to the XDP trie; expired blocks swept every second.
 //! - Metrics: the XDP program's per-CPU counters, summed, into [`Metrics`].
 
-use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{select, Receiver, Sender};
 
+use crate::capture::blocklist::{parse_file, Block, Blocklist, Listed};
 use crate::capture::live::realtime_ns;
-use crate::capture::xdp::{addr16, counter, monotonic_ns, FlowCounters, FlowKey, XdpMaps};
+use crate::capture::xdp::{counter, monotonic_ns, FlowCounters, FlowKey, XdpMaps};
 use crate::flow::{BypassEvent, DirKey};
 use crate::metrics::Metrics;
 use crate::worker::BypassUpdate;
@@ -30,41 +31,25 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// `BPF_NOEXIST`: insert only.
 const BPF_NOEXIST: u64 = 1;
 
-/// One blocklist entry: an address, and how long it stays (None: until removed from the file).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BlockEntry {
-    pub addr: IpAddr,
-    pub secs: Option<u64>,
-}
-
-/// Parses a blocklist file: `ADDRESS [SECONDS]` per line, `#` comments, blank lines ignored.
-/// Errors name the line.
-pub fn parse_blocklist(text: &str) -> Result<Vec<BlockEntry>, String> {
-    let mut out = Vec::new();
-    for (n, line) in text.lines().enumerate() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.is_empty() {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let addr = parts
-            .next()
-            .unwrap_or("")
-            .parse::<IpAddr>()
-            .map_err(|e| format!("line {}: {e}", n + 1))?;
-        let secs = match parts.next() {
-            None => None,
-            Some(s) => Some(
-                s.parse::<u64>()
-                    .map_err(|e| format!("line {}: lifetime {s:?}: {e}", n + 1))?,
-            ),
-        };
-        if parts.next().is_some() {
-            return Err(format!("line {}: expected ADDRESS [SECONDS]", n + 1));
-        }
-        out.push(BlockEntry { addr, secs });
-    }
-    Ok(out)
+/// A change or a question for the blocklist, from the command consumer or the control
+/// socket; the answer comes back on `reply`: a line saying what was done, or the error.
+pub enum BlockOp {
+    /// Block a CIDR (a command's or an operator's); `nonce`: the accepted command's, persisted
+    /// with the block.
+    Add {
+        block: Block,
+        nonce: Option<(String, u64)>,
+        reply: Sender<Result<String, String>>,
+    },
+    /// Remove the command or operator block of exactly `net`.
+    Del {
+        net: ipnet::IpNet,
+        nonce: Option<(String, u64)>,
+        reply: Sender<Result<String, String>>,
+    },
+    List {
+        reply: Sender<Vec<Listed>>,
+    },
 }
 
 struct Tracked {
@@ -79,8 +64,9 @@ pub struct Control {
     pub updates: Vec<Sender<BypassUpdate>>,
     pub blocklist_file: Option<PathBuf>,
     pub metrics: Arc<Metrics>,
+    pub blocklist: Blocklist,
+    ops: Receiver<BlockOp>,
     tracked: HashMap<FlowKey, Tracked>,
-    blocked: HashSet<[u8; 16]>,
     blocklist_mtime: Option<SystemTime>,
 }
 
@@ -103,17 +89,19 @@ impl Control {
         maps: XdpMaps,
         requests: Receiver<(usize, BypassEvent)>,
         updates: Vec<Sender<BypassUpdate>>,
-        blocklist_file: Option<PathBuf>,
+        blocklist: (Blocklist, Option<PathBuf>, Receiver<BlockOp>),
         metrics: Arc<Metrics>,
     ) -> Control {
+        let (blocklist, blocklist_file, ops) = blocklist;
         Control {
             maps,
             requests,
             updates,
             blocklist_file,
             metrics,
+            blocklist,
+            ops,
             tracked: HashMap::new(),
-            blocked: HashSet::new(),
             blocklist_mtime: None,
         }
     }
@@ -127,34 +115,59 @@ impl Control {
         let meta = std::fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let entries = parse_blocklist(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let entries = parse_file(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         self.blocklist_mtime = meta.modified().ok();
-        let now = monotonic_ns();
-        let mut want = HashSet::new();
-        for e in &entries {
-            let a = addr16(e.addr);
-            let expiry = e
-                .secs
-                .map_or(0, |s| now.saturating_add(s.saturating_mul(1_000_000_000)));
-            self.maps
-                .blocklist
-                .insert(a, expiry, 0)
-                .map_err(|err| format!("blocklist map: {err}"))?;
-            want.insert(a);
-        }
-        for old in self.blocked.difference(&want) {
-            let _ = self.maps.blocklist.remove(old);
-        }
-        self.blocked = want;
+        self.blocklist.set_file(&mut self.maps, &entries)?;
+        self.publish_blocklist_size();
+        tracing::info!("blocklist {}: {} entries", path.display(), entries.len());
+        Ok(())
+    }
+
+    fn publish_blocklist_size(&self) {
         self.metrics
             .blocklist_entries
-            .store(self.blocked.len() as u64, Ordering::Relaxed);
-        tracing::info!(
-            "blocklist {}: {} addresses",
-            path.display(),
-            self.blocked.len()
-        );
-        Ok(())
+            .store(self.blocklist.len() as u64, Ordering::Relaxed);
+    }
+
+    fn op(&mut self, op: BlockOp) {
+        match op {
+            BlockOp::Add {
+                block,
+                nonce,
+                reply,
+            } => {
+                let what = match block.expires_at_ms {
+                    0 => format!("{} blocked until unblocked", block.cidr),
+                    t => format!(
+                        "{} blocked for {} s",
+                        block.cidr,
+                        t.saturating_sub(crate::capture::blocklist::now_ms())
+                            .div_ceil(1000)
+                    ),
+                };
+                let r = self.blocklist.add(&mut self.maps, block, nonce);
+                let _ = reply.send(r.map(|()| what));
+            }
+            BlockOp::Del { net, nonce, reply } => {
+                let r = self.blocklist.remove(&mut self.maps, net, nonce);
+                let in_file = self.blocklist.in_file(&net);
+                let _ = reply.send(r.map(|had| {
+                    match (had, in_file) {
+                        (true, false) => "unblocked",
+                        (true, true) => "unblocked; still listed in the blocklist file",
+                        (false, true) => {
+                            "not blocked by a command or operator; listed in the blocklist file"
+                        }
+                        (false, false) => "was not blocked",
+                    }
+                    .to_string()
+                }));
+            }
+            BlockOp::List { reply } => {
+                let _ = reply.send(self.blocklist.list());
+            }
+        }
+        self.publish_blocklist_size();
     }
 
     fn reload_blocklist_if_changed(&mut self) {
@@ -174,13 +187,22 @@ impl Control {
     /// then sends the last counters and hangs up, which lets the workers flush.
     pub fn run(mut self, finish: &AtomicBool) -> [u64; counter::COUNT as usize] {
         let mut next_sweep = Instant::now() + SWEEP_EVERY;
+        // A channel whose senders are all gone is always ready: replaced by one never ready.
+        let (mut requests, mut ops) = (self.requests.clone(), self.ops.clone());
         loop {
-            match self.requests.recv_timeout(Duration::from_millis(100)) {
-                Ok((w, ev)) => self.request(w, ev),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(100))
-                }
+            select! {
+                recv(requests) -> r => match r {
+                    Ok((w, ev)) => self.request(w, ev),
+                    Err(_) => requests = crossbeam_channel::never(),
+                },
+                recv(ops) -> r => match r {
+                    Ok(op) => self.op(op),
+                    Err(_) => ops = crossbeam_channel::never(),
+                },
+                default(Duration::from_millis(100)) => {}
+            }
+            while let Ok(op) = self.ops.try_recv() {
+                self.op(op);
             }
             while let Ok((w, ev)) = self.requests.try_recv() {
                 self.request(w, ev);
@@ -196,6 +218,8 @@ impl Control {
                 next_sweep = Instant::now() + SWEEP_EVERY;
                 self.sweep();
                 self.reload_blocklist_if_changed();
+                self.blocklist.expire(&mut self.maps);
+                self.publish_blocklist_size();
                 self.publish_counters();
             }
         }
@@ -288,28 +312,5 @@ impl Control {
         if let Some(tx) = self.updates.get(t.worker) {
             let _ = tx.send(u);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn blocklist_lines_with_and_without_lifetimes() {
-        let v =
-            parse_blocklist("# bad hosts\n192.0.2.1\n\n2001:db8::1 30 # half a minute\n").unwrap();
-        assert_eq!(v.len(), 2);
-        assert_eq!(v[0].secs, None);
-        assert_eq!(v[1].secs, Some(30));
-        assert!(v[1].addr.is_ipv6());
-    }
-
-    #[test]
-    fn a_bad_blocklist_line_is_named() {
-        let e = parse_blocklist("192.0.2.1\nnot-an-address\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
-        let e = parse_blocklist("192.0.2.1 soon\n").unwrap_err();
-        assert!(e.starts_with("line 1:"), "{e}");
     }
 }

@@ -43,10 +43,7 @@ pub fn run(
     }
     let behaviour = match mode {
         FloorMode::XdpDrop => Behaviour::CountAndDrop,
-        FloorMode::Afxdp | FloorMode::XdpPass => Behaviour::Capture {
-            bypass: false,
-            blocklist: false,
-        },
+        FloorMode::Afxdp | FloorMode::XdpPass => Behaviour::Capture { bypass: false },
     };
     let mut xdp = XdpProgram::load(
         iface,

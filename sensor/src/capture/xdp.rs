@@ -124,9 +124,9 @@ pub enum AttachMode {
 /// What the program does with frames.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behaviour {
-    /// The sensor's: blocklist (looked up only when `blocklist`: a blocklist file is
-    /// configured, so entries can come), filter, bypass, redirect.
-    Capture { bypass: bool, blocklist: bool },
+    /// The sensor's: blocklist (looked up only while it has entries: see
+    /// [`XdpMaps::set_blocklist_enabled`]), filter, bypass, redirect.
+    Capture { bypass: bool },
     /// The benchmark's floor: count and drop every frame.
     CountAndDrop,
 }
@@ -145,13 +145,19 @@ pub struct XdpProgram {
     /// `"driver"` or `"skb"`.
     pub mode: &'static str,
     iface: String,
+    /// The `config` flags set at load.
+    flags: u32,
 }
 
 /// Maps the control thread owns once the program runs.
 pub struct XdpMaps {
     pub counters: PerCpuArray<MapData, u64>,
-    pub blocklist: BpfHashMap<MapData, [u8; 16], u64>,
+    /// CIDR (prefix over the 16-byte address, see [`lpm_key`]) -> expiry, CLOCK_MONOTONIC ns.
+    pub blocklist: LpmTrie<MapData, [u8; 16], u64>,
     pub bypass: BpfHashMap<MapData, FlowKey, FlowCounters>,
+    config: Array<MapData, u32>,
+    /// The flags set at load, to which [`XdpMaps::set_blocklist_enabled`] adds its own.
+    flags: u32,
 }
 
 fn map_err(map: &'static str, e: impl std::fmt::Display) -> XdpError {
@@ -167,6 +173,17 @@ pub fn ifindex(iface: &str) -> Option<u32> {
     // SAFETY: if_nametoindex reads a NUL-terminated string we own.
     let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
     (idx != 0).then_some(idx)
+}
+
+/// The trie key of a CIDR as the program looks addresses up: the 16-byte form of the network
+/// address (host bits cleared) and its prefix length over those 128 bits (96 + len for IPv4).
+pub fn lpm_key(net: &ipnet::IpNet) -> LpmKey<[u8; 16]> {
+    let net = net.trunc();
+    let len = match net {
+        ipnet::IpNet::V4(n) => 96 + u32::from(n.prefix_len()),
+        ipnet::IpNet::V6(n) => u32::from(n.prefix_len()),
+    };
+    LpmKey::new(len, addr16(net.addr()))
 }
 
 /// IPv4-mapped (or plain IPv6) 16-byte form, as the program keys addresses.
@@ -191,8 +208,12 @@ impl XdpProgram {
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(&e))?;
 
         let mut flags = match behaviour {
-            Behaviour::Capture { bypass, blocklist } => {
-                (if bypass { CFG_BYPASS } else { 0 }) | (if blocklist { CFG_BLOCKLIST } else { 0 })
+            Behaviour::Capture { bypass } => {
+                if bypass {
+                    CFG_BYPASS
+                } else {
+                    0
+                }
             }
             Behaviour::CountAndDrop => CFG_DROP_ALL,
         };
@@ -232,6 +253,7 @@ impl XdpProgram {
             let mut cfg: Array<_, u32> = Array::try_from(map).map_err(|e| map_err("config", e))?;
             cfg.set(0, flags, 0).map_err(|e| map_err("config", e))?;
         }
+        let filter_flags = flags;
 
         let prog: &mut Xdp = ebpf
             .program_mut("sensor_xdp")
@@ -261,6 +283,7 @@ impl XdpProgram {
                         link: Some(link),
                         mode: name,
                         iface: iface.to_string(),
+                        flags: filter_flags,
                     });
                 }
                 Err(e) => {
@@ -302,10 +325,13 @@ impl XdpProgram {
         let counters = take("counters")?;
         let blocklist = take("blocklist")?;
         let bypass = take("bypass")?;
+        let config = take("config")?;
         Ok(XdpMaps {
             counters: PerCpuArray::try_from(counters).map_err(|e| map_err("counters", e))?,
-            blocklist: BpfHashMap::try_from(blocklist).map_err(|e| map_err("blocklist", e))?,
+            blocklist: LpmTrie::try_from(blocklist).map_err(|e| map_err("blocklist", e))?,
             bypass: BpfHashMap::try_from(bypass).map_err(|e| map_err("bypass", e))?,
+            config: Array::try_from(config).map_err(|e| map_err("config", e))?,
+            flags: self.flags,
         })
     }
 
@@ -335,6 +361,20 @@ impl Drop for XdpProgram {
 }
 
 impl XdpMaps {
+    /// Turns the program's blocklist lookups on or off: on while the list has entries, so an
+    /// empty list costs no lookup per frame. One word of an array map, which the program reads
+    /// once per frame.
+    pub fn set_blocklist_enabled(&mut self, on: bool) -> Result<(), XdpError> {
+        let flags = if on {
+            self.flags | CFG_BLOCKLIST
+        } else {
+            self.flags
+        };
+        self.config
+            .set(0, flags, 0)
+            .map_err(|e| map_err("config", e))
+    }
+
     /// Sums one counter over all CPUs.
     pub fn counter(&self, idx: u32) -> u64 {
         self.counters

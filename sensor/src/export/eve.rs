@@ -772,6 +772,7 @@ pub fn write_record(buf: &mut Vec<u8>, src: Source<'_>, rec: &Record) {
             AppEvent::Dns(d) => write_dns(&mut o, src, meta, d),
             AppEvent::Quic(q) => write_quic(&mut o, src, meta, q),
         },
+        Record::FlowStart(s) => header(&mut o, src, &s.meta, "flow_start", s.ts),
     }
     o.end();
     buf.push(b'\n');

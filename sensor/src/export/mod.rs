@@ -103,6 +103,15 @@ pub struct FlowRecord {
     pub tcp_flags_tc: u8,
 }
 
+/// A flow's first packet, for consumers that must not wait for the flow to end (scan
+/// detection): published to NATS only (`nats.flow_start`), on `sensor.<id>.flow_start`, so
+/// EVE files and ClickHouse keep one record per flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlowStartRecord {
+    pub meta: FlowMeta,
+    pub ts: Ts,
+}
+
 /// One DPI event of a flow.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EventRecord {
@@ -117,4 +126,5 @@ pub struct EventRecord {
 pub enum Record {
     Flow(FlowRecord),
     Event(EventRecord),
+    FlowStart(FlowStartRecord),
 }

@@ -29,7 +29,7 @@ use super::eve::{self, EveStats, EveWriter};
 use super::nats::{self as nats_sink, NatsOptions, NatsSink};
 use super::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
 use super::spool::{FullPolicy, Spool};
-use super::{EventRecord, Record};
+use super::{EventRecord, FlowStartRecord, Record};
 use crate::config::{Config, ConfigError};
 use crate::dpi::AppEvent;
 
@@ -140,29 +140,7 @@ impl Exporter {
         let mut nats_tx = None;
         if !cfg.nats.url.is_empty() {
             let n = &cfg.nats;
-            let env = |k: &str| std::env::var(k).unwrap_or_default();
-            let mut sink = NatsSink::new(NatsOptions {
-                url: n.url.clone(),
-                token: if n.token.is_empty() {
-                    env("SENSOR_NATS_TOKEN")
-                } else {
-                    n.token.clone()
-                },
-                user: n.user.clone(),
-                password: if n.password.is_empty() {
-                    env("SENSOR_NATS_PASSWORD")
-                } else {
-                    n.password.clone()
-                },
-                ca_file: n.ca_file.clone(),
-                stream: n.stream.clone(),
-                sensor_id: sensor_id.clone(),
-                max_bytes: n.max_bytes,
-                max_age: Duration::from_secs(n.max_age),
-                duplicate_window: Duration::from_secs(n.duplicate_window),
-                max_inflight: n.max_inflight,
-                timeout: Duration::from_secs(n.timeout),
-            });
+            let mut sink = NatsSink::new(NatsOptions::from_config(cfg, &sensor_id));
             let secret_key = if n.token.is_empty() && !n.user.is_empty() {
                 "nats.password"
             } else {
@@ -475,12 +453,39 @@ impl FanOut {
         Some(self.open.entry(flow_id).or_default())
     }
 
+    /// A flow's start: to NATS only, never to the EVE file or ClickHouse.
+    fn flow_start(&mut self, s: &FlowStartRecord, r: &Record) {
+        let Some(n) = &mut self.nats else {
+            return;
+        };
+        self.enrich.prepare(&s.meta, true, false);
+        self.line.clear();
+        let src = eve::Source {
+            host: &self.sensor_id,
+        };
+        eve::write_record(&mut self.line, src, r);
+        self.enrich.append_eve(&mut self.line);
+        use std::fmt::Write as _;
+        n.subject.clear();
+        let _ = write!(n.subject, "sensor.{}.flow_start", self.sensor_id);
+        n.id.clear();
+        let _ = write!(n.id, "{}:{}:start", self.sensor_id, s.meta.flow_id);
+        let json = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
+        let buf = n.pending.start_row();
+        nats_sink::push_message(buf, &n.subject, &n.id, json);
+        self.flush_full();
+    }
+
     fn record(&mut self, r: &Record) -> Result<()> {
         let is_flow = matches!(r, Record::Flow(_));
         let json = self.eve.is_some() || self.nats.is_some();
         let meta = match r {
             Record::Flow(f) => &f.meta,
             Record::Event(e) => &e.meta,
+            Record::FlowStart(s) => {
+                self.flow_start(s, r);
+                return Ok(());
+            }
         };
         self.enrich.prepare(meta, json, self.ch.is_some());
         if json {
@@ -505,6 +510,7 @@ impl FanOut {
         // Event numbering: the nth event of a flow (all types together), unique with flow_id.
         let (index, tls) = match r {
             Record::Flow(f) => (None, self.open.remove(&f.meta.flow_id).map(|o| o.summary)),
+            Record::FlowStart(_) => return Ok(()),
             Record::Event(EventRecord { meta, event }) => {
                 let ch = self.ch.is_some();
                 let idx = match self.open_flow(meta.flow_id) {
@@ -549,11 +555,13 @@ impl FanOut {
                         AppEvent::Tls(_) | AppEvent::Quic(_) => {}
                     }
                 }
+                Record::FlowStart(_) => {}
             }
         }
         if let Some(n) = &mut self.nats {
             let (event_type, flow_id) = match r {
                 Record::Flow(f) => ("flow", f.meta.flow_id),
+                Record::FlowStart(f) => ("flow_start", f.meta.flow_id),
                 Record::Event(e) => (
                     match e.event {
                         AppEvent::Tls(_) => "tls",

@@ -126,6 +126,8 @@ pub struct FlowConfig {
     /// The VLAN id is part of the flow key (as Suricata's `vlan.use-for-tracking`): equal
     /// addresses in different VLANs are different flows.
     pub vlan_in_key: bool,
+    /// Emit a [`crate::export::Record::FlowStart`] when a flow is created (`nats.flow_start`).
+    pub flow_start: bool,
 }
 
 impl FlowConfig {
@@ -150,6 +152,7 @@ impl Default for FlowConfig {
             closed_ns: 10 * NANOS_PER_SEC,
             active_ns: 1800 * NANOS_PER_SEC,
             vlan_in_key: true,
+            flow_start: false,
         }
     }
 }

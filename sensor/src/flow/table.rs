@@ -16,7 +16,9 @@ use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
 use crate::dispatch::{mix, PacketHead};
 use crate::dpi::quic::{self, QuicFlow};
 use crate::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
-use crate::export::{EndReason, EventRecord, FlowMeta, FlowRecord, FlowState, Record};
+use crate::export::{
+    EndReason, EventRecord, FlowMeta, FlowRecord, FlowStartRecord, FlowState, Record,
+};
 use crate::time::Ts;
 
 /// Timeout classes; each has its own deadline queue.
@@ -721,6 +723,12 @@ impl FlowTable {
         self.queues[class as usize].push_back(Deadline { idx, gen, at });
         self.stats.created += 1;
         self.stats.active += 1;
+        if self.cfg.flow_start {
+            out.push(Record::FlowStart(FlowStartRecord {
+                meta: self.slab[idx as usize].meta(),
+                ts: desc.ts,
+            }));
+        }
         Some(idx)
     }
 

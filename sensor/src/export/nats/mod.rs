@@ -62,6 +62,54 @@ impl std::fmt::Debug for NatsOptions {
     }
 }
 
+impl NatsOptions {
+    /// From the `[nats]` section; an empty token or password is taken from
+    /// `SENSOR_NATS_TOKEN` / `SENSOR_NATS_PASSWORD`.
+    pub fn from_config(cfg: &crate::config::Config, sensor_id: &str) -> NatsOptions {
+        let n = &cfg.nats;
+        let or_env = |v: &str, k: &str| {
+            if v.is_empty() {
+                std::env::var(k).unwrap_or_default()
+            } else {
+                v.to_string()
+            }
+        };
+        NatsOptions {
+            url: n.url.clone(),
+            token: or_env(&n.token, "SENSOR_NATS_TOKEN"),
+            user: n.user.clone(),
+            password: or_env(&n.password, "SENSOR_NATS_PASSWORD"),
+            ca_file: n.ca_file.clone(),
+            stream: n.stream.clone(),
+            sensor_id: sensor_id.to_string(),
+            max_bytes: n.max_bytes,
+            max_age: Duration::from_secs(n.max_age),
+            duplicate_window: Duration::from_secs(n.duplicate_window),
+            max_inflight: n.max_inflight,
+            timeout: Duration::from_secs(n.timeout),
+        }
+    }
+
+    /// Client options: timeouts, credentials, TLS (the sink's and the command channel's).
+    pub fn connect_options(&self, name: &str) -> async_nats::ConnectOptions {
+        let mut c = async_nats::ConnectOptions::new()
+            .connection_timeout(self.timeout)
+            .request_timeout(Some(self.timeout))
+            .name(name);
+        if !self.token.is_empty() {
+            c = c.token(self.token.clone());
+        } else if !self.user.is_empty() {
+            c = c.user_and_password(self.user.clone(), self.password.clone());
+        }
+        if !self.ca_file.is_empty() {
+            c = c
+                .add_root_certificates(PathBuf::from(&self.ca_file))
+                .require_tls(true);
+        }
+        c
+    }
+}
+
 /// Appends one message to a batch payload: `[u16 subject len][subject][u16 id len][id]
 /// [u32 payload len][payload]`.
 pub fn push_message(out: &mut Vec<u8>, subject: &str, id: &str, payload: &[u8]) {
@@ -143,37 +191,27 @@ impl NatsSink {
 
     async fn connect(&self) -> Result<jetstream::Context, SendError> {
         let o = &self.opts;
-        let mut c = async_nats::ConnectOptions::new()
-            .connection_timeout(o.timeout)
-            .request_timeout(Some(o.timeout))
-            .name("sensor");
-        if !o.token.is_empty() {
-            c = c.token(o.token.clone());
-        } else if !o.user.is_empty() {
-            c = c.user_and_password(o.user.clone(), o.password.clone());
-        }
-        if !o.ca_file.is_empty() {
-            c = c
-                .add_root_certificates(PathBuf::from(&o.ca_file))
-                .require_tls(true);
-        }
-        let client = c.connect(o.url.as_str()).await.map_err(|e| {
-            let msg = e.to_string();
-            if matches!(
-                e.kind(),
-                async_nats::ConnectErrorKind::AuthorizationViolation
-                    | async_nats::ConnectErrorKind::Authentication
-            ) {
-                SendError::Fatal(format!("server refused our credentials: {msg}"))
-            } else if let Some(why) = super::tls::tls_failure(&e) {
-                // A certificate our CA did not sign comes as an I/O error.
-                SendError::Fatal(format!("TLS: {why}"))
-            } else if matches!(e.kind(), async_nats::ConnectErrorKind::Tls) {
-                SendError::Fatal(format!("TLS: {msg}"))
-            } else {
-                SendError::Transient(format!("cannot connect: {msg}"))
-            }
-        })?;
+        let client = o
+            .connect_options("sensor")
+            .connect(o.url.as_str())
+            .await
+            .map_err(|e| {
+                let msg = e.to_string();
+                if matches!(
+                    e.kind(),
+                    async_nats::ConnectErrorKind::AuthorizationViolation
+                        | async_nats::ConnectErrorKind::Authentication
+                ) {
+                    SendError::Fatal(format!("server refused our credentials: {msg}"))
+                } else if let Some(why) = super::tls::tls_failure(&e) {
+                    // A certificate our CA did not sign comes as an I/O error.
+                    SendError::Fatal(format!("TLS: {why}"))
+                } else if matches!(e.kind(), async_nats::ConnectErrorKind::Tls) {
+                    SendError::Fatal(format!("TLS: {msg}"))
+                } else {
+                    SendError::Transient(format!("cannot connect: {msg}"))
+                }
+            })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(o.timeout)
             .ack_timeout(o.timeout)

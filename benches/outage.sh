@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Export under an outage, end to end: the 1 GB capture amplified from the real captures,
-# replayed with ClickHouse, NATS and an EVE file at once; in the outage runs clickhouse-server is
-# SIGKILLed 1 s into the replay and restarted 5 s later (the scenario of the "export you can
-# trust" issue). After each run it counts, and checks equal:
+# replayed with ClickHouse, NATS and an EVE file at once; in the outage runs clickhouse-server
+# (then, in one more run, nats-server) is SIGKILLed 1 s into the replay and restarted 5 s later
+# on the same data (the scenario of the "export you can trust" issue). After each run it counts, and checks equal:
 #   EVE flow records = rows in `flows` = distinct flow_id in `flows`,
 #   EVE http / dns records = rows in `http_requests` / `dns_queries`,
 #   EVE records = messages in stream SENSOR (JetStream's own count, from nats-server's /jsz).
 #
 # Usage: benches/outage.sh [--short] [--runs N]
-#   (default)  1 GiB capture, one run without an outage and N=3 with one.
+#   (default)  1 GiB capture: one run without an outage, N=3 with ClickHouse killed, one with
+#              NATS killed.
 #   --short    100 MiB capture, one of each (CI).
 # Exit status: 1 if a count differs or a step fails, else 0.
 set -euo pipefail
@@ -76,7 +77,7 @@ PY
 }
 
 FAILED=0
-run_case() { # NAME OUTAGE(0|1) DB
+run_case() { # NAME OUTAGE(none|clickhouse|nats) DB
     local name=$1 outage=$2 db=$3
     # Each run has its own sensor id (subjects) and database; the stream is shared, so its
     # count is taken before and after.
@@ -98,9 +99,10 @@ TOML
         --clickhouse "http://127.0.0.1:$CH_HTTP" --nats "nats://127.0.0.1:$NATS_PORT" \
         --sensor-id "$db" 2>"$TMP/$db.err" &
     local sensor=$!
-    if [ "$outage" = 1 ]; then
-        sleep 1; ch_kill; sleep 5; ch_restart
-    fi
+    case "$outage" in
+        clickhouse) sleep 1; ch_kill; sleep 5; ch_restart ;;
+        nats) sleep 1; nats_kill; sleep 5; nats_restart ;;
+    esac
     local rc=0
     wait "$sensor" || rc=$?
     t1=$EPOCHREALTIME
@@ -124,8 +126,9 @@ TOML
 }
 
 echo "== outage check: $CAP ($(du -h "$CAP" | cut -f1))"
-run_case no-outage 0 run0
+run_case no-outage none run0
 for i in $(seq 1 "$RUNS"); do
-    run_case "clickhouse-kill-$i" 1 "run$i"
+    run_case "clickhouse-kill-$i" clickhouse "run$i"
 done
+run_case nats-kill nats runnats
 exit "$FAILED"

@@ -8,6 +8,7 @@
 #   ch_kill / ch_restart         SIGKILL it / start it again on the same ports and data.
 #   nats_start USER PASS         nats-server -js on NATS_PORT (monitoring on NATS_MON), store
 #                                under $TMP/js; sets NATS_PID.
+#   nats_kill / nats_restart     SIGKILL it / start it again on the same ports and store.
 #   chq SQL                      a query over HTTP (fails loudly).
 
 TMP=$(mktemp -d)
@@ -79,8 +80,16 @@ ch_kill() { kill -9 "$CH_PID" 2>/dev/null || true; wait "$CH_PID" 2>/dev/null ||
 ch_restart() { ch_launch; ch_wait; }
 
 nats_start() {
-    NATS_PORT=$(free_port); NATS_MON=$(free_port)
-    nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$TMP/js" --user "$1" --pass "$2" >"$TMP/nats.log" 2>&1 &
+    NATS_PORT=$(free_port); NATS_MON=$(free_port); NATS_USER=$1; NATS_PASS=$2
+    nats_launch
+}
+
+nats_kill() { kill -9 "$NATS_PID" 2>/dev/null || true; wait "$NATS_PID" 2>/dev/null || true; }
+nats_restart() { nats_launch; }
+
+nats_launch() {
+    nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -m "$NATS_MON" -sd "$TMP/js" \
+        --user "$NATS_USER" --pass "$NATS_PASS" >>"$TMP/nats.log" 2>&1 &
     NATS_PID=$!
     PIDS+=("$NATS_PID")
     for _ in $(seq 1 100); do

@@ -187,6 +187,21 @@ impl RespondConfig {
                 format!("must start with nats:// or tls://, got {:?}", n.url),
             ));
         }
+        self.validate_names()?;
+        self.validate_ranges()?;
+        if n.commands_duplicate_window_secs > n.commands_max_age_secs {
+            return Err(config_error(
+                "nats.commands_duplicate_window_secs",
+                "must not exceed nats.commands_max_age_secs",
+            ));
+        }
+        self.protected()?;
+        self.validate_rest()
+    }
+
+    /// Names that end up in subjects, consumer names and SQL identifiers.
+    fn validate_names(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
         for (key, v) in [
             ("nats.alerts_stream", &n.alerts_stream),
             ("nats.alerts_subject", &n.alerts_subject),
@@ -208,6 +223,12 @@ impl RespondConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Numbers with their bounds.
+    fn validate_ranges(&self) -> Result<(), ConfigError> {
+        let n = &self.nats;
         let min_window = pipeline_command::MAX_VALIDITY_MS / 1000;
         for (key, v, lo, hi) in [
             (
@@ -262,13 +283,11 @@ impl RespondConfig {
                 return Err(config_error(key, format!("must be {lo} to {hi}, got {v}")));
             }
         }
-        if n.commands_duplicate_window_secs > n.commands_max_age_secs {
-            return Err(config_error(
-                "nats.commands_duplicate_window_secs",
-                "must not exceed nats.commands_max_age_secs",
-            ));
-        }
-        self.protected()?;
+        Ok(())
+    }
+
+    /// ClickHouse, the key, the playbooks and the metrics address.
+    fn validate_rest(&self) -> Result<(), ConfigError> {
         let c = &self.clickhouse;
         if !c.url.is_empty() && !c.url.starts_with("http://") && !c.url.starts_with("https://") {
             return Err(config_error(

@@ -57,6 +57,12 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(2048);
+        self.render_scalars(&mut o);
+        self.render_labelled(&mut o);
+        o
+    }
+
+    fn render_scalars(&self, o: &mut String) {
         let up = AtomicU64::new(1);
         let scalars: [(&str, &str, &str, &AtomicU64); 12] = [
             (
@@ -134,6 +140,9 @@ impl Metrics {
                 v.load(Relaxed)
             );
         }
+    }
+
+    fn render_labelled(&self, o: &mut String) {
         let _ = writeln!(o, "# HELP pipeline_respond_playbooks_total Playbooks run, per playbook.\n# TYPE pipeline_respond_playbooks_total counter");
         for (p, n) in self
             .playbooks
@@ -162,7 +171,6 @@ impl Metrics {
         {
             let _ = writeln!(o, "pipeline_respond_refusals_total{{reason=\"{r}\"}} {n}");
         }
-        o
     }
 }
 

@@ -192,60 +192,22 @@ impl Ctx {
     }
 
     async fn block(&self, at: &At<'_>, b: &BlockStep) -> Result<Outcome> {
-        let side = b.target.name();
-        let sensors: Vec<String> = match b.scope {
-            Scope::All => self.cfg.sensors.clone(),
-            Scope::Origin if at.alert.sensor.is_empty() => {
+        let (sensors, cidr) = match self.block_target(at, b) {
+            Ok(t) => t,
+            Err((sensors, reason, detail)) => {
                 return self
-                    .refuse(
-                        at,
-                        "block",
-                        &[],
-                        String::new(),
-                        "no_sensor",
-                        "the alert names no sensor (host)".into(),
-                    )
-                    .await;
+                    .refuse(at, "block", &sensors, String::new(), reason, detail)
+                    .await
             }
-            Scope::Origin => vec![at.alert.sensor.clone()],
         };
-        let Some(ip) = b.target.of(at.alert) else {
-            return self
-                .refuse(
-                    at,
-                    "block",
-                    &sensors,
-                    String::new(),
-                    "no_address",
-                    format!("the alert has no {side}_ip"),
-                )
-                .await;
-        };
-        let cidr = cidr_around(ip, b.prefix_v4, b.prefix_v6);
         let now = now_ms();
-        let expires = now + b.duration.as_millis() as u64;
-        let decision = {
-            let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
-            if at.dry {
-                g.protected(&cidr)
-                    .map_or(Ok(Admitted::Again), |p| Err(Refusal::Protected(p)))
-            } else {
-                g.admit(&at.id, cidr, now, expires)
-            }
-        };
-        let admitted = match decision {
+        let admitted = match self.admit_block(at, cidr, now, now + b.duration.as_millis() as u64) {
             Ok(a) => a,
             Err(r) => {
+                let (reason, detail) = (r.reason(), r.to_string());
                 return self
-                    .refuse(
-                        at,
-                        "block",
-                        &sensors,
-                        cidr.to_string(),
-                        r.reason(),
-                        r.to_string(),
-                    )
-                    .await
+                    .refuse(at, "block", &sensors, cidr.to_string(), reason, detail)
+                    .await;
             }
         };
         if at.dry {
@@ -258,60 +220,122 @@ impl Ctx {
             return Ok(Outcome::DryRun);
         }
         if admitted == Admitted::New {
-            let l = self
-                .guard
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&at.id)
-                .cloned();
-            if let Some(l) = l {
-                self.blocks
-                    .put(&at.id, serde_json::to_vec(&l)?.into())
-                    .await
-                    .context("writing the block ledger")?;
-            }
+            self.save_ledger_entry(&at.id).await?;
         }
-        let key = self.key.as_ref().context("no signing key")?;
         for s in &sensors {
-            let cmd_id = hash_id(&[&at.id, s]);
-            let action = Action::Block {
-                cidr,
-                duration_secs: b.duration.as_secs(),
-            };
-            let validity = self.cfg.command_validity_secs * 1000;
-            let mut cmd = Command::new(cmd_id.clone(), s.clone(), action, now, validity)
-                .map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
-            cmd.alert_id = Some(at.alert.id.clone());
-            let mut h = async_nats::HeaderMap::new();
-            h.insert("Nats-Msg-Id", cmd_id.as_str());
-            let ack = self
-                .js
-                .publish_with_headers(command_subject(s), h, sign(&cmd, key).into())
-                .await?
-                .await
-                .context("publishing a command")?;
-            let mut detail = format!(
-                "for {}s; command valid {}s",
-                b.duration.as_secs(),
-                self.cfg.command_validity_secs
-            );
-            if ack.duplicate {
-                self.metrics.commands_duplicate.fetch_add(1, Relaxed);
-                detail.push_str("; sent before (same id), stored once");
-            } else {
-                self.metrics.commands_published.fetch_add(1, Relaxed);
-            }
-            let r = at.record(
-                "block",
-                s,
-                cidr.to_string(),
-                Outcome::Requested,
-                detail,
-                &cmd_id,
-            );
-            self.record(&r).await?;
+            self.send_block(at, b, s, cidr, now).await?;
         }
         Ok(Outcome::Requested)
+    }
+
+    /// The sensors a block goes to and the CIDR it covers, or why there is none (the sensors
+    /// known so far, the refusal reason and its text).
+    #[allow(clippy::type_complexity)]
+    fn block_target(
+        &self,
+        at: &At<'_>,
+        b: &BlockStep,
+    ) -> std::result::Result<(Vec<String>, ipnet::IpNet), (Vec<String>, &'static str, String)> {
+        let sensors: Vec<String> = match b.scope {
+            Scope::All => self.cfg.sensors.clone(),
+            Scope::Origin if at.alert.sensor.is_empty() => {
+                let detail = "the alert names no sensor (host)".to_string();
+                return Err((Vec::new(), "no_sensor", detail));
+            }
+            Scope::Origin => vec![at.alert.sensor.clone()],
+        };
+        match b.target.of(at.alert) {
+            Some(ip) => Ok((sensors, cidr_around(ip, b.prefix_v4, b.prefix_v6))),
+            None => {
+                let detail = format!("the alert has no {}_ip", b.target.name());
+                Err((sensors, "no_address", detail))
+            }
+        }
+    }
+
+    /// The guard rails' verdict. A dry run only checks the protected networks: it takes no
+    /// place in the rate and concurrency limits.
+    fn admit_block(
+        &self,
+        at: &At<'_>,
+        cidr: ipnet::IpNet,
+        now: u64,
+        expires: u64,
+    ) -> std::result::Result<Admitted, Refusal> {
+        let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        if at.dry {
+            g.protected(&cidr)
+                .map_or(Ok(Admitted::Again), |p| Err(Refusal::Protected(p)))
+        } else {
+            g.admit(&at.id, cidr, now, expires)
+        }
+    }
+
+    /// Writes a newly admitted block to the ledger, so the limits hold across restarts.
+    async fn save_ledger_entry(&self, id: &str) -> Result<()> {
+        let entry = self
+            .guard
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        if let Some(l) = entry {
+            self.blocks
+                .put(id, serde_json::to_vec(&l)?.into())
+                .await
+                .context("writing the block ledger")?;
+        }
+        Ok(())
+    }
+
+    /// Signs and publishes one sensor's block command (its id fixed by alert and sensor, so a
+    /// re-send after a crash is stored once) and records it as requested.
+    async fn send_block(
+        &self,
+        at: &At<'_>,
+        b: &BlockStep,
+        sensor: &str,
+        cidr: ipnet::IpNet,
+        now: u64,
+    ) -> Result<()> {
+        let key = self.key.as_ref().context("no signing key")?;
+        let cmd_id = hash_id(&[&at.id, sensor]);
+        let action = Action::Block {
+            cidr,
+            duration_secs: b.duration.as_secs(),
+        };
+        let validity = self.cfg.command_validity_secs * 1000;
+        let mut cmd = Command::new(cmd_id.clone(), sensor, action, now, validity)
+            .map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
+        cmd.alert_id = Some(at.alert.id.clone());
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", cmd_id.as_str());
+        let ack = self
+            .js
+            .publish_with_headers(command_subject(sensor), h, sign(&cmd, key).into())
+            .await?
+            .await
+            .context("publishing a command")?;
+        let mut detail = format!(
+            "for {}s; command valid {}s",
+            b.duration.as_secs(),
+            self.cfg.command_validity_secs
+        );
+        if ack.duplicate {
+            self.metrics.commands_duplicate.fetch_add(1, Relaxed);
+            detail.push_str("; sent before (same id), stored once");
+        } else {
+            self.metrics.commands_published.fetch_add(1, Relaxed);
+        }
+        let r = at.record(
+            "block",
+            sensor,
+            cidr.to_string(),
+            Outcome::Requested,
+            detail,
+            &cmd_id,
+        );
+        self.record(&r).await
     }
 
     /// A placeholder's value: names of the run, else the alert's field.

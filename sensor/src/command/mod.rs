@@ -399,11 +399,21 @@ impl BlocklistInputs {
     }
 }
 
+/// The streams as `pipeline respond` creates them with its default config (whichever side
+/// starts first creates them): a duplicate window as long as a command's longest validity, so
+/// a command re-sent after a crash is stored once; commands kept a day, actions 30 days.
 fn stream_config(name: &str, subjects: &str) -> stream::Config {
+    let max_age = if name == COMMANDS_STREAM {
+        86_400
+    } else {
+        30 * 86_400
+    };
     stream::Config {
         name: name.into(),
         subjects: vec![subjects.into()],
         storage: stream::StorageType::File,
+        max_age: Duration::from_secs(max_age),
+        duplicate_window: Duration::from_millis(pipeline_command::MAX_VALIDITY_MS),
         ..Default::default()
     }
 }

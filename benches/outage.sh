@@ -10,16 +10,16 @@
 # Usage: benches/outage.sh [--short] [--runs N]
 #   (default)  1 GiB capture: one run without an outage, N=3 with ClickHouse killed, one with
 #              NATS killed.
-#   --short    100 MiB capture, one of each (CI).
+#   --short    100 MiB capture, one of each (CI); the kill comes 0.3 s in, as that replay is short.
 # Exit status: 1 if a count differs or a step fails, else 0.
 set -euo pipefail
 export LC_ALL=C
 cd "$(dirname "$0")/.."
 
-TARGET=1G; RUNS=3
+TARGET=1G; RUNS=3; KILL_AT=1
 while [ $# -gt 0 ]; do
     case "$1" in
-        --short) TARGET=100M; RUNS=1 ;;
+        --short) TARGET=100M; RUNS=1; KILL_AT=0.3 ;;
         --runs) RUNS=$2; shift ;;
         *) echo "usage: benches/outage.sh [--short] [--runs N]" >&2; exit 2 ;;
     esac
@@ -100,8 +100,8 @@ TOML
         --sensor-id "$db" 2>"$TMP/$db.err" &
     local sensor=$!
     case "$outage" in
-        clickhouse) sleep 1; ch_kill; sleep 5; ch_restart ;;
-        nats) sleep 1; nats_kill; sleep 5; nats_restart ;;
+        clickhouse) sleep "$KILL_AT"; ch_kill; sleep 5; ch_restart ;;
+        nats) sleep "$KILL_AT"; nats_kill; sleep 5; nats_restart ;;
     esac
     local rc=0
     wait "$sensor" || rc=$?

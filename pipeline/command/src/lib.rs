@@ -34,6 +34,13 @@ use serde::{Deserialize, Serialize};
 pub const COMMANDS_STREAM: &str = "COMMANDS";
 /// JetStream stream of audit records; subjects `actions.<source>`.
 pub const ACTIONS_STREAM: &str = "ACTIONS";
+/// How long stream `COMMANDS` keeps a command, as whichever side starts first creates it.
+pub const COMMANDS_MAX_AGE_SECS: u64 = 86_400;
+/// How long stream `ACTIONS` keeps an audit record.
+pub const ACTIONS_MAX_AGE_SECS: u64 = 30 * 86_400;
+/// Both streams' duplicate window: a command's longest validity, so a command re-sent after a
+/// crash is stored once.
+pub const DUPLICATE_WINDOW_SECS: u64 = MAX_VALIDITY_MS / 1000;
 /// Longest a command may be valid (from issue to expiry): bounds the replay cache, and keeps a
 /// command that sat in a stream during an outage from acting long after its alert.
 pub const MAX_VALIDITY_MS: u64 = 10 * 60 * 1000;

@@ -130,9 +130,9 @@ impl Default for NatsConfig {
             durable: "respond".into(),
             ack_wait_secs: 120,
             done_max_age_secs: 7 * 86_400,
-            commands_max_age_secs: 86_400,
-            commands_duplicate_window_secs: 600,
-            actions_max_age_secs: 30 * 86_400,
+            commands_max_age_secs: pipeline_command::COMMANDS_MAX_AGE_SECS,
+            commands_duplicate_window_secs: pipeline_command::DUPLICATE_WINDOW_SECS,
+            actions_max_age_secs: pipeline_command::ACTIONS_MAX_AGE_SECS,
             replicas: 1,
         }
     }

@@ -400,20 +400,19 @@ impl BlocklistInputs {
 }
 
 /// The streams as `pipeline respond` creates them with its default config (whichever side
-/// starts first creates them): a duplicate window as long as a command's longest validity, so
-/// a command re-sent after a crash is stored once; commands kept a day, actions 30 days.
+/// starts first creates them).
 fn stream_config(name: &str, subjects: &str) -> stream::Config {
     let max_age = if name == COMMANDS_STREAM {
-        86_400
+        pipeline_command::COMMANDS_MAX_AGE_SECS
     } else {
-        30 * 86_400
+        pipeline_command::ACTIONS_MAX_AGE_SECS
     };
     stream::Config {
         name: name.into(),
         subjects: vec![subjects.into()],
         storage: stream::StorageType::File,
         max_age: Duration::from_secs(max_age),
-        duplicate_window: Duration::from_millis(pipeline_command::MAX_VALIDITY_MS),
+        duplicate_window: Duration::from_secs(pipeline_command::DUPLICATE_WINDOW_SECS),
         ..Default::default()
     }
 }

@@ -574,6 +574,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     let mut maps = xdp.take_maps()?;
     let blocklist = crate::capture::blocklist::Blocklist::open(cfg, &mut maps)?;
     let (ops_tx, ops_rx) = crossbeam_channel::bounded(1024);
+    let (ended_tx, ended_rx) = crossbeam_channel::bounded(1024);
     let mut control = Control::new(
         maps,
         req_rx,
@@ -581,6 +582,13 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         (blocklist, blocklist_file, ops_rx),
         Arc::clone(&metrics),
     );
+    let link = crate::command::ControlLink {
+        ops: ops_tx,
+        ended: ended_rx,
+    };
+    if command_key.is_some() {
+        control.ended = Some(ended_tx);
+    }
     let nonces: Vec<(String, u64)> = control
         .blocklist
         .nonces()
@@ -644,7 +652,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
             .context("cannot start the XDP control thread")?
     };
     let mut inputs =
-        crate::command::BlocklistInputs::start(cfg, iface, command_key, nonces, ops_tx, &metrics)?;
+        crate::command::BlocklistInputs::start(cfg, iface, command_key, nonces, link, &metrics)?;
     let stop = Arc::new(AtomicBool::new(false));
     let mut captures = Vec::with_capacity(queues.len());
     let mut handoffs: Vec<Handoff> = if inline {

@@ -144,10 +144,12 @@ impl Worker {
             if !open {
                 break;
             }
+            // Busy or not: a steady trickle of records must not wait for a full batch (a
+            // response acts on them).
+            self.send_if_due();
             if busy {
                 backoff.reset();
             } else {
-                self.send_if_due();
                 backoff.wait();
             }
         }
@@ -196,8 +198,9 @@ impl Worker {
         }
     }
 
-    /// Inline DPI: no frame came for a while; a partial batch that waited long enough goes.
-    pub fn idle(&mut self) {
+    /// Inline DPI, after each receive (with frames or without): a partial batch that waited
+    /// for [`FLUSH_INTERVAL`] goes, so a trickle of records never waits for a full batch.
+    pub fn flush_due(&mut self) {
         self.send_if_due();
     }
 

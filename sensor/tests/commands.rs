@@ -12,13 +12,13 @@ use std::process::Command as Proc;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer};
-use common::live::{field, fixture, normalized, sent_packets, skip, Sensor, Veth};
 use common::servers::{have, sensor_bin, Nats};
 use ed25519_dalek::SigningKey;
 use futures_util::StreamExt;
 use pipeline_command::{sign, Action, Command, Rejection};
 use sensor::command::socket::{request, Request};
 use serde_json::Value;
+use testkit::live::{field, fixture, normalized, sent_packets, skip, Sensor, Veth};
 
 const SENSOR_ID: &str = "veth-s1";
 /// The signed block's duration: long enough to outlive a restart, short for the test.
@@ -448,6 +448,22 @@ fn restart_keeps_the_block_and_refuses_the_replay(
         norm(&live_inside),
         norm(inside),
         "{net} passes after the expiry"
+    );
+    // The end of the block is in the audit trail, with the alert that caused it.
+    let ended: Vec<Value> = actions(&setup.nats)
+        .into_iter()
+        .map(|(_, v)| v)
+        .filter(|v| v["kind"] == "unblock" && v["target"] == "198.51.100.8/30")
+        .collect();
+    assert_eq!(ended.len(), 1, "{ended:?}");
+    assert_eq!(ended[0]["outcome"], "applied");
+    assert_eq!(ended[0]["alert_id"], "alert-42");
+    assert!(
+        ended[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("duration ran out"),
+        "{ended:?}"
     );
 }
 

@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::live::{field, fixture, normalized, sent_packets, skip, Sensor, Veth};
 use serde_json::Value;
+use testkit::live::{field, fixture, normalized, sent_packets, skip, Sensor, Veth};
 const FIXTURES: [&str; 3] = ["tls.pcap", "http.pcap", "dns.pcap"];
 
 #[test]

@@ -5,4 +5,5 @@
 pub mod chdb;
 pub mod cluster;
 pub mod console;
+pub mod live;
 pub mod servers;

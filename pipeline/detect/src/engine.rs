@@ -186,7 +186,7 @@ impl Engine {
                     stats.alerts += (out.len() - n) as u64;
                 }
                 (RuleKind::Threshold(t), RuleState::Threshold(s)) => {
-                    t.process(meta, s, rec, intel, cfg, wm, stats)
+                    t.process(meta, s, rec, intel, cfg, wm, stats, out)
                 }
                 (RuleKind::Sequence(q), RuleState::Sequence(s)) => {
                     q.process(meta, s, rec, intel, cfg, wm, stats)

@@ -130,6 +130,40 @@ fn threshold_windows_close_on_the_watermark_with_suppression_per_period() {
 }
 
 #[test]
+fn early_threshold_alerts_at_the_crossing_record_with_the_ids_of_window_end_alerts() {
+    let early = SCAN.replace("period = \"1h\"", "period = \"1h\"\nearly = true");
+    let lines = scan_lines();
+    let cfg = EngineConfig {
+        lateness_secs: 10,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(rules(&early), IntelSet::default(), cfg);
+    let mut out = Vec::new();
+    // The fifth distinct port (t = 5 s) crosses `>= 5`: the alert comes with that record,
+    // long before its window closes.
+    for (i, l) in lines.iter().enumerate() {
+        e.process(&Record::parse(l).unwrap(), &mut out);
+        if i < 4 {
+            assert!(out.is_empty(), "no alert before the fifth port");
+        }
+        if i == 4 {
+            assert_eq!(out.len(), 1, "alert with the crossing record");
+        }
+    }
+    e.finish(&mut out);
+    let (late, _) = run(SCAN, &lines, 10);
+    let ids = |v: &[Alert]| v.iter().map(|a| a.id.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&out), ids(&late), "same windows, same ids");
+    assert_eq!(out[0].evidence.count, 5);
+    assert_eq!(out[0].ts, time::parse("2024-01-01T00:00:05Z").unwrap());
+    assert_eq!(e.rule_stats().next().unwrap().1.alerts, 2);
+    // A condition a growing count does not cross once is refused.
+    let bad = early.replace(">= 5", "< 5");
+    let err = RuleSet::parse(std::path::Path::new("t.toml"), &bad).unwrap_err();
+    assert!(err[0].to_string().contains("early"), "{}", err[0]);
+}
+
+#[test]
 fn alerts_do_not_depend_on_record_order_within_the_lateness() {
     let lines = scan_lines();
     let (a, _) = run(SCAN, &lines, 30);

@@ -354,7 +354,8 @@ impl Blocklist {
     }
 
     /// Drops command and operator blocks (and nonces) that expired; persists when one did.
-    pub fn expire(&mut self, maps: &mut XdpMaps) {
+    /// Returns the blocks that ended, for the audit trail.
+    pub fn expire(&mut self, maps: &mut XdpMaps) -> Vec<Block> {
         let now = now_ms();
         let gone: Vec<IpNet> = self
             .dynamic
@@ -364,8 +365,9 @@ impl Blocklist {
             .collect();
         let nonces = self.nonces.len();
         self.nonces.retain(|_, e| *e > now);
+        let mut ended = Vec::with_capacity(gone.len());
         for net in &gone {
-            self.dynamic.remove(net);
+            ended.extend(self.dynamic.remove(net));
             if let Err(e) = self.sync(maps, *net) {
                 tracing::warn!("blocklist: {e}");
             }
@@ -376,6 +378,7 @@ impl Blocklist {
         if !gone.is_empty() || nonces != self.nonces.len() {
             self.persist();
         }
+        ended
     }
 
     /// Every entry, file ones first, each source's own expiry.

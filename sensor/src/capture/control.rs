@@ -65,6 +65,8 @@ pub struct Control {
     pub blocklist_file: Option<PathBuf>,
     pub metrics: Arc<Metrics>,
     pub blocklist: Blocklist,
+    /// Blocks whose time ran out go here, to be audited by the command channel (when it runs).
+    pub ended: Option<Sender<Block>>,
     ops: Receiver<BlockOp>,
     tracked: HashMap<FlowKey, Tracked>,
     blocklist_mtime: Option<SystemTime>,
@@ -100,6 +102,7 @@ impl Control {
             blocklist_file,
             metrics,
             blocklist,
+            ended: None,
             ops,
             tracked: HashMap::new(),
             blocklist_mtime: None,
@@ -218,9 +221,22 @@ impl Control {
                 next_sweep = Instant::now() + SWEEP_EVERY;
                 self.sweep();
                 self.reload_blocklist_if_changed();
-                self.blocklist.expire(&mut self.maps);
+                self.expire_blocks();
                 self.publish_blocklist_size();
                 self.publish_counters();
+            }
+        }
+    }
+
+    /// Lifts the blocks whose time ran out and hands them to the audit.
+    fn expire_blocks(&mut self) {
+        let ended = self.blocklist.expire(&mut self.maps);
+        for b in ended {
+            tracing::info!("blocklist: {} lifted (its duration ran out)", b.cidr);
+            if let Some(tx) = &self.ended {
+                if tx.try_send(b).is_err() {
+                    tracing::warn!("blocklist: the audit of a lifted block was dropped (queue full or no command channel)");
+                }
             }
         }
     }

@@ -181,9 +181,8 @@ impl QueueCapture {
             if let Handoff::Inline(w) = &mut self.handoff {
                 if n > 0 {
                     w.batch_done(started);
-                } else {
-                    w.idle();
                 }
+                w.flush_due();
             }
             let now = if ts == 0 { realtime_ns() } else { ts };
             if now >= next_tick {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use futures_util::StreamExt;
 use pipeline_command::audit::{ActionRecord, Outcome};
 use pipeline_command::{Action, Command, Rejection, Verifier, ACTIONS_STREAM, COMMANDS_STREAM};
@@ -114,12 +114,20 @@ pub struct CommandChannel {
     thread: Option<JoinHandle<()>>,
 }
 
+/// The command side's ends of the control thread's channels: changes to the blocklist, and
+/// the blocks whose time ran out (audited as they end).
+pub struct ControlLink {
+    pub ops: Sender<BlockOp>,
+    pub ended: Receiver<Block>,
+}
+
 /// What the consumer thread works with.
 struct Consumer {
     nats: NatsOptions,
     sensor_id: String,
     verifier: Verifier,
     ops: Sender<BlockOp>,
+    ended: Receiver<Block>,
     counters: Arc<CommandCounters>,
     stop: Arc<AtomicBool>,
 }
@@ -130,7 +138,7 @@ impl CommandChannel {
         cfg: &Config,
         key: ed25519_dalek::VerifyingKey,
         nonces: Vec<(String, u64)>,
-        ops: Sender<BlockOp>,
+        link: ControlLink,
         counters: Arc<CommandCounters>,
     ) -> Result<CommandChannel> {
         let sensor_id = cfg.sensor_id();
@@ -143,7 +151,8 @@ impl CommandChannel {
             nats: NatsOptions::from_config(cfg, &sensor_id),
             sensor_id,
             verifier,
-            ops,
+            ops: link.ops,
+            ended: link.ended,
             counters,
             stop: Arc::clone(&stop),
         };
@@ -229,6 +238,33 @@ impl Consumer {
                 let msg = msg.map_err(|e| anyhow::anyhow!("pulling commands: {e}"))?;
                 self.handle(&js, &msg).await?;
             }
+            self.audit_ended(&js).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the blocks whose time ran out since the last look (kind `unblock`).
+    async fn audit_ended(&mut self, js: &jetstream::Context) -> Result<()> {
+        while let Ok(b) = self.ended.try_recv() {
+            let what = if b.command_id.is_empty() {
+                format!("{}-{}", b.cidr, b.expires_at_ms)
+            } else {
+                b.command_id.clone()
+            };
+            let r = ActionRecord {
+                id: format!("{}:{}:ended", clean_id(&what), self.sensor_id),
+                time_ms: now_ms(),
+                source: "sensor".into(),
+                sensor_id: self.sensor_id.clone(),
+                kind: "unblock".into(),
+                target: b.cidr.to_string(),
+                outcome: Outcome::Applied,
+                detail: format!("{} block ended: its duration ran out", b.source.as_str()),
+                alert_id: b.alert_id,
+                command_id: b.command_id,
+                playbook: String::new(),
+            };
+            self.publish(js, &r).await?;
         }
         Ok(())
     }
@@ -364,16 +400,16 @@ impl BlocklistInputs {
         iface: &str,
         key: Option<ed25519_dalek::VerifyingKey>,
         nonces: Vec<(String, u64)>,
-        ops: Sender<BlockOp>,
+        link: ControlLink,
         metrics: &crate::metrics::Metrics,
     ) -> Result<BlocklistInputs> {
-        let socket = socket::ControlSocket::start(&cfg.control_socket(iface), ops.clone())?;
+        let socket = socket::ControlSocket::start(&cfg.control_socket(iface), link.ops.clone())?;
         let commands = match key {
             Some(key) if !cfg.nats.url.is_empty() => Some(CommandChannel::start(
                 cfg,
                 key,
                 nonces,
-                ops,
+                link,
                 Arc::clone(&metrics.commands),
             )?),
             Some(_) => {

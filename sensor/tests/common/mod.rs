@@ -64,7 +64,6 @@ pub fn endpoints(v: &serde_json::Value) -> (String, String) {
     (ep("src_ip", "src_port"), ep("dest_ip", "dest_port"))
 }
 pub mod jetstream;
-pub mod live;
 pub mod proxy;
 pub mod servers;
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use testkit::servers::{free_port, Nats};
 
+#[allow(unused_imports)] // not every test crate that includes this uses all of them
 pub use crate::online_support::{metric, wait_until, Cfg, Instance};
 
 pub fn rt() -> tokio::runtime::Runtime {

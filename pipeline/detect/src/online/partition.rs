@@ -173,12 +173,15 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
                 p.last_seq = seq;
                 p.since += 1;
                 // Most records raise nothing: the sinks' lock only when there is something.
+                // Alerts go to the sinks at once rather than at the next checkpoint: a
+                // response waits for them (their ids make a resend after a crash harmless).
                 if !alerts.is_empty() {
                     let mut sinks = sh.sinks.lock().await;
                     for (rule, a) in alerts.drain(..) {
                         sh.metrics.alert(&rule);
                         sinks.push(&a).await;
                     }
+                    sinks.flush().await;
                 }
             }
             p.last_msg = Some(msg);

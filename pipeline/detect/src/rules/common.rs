@@ -130,6 +130,9 @@ pub struct Group {
     /// [`MAX_TIMES`]).
     #[serde(default)]
     pub times: Vec<Micros>,
+    /// An `early` rule has alerted for this group already (its window raises nothing more).
+    #[serde(default)]
+    pub fired: bool,
 }
 
 /// Event times kept per group for the regularity test.

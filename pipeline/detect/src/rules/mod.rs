@@ -125,6 +125,7 @@ pub struct RawRule {
     pub alpha: Option<f64>,
     pub regularity: Option<f64>,
     pub min_interval: Option<String>,
+    pub early: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -170,8 +171,9 @@ pub(crate) fn duration_key(key: &'static str, v: Option<&str>) -> Result<Micros,
 /// Keys that only some kinds take: a key of another kind is an error (a typo or a rule of the
 /// wrong kind, either way not what the author meant).
 fn check_kind_keys(raw: &RawRule, kind: &str) -> Result<(), KeyError> {
-    let present: [(&'static str, bool, &[&str]); 19] = [
+    let present: [(&'static str, bool, &[&str]); 20] = [
         ("min_interval", raw.min_interval.is_some(), &["threshold"]),
+        ("early", raw.early.is_some(), &["threshold"]),
         ("regularity", raw.regularity.is_some(), &["threshold"]),
         (
             "where",

@@ -3,6 +3,12 @@
 //! its end) each group whose count, or distinct count of `distinct`, meets `condition` raises
 //! an alert, at most `limit` per key per `period`.
 //!
+//! An `early` rule alerts as soon as a group's count crosses a `>=` or `>` condition instead of
+//! at the window's end: a count only grows, so the same windows alert, with the same ids, as
+//! they would at the end; only the moment, the alert's timestamp (the crossing record's) and
+//! the evidence (what was counted up to then) depend on when records arrive. It is what lets a
+//! response act on a scan within a second rather than a window plus the lateness.
+//!
 //! Tumbling rather than sliding windows: a window's contents are a function of the records'
 //! timestamps alone, so the alerts do not depend on the order records arrive in (several
 //! sensor workers, several pipeline instances). A burst split by a window boundary can fall
@@ -73,6 +79,8 @@ pub struct ThresholdRule {
     /// With `regularity`: the mean interval must be at least this long (check-ins are minutes
     /// apart; a brute-force loop is regular too, but seconds apart).
     pub min_interval: Option<Micros>,
+    /// Alert at the crossing rather than at the window's end (see the module's doc).
+    pub early: bool,
 }
 
 /// Open windows by start, each a map of groups by key.
@@ -104,7 +112,18 @@ impl ThresholdRule {
                 format!("{cond:?} is not `OP NUMBER` (>=, >, <=, <, ==)"),
             )
         })?;
+        let early = raw.early.unwrap_or(false);
+        if early
+            && (!matches!(condition.op, expr::CmpOp::Ge | expr::CmpOp::Gt)
+                || raw.regularity.is_some())
+        {
+            return Err(key_err(
+                "early",
+                "needs a `>=` or `>` condition and no `regularity` (only a growing count crosses once)",
+            ));
+        }
         Ok(ThresholdRule {
+            early,
             filter,
             keys,
             distinct,
@@ -127,13 +146,14 @@ impl ThresholdRule {
     #[allow(clippy::too_many_arguments)]
     pub fn process(
         &self,
-        meta: &RuleMeta,
+        meta: &Arc<RuleMeta>,
         st: &mut ThresholdState,
         rec: &Record,
         intel: &IntelSet,
         cfg: &EngineConfig,
         watermark: Micros,
         stats: &mut RuleStats,
+        out: &mut Vec<Alert>,
     ) {
         let mut env = Env::new(rec, intel);
         let sc = &mut st.scratch;
@@ -178,8 +198,25 @@ impl ThresholdRule {
             if self.regularity.is_some() && g.times.len() < MAX_TIMES {
                 g.times.push(rec.ts);
             }
+            if self.early && !g.fired && self.condition.holds(self.value(g) as f64) {
+                g.fired = true;
+                if st.suppression.allow(self.suppress, &sc.key, start) {
+                    stats.alerts += 1;
+                    let mut a = self.alert(meta, &sc.key, start, start + self.window, g);
+                    a.ts = rec.ts;
+                    out.push(a);
+                }
+            }
         }
         st.scratch = sc;
+    }
+
+    /// What `condition` tests: the group's count, or its distinct count.
+    fn value(&self, g: &Group) -> u64 {
+        match self.distinct {
+            Some(_) => g.distinct_count(),
+            None => g.count,
+        }
     }
 
     /// Closes the windows that ended at or before `watermark`, raising alerts.
@@ -200,11 +237,7 @@ impl ThresholdRule {
             let mut groups: Vec<(String, Group)> = groups.into_iter().collect();
             groups.sort_by(|a, b| a.0.cmp(&b.0));
             for (key, g) in groups {
-                let v = match self.distinct {
-                    Some(_) => g.distinct_count(),
-                    None => g.count,
-                };
-                if !self.condition.holds(v as f64) {
+                if g.fired || !self.condition.holds(self.value(&g) as f64) {
                     continue;
                 }
                 if let Some(max_cv) = self.regularity {
@@ -220,7 +253,7 @@ impl ThresholdRule {
                     continue;
                 }
                 stats.alerts += 1;
-                out.push(self.alert(meta, &key, start, end, g));
+                out.push(self.alert(meta, &key, start, end, &g));
             }
         }
         st.suppression.prune(self.suppress, watermark);
@@ -232,7 +265,7 @@ impl ThresholdRule {
         key: &str,
         start: Micros,
         end: Micros,
-        g: Group,
+        g: &Group,
     ) -> Alert {
         let ws = time::format(start);
         Alert {
@@ -251,7 +284,7 @@ impl ThresholdRule {
                 refs: g.refs(),
                 ..Evidence::default()
             },
-            header: g.header,
+            header: g.header.clone(),
             intel: Vec::new(),
         }
     }

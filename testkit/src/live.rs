@@ -1,6 +1,9 @@
 //! Live tests' devices: a network namespace with a veth pair, the traffic generator sending
 //! fixture captures into it, and a running `sensor run` on the other end with its log, its
 //! metrics endpoint and its EVE output. Needs root; [`skip`] says so and returns true without.
+//! Shared by the sensor's live tests and the pipeline's end-to-end tests; the binaries are the
+//! build's own (`target/<profile>/sensor`, `pcapgen`), which cargo builds for the sensor's
+//! tests and the pipeline's tests build when missing.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -11,6 +14,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// A binary of this build: the test executable sits in `target/<profile>/deps`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's own path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name)
+}
+
+/// The repository root (testkit sits in it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit sits in the workspace")
+        .to_path_buf()
+}
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -124,19 +144,28 @@ impl Veth {
         rate: u64,
         files: &[PathBuf],
     ) -> Result<String, String> {
+        self.try_send_args(&["--rate", &rate.to_string(), "--method", method], files)
+    }
+
+    /// Sends `loops` loops of the captures (each loop's addresses rewritten, loop 0 as is).
+    pub fn send_loops(&self, rate: u64, loops: u64, files: &[PathBuf]) -> String {
+        let (rate, loops) = (rate.to_string(), loops.to_string());
+        self.try_send_args(&["--rate", &rate, "--loops", &loops], files)
+            .unwrap_or_else(|e| panic!("pcapgen send: {e}"))
+    }
+
+    /// `pcapgen send --iface PEER ARGS FILES` in the namespace: its report, or its error line.
+    pub fn try_send_args(&self, extra: &[&str], files: &[PathBuf]) -> Result<String, String> {
         let mut args: Vec<String> = vec![
             "netns".into(),
             "exec".into(),
             self.ns.clone(),
-            env!("CARGO_BIN_EXE_pcapgen").into(),
+            bin("pcapgen").display().to_string(),
             "send".into(),
             "--iface".into(),
             self.peer.clone(),
-            "--rate".into(),
-            rate.to_string(),
-            "--method".into(),
-            method.into(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         args.extend(files.iter().map(|f| f.display().to_string()));
         let out = Command::new("ip").args(&args).output().expect("pcapgen");
         if !out.status.success() {
@@ -167,15 +196,10 @@ impl Drop for Veth {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    super::repo_root().join("testdata-pcaps").join(name)
+    repo_root().join("testdata-pcaps").join(name)
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+pub use crate::servers::free_port;
 
 /// `toml` with `live.huge_pages = false` unless it sets the key. Tests run in parallel, and a
 /// sensor of another test (huge pages are the default) could take the pages the huge-page test
@@ -208,7 +232,7 @@ impl Sensor {
     pub fn spawn(iface: &str, dir: &Path, extra: &[&str]) -> Sensor {
         let eve = dir.join("eve.json");
         let metrics = format!("127.0.0.1:{}", free_port());
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sensor"))
+        let mut child = Command::new(bin("sensor"))
             .args([
                 "run",
                 "--iface",

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::decode::{DecodeConfig, Decoder, LinkType};
+use sensor_proto::decode::{DecodeConfig, Decoder, LinkType};
 
 const LINKS: [i32; 12] = [1, 0, 101, 228, 229, 113, 276, 9, 104, 239, 192, 105];
 

@@ -5,8 +5,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::decode::TcpMeta;
-use sensor::dpi::{http, Dir, DpiConfig, TcpApp};
+use sensor_proto::decode::TcpMeta;
+use sensor_proto::dpi::{http, Dir, DpiConfig, TcpApp};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;

@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::dpi::quic::{self, QuicFlow};
-use sensor::dpi::{Dir, DpiConfig};
+use sensor_proto::dpi::quic::{self, QuicFlow};
+use sensor_proto::dpi::{Dir, DpiConfig};
 
 const VERSIONS: [u32; 6] = [1, 0x6b33_43cf, 0xff00_001d, 0xface_b002, 0x5430_3531, 0x5130_3530];
 

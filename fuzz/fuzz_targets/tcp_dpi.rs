@@ -3,8 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::decode::TcpMeta;
-use sensor::dpi::{Dir, DpiConfig, TcpApp};
+use sensor_proto::decode::TcpMeta;
+use sensor_proto::dpi::{Dir, DpiConfig, TcpApp};
 
 fuzz_target!(|data: &[u8]| {
     let cfg = DpiConfig::default();

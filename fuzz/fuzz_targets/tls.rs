@@ -7,8 +7,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::decode::TcpMeta;
-use sensor::dpi::{ja, tls, Dir, DpiConfig, TcpApp};
+use sensor_proto::decode::TcpMeta;
+use sensor_proto::dpi::{ja, tls, Dir, DpiConfig, TcpApp};
 
 const SYN: u8 = 0x02;
 const ACK: u8 = 0x10;

@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sensor::dpi::{udp_datagram, Dir};
+use sensor_proto::dpi::{udp_datagram, Dir};
 
 fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();

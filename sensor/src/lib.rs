@@ -4,20 +4,21 @@
 //! SPSC rings) -> `flow` (per-worker flow table) -> `dpi` (TLS, HTTP, DNS) -> `export` (EVE JSON).
 //! `command` takes signed block/unblock commands and operator requests to the live XDP
 //! blocklist. `gen` holds the deterministic fixture generator and capture amplifier (test devices).
+//! `decode`, `dpi` and `time` are re-exported from the `sensor-proto` crate.
 //! See ARCHITECTURE.md at the repository root for the map and the invariants.
 
 pub mod accuracy;
 pub mod capture;
 pub mod command;
 pub mod config;
-pub mod decode;
 pub mod dispatch;
-pub mod dpi;
 pub mod export;
 pub mod flow;
 pub mod gen;
 pub mod metrics;
 pub mod pipeline;
 pub mod stats;
-pub mod time;
 pub mod worker;
+
+/// The parsers live in their own crate (`sensor/proto`); re-exported so every path stays put.
+pub use sensor_proto::{decode, dpi, time};

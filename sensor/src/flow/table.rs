@@ -1167,7 +1167,7 @@ mod tests {
 
     #[test]
     fn quic_initials_are_read_and_quic_state_is_bounded() {
-        let text: String = include_str!("../dpi/testdata/rfc9001_client_initial.hex")
+        let text: String = include_str!("../../proto/src/dpi/testdata/rfc9001_client_initial.hex")
             .split_whitespace()
             .collect();
         let initial: Vec<u8> = (0..text.len())

@@ -195,10 +195,11 @@ impl RawSocket {
                     iov_len: f.len(),
                 })
                 .collect();
-            // SAFETY: zeroed mmsghdr is a valid "no address, no control" header.
             let mut msgs: Vec<libc::mmsghdr> = iov
                 .iter_mut()
                 .map(|v| {
+                    // SAFETY: mmsghdr is plain C data (integers and raw pointers); all zeroes
+                    // is a valid "no address, no control, no iovec" header, filled in below.
                     let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
                     m.msg_hdr.msg_iov = v;
                     m.msg_hdr.msg_iovlen = 1;
@@ -559,8 +560,9 @@ fn wait_until(start: Instant, sent: u64, rate: u64) {
 
 /// CPU time (user + system) of this process so far, in seconds.
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills the struct we pass.
+    // SAFETY: rusage is plain C data (timevals and longs): all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes the struct we pass, which is ours and of the right type.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return 0.0;
     }

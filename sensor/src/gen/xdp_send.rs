@@ -69,6 +69,8 @@ struct MapMem {
 // consumer alone `start_ns`/`interval`, the kernel alone `next`; every access is a volatile
 // read or write of an aligned word, or of a slot the program is not reading (see `produce`).
 unsafe impl Send for MapMem {}
+// SAFETY: as for `Send`: shared use is confined to volatile word accesses and the producer's
+// own slots, so references from several threads never race on the same bytes.
 unsafe impl Sync for MapMem {}
 
 impl MapMem {
@@ -130,6 +132,8 @@ impl MapMem {
     unsafe fn slot_data(&self, i: usize) -> &mut [u8] {
         let off = i * SLOT_SIZE;
         assert!(off + SLOT_SIZE <= self.len);
+        // SAFETY: the slot lies inside the mapping (checked above; GEN_DATA <= SLOT_SIZE) and
+        // the caller guarantees nobody else reads or writes it while the slice lives.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), GEN_DATA) }
     }
 }

@@ -17,7 +17,7 @@
 //! its response. An `Upgrade` answered `101 Switching Protocols` (WebSocket) ends the HTTP
 //! parsing, like an accepted CONNECT; both stay recorded in the request's event.
 
-use super::{AppEvent, AppProto, Ctx, HttpEvent};
+use super::{split_upto, AppEvent, AppProto, Ctx, HttpEvent, PerDir};
 use crate::time::Ts;
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -84,7 +84,7 @@ pub fn request_start(b: &[u8]) -> Start {
     }
     if let Some(sp) = b.iter().take(13).position(|&c| c == b' ') {
         // the usual case: one lookup of the token before the space
-        if METHODS.contains(&&b[..sp]) {
+        if b.get(..sp).is_some_and(|token| METHODS.contains(&token)) {
             return Start::Yes;
         }
         return if other_method_line(b) {
@@ -119,18 +119,20 @@ fn other_method_line(b: &[u8]) -> bool {
     let Some(sp) = b.iter().take(25).position(|&c| c == b' ') else {
         return false;
     };
+    let (token, after) = split_upto(b, sp);
     if sp < 3
-        || !b[..sp]
+        || !token
             .iter()
             .all(|&c| c.is_ascii_uppercase() || c == b'_' || c == b'-')
     {
         return false;
     }
-    let rest = &b[sp + 1..b.len().min(1024)];
+    // (after the space, up to the 1024th byte of `b`)
+    let rest = split_upto(after, 1024 - sp).0.get(1..).unwrap_or_default();
     let Some(eol) = rest.iter().position(|&c| c == b'\n') else {
         return false;
     };
-    let line = &rest[..eol];
+    let line = split_upto(rest, eol).0;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     line.rsplit(|&c| c == b' ')
         .next()
@@ -337,7 +339,7 @@ fn lenient(buf: &[u8], request: bool) -> Parsed<'_> {
             Parsed::Bad
         };
     };
-    let line = &buf[..eol];
+    let line = split_upto(buf, eol).0;
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if line.iter().any(|&c| c < 0x20 && c != b'\t' || c == 0x7f) {
         return Parsed::Bad;
@@ -380,7 +382,7 @@ fn lenient(buf: &[u8], request: bool) -> Parsed<'_> {
         else {
             return Parsed::Partial;
         };
-        let line = &buf[pos..pos + nl];
+        let line = split_upto(buf.get(pos..).unwrap_or_default(), nl).0;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         pos += nl + 1;
         if line.is_empty() {
@@ -389,8 +391,9 @@ fn lenient(buf: &[u8], request: bool) -> Parsed<'_> {
         let Some(colon) = line.iter().position(|&c| c == b':') else {
             continue;
         };
-        let name = line[..colon].trim_ascii();
-        let value = &line[colon + 1..];
+        let (name, value) = split_upto(line, colon);
+        let name = name.trim_ascii();
+        let value = value.get(1..).unwrap_or_default();
         let value = value
             .split(|&c| c == 0)
             .next()
@@ -407,7 +410,10 @@ fn lenient(buf: &[u8], request: bool) -> Parsed<'_> {
 /// Splits at the first space: (before, after). No space: (all, empty).
 fn split_space(b: &[u8]) -> (&[u8], &[u8]) {
     match b.iter().position(|&c| c == b' ') {
-        Some(i) => (&b[..i], &b[i + 1..]),
+        Some(i) => {
+            let (before, from_space) = split_upto(b, i);
+            (before, from_space.get(1..).unwrap_or_default())
+        }
         None => (b, b""),
     }
 }
@@ -512,6 +518,11 @@ enum ChunkStep {
     Bad,
 }
 
+/// Offset from `i` of the first `\n` in `b` at or after `i`.
+fn newline_from(b: &[u8], i: usize) -> Option<usize> {
+    b.get(i..)?.iter().position(|&x| x == b'\n')
+}
+
 impl Chunked {
     const START: Chunked = Chunked::Size { val: 0, digits: 0 };
 
@@ -544,7 +555,7 @@ impl Chunked {
                     b'\n' => Chunked::end_of_size_line(val),
                     _ => return ChunkStep::Bad,
                 },
-                Chunked::Ext { val } => match b[i..].iter().position(|&x| x == b'\n') {
+                Chunked::Ext { val } => match newline_from(b, i) {
                     Some(p) => {
                         i += p;
                         Chunked::end_of_size_line(val)
@@ -574,7 +585,7 @@ impl Chunked {
                     b'\n' => return ChunkStep::Done(i + 1),
                     _ => Chunked::TrailerLine,
                 },
-                Chunked::TrailerLine => match b[i..].iter().position(|&x| x == b'\n') {
+                Chunked::TrailerLine => match newline_from(b, i) {
                     Some(p) => {
                         i += p;
                         Chunked::TrailerStart
@@ -619,7 +630,7 @@ struct Pending {
 pub(super) struct HttpParser {
     /// Direction index (0 to server, 1 to client) that sends the requests.
     client: u8,
-    sides: [Side; 2],
+    sides: PerDir<Side>,
     pending: VecDeque<Pending>,
     /// Responses still due for requests that were emitted without waiting for them.
     owed: u32,
@@ -632,7 +643,7 @@ impl HttpParser {
     pub fn new(client: usize) -> HttpParser {
         HttpParser {
             client: (client & 1) as u8,
-            sides: [Side::Headers; 2],
+            sides: PerDir([Side::Headers; 2]),
             pending: VecDeque::new(),
             owed: 0,
             tunnel: false,
@@ -641,7 +652,7 @@ impl HttpParser {
 
     /// Both directions were given up: nothing more will come.
     pub fn is_done(&self) -> bool {
-        self.sides == [Side::Dead; 2]
+        self.sides == PerDir([Side::Dead; 2])
     }
 
     /// Direction `d` carried bytes before the protocol was detected: wait for a message start.
@@ -686,7 +697,7 @@ impl HttpParser {
                 }
                 Side::Body(n) => {
                     let take = n.min(b.len() as u64);
-                    b = &b[take as usize..];
+                    b = split_upto(b, take as usize).1;
                     self.sides[d] = match n - take {
                         0 => Side::Headers,
                         left => Side::Body(left),
@@ -747,7 +758,7 @@ impl HttpParser {
     pub fn close(&mut self, ts: Ts, out: &mut Vec<AppEvent>) {
         let _ = ts;
         self.flush(out);
-        self.sides = [Side::Dead; 2];
+        self.sides = PerDir([Side::Dead; 2]);
     }
 
     fn flush(&mut self, out: &mut Vec<AppEvent>) {
@@ -786,8 +797,7 @@ impl HttpParser {
             return None;
         }
         let old = carry.len();
-        let add = max.saturating_sub(old).min(b.len());
-        carry.extend_from_slice(&b[..add]);
+        carry.extend_from_slice(split_upto(b, max.saturating_sub(old)).0);
         match parse_head(carry, request) {
             Parsed::Done(h) if h.len > old => {
                 let used = h.len - old;
@@ -848,7 +858,7 @@ impl HttpParser {
         }
         if code == 101 || (connect && (200..300).contains(&code)) {
             // The connection stops being HTTP (upgrade or tunnel).
-            self.sides = [Side::Dead; 2];
+            self.sides = PerDir([Side::Dead; 2]);
             self.tunnel = connect;
             self.flush(ctx.out);
             return;
@@ -968,7 +978,7 @@ mod tests {
         assert_eq!(evs[1].user_agent, None);
         assert_eq!(evs[0].ts, 0, "a request's event carries the request's time");
         assert_eq!(evs[1].ts, 2);
-        assert_eq!(p.sides, [Side::Headers; 2]);
+        assert_eq!(p.sides.0, [Side::Headers; 2]);
         assert!(close(&mut p).is_empty());
     }
 

@@ -280,6 +280,41 @@ fn dir_index(dir: Dir) -> usize {
     }
 }
 
+/// One value per direction number (0 or 1, as [`dir_index`] and the parsers count them).
+/// Indexing cannot panic: any number but 0 selects the second value, and only 0 and 1 are used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PerDir<T>(pub(crate) [T; 2]);
+
+impl<T> std::ops::Index<usize> for PerDir<T> {
+    type Output = T;
+
+    fn index(&self, d: usize) -> &T {
+        let [first, second] = &self.0;
+        if d == 0 {
+            first
+        } else {
+            second
+        }
+    }
+}
+
+impl<T> std::ops::IndexMut<usize> for PerDir<T> {
+    fn index_mut(&mut self, d: usize) -> &mut T {
+        let [first, second] = &mut self.0;
+        if d == 0 {
+            first
+        } else {
+            second
+        }
+    }
+}
+
+/// Splits `b` after at most `n` bytes (all of `b` when it is shorter): how the parsers consume
+/// part of a piece without an index that could panic.
+pub(crate) fn split_upto(b: &[u8], n: usize) -> (&[u8], &[u8]) {
+    b.split_at_checked(n).unwrap_or((b, &[]))
+}
+
 /// Longest signature prefix held while classifying (`UNSUBSCRIBE ` is 12 bytes).
 const SIGNATURE_LEN: usize = 16;
 
@@ -337,7 +372,7 @@ enum Seen {
 /// DNS over TCP (RFC 7766): 2-byte length, then the message. Framing only; messages go to
 /// [`dns::parse_message`] in place when whole in one piece, else gathered in the carry buffer.
 struct DnsTcp {
-    sides: [DnsSide; 2],
+    sides: PerDir<DnsSide>,
     /// Some message parsed: this is DNS.
     parsed: bool,
     /// The first complete message did not parse: not DNS after all.
@@ -360,25 +395,25 @@ enum DnsSide {
 impl DnsTcp {
     fn new() -> DnsTcp {
         DnsTcp {
-            sides: [DnsSide::Len; 2],
+            sides: PerDir([DnsSide::Len; 2]),
             parsed: false,
             rejected: false,
         }
     }
 
     fn is_done(&self) -> bool {
-        self.rejected || self.sides == [DnsSide::Dead; 2]
+        self.rejected || self.sides == PerDir([DnsSide::Dead; 2])
     }
 
     fn data(&mut self, d: usize, carry: &mut Vec<u8>, mut b: &[u8], ctx: &mut Ctx<'_>) {
-        while let Some(&first) = b.first() {
+        while let Some((&first, after_first)) = b.split_first() {
             if self.rejected {
                 return;
             }
             match self.sides[d] {
-                DnsSide::Len => match b.first_chunk::<2>() {
-                    Some(&len) => {
-                        b = &b[2..];
+                DnsSide::Len => match b.split_first_chunk::<2>() {
+                    Some((&len, rest)) => {
+                        b = rest;
                         self.start(d, u16::from_be_bytes(len), ctx);
                     }
                     None => {
@@ -387,22 +422,22 @@ impl DnsTcp {
                     }
                 },
                 DnsSide::LenHi(hi) => {
-                    b = &b[1..];
+                    b = after_first;
                     self.start(d, u16::from_be_bytes([hi, first]), ctx);
                 }
                 DnsSide::Msg(len) => {
                     let len = usize::from(len);
                     if carry.is_empty() {
-                        if let Some(msg) = b.get(..len) {
-                            b = &b[len..];
+                        if let Some((msg, rest)) = b.split_at_checked(len) {
+                            b = rest;
                             self.message(d, msg, ctx);
                             continue;
                         }
                         carry.reserve_exact(len);
                     }
-                    let take = len.saturating_sub(carry.len()).min(b.len());
-                    carry.extend_from_slice(&b[..take]);
-                    b = &b[take..];
+                    let (part, rest) = split_upto(b, len.saturating_sub(carry.len()));
+                    carry.extend_from_slice(part);
+                    b = rest;
                     if carry.len() >= len {
                         self.message(d, carry, ctx);
                         release(carry);
@@ -410,7 +445,7 @@ impl DnsTcp {
                 }
                 DnsSide::Skip(n) => {
                     let take = usize::from(n).min(b.len());
-                    b = &b[take..];
+                    b = split_upto(b, take).1;
                     self.sides[d] = match n - take as u16 {
                         0 => DnsSide::Len,
                         left => DnsSide::Skip(left),
@@ -459,11 +494,11 @@ struct Core {
     /// The flow started like a protocol that may switch to TLS (see [`starttls`]): a larger
     /// detection window.
     plain: bool,
-    seen: [Seen; 2],
+    seen: PerDir<Seen>,
     /// Payload bytes per direction looked at while detecting.
-    detect_bytes: [u32; 2],
+    detect_bytes: PerDir<u32>,
     /// Per direction: a signature prefix while detecting, then the parser's carry buffer.
-    bufs: [Vec<u8>; 2],
+    bufs: PerDir<Vec<u8>>,
     parser: Parser,
 }
 
@@ -488,9 +523,9 @@ impl Core {
                 if p.tunnel() {
                     // CONNECT accepted: what follows is another protocol, detected afresh.
                     self.parser = Parser::Detect;
-                    self.seen = [Seen::Nothing; 2];
-                    self.detect_bytes = [0; 2];
-                    self.bufs = [Vec::new(), Vec::new()];
+                    self.seen = PerDir([Seen::Nothing; 2]);
+                    self.detect_bytes = PerDir([0; 2]);
+                    self.bufs = PerDir::default();
                     if let Some(rest) = b.get(used..).filter(|r| !r.is_empty()) {
                         self.detect(d, rest, ctx);
                     }
@@ -574,9 +609,12 @@ impl Core {
             // Joined only when a prefix is held: done for every piece, the two copies took
             // 4-5% of a saturated capture thread in the live benchmark.
             let mut head = [0u8; SIGNATURE_LEN];
-            head[..held].copy_from_slice(&self.bufs[d][..held]);
-            head[held..n].copy_from_slice(&b[..n - held]);
-            classify(&head[..n])
+            let held_part = split_upto(&self.bufs[d], held).0;
+            let new_part = split_upto(b, n - held).0;
+            for (to, &from) in head.iter_mut().zip(held_part.iter().chain(new_part)) {
+                *to = from;
+            }
+            classify(split_upto(&head, n).0)
         };
         let client = match sig {
             Sig::ClientHello | Sig::SslV2Hello(_) | Sig::Request => d,
@@ -650,7 +688,7 @@ impl Core {
 
     fn stop(&mut self) {
         self.parser = Parser::Off;
-        self.bufs = [Vec::new(), Vec::new()];
+        self.bufs = PerDir::default();
     }
 
     fn is_off(&self) -> bool {
@@ -662,7 +700,7 @@ impl Core {
             Parser::Tls(p) => p.close(ts, out),
             Parser::Http(p) => p.close(ts, out),
             Parser::Detect
-                if self.seen != [Seen::Nothing; 2] && self.proto == AppProto::Unknown =>
+                if self.seen != PerDir([Seen::Nothing; 2]) && self.proto == AppProto::Unknown =>
             {
                 self.proto = AppProto::Failed
             }
@@ -678,21 +716,21 @@ impl Core {
 /// SYN tells where the stream starts; empty segments are otherwise cheap). Once it returns
 /// [`Progress::Done`], everything was emitted: drop the state, `on_close` is not needed.
 pub struct TcpApp {
-    streams: [Stream; 2],
+    streams: PerDir<Stream>,
     core: Core,
 }
 
 impl TcpApp {
     pub fn new() -> TcpApp {
         TcpApp {
-            streams: [Stream::new(), Stream::new()],
+            streams: PerDir([Stream::new(), Stream::new()]),
             core: Core {
                 proto: AppProto::Unknown,
                 dns_port: false,
                 plain: false,
-                seen: [Seen::Nothing; 2],
-                detect_bytes: [0; 2],
-                bufs: [Vec::new(), Vec::new()],
+                seen: PerDir([Seen::Nothing; 2]),
+                detect_bytes: PerDir([0; 2]),
+                bufs: PerDir::default(),
                 parser: Parser::Detect,
             },
         }
@@ -745,7 +783,7 @@ impl TcpApp {
     /// The flow ends: emit what is pending (e.g. a request whose response never came).
     pub fn on_close(&mut self, ts: Ts, out: &mut Vec<AppEvent>) {
         self.core.close(ts, out);
-        self.streams = [Stream::new(), Stream::new()];
+        self.streams = PerDir([Stream::new(), Stream::new()]);
     }
 }
 
@@ -787,6 +825,16 @@ mod tests {
     use tls::tests::{browser_hello, records, server_hello_msg, tls12_server_flight};
 
     const ISN: [u32; 2] = [0xffff_f000, 7_000_000];
+
+    #[test]
+    fn per_dir_and_split_upto_never_panic() {
+        let mut p = PerDir([1, 2]);
+        assert_eq!((p[0], p[1], p[7]), (1, 2, 2));
+        p[1] = 5;
+        assert_eq!(p.0, [1, 5]);
+        assert_eq!(split_upto(b"abc", 1), (&b"a"[..], &b"bc"[..]));
+        assert_eq!(split_upto(b"abc", 9), (&b"abc"[..], &b""[..]));
+    }
 
     /// One TCP connection driven by a test: in-order or hand-placed segments.
     struct Conn {

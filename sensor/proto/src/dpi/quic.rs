@@ -175,7 +175,7 @@ fn varint(b: &[u8], pos: &mut usize) -> Option<u64> {
     let len = 1usize << (first >> 6);
     let bytes = b.get(*pos..pos.checked_add(len)?)?;
     let mut v = u64::from(first & 0x3f);
-    for &x in &bytes[1..] {
+    for &x in bytes.iter().skip(1) {
         v = (v << 8) | u64::from(x);
     }
     *pos += len;
@@ -271,10 +271,13 @@ fn expand_label(hk: &Hkdf<Sha256>, label: &[u8], out: &mut [u8]) -> Option<()> {
     let mut info = [0u8; 64];
     let n = 2 + 1 + full + 1;
     let info = info.get_mut(..n)?;
-    info[..2].copy_from_slice(&(out.len() as u16).to_be_bytes());
-    info[2] = u8::try_from(full).ok()?;
-    info[3..9].copy_from_slice(b"tls13 ");
-    info[9..9 + label.len()].copy_from_slice(label);
+    let (out_len, rest) = info.split_first_chunk_mut::<2>()?;
+    *out_len = (out.len() as u16).to_be_bytes();
+    let (label_len, rest) = rest.split_first_mut()?;
+    *label_len = u8::try_from(full).ok()?;
+    let (prefix, rest) = rest.split_first_chunk_mut::<6>()?;
+    *prefix = *b"tls13 ";
+    rest.get_mut(..label.len())?.copy_from_slice(label);
     hk.expand(info, out).ok()
 }
 
@@ -349,7 +352,7 @@ impl Keys {
         let mut pn = 0u64;
         for i in 0..pn_len {
             let b = out.get_mut(pn_offset + i)?;
-            *b ^= mask[1 + i];
+            *b ^= mask.get(1 + i)?;
             pn = (pn << 8) | u64::from(*b);
         }
         let header_len = pn_offset + pn_len;
@@ -416,9 +419,10 @@ pub fn seal_initial(
     pkt.extend_from_slice(&payload);
     pkt.extend_from_slice(&tag);
     let mask = keys.mask(pkt.get(pn_offset + 4..pn_offset + 20)?);
-    pkt[0] ^= mask[0] & 0x0f;
-    for i in 0..4 {
-        pkt[pn_offset + i] ^= mask[1 + i];
+    *pkt.first_mut()? ^= mask[0] & 0x0f;
+    let pn_bytes = pkt.get_mut(pn_offset..pn_offset + 4)?;
+    for (b, m) in pn_bytes.iter_mut().zip(mask.iter().skip(1)) {
+        *b ^= m;
     }
     Some(pkt)
 }
@@ -460,11 +464,11 @@ enum FrameError {
 /// scanned 16 bytes at a time.
 fn zero_run(b: &[u8]) -> usize {
     let mut rest = b;
-    while let Some(w) = rest.first_chunk::<16>() {
+    while let Some((w, tail)) = rest.split_first_chunk::<16>() {
         if u128::from_ne_bytes(*w) != 0 {
             break;
         }
-        rest = &rest[16..];
+        rest = tail;
     }
     b.len() - rest.len() + rest.iter().take_while(|&&x| x == 0).count()
 }
@@ -553,7 +557,7 @@ impl Crypto {
             return 0; // already used (retransmission)
         }
         let skip = self.base.saturating_sub(off) as usize;
-        let data = &data[skip.min(data.len())..];
+        let data = super::split_upto(data, skip).1;
         let start = off.saturating_sub(self.base);
         let Some(stop) = usize::try_from(start)
             .ok()
@@ -570,7 +574,10 @@ impl Crypto {
         if self.buf.len() < stop {
             self.buf.resize(stop, 0);
         }
-        self.buf[start..stop].copy_from_slice(data);
+        let Some(to) = self.buf.get_mut(start..stop) else {
+            return data.len();
+        };
+        to.copy_from_slice(data);
         self.have.push((start, stop));
         self.have.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(self.have.len());

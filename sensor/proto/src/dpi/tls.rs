@@ -22,7 +22,7 @@
 //! still holds the leaf certificate (the first one) in practice.
 
 use super::ja::{self, Transport};
-use super::{AppEvent, CertInfo, Ctx, TlsEvent};
+use super::{split_upto, AppEvent, CertInfo, Ctx, PerDir, TlsEvent};
 use crate::time::Ts;
 use tls_parser::{
     parse_tls_extension_alpn_content, parse_tls_extension_sni_content,
@@ -143,8 +143,8 @@ pub(super) struct TlsParser {
     /// After a HelloRetryRequest (the server may then send ChangeCipherSpec first).
     retried: bool,
     finished: bool,
-    active: [bool; 2],
-    rec: [Record; 2],
+    active: PerDir<bool>,
+    rec: PerDir<Record>,
     server: Server,
     /// The last ClientHello, waiting for the server's answer.
     pending: Option<Box<TlsEvent>>,
@@ -160,8 +160,8 @@ impl TlsParser {
             client: (client & 1) as u8,
             retried: false,
             finished: false,
-            active: [true; 2],
-            rec: [Record::default(); 2],
+            active: PerDir([true; 2]),
+            rec: PerDir([Record::default(); 2]),
             server: Server::Waiting,
             pending: None,
             awaiting_cert: false,
@@ -196,13 +196,15 @@ impl TlsParser {
             if rec.remaining == 0 {
                 // Record header: in place when whole, else gathered across pieces.
                 let hdr: [u8; RECORD_HEADER_LEN] = if rec.hdr_len == 0 {
-                    match b.first_chunk::<RECORD_HEADER_LEN>() {
-                        Some(h) => {
-                            b = &b[RECORD_HEADER_LEN..];
+                    match b.split_first_chunk::<RECORD_HEADER_LEN>() {
+                        Some((h, rest)) => {
+                            b = rest;
                             *h
                         }
                         None => {
-                            rec.hdr[..b.len()].copy_from_slice(b);
+                            for (to, &from) in rec.hdr.iter_mut().zip(b) {
+                                *to = from;
+                            }
                             rec.hdr_len = b.len() as u8;
                             return;
                         }
@@ -210,8 +212,10 @@ impl TlsParser {
                 } else {
                     let have = rec.hdr_len as usize;
                     let take = (RECORD_HEADER_LEN - have).min(b.len());
-                    rec.hdr[have..have + take].copy_from_slice(&b[..take]);
-                    b = &b[take..];
+                    for (to, &from) in rec.hdr.iter_mut().skip(have).zip(b) {
+                        *to = from;
+                    }
+                    b = split_upto(b, take).1;
                     rec.hdr_len += take as u8;
                     if (rec.hdr_len as usize) < RECORD_HEADER_LEN {
                         return;
@@ -329,9 +333,9 @@ impl TlsParser {
                 }
             }
             if carry.len() < HANDSHAKE_HEADER_LEN {
-                let take = (HANDSHAKE_HEADER_LEN - carry.len()).min(p.len());
-                carry.extend_from_slice(&p[..take]);
-                p = &p[take..];
+                let (part, rest) = split_upto(p, HANDSHAKE_HEADER_LEN - carry.len());
+                carry.extend_from_slice(part);
+                p = rest;
             }
             let (Some(total), Some(&typ)) = (message_len(carry), carry.first()) else {
                 return;
@@ -344,9 +348,9 @@ impl TlsParser {
             if carry.capacity() < limit {
                 carry.reserve_exact(limit - carry.len());
             }
-            let take = limit.saturating_sub(carry.len()).min(p.len());
-            carry.extend_from_slice(&p[..take]);
-            p = &p[take..];
+            let (part, rest) = split_upto(p, limit.saturating_sub(carry.len()));
+            carry.extend_from_slice(part);
+            p = rest;
             if carry.len() < limit {
                 return;
             }
@@ -590,14 +594,13 @@ pub fn first_certificate(body: &[u8]) -> Option<CertInfo> {
 
 /// Serial bytes as colon-separated upper-case hex (`01:AB:...`), as Suricata prints them.
 fn serial_text(raw: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut s = String::with_capacity(3 * raw.len());
     for (i, &b) in raw.iter().enumerate() {
         if i > 0 {
             s.push(':');
         }
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
+        s.push(char::from(ja::hex_digit(b >> 4).to_ascii_uppercase()));
+        s.push(char::from(ja::hex_digit(b).to_ascii_uppercase()));
     }
     s
 }
@@ -913,8 +916,8 @@ pub(super) mod tests {
         assert!(p.is_done());
     }
 
-    /// The fixtures' leaf certificate (see `gen/fixtures/tls.rs`).
-    pub const LEAF_DER: &[u8] = include_bytes!("../gen/fixtures/leaf-cert.der");
+    /// The fixtures' leaf certificate (the sensor's generator, `gen/fixtures/tls.rs`, uses it too).
+    pub const LEAF_DER: &[u8] = include_bytes!("testdata/leaf-cert.der");
 
     /// A Certificate handshake message carrying `chain`.
     pub fn certificate_msg(chain: &[&[u8]]) -> Vec<u8> {

@@ -551,9 +551,9 @@ fn rdata_text(msg: &[u8], start: usize, rrtype: u16, rdata: &[u8]) -> Option<Str
             let mut raw = Vec::new();
             let mut rest = rdata;
             while let Some((&len, tail)) = rest.split_first() {
-                let s = tail.get(..usize::from(len))?;
+                let (s, after) = tail.split_at_checked(usize::from(len))?;
                 raw.extend_from_slice(s);
-                rest = &tail[s.len()..];
+                rest = after;
             }
             let mut text = String::new();
             push_text(&raw, &mut text);

@@ -103,8 +103,10 @@ fn extensions(mut b: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
 
 /// Big-endian u16 values of a list, GREASE removed.
 fn u16_list(b: &[u8]) -> impl Iterator<Item = u16> + '_ {
-    b.chunks_exact(2)
-        .map(|c| u16::from_be_bytes([c[0], c[1]]))
+    b.as_chunks::<2>()
+        .0
+        .iter()
+        .map(|&c| u16::from_be_bytes(c))
         .filter(|&v| !is_grease(v))
 }
 
@@ -120,13 +122,17 @@ fn vec_body(b: &[u8], len_bytes: usize) -> &[u8] {
     rest.get(..len.unwrap_or(0)).unwrap_or(rest)
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The lowercase hex digit of the low four bits of `n`.
+pub(super) fn hex_digit(n: u8) -> u8 {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    HEX.get(usize::from(n & 15)).copied().unwrap_or(b'0')
+}
 
 /// Appends `bytes` as lowercase hex.
 fn push_hex_bytes(s: &mut String, bytes: &[u8]) {
     for &b in bytes {
-        s.push(char::from(HEX[usize::from(b >> 4)]));
-        s.push(char::from(HEX[usize::from(b & 15)]));
+        s.push(char::from(hex_digit(b >> 4)));
+        s.push(char::from(hex_digit(b)));
     }
 }
 
@@ -142,9 +148,9 @@ fn push_u16(s: &mut Vec<u8>, v: u16) {
     let mut digits = [0u8; 5];
     let mut at = digits.len();
     let mut n = v;
-    loop {
+    for digit in digits.iter_mut().rev() {
         at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
+        *digit = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
@@ -171,10 +177,10 @@ fn push_hex_list(s: &mut Vec<u8>, vals: impl Iterator<Item = u16>) {
         }
         let [hi, lo] = v.to_be_bytes();
         s.extend_from_slice(&[
-            HEX[usize::from(hi >> 4)],
-            HEX[usize::from(hi & 15)],
-            HEX[usize::from(lo >> 4)],
-            HEX[usize::from(lo & 15)],
+            hex_digit(hi >> 4),
+            hex_digit(hi),
+            hex_digit(lo >> 4),
+            hex_digit(lo),
         ]);
     }
 }
@@ -215,18 +221,13 @@ fn ja4_version(v: u16) -> &'static str {
 /// JA4's ALPN characters: first and last character of the first protocol when both are ASCII
 /// alphanumerics, else the first and last hex digit of its bytes; `00` when there is none.
 fn ja4_alpn(first: Option<&[u8]>) -> [char; 2] {
-    let Some(p) = first.filter(|p| !p.is_empty()) else {
+    let Some((&a, &z)) = first.and_then(|p| p.first().zip(p.last())) else {
         return ['0', '0'];
     };
-    let (a, z) = (p[0], p[p.len() - 1]);
     if a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric() {
         [char::from(a), char::from(z)]
     } else {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        [
-            char::from(HEX[usize::from(a >> 4)]),
-            char::from(HEX[usize::from(z & 15)]),
-        ]
+        [char::from(hex_digit(a >> 4)), char::from(hex_digit(z))]
     }
 }
 
@@ -322,8 +323,10 @@ pub fn client_fingerprints_of(
         push_hex_list(
             &mut list,
             sig_algs
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]])),
+                .as_chunks::<2>()
+                .0
+                .iter()
+                .map(|&c| u16::from_be_bytes(c)),
         );
     }
     push_truncated_sha256(&mut ja4, &list);

@@ -90,13 +90,12 @@ fn parse_chlo(m: &[u8]) -> Option<Chlo> {
     if n == 0 || n > MAX_TAGS {
         return None;
     }
-    let table = m.get(8..8 + 8 * n)?;
-    let values = &m[8 + 8 * n..];
+    let (table, values) = m.get(8..)?.split_at_checked(8 * n)?;
     let mut out = Chlo::default();
     let mut start = 0usize;
-    for e in table.chunks_exact(8) {
-        let tag = &e[..4];
-        let end = u32::from_le_bytes([e[4], e[5], e[6], e[7]]) as usize;
+    for &[t0, t1, t2, t3, e0, e1, e2, e3] in table.as_chunks::<8>().0 {
+        let tag = &[t0, t1, t2, t3];
+        let end = u32::from_le_bytes([e0, e1, e2, e3]) as usize;
         if end < start {
             return None;
         }

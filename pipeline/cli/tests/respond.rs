@@ -591,3 +591,100 @@ fn check_playbooks_and_keygen_and_bad_configs_exit_2_with_one_line_each() {
         assert!(err.contains(key_name), "{key_name} not in {err}");
     }
 }
+
+#[test]
+fn an_operator_request_becomes_one_signed_command_and_a_protected_one_is_refused_and_audited() {
+    if !servers() {
+        return;
+    }
+    let nats = Nats::start();
+    let ch = ClickHouse::start();
+    let env = Env::new(BLOCK);
+    let cfg = env.config(
+        &nats.url(),
+        Some(&ch.url()),
+        "sensors = [\"s1\", \"s2\"]",
+        "",
+    );
+    let mut r = start_respond(&cfg);
+    let sent = block_request("op-1", "198.51.100.20", "s1");
+    let items = vec![
+        ("op-1".to_string(), sent.clone()),
+        // The same request again under another message id: the done bucket stops it.
+        ("op-1-again".to_string(), sent),
+        // All sensors, in a protected network: refused for each, audited.
+        (
+            "op-prot".to_string(),
+            block_request("op-prot", "10.99.3.4", ""),
+        ),
+        (
+            "op-wide".to_string(),
+            block_request("op-wide", "0.0.0.0/0", "s1"),
+        ),
+        ("op-junk".to_string(), b"not json".to_vec()),
+    ];
+    publish_requests(&nats.url(), &items);
+    wait_until("all requests handled", Duration::from_secs(60), || {
+        metric(&r.metrics(), "pipeline_respond_requests_total") >= 5
+    });
+    let m = r.metrics();
+    assert_eq!(
+        metric(&m, "pipeline_respond_requests_malformed_total"),
+        1,
+        "{m}"
+    );
+    assert_eq!(metric(&m, "pipeline_respond_steps_done_before_total"), 1);
+    assert_eq!(
+        metric(&m, "pipeline_respond_refusals_total{reason=\"protected\"}"),
+        1
+    );
+
+    let cmds = verified_commands(&nats.url(), &env, "s1");
+    assert_eq!(cmds.len(), 1, "{cmds:?}");
+    assert_eq!(cmds[0].alert_id.as_deref(), Some("a-op-1"));
+    assert_eq!(
+        cmds[0].action,
+        Action::Block {
+            cidr: "198.51.100.20/32".parse().unwrap(),
+            duration_secs: 3600
+        }
+    );
+
+    // requested on s1; protected refused on s1 and s2; the wide CIDR refused as invalid.
+    let q = |sql: &str| ch.count(sql);
+    wait_until(
+        "the operator's actions rows",
+        Duration::from_secs(60),
+        || q("SELECT count() FROM sensor.actions") >= 4,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = ch.query("SELECT * FROM sensor.actions FORMAT TSV");
+    assert_eq!(q("SELECT count() FROM sensor.actions"), 4, "{all}");
+    assert_eq!(
+        q(
+            "SELECT count() FROM sensor.actions WHERE source = 'console:alice' \
+           AND outcome = 'requested' AND target = '198.51.100.20/32' AND sensor_id = 's1' \
+           AND id = 'op-1:s1:requested' AND command_id != '' AND alert_id = 'a-op-1'"
+        ),
+        1,
+        "{all}"
+    );
+    assert_eq!(
+        q(
+            "SELECT count() FROM sensor.actions WHERE source = 'console:alice' \
+           AND outcome = 'rejected' AND detail LIKE '%protected network 10.99.0.0/16%' \
+           AND detail LIKE '%reason: seen scanning%'"
+        ),
+        2,
+        "{all}"
+    );
+    assert_eq!(
+        q(
+            "SELECT count() FROM sensor.actions WHERE id = 'op-wide::rejected' \
+           AND detail LIKE 'target%wider than /16%'"
+        ),
+        1,
+        "{all}"
+    );
+    r.stop();
+}

@@ -43,7 +43,8 @@ pub struct ActionRecord {
     pub id: String,
     /// Event time, Unix milliseconds.
     pub time_ms: u64,
-    /// Who wrote it: `respond` or `sensor`.
+    /// Who wrote it: `respond` or `sensor`; `console:<user>` for what respond did on an
+    /// operator's request from the console.
     pub source: String,
     /// The sensor concerned, when one is.
     #[serde(default)]

@@ -15,12 +15,17 @@
 //! - [`audit::ActionRecord`]: the audit trail's record, published on stream `ACTIONS` by both
 //!   ends and written to ClickHouse table `actions`.
 //! - [`keys`]: the key pair files (`pipeline keygen`), PKCS#8 PEM as OpenSSL writes them.
+//! - [`request::BlockRequest`]: an operator's block request from the console to respond, on
+//!   stream [`REQUESTS_STREAM`] (the console holds no key; respond signs).
 //!
 //! Subjects: commands go to `commands.<sensor_id>` on stream [`COMMANDS_STREAM`], audit records
 //! to `actions.<source>` on stream [`ACTIONS_STREAM`].
 
 pub mod audit;
 pub mod keys;
+pub mod request;
+
+pub use request::{REQUESTS_STREAM, REQUESTS_SUBJECT};
 
 use std::collections::HashMap;
 

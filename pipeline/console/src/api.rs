@@ -3,6 +3,7 @@
 //! The contract is `pipeline/console/API.md`.
 
 mod alerts;
+mod block;
 mod graphs;
 mod lists;
 mod views;
@@ -12,7 +13,7 @@ use crate::ch::{Ch, ChError};
 use crate::config::{Config, Role};
 use crate::filter::{self, Expr};
 use crate::query::Env;
-use crate::schema::{Catalog, Dialect};
+use crate::schema::{Catalog, Dialect, ROLLUPS};
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +23,7 @@ use hyper::body::Bytes;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -48,6 +50,8 @@ pub struct AppState {
     /// The `ALERTS` consumer, when `[nats]` is configured.
     pub live: std::sync::OnceLock<Arc<crate::live::Live>>,
     pub scraper: crate::scrape::Scraper,
+    /// JetStream for the block button's requests, connected on first use.
+    pub requests: tokio::sync::OnceCell<async_nats::jetstream::Context>,
 }
 
 pub type S = Arc<AppState>;
@@ -235,6 +239,9 @@ pub fn router(st: S) -> Router {
         .route("/alerts", post(alerts::list))
         .route("/alerts/stream", get(alerts::stream))
         .route("/alerts/{id}/ack", post(alerts::ack))
+        .route("/alerts/{id}/actions", get(block::for_alert))
+        .route("/block", post(block::request))
+        .route("/block/{id}", get(block::outcome))
         .route("/views", get(views::list).post(views::save))
         .route("/views/{name}", axum::routing::delete(views::delete))
         .route("/sensors", get(lists::sensors))
@@ -394,9 +401,26 @@ pub async fn discover(st: &AppState) -> Result<(), ChError> {
             ))
             .await?,
     );
+    let rollups: Vec<String> = ROLLUPS.iter().map(|(t, _)| format!("'{t}'")).collect();
+    let rows = st
+        .ch
+        .query(&format!(
+            "SELECT table, name FROM system.columns WHERE database = {db} AND table IN ({})",
+            rollups.join(", ")
+        ))
+        .await?;
+    let mut rollup_columns: HashMap<String, HashSet<String>> = HashMap::new();
+    for r in &rows.data {
+        let t = crate::ch::text(r.get("table"));
+        rollup_columns
+            .entry(t)
+            .or_default()
+            .insert(crate::ch::text(r.get("name")));
+    }
     let mut cat = Catalog {
         flow_columns: flow_columns.into_iter().collect(),
         tables: tables.into_iter().collect(),
+        rollup_columns,
         alert_columns,
         ..Catalog::default()
     };
@@ -491,6 +515,7 @@ pub fn state(cfg: Config) -> S {
         writer,
         live: std::sync::OnceLock::new(),
         scraper,
+        requests: tokio::sync::OnceCell::new(),
         dialect: RwLock::new(Dialect { modern: false }),
         catalog: RwLock::new(Arc::new(Catalog::default())),
         tls: cfg.server.tls_cert.is_some(),

@@ -70,7 +70,7 @@ pub fn start(cfg: Nats) -> Arc<Live> {
     live
 }
 
-async fn connect(cfg: &Nats) -> Result<jetstream::Context, String> {
+pub(crate) async fn connect(cfg: &Nats) -> Result<jetstream::Context, String> {
     let mut o = async_nats::ConnectOptions::new()
         .connection_timeout(Duration::from_secs(5))
         .name("pipeline-console");

@@ -76,7 +76,11 @@ pub fn choose(cat: &Catalog, fields: &[&Field], step: u32, force_raw: bool) -> T
     ROLLUPS
         .iter()
         .rev()
-        .find(|(name, res)| step.is_multiple_of(*res) && cat.has_table(name))
+        .find(|(name, res)| {
+            step.is_multiple_of(*res)
+                && cat.has_table(name)
+                && fields.iter().all(|f| cat.rollup_has(name, f))
+        })
         .map_or(Table::RAW, |(name, res)| Table { name, res: *res })
 }
 
@@ -369,6 +373,9 @@ mod tests {
         if with_rollups {
             for (t, _) in ROLLUPS {
                 c.tables.insert(t.to_string());
+                let kept = crate::schema::FIELDS.iter().filter(|f| f.rollup);
+                c.rollup_columns
+                    .insert(t.to_string(), kept.map(|f| f.column.into()).collect());
             }
         }
         c
@@ -385,6 +392,17 @@ mod tests {
         assert_eq!(choose(&c, &[app, addr], 86400, false), Table::RAW);
         assert_eq!(choose(&c, &[app], 86400, true), Table::RAW);
         assert_eq!(choose(&cat(false), &[app], 86400, false), Table::RAW);
+        // The enrichment dimensions, where the rollup has them (migration 0014).
+        let country = c.field("SrcCountry").unwrap();
+        let asn = c.field("DstASN").unwrap();
+        assert_eq!(choose(&c, &[country, asn], 86400, false).name, "flows_1h");
+        let mut old = cat(true);
+        old.rollup_columns
+            .get_mut("flows_1h")
+            .unwrap()
+            .remove("src_country");
+        assert_eq!(choose(&old, &[country], 86400, false).name, "flows_5m");
+        assert_eq!(choose(&old, &[app], 86400, false).name, "flows_1h");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! over the `flows` table, and which tables hold them. Only fields whose columns exist on the
 //! server (checked at start-up) are offered: enrichment columns come and go with migrations.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Value type of a field, which decides how a literal is parsed and rendered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,9 @@ pub struct Field {
     /// Column in `flows` it reads (its existence decides whether the field is offered).
     pub column: &'static str,
     pub kind: Kind,
-    /// Present in the rollup tables `flows_1m`, `flows_5m`, `flows_1h`.
+    /// Kept by the rollup tables `flows_1m`, `flows_5m`, `flows_1h` (migrations 0011-0013;
+    /// the enrichment dimensions since 0014). A query uses a rollup only when the server's
+    /// table has the column too ([`Catalog::rollup_has`]).
     pub rollup: bool,
     pub description: &'static str,
 }
@@ -129,50 +131,44 @@ pub const FIELDS: &[Field] = &[
         "SrcCountry",
         "src_country",
         Kind::Str,
-        false,
+        true,
         "initiator country (ISO code)",
     ),
     f(
         "DstCountry",
         "dest_country",
         Kind::Str,
-        false,
+        true,
         "responder country (ISO code)",
     ),
-    f("SrcASN", "src_asn", Kind::Num, false, "initiator AS number"),
-    f(
-        "DstASN",
-        "dest_asn",
-        Kind::Num,
-        false,
-        "responder AS number",
-    ),
+    f("SrcASN", "src_asn", Kind::Num, true, "initiator AS number"),
+    f("DstASN", "dest_asn", Kind::Num, true, "responder AS number"),
     f(
         "SrcASOrg",
         "src_as_org",
         Kind::Str,
-        false,
+        true,
         "initiator AS organisation",
     ),
     f(
         "DstASOrg",
         "dest_as_org",
         Kind::Str,
-        false,
+        true,
         "responder AS organisation",
     ),
     f(
         "SrcNetName",
         "src_network",
         Kind::Str,
-        false,
+        true,
         "initiator's network name (operator's list)",
     ),
     f(
         "DstNetName",
         "dest_network",
         Kind::Str,
-        false,
+        true,
         "responder's network name",
     ),
 ];
@@ -259,6 +255,8 @@ pub const ROLLUPS: &[(&str, u32)] = &[("flows_1m", 60), ("flows_5m", 300), ("flo
 pub struct Catalog {
     pub flow_columns: HashSet<String>,
     pub tables: HashSet<String>,
+    /// Columns of each rollup table the server has.
+    pub rollup_columns: HashMap<String, HashSet<String>>,
     /// Columns of the `alerts` table, when it exists.
     pub alert_columns: Vec<String>,
     /// Whether the console's `alert_acks` table exists.
@@ -282,6 +280,21 @@ impl Catalog {
 
     pub fn has_table(&self, t: &str) -> bool {
         self.tables.contains(t)
+    }
+
+    /// Whether rollup `table` exists and keeps field `f` (a server migrated before 0014 has
+    /// rollups without the enrichment columns: those queries go to `flows`).
+    pub fn rollup_has(&self, table: &str, f: &Field) -> bool {
+        f.rollup
+            && self
+                .rollup_columns
+                .get(table)
+                .is_some_and(|c| c.contains(f.column))
+    }
+
+    /// Whether some rollup table keeps field `f`.
+    pub fn in_rollups(&self, f: &Field) -> bool {
+        ROLLUPS.iter().any(|(t, _)| self.rollup_has(t, f))
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, login, Client, ADMIN, END, START, VIEWER};
+use common::{fixture, login, pct, Client, ADMIN, END, START, VIEWER};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -572,11 +572,162 @@ fn saved_views_are_per_user_replaced_by_name_and_deleted() {
     assert_eq!(names(&v).len(), 1);
 }
 
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
+/// A day of its own (2023-06-01), far from the fixtures' range, so other tests' totals stay.
+const GEO_DAY: u64 = 1_685_577_600;
+
+#[test]
+fn graphs_by_country_asn_and_network_are_served_from_a_rollup_and_equal_raw() {
+    let Some(f) = fixture() else { return };
+    // Flows with enrichment, inserted as the sensor's exporter writes them; the materialized
+    // views of migration 0014 roll them up.
+    let rows = [
+        ("FR", "US", 64496, 15169, "lan", "", 1000, 10),
+        ("FR", "DE", 64496, 3320, "lan", "", 2000, 20),
+        ("SE", "US", 64500, 15169, "dmz", "", 4000, 40),
+        ("", "FR", 0, 64496, "", "lan", 8000, 80),
+    ];
+    let values: Vec<String> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, (sc, dc, sa, da, sn, dn, b, p))| {
+            format!(
+                "('t1', {}, toDateTime({}), 'tls', 6, '{sc}', '{dc}', {sa}, {da}, 'AS{sa}', \
+                 'AS{da}', '{sn}', '{dn}', {b}, 0, {p}, 0)",
+                9_000_000 + i,
+                GEO_DAY + 3600 * i as u64
+            )
         })
-        .collect()
+        .collect();
+    f.ch.query(&format!(
+        "INSERT INTO sensor.flows (sensor_id, flow_id, ts, app_proto, proto, src_country, \
+         dest_country, src_asn, dest_asn, src_as_org, dest_as_org, src_network, dest_network, \
+         bytes_toserver, bytes_toclient, pkts_toserver, pkts_toclient) VALUES {}",
+        values.join(", ")
+    ));
+    let c = login(f.port, ADMIN);
+    let q = |dim: &str, filter: &str, table: &str| {
+        c.ok(
+            "/api/v1/graph/timeseries",
+            json!({"start": GEO_DAY, "end": GEO_DAY + 86400, "unit": "bytes",
+                   "dimension": dim, "filter": filter, "limit": 50, "table": table}),
+        )
+    };
+    let want = |pick: &dyn Fn(usize) -> Option<String>| {
+        let mut m: BTreeMap<String, f64> = BTreeMap::new();
+        for (i, r) in rows.iter().enumerate() {
+            if let Some(k) = pick(i) {
+                *m.entry(k).or_default() += r.6 as f64;
+            }
+        }
+        m
+    };
+    let cases: Vec<(&str, &str, BTreeMap<String, f64>)> = vec![
+        ("SrcCountry", "", want(&|i| Some(rows[i].0.to_string()))),
+        (
+            "DstASN",
+            "SrcCountry = \"FR\"",
+            want(&|i| (rows[i].0 == "FR").then(|| rows[i].3.to_string())),
+        ),
+        (
+            "SrcNetName",
+            "DstCountry IN (\"US\", \"FR\") AND SrcASOrg != \"AS64500\"",
+            want(&|i| {
+                (["US", "FR"].contains(&rows[i].1) && rows[i].2 != 64500)
+                    .then(|| rows[i].4.to_string())
+            }),
+        ),
+    ];
+    for (dim, filter, expect) in cases {
+        let auto = q(dim, filter, "auto");
+        let raw = q(dim, filter, "raw");
+        let table = auto["table"].as_str().unwrap();
+        assert!(table.starts_with("flows_"), "{dim} {filter}: {table}");
+        assert_eq!(raw["table"], "flows");
+        assert_eq!(totals(&auto), totals(&raw), "{dim} {filter}");
+        assert_eq!(totals(&raw), expect, "{dim} {filter}");
+    }
+    // The fields say so, and an address dimension still goes to the raw table.
+    let fields = c.get("/api/v1/fields").json();
+    let rollup = |name: &str| {
+        fields["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()["rollup"]
+            .clone()
+    };
+    assert_eq!(rollup("DstCountry"), true);
+    assert_eq!(rollup("SrcAddr"), false);
+    assert_eq!(
+        q("SrcAddr", "SrcCountry = \"FR\"", "auto")["table"],
+        "flows"
+    );
+}
+
+#[test]
+fn an_admin_block_request_lands_on_the_requests_stream_for_respond() {
+    let Some(f) = fixture() else { return };
+    let Some(nats) = &f.nats else {
+        eprintln!("SKIPPED: nats-server is not installed");
+        return;
+    };
+    let c = login(f.port, ADMIN);
+    let r = c.post(
+        "/api/v1/block",
+        &json!({"target": "198.51.100.7", "duration_secs": 3600, "sensor": "t1",
+                "reason": "scanner", "alert_id": "a-1"}),
+    );
+    assert_eq!(r.status, 202, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "pending");
+    assert_eq!(v["target"], "198.51.100.7/32");
+    let id = v["id"].as_str().unwrap().to_string();
+    // Bad fields are named and publish nothing.
+    for (body, field) in [
+        (
+            json!({"target": "10.0.0.0/8", "duration_secs": 3600}),
+            "target",
+        ),
+        (
+            json!({"target": "x'; DROP", "duration_secs": 3600}),
+            "target",
+        ),
+        (
+            json!({"target": "10.0.0.1", "duration_secs": 5}),
+            "duration_secs",
+        ),
+        (
+            json!({"target": "10.0.0.1", "duration_secs": 60, "sensor": "a.>"}),
+            "sensor",
+        ),
+    ] {
+        let r = c.post("/api/v1/block", &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.body);
+        assert!(
+            r.json()["error"].as_str().unwrap().starts_with(field),
+            "{}",
+            r.body
+        );
+    }
+    let msgs = common::block_on(common::requests(&nats.url()));
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    let (msg_id, payload) = &msgs[0];
+    assert_eq!(msg_id, &id);
+    let req: pipeline_command::request::BlockRequest = serde_json::from_slice(payload).unwrap();
+    assert_eq!(req.id, id);
+    assert_eq!(req.user, "alice");
+    assert_eq!(req.target, "198.51.100.7");
+    assert_eq!((req.duration_secs, req.sensor.as_str()), (3600, "t1"));
+    assert_eq!(
+        (req.reason.as_str(), req.alert_id.as_str()),
+        ("scanner", "a-1")
+    );
+    // No respond runs here: the request stays pending, and the alert has no actions yet.
+    let out = c.get(&format!("/api/v1/block/{id}")).json();
+    assert_eq!(out["status"], "pending", "{out}");
+    let acts = c.get("/api/v1/alerts/a-1/actions").json();
+    assert_eq!(acts["available"], true, "{acts}");
+    assert_eq!(acts["rows"], json!([]));
+    assert_eq!(c.get("/api/v1/block/a.b").status, 400);
 }

@@ -6,7 +6,9 @@
 //! ClickHouse); a Sankey draws its nodes; typing in the filter box offers completions, and the
 //! completed filter applies; a top-N row opens Visualize filtered on it; a flow's detail lists
 //! its HTTP and DNS events; the alerts page answers (alerts when the `alerts` table exists); a
-//! viewer has no acknowledge button and the API refuses the viewer's acknowledgement.
+//! viewer has no acknowledge button and the API refuses the viewer's acknowledgement; an admin
+//! blocks an alert's addresses through `pipeline respond` (one signed command, one refusal by
+//! a guard rail), and a viewer has no block button.
 //!
 //! Each test saves a screenshot under `target/console-screenshots/`. Without `chromium` or
 //! `chromedriver` on PATH the tests print why and pass without running (CI installs both through
@@ -954,6 +956,16 @@ fn browser_viewer_cannot_acknowledge() {
             if buttons.as_u64() != Some(0) {
                 return Err("a viewer sees the acknowledge button".into());
             }
+            let blocks = c
+                .execute(
+                    "return document.querySelectorAll('.block-button').length;",
+                    vec![],
+                )
+                .await
+                .map_err(err("block buttons"))?;
+            if blocks.as_u64() != Some(0) {
+                return Err("a viewer sees the block button".into());
+            }
         }
         Ok(())
     });
@@ -1192,4 +1204,149 @@ fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// `pipeline respond` in process (its library's `main`, as `pipeline respond --config` runs
+/// it), with a fresh key pair, no playbooks, ClickHouse for its audit trail, and `protected`
+/// as a protected network; returns the public key's path. One for the whole run.
+fn respond(env: &Env, protected: &str) -> &'static Path {
+    static KEY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, public) = KEY.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("respond dir");
+        let (private, public) = pipeline_command::keys::generate(dir.path()).expect("keygen");
+        let cfg = dir.path().join("respond.toml");
+        let text = format!(
+            "playbooks = []\nsigning_key = \"{}\"\n[guard]\nprotected = [\"{protected}\"]\n\
+             [nats]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nack_wait_secs = 30\n\
+             [clickhouse]\nurl = \"{}\"\n",
+            private.display(),
+            env.nats.url(),
+            Nats::USER,
+            Nats::PASSWORD,
+            env.ch.url()
+        );
+        std::fs::write(&cfg, text).expect("respond config");
+        std::thread::spawn(move || {
+            let code = pipeline_respond::main(&cfg);
+            panic!("pipeline respond stopped with {code}");
+        });
+        (dir, public)
+    });
+    public
+}
+
+/// Clicks the block button of `address`, checks the confirm dialog, confirms, and waits for
+/// respond's answer; returns (status, status text).
+async fn block(c: &Client, address: &str, sensor: &str) -> Result<(String, String), String> {
+    let button = format!("document.querySelector('.block-button[data-address=\"{address}\"]')");
+    wait_js(c, "the block button", &button).await?;
+    c.execute(&format!("{button}.click(); return true;"), vec![])
+        .await
+        .map_err(err("click block"))?;
+    let summary = wait_js(
+        c,
+        "the confirm dialog",
+        "document.querySelector('dialog.block-dialog[open] .block-summary')?.innerText",
+    )
+    .await?;
+    let summary = summary.as_str().unwrap_or("").to_string();
+    let want = format!("Block {address} for 1 hour on sensor {sensor}?");
+    if summary != want {
+        return Err(format!("the dialog says {summary:?}, not {want:?}"));
+    }
+    screenshot(c, &format!("block-confirm-{}", address.replace(':', "_"))).await?;
+    c.execute(
+        "document.querySelector('dialog.block-dialog .block-confirm').click(); return true;",
+        vec![],
+    )
+    .await
+    .map_err(err("confirm"))?;
+    let status = format!(
+        "document.querySelector('.block-button[data-address=\"{address}\"]').parentElement.querySelector('.block-status')"
+    );
+    let done = wait_js(
+        c,
+        "respond's answer",
+        &format!("(s => s.dataset.status && s.dataset.status !== 'pending' ? [s.dataset.status, s.innerText] : null)({status})"),
+    )
+    .await?;
+    Ok((
+        done[0].as_str().unwrap_or("").to_string(),
+        done[1].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+#[test]
+fn browser_admin_blocks_an_alerts_address_through_respond() {
+    run("block", |env, c| async move {
+        let a = env
+            .attack_alerts
+            .iter()
+            .find(|a| a["src_ip"].is_string() && a["dest_ip"].is_string())
+            .ok_or("no alert with both addresses")?;
+        let (id, src, dest) = (
+            a["alert"]["id"].as_str().unwrap_or(""),
+            a["src_ip"].as_str().unwrap_or(""),
+            a["dest_ip"].as_str().unwrap_or(""),
+        );
+        let sensor = a["sensor_id"]
+            .as_str()
+            .or(a["host"].as_str())
+            .unwrap_or("attack-sensor");
+        let public = respond(env, dest);
+        login(&c, env, ADMIN, &format!("/alerts/{}", urlencode(id))).await?;
+        let (status, text) = block(&c, src, sensor).await?;
+        screenshot(&c, "block-sent").await?;
+        if status != "sent" && status != "applied" {
+            return Err(format!("blocking {src}: {status} {text}"));
+        }
+        // One command on COMMANDS, signed with respond's key, for the alert's sensor.
+        let key = pipeline_command::keys::load_verifying_key(public).map_err(err("key"))?;
+        let mut v = pipeline_command::Verifier::new(key, sensor);
+        let msgs = block_on(commands(&env.nats.url()));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(err("clock"))?
+            .as_millis() as u64;
+        let cmds: Vec<_> = msgs.iter().map(|m| v.verify(m, now)).collect();
+        if !matches!(cmds.as_slice(), [Ok(cmd)] if cmd.alert_id.as_deref() == Some(id)) {
+            return Err(format!("commands: {cmds:?}"));
+        }
+        // The alert's actions list shows the request, by the operator.
+        wait_js(
+            &c,
+            "the action in the alert's list",
+            "[...document.querySelectorAll('.actions-list td')].some(td => td.innerText === 'console:alice')",
+        )
+        .await?;
+        // The destination is protected: refused by the guard rail, with the reason.
+        let (status, text) = block(&c, dest, sensor).await?;
+        screenshot(&c, "block-refused").await?;
+        if status != "refused" || !text.contains("protected network") {
+            return Err(format!("blocking {dest}: {status} {text}"));
+        }
+        if block_on(commands(&env.nats.url())).len() != 1 {
+            return Err("a refused block published a command".into());
+        }
+        Ok(())
+    });
+}
+
+/// The payloads of stream `COMMANDS`.
+async fn commands(url: &str) -> Vec<Vec<u8>> {
+    let js = jetstream(url).await;
+    let Ok(mut s) = js.get_stream(pipeline_command::COMMANDS_STREAM).await else {
+        return Vec::new();
+    };
+    let Ok(info) = s.info().await else {
+        return Vec::new();
+    };
+    let (first, last) = (info.state.first_sequence, info.state.last_sequence);
+    let mut out = Vec::new();
+    for seq in first..=last {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            out.push(m.payload.to_vec());
+        }
+    }
+    out
 }

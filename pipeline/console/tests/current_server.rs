@@ -22,6 +22,11 @@ fn catalog() -> Catalog {
     }
     for (t, _) in ROLLUPS {
         c.tables.insert(t.to_string());
+        let kept = FIELDS
+            .iter()
+            .filter(|f| f.rollup && c.flow_columns.contains(f.column));
+        let cols = kept.map(|f| f.column.to_string()).collect();
+        c.rollup_columns.insert(t.to_string(), cols);
     }
     c
 }

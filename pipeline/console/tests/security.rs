@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{fixture, http, login, Client, ADMIN, END, START, VIEWER};
+use common::{fixture, http, login, pct, Client, ADMIN, END, START, VIEWER};
 use pipeline_console::config::Config;
 use pipeline_console::filter::quote;
 use serde_json::json;
@@ -174,6 +174,7 @@ fn state_changes_need_the_csrf_token_of_the_session() {
             "/api/v1/logout",
             "/api/v1/alerts/a-1/ack",
             "/api/v1/views",
+            "/api/v1/block",
         ] {
             let r = http(f.port, "POST", path, &headers, Some(&body));
             assert_eq!(r.status, 403, "{path}: {}", r.body);
@@ -211,6 +212,56 @@ fn a_session_is_dead_after_logout() {
             .status,
         401
     );
+}
+
+#[test]
+fn a_viewer_cannot_block_and_nothing_is_published() {
+    let Some(f) = fixture() else { return };
+    let v = login(f.port, VIEWER);
+    let body = json!({"target": "198.51.100.9", "duration_secs": 3600, "sensor": "t1"});
+    let r = v.post("/api/v1/block", &body);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["error"], "admin role required");
+    // An admin without the CSRF header of the session is refused too.
+    let a = login(f.port, ADMIN);
+    let b = body.to_string();
+    let headers = [
+        ("Cookie", a.cookie.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let r = http(f.port, "POST", "/api/v1/block", &headers, Some(&b));
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Without a session: 401.
+    let r = http(f.port, "POST", "/api/v1/block", &headers[1..], Some(&b));
+    assert_eq!(r.status, 401, "{}", r.body);
+    if let Some(n) = &f.nats {
+        let msgs = common::block_on(common::requests(&n.url()));
+        assert!(msgs.is_empty(), "{msgs:?}");
+    }
+    // Reading an outcome needs a session, and an id that is an id.
+    assert_eq!(
+        http(f.port, "GET", "/api/v1/block/abc", &[], None).status,
+        401
+    );
+    for bad in ["a%27%20OR%201%3D1", "x.y", "..%2F..%2Fetc"] {
+        let r = v.get(&format!("/api/v1/block/{bad}"));
+        assert!(
+            matches!(r.status, 400 | 404),
+            "{bad}: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    for a in ATTACKS {
+        let path = format!("/api/v1/alerts/{}/actions", pct(a));
+        let r = v.get(&path);
+        assert!(
+            matches!(r.status, 200 | 400 | 404),
+            "{a}: {} {}",
+            r.status,
+            r.body
+        );
+    }
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //! playbooks match) -> [`steps`] (each step once: `block` through the [`guard`] rails into a
 //! signed command on `COMMANDS`, `notify` over HTTP, `tag` into ClickHouse) -> an audit record
 //! per decision on `ACTIONS`, which the audit writer in [`run`] stores in table `actions`
-//! ([`tables`]) together with the sensors' own records.
+//! ([`tables`]) together with the sensors' own records. Beside it, [`operator`] reads the
+//! console's block requests from `REQUESTS` into the same guard rails and signed commands.
 //!
 //! Commands: `pipeline respond --config FILE` ([`main`]), `pipeline keygen --out DIR`
 //! ([`keygen`]), `pipeline check-playbooks FILE...` ([`check_playbooks`]).
@@ -16,6 +17,7 @@ pub mod guard;
 pub mod metrics;
 pub mod nats;
 pub mod notify;
+pub mod operator;
 pub mod playbook;
 pub mod run;
 pub mod steps;

@@ -12,6 +12,10 @@ pub struct Metrics {
     pub alerts: AtomicU64,
     /// Records that are not alerts respond can act on: counted, acknowledged, skipped.
     pub malformed: AtomicU64,
+    /// Operator block requests read from `REQUESTS` (re-deliveries included), and those
+    /// unreadable (not JSON, too big, no usable id): counted, acknowledged, skipped.
+    pub requests: AtomicU64,
+    pub requests_malformed: AtomicU64,
     /// Steps skipped because a previous run had done them (re-delivery, restart).
     pub steps_done_before: AtomicU64,
     /// Notification attempts (first tries and retries).
@@ -64,7 +68,7 @@ impl Metrics {
 
     fn render_scalars(&self, o: &mut String) {
         let up = AtomicU64::new(1);
-        let scalars: [(&str, &str, &str, &AtomicU64); 12] = [
+        let scalars: [(&str, &str, &str, &AtomicU64); 14] = [
             (
                 "pipeline_respond_alerts_total",
                 "counter",
@@ -76,6 +80,18 @@ impl Metrics {
                 "counter",
                 "Records that are not usable alerts, counted and skipped.",
                 &self.malformed,
+            ),
+            (
+                "pipeline_respond_requests_total",
+                "counter",
+                "Operator block requests read (re-deliveries included).",
+                &self.requests,
+            ),
+            (
+                "pipeline_respond_requests_malformed_total",
+                "counter",
+                "Operator requests that are unreadable, counted and skipped.",
+                &self.requests_malformed,
             ),
             (
                 "pipeline_respond_steps_done_before_total",

@@ -24,7 +24,8 @@ pub async fn connect(cfg: &RespondConfig) -> Result<jetstream::Context> {
 }
 
 /// Streams `COMMANDS` (`commands.>`, a duplicate window of at least a command's longest
-/// validity, so a command re-sent after a crash is stored once) and `ACTIONS` (`actions.>`).
+/// validity, so a command re-sent after a crash is stored once), `ACTIONS` (`actions.>`) and
+/// `REQUESTS` (the console's operator requests, `respond.requests`).
 pub async fn streams(js: &jetstream::Context, cfg: &RespondConfig) -> Result<()> {
     let n = &cfg.nats;
     for (name, subject, max_age, window) in [
@@ -38,6 +39,12 @@ pub async fn streams(js: &jetstream::Context, cfg: &RespondConfig) -> Result<()>
             pipeline_command::ACTIONS_STREAM,
             "actions.>",
             n.actions_max_age_secs,
+            n.commands_duplicate_window_secs,
+        ),
+        (
+            pipeline_command::REQUESTS_STREAM,
+            pipeline_command::REQUESTS_SUBJECT,
+            pipeline_command::request::REQUESTS_MAX_AGE_SECS,
             n.commands_duplicate_window_secs,
         ),
     ] {

@@ -149,7 +149,11 @@ fn spawn_alert(ctx: Arc<Ctx>, msg: jetstream::Message, permit: tokio::sync::Owne
 /// The consumer of alerts until `stop`, then waits for the alerts in hand.
 async fn consume(ctx: Arc<Ctx>, mut stop: watch::Receiver<bool>) -> Result<()> {
     let cfg = &ctx.cfg;
-    let stream = alerts_stream(&ctx.js, cfg).await;
+    // A stop while the stream does not exist yet (detect never ran) ends at once.
+    let stream = tokio::select! {
+        s = alerts_stream(&ctx.js, cfg) => s,
+        _ = stop.changed() => return Ok(()),
+    };
     let consumer = stream
         .get_or_create_consumer(
             &cfg.nats.durable,
@@ -357,14 +361,17 @@ pub async fn run(
         ))),
         _ => None,
     };
+    let mut requests = tokio::spawn(crate::operator::consume(ctx.clone(), stop_rx.clone()));
     let mut consumer = tokio::spawn(consume(ctx, stop_rx));
     tokio::select! {
         _ = pipeline_detect::online::wait_for_signal() => {}
         r = &mut consumer => return r.context("the alerts consumer failed")?,
+        r = &mut requests => return r.context("the requests consumer failed")?,
     }
     tracing::info!("stopping: finishing the alerts in hand");
     let _ = stop_tx.send(true);
     consumer.await.context("the alerts consumer failed")??;
+    requests.await.context("the requests consumer failed")??;
     if let Some(w) = writer {
         w.await.context("the audit writer failed")??;
     }

@@ -106,7 +106,7 @@ impl At<'_> {
 
 impl Ctx {
     /// Publishes an action record on `actions.respond` (its id is the message id) and counts it.
-    async fn record(&self, r: &ActionRecord) -> Result<()> {
+    pub(crate) async fn record(&self, r: &ActionRecord) -> Result<()> {
         let mut h = async_nats::HeaderMap::new();
         h.insert("Nats-Msg-Id", r.id.as_str());
         let payload = serde_json::to_vec(r)?;
@@ -272,7 +272,7 @@ impl Ctx {
     }
 
     /// Writes a newly admitted block to the ledger, so the limits hold across restarts.
-    async fn save_ledger_entry(&self, id: &str) -> Result<()> {
+    pub(crate) async fn save_ledger_entry(&self, id: &str) -> Result<()> {
         let entry = self
             .guard
             .lock()
@@ -298,35 +298,11 @@ impl Ctx {
         cidr: ipnet::IpNet,
         now: u64,
     ) -> Result<()> {
-        let key = self.key.as_ref().context("no signing key")?;
         let cmd_id = hash_id(&[&at.id, sensor]);
-        let action = Action::Block {
-            cidr,
-            duration_secs: b.duration.as_secs(),
-        };
-        let validity = self.cfg.command_validity_secs * 1000;
-        let mut cmd = Command::new(cmd_id.clone(), sensor, action, now, validity)
-            .map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
-        cmd.alert_id = Some(at.alert.id.clone());
-        let mut h = async_nats::HeaderMap::new();
-        h.insert("Nats-Msg-Id", cmd_id.as_str());
-        let ack = self
-            .js
-            .publish_with_headers(command_subject(sensor), h, sign(&cmd, key).into())
-            .await?
-            .await
-            .context("publishing a command")?;
-        let mut detail = format!(
-            "for {}s; command valid {}s",
-            b.duration.as_secs(),
-            self.cfg.command_validity_secs
-        );
-        if ack.duplicate {
-            self.metrics.commands_duplicate.fetch_add(1, Relaxed);
-            detail.push_str("; sent before (same id), stored once");
-        } else {
-            self.metrics.commands_published.fetch_add(1, Relaxed);
-        }
+        let alert = Some(at.alert.id.clone());
+        let detail = self
+            .publish_block(&cmd_id, sensor, cidr, b.duration.as_secs(), alert, now)
+            .await?;
         let r = at.record(
             "block",
             sensor,
@@ -336,6 +312,47 @@ impl Ctx {
             &cmd_id,
         );
         self.record(&r).await
+    }
+
+    /// Signs and publishes block command `cmd_id` for `sensor` (`cmd_id` is its `Nats-Msg-Id`:
+    /// a re-send is stored once); the detail of its audit record.
+    pub(crate) async fn publish_block(
+        &self,
+        cmd_id: &str,
+        sensor: &str,
+        cidr: ipnet::IpNet,
+        duration_secs: u64,
+        alert_id: Option<String>,
+        now: u64,
+    ) -> Result<String> {
+        let key = self.key.as_ref().context("no signing key")?;
+        let action = Action::Block {
+            cidr,
+            duration_secs,
+        };
+        let validity = self.cfg.command_validity_secs * 1000;
+        let mut cmd = Command::new(cmd_id.to_string(), sensor, action, now, validity)
+            .map_err(|e| anyhow::anyhow!("no randomness for a nonce: {e}"))?;
+        cmd.alert_id = alert_id;
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("Nats-Msg-Id", cmd_id);
+        let ack = self
+            .js
+            .publish_with_headers(command_subject(sensor), h, sign(&cmd, key).into())
+            .await?
+            .await
+            .context("publishing a command")?;
+        let mut detail = format!(
+            "for {duration_secs}s; command valid {}s",
+            self.cfg.command_validity_secs
+        );
+        if ack.duplicate {
+            self.metrics.commands_duplicate.fetch_add(1, Relaxed);
+            detail.push_str("; sent before (same id), stored once");
+        } else {
+            self.metrics.commands_published.fetch_add(1, Relaxed);
+        }
+        Ok(detail)
     }
 
     /// A placeholder's value: names of the run, else the alert's field.

@@ -281,3 +281,50 @@ fn serve(s: TcpStream, script: &[(&'static str, Vec<Answer>)], got: &Mutex<Vec<(
         }
     }
 }
+
+/// An operator's block request as the console publishes it (user `alice`, one hour).
+pub fn block_request(id: &str, target: &str, sensor: &str) -> Vec<u8> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    serde_json::to_vec(&pipeline_command::request::BlockRequest {
+        id: id.into(),
+        time_ms: now,
+        user: "alice".into(),
+        target: target.into(),
+        duration_secs: 3600,
+        sensor: sensor.into(),
+        reason: "seen scanning".into(),
+        alert_id: "a-op-1".into(),
+    })
+    .unwrap()
+}
+
+/// Publishes `(msg id, payload)` on stream `REQUESTS` (created as the console does).
+pub fn publish_requests(url: &str, items: &[(String, Vec<u8>)]) {
+    rt().block_on(async {
+        let js = js(url).await;
+        js.get_or_create_stream(stream::Config {
+            name: pipeline_command::REQUESTS_STREAM.into(),
+            subjects: vec![pipeline_command::REQUESTS_SUBJECT.into()],
+            duplicate_window: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        for (id, payload) in items {
+            let mut h = async_nats::HeaderMap::new();
+            h.insert("Nats-Msg-Id", id.as_str());
+            js.publish_with_headers(
+                pipeline_command::REQUESTS_SUBJECT,
+                h,
+                payload.clone().into(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+    });
+}

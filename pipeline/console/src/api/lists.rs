@@ -21,7 +21,7 @@ pub async fn fields(State(st): State<S>, _a: Authed) -> ApiResult {
         .map(|f| {
             json!({
                 "name": f.name, "kind": f.kind.label(), "dimension": true,
-                "filter": f.kind != Kind::DimOnly, "rollup": f.rollup,
+                "filter": f.kind != Kind::DimOnly, "rollup": cat.in_rollups(f),
                 "description": f.description,
             })
         })

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-use testkit::servers::{free_port, have, ClickHouse};
+use testkit::servers::{free_port, have, ClickHouse, Nats};
 
 pub const ADMIN: (&str, &str) = ("alice", "alice-pw");
 pub const VIEWER: (&str, &str) = ("bob", "bob-pw");
@@ -40,6 +40,9 @@ pub fn sensor_bin() -> PathBuf {
 
 pub struct Fixture {
     pub ch: ClickHouse,
+    /// JetStream for the block button's requests (and live alerts), when nats-server is
+    /// installed.
+    pub nats: Option<Nats>,
     pub eve: Vec<Value>,
     pub console: String,
     pub port: u16,
@@ -200,8 +203,17 @@ fn start() -> Fixture {
     let port = free_port();
     let metrics = Metrics::new("eth0", &[0, 1], 2);
     let sensors = sensors(&metrics);
+    let nats = have("nats-server").then(Nats::start);
+    let nats_toml = nats.as_ref().map_or(String::new(), |n| {
+        format!(
+            "[nats]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n",
+            n.url(),
+            Nats::USER,
+            Nats::PASSWORD
+        )
+    });
     let text = format!(
-        "{}{}[limits]\nscrape_timeout_ms = 2000\nscrape_max_bytes = {SCRAPE_MAX_BYTES}\n",
+        "{}{}{nats_toml}[limits]\nscrape_timeout_ms = 2000\nscrape_max_bytes = {SCRAPE_MAX_BYTES}\n",
         config_text(&ch, port, dir.path()),
         sensors.toml
     );
@@ -219,6 +231,7 @@ fn start() -> Fixture {
     }
     Fixture {
         ch,
+        nats,
         eve,
         console: format!("http://127.0.0.1:{port}"),
         port,
@@ -351,4 +364,48 @@ impl Client {
         assert_eq!(r.status, 200, "{path} {body}: {}", r.body);
         r.json()
     }
+}
+
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+/// The messages of stream `REQUESTS`: (`Nats-Msg-Id`, payload).
+pub async fn requests(url: &str) -> Vec<(String, Vec<u8>)> {
+    let c = async_nats::ConnectOptions::new()
+        .user_and_password(Nats::USER.into(), Nats::PASSWORD.into())
+        .connect(url)
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(c);
+    let Ok(mut s) = js.get_stream(pipeline_command::REQUESTS_STREAM).await else {
+        return Vec::new();
+    };
+    let state = s.info().await.unwrap().state.clone();
+    let mut out = Vec::new();
+    for seq in state.first_sequence..=state.last_sequence {
+        if let Ok(m) = s.get_raw_message(seq).await {
+            let id = m
+                .headers
+                .get("Nats-Msg-Id")
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default();
+            out.push((id, m.payload.to_vec()));
+        }
+    }
+    out
+}
+
+/// Percent-encodes everything but unreserved characters, for a path segment.
+pub fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -245,6 +245,30 @@ export function ackAlert(id: string): Promise<void> {
   return call("POST", "alerts/" + encodeURIComponent(id) + "/ack", {});
 }
 
+/** An admin's block request; respond signs and sends it (the console holds no key). */
+export interface BlockRequest {
+  target: string;
+  duration_secs: number;
+  sensor: string;
+  reason: string;
+  alert_id: string;
+}
+
+export type BlockStatus = "pending" | "sent" | "applied" | "refused" | "dry_run";
+
+export function block(req: BlockRequest): Promise<{ id: string; status: BlockStatus; target: string; duration_secs: number; sensor: string }> {
+  return call("POST", "block", req);
+}
+
+export function blockOutcome(id: string): Promise<{ id: string; status: BlockStatus; records: Row[] }> {
+  return call("GET", "block/" + encodeURIComponent(id));
+}
+
+/** The response's audit records about an alert (table `actions`). */
+export function alertActions(id: string): Promise<{ available: boolean; rows: Row[] }> {
+  return call("GET", "alerts/" + encodeURIComponent(id) + "/actions");
+}
+
 /** What the console read from a sensor's `/metrics` (rates need two readings). */
 export interface SensorMetrics {
   reachable: boolean;

@@ -71,6 +71,11 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
         "flows_1h",
         include_str!("../../../../config/clickhouse/migrations/0013_flows_1h.sql"),
     ),
+    (
+        14,
+        "rollup_enrich",
+        include_str!("../../../../config/clickhouse/migrations/0014_rollup_enrich.sql"),
+    ),
 ];
 
 /// For `ALTER TABLE <db>.<table> ADD COLUMN <name> ...`: the table and the first column it

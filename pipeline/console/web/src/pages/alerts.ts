@@ -12,6 +12,7 @@ import { resolveRange } from "../timerange";
 import { href, update } from "../state";
 import { picker } from "../timerange";
 import { kv, records } from "./flows";
+import { alertActions, blockButton } from "../block";
 
 const POLL_SECONDS = 15;
 const LIVE_POLL_SECONDS = 60;
@@ -291,12 +292,19 @@ function alertDetail(root: HTMLElement, id: string, me: api.Me): () => void {
       replace(ackBox, btn);
     } else replace(ackBox, h("span", { class: "hint" }, "Not acknowledged. Acknowledging needs the admin role (you are a viewer)."));
     const linked = evidenceFlows(a);
+    const actions = alertActions(id);
+    const block = (address: unknown) =>
+      blockButton(me, { address: str(address), sensor: str(a.sensor_id), alertId: id, onOutcome: actions.refresh });
+    const blocks = [block(a.src_ip), block(a.dest_ip)].filter((b): b is HTMLElement => b !== null);
     replace(
       root,
       h("p", {}, h("a", { href: href("alerts") }, "← all alerts")),
       h("h1", {}, "Alert: ", str(a.signature) || str(a.rule)),
       h("p", { class: "sev sev" + str(a.severity) }, `severity ${SEVERITY[Number(a.severity)] ?? str(a.severity)} · rule ${str(a.rule)} · ${utc(Number(a.ts) * 1000)} UTC · sensor ${str(a.sensor_id)}`),
       ackBox,
+      blocks.length ? h("div", { class: "blocks" }, blocks) : null,
+      h("h2", {}, "Response actions"),
+      actions.el,
       h("h2", {}, "Linked flows (", String(linked.length), ")"),
       records(
         linked.map((l) => ({ flow_id: l.flow, sensor_id: l.sensor, record: l.what })),

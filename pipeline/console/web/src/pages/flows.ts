@@ -9,6 +9,7 @@ import { Ctx } from "../page";
 import { commonOr } from "../query";
 import { href, update } from "../state";
 import { picker } from "../timerange";
+import { blockButton } from "../block";
 
 const PAGE_SIZES = [50, 100, 500];
 
@@ -46,7 +47,7 @@ function columns(): Col[] {
 }
 
 export function flows(root: HTMLElement, ctx: Ctx): () => void {
-  if (ctx.rest[0]) return flowDetail(root, ctx.rest[0], ctx.params.get("sensor_id") ?? undefined);
+  if (ctx.rest[0]) return flowDetail(root, ctx.me, ctx.rest[0], ctx.params.get("sensor_id") ?? undefined);
   const c = commonOr(root, ctx.params, "flows", "now-1h");
   if (!c) return () => {};
   const p = ctx.params;
@@ -168,7 +169,7 @@ export function records(rows: api.Row[], cols: string[], link?: (r: api.Row) => 
   );
 }
 
-function flowDetail(root: HTMLElement, flowId: string, sensorId?: string): () => void {
+function flowDetail(root: HTMLElement, me: api.Me, flowId: string, sensorId?: string): () => void {
   replace(root, h("h1", {}, "Flow ", flowId), loading());
   let live = true;
   api.flow(flowId, sensorId).then(
@@ -180,6 +181,7 @@ function flowDetail(root: HTMLElement, flowId: string, sensorId?: string): () =>
         h("p", {}, h("a", { href: "#", onclick: (e: Event) => (e.preventDefault(), history.back()) }, "← back")),
         h("h1", {}, "Flow ", flowId),
         h("p", { class: "flow-summary" }, `${str(f.proto)} ${addr(f.src_ip, f.src_port)} → ${addr(f.dest_ip, f.dest_port)} · ${str(f.app_proto) || "unknown app"} · ${utc(num(f.start) * 1000)} UTC · ${duration((num(f.end) - num(f.start)) * 1000)}`),
+        h("div", { class: "blocks" }, [f.src_ip, f.dest_ip].map((ip) => blockButton(me, { address: str(ip), sensor: str(f.sensor_id) || (sensorId ?? "") }))),
         h("section", { class: "events" },
           h("h2", {}, "Alerts (", String(d.alerts.length), ")"),
           records(d.alerts, ["id", "ts", "severity", "rule", "signature"], (a) => href("alerts/" + str(a.id))),

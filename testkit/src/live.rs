@@ -78,6 +78,8 @@ pub struct Veth {
 }
 
 impl Veth {
+    /// Creates the namespace and the pair (root): a resource, not a default value.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Veth {
         static N: AtomicU32 = AtomicU32::new(0);
         let id = format!(

@@ -31,7 +31,9 @@ SELECT
     count() AS flows
 FROM {db}.flows
 GROUP BY ts, sensor_id, app_proto, proto, vlan, tls_sni, http_host, dns_name, ja4;
-INSERT INTO {db}.flows_1h
+-- Columns named: when this runs again after 0014 widened the table, the insert still fits.
+INSERT INTO {db}.flows_1h (ts, sensor_id, app_proto, proto, vlan, tls_sni, http_host, dns_name, ja4,
+    pkts_toserver, pkts_toclient, bytes_toserver, bytes_toclient, flows)
 SELECT
     toStartOfHour(ts) AS ts, sensor_id, app_proto, proto, vlan, tls_sni, http_host, dns_name, ja4,
     sum(pkts_toserver) AS pkts_toserver, sum(pkts_toclient) AS pkts_toclient,

@@ -1207,7 +1207,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// `pipeline respond` in process (its library's `main`, as `pipeline respond --config` runs
-/// it), with a fresh key pair, no playbooks, ClickHouse for its audit trail, and `protected`
+/// it), with a fresh key pair, an idle playbook, ClickHouse for its audit trail, and `protected`
 /// as a protected network; returns the public key's path. One for the whole run.
 fn respond(env: &Env, protected: &str) -> &'static Path {
     static KEY: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
@@ -1215,10 +1215,20 @@ fn respond(env: &Env, protected: &str) -> &'static Path {
         let dir = tempfile::tempdir().expect("respond dir");
         let (private, public) = pipeline_command::keys::generate(dir.path()).expect("keygen");
         let cfg = dir.path().join("respond.toml");
+        // Respond needs a playbook; this one is loaded and never runs.
+        let playbook = dir.path().join("idle.toml");
+        std::fs::write(
+            &playbook,
+            "[[playbook]]\nname = \"idle\"\nenabled = false\n[playbook.trigger]\n\
+             signature_ids = [1]\n[[playbook.step]]\nkind = \"tag\"\nhost = \"src\"\n\
+             label = \"idle\"\nexpire = \"1h\"\n",
+        )
+        .expect("respond playbook");
         let text = format!(
-            "playbooks = []\nsigning_key = \"{}\"\n[guard]\nprotected = [\"{protected}\"]\n\
+            "playbooks = [\"{}\"]\nsigning_key = \"{}\"\n[guard]\nprotected = [\"{protected}\"]\n\
              [nats]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\nack_wait_secs = 30\n\
              [clickhouse]\nurl = \"{}\"\n",
+            playbook.display(),
             private.display(),
             env.nats.url(),
             Nats::USER,

@@ -168,6 +168,9 @@ fn stage_row(name: &str, mut v: Vec<i64>) -> String {
     )
 }
 
+/// One stage's duration of a detection, µs.
+type Stage = fn(&Times) -> i64;
+
 /// The per-stage table of `times`; returns the sorted totals.
 fn report_stages(times: &[Times]) -> Vec<i64> {
     let col = |f: fn(&Times) -> i64| times.iter().map(f).collect::<Vec<i64>>();
@@ -175,7 +178,7 @@ fn report_stages(times: &[Times]) -> Vec<i64> {
         "  {:<36} {:>8} {:>8} {:>8}",
         "stage (ms)", "p50", "p99", "max"
     );
-    let rows: [(&str, fn(&Times) -> i64); 6] = [
+    let rows: [(&str, Stage); 6] = [
         ("capture -> flow_start stored (sensor)", |t| {
             t.record_stored - t.captured
         }),

@@ -1313,7 +1313,7 @@ fn browser_admin_blocks_an_alerts_address_through_respond() {
         // One command on COMMANDS, signed with respond's key, for the alert's sensor.
         let key = pipeline_command::keys::load_verifying_key(public).map_err(err("key"))?;
         let mut v = pipeline_command::Verifier::new(key, sensor);
-        let msgs = block_on(commands(&env.nats.url()));
+        let msgs = commands(&env.nats.url()).await;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_err(err("clock"))?
@@ -1335,7 +1335,7 @@ fn browser_admin_blocks_an_alerts_address_through_respond() {
         if status != "refused" || !text.contains("protected network") {
             return Err(format!("blocking {dest}: {status} {text}"));
         }
-        if block_on(commands(&env.nats.url())).len() != 1 {
+        if commands(&env.nats.url()).await.len() != 1 {
             return Err("a refused block published a command".into());
         }
         Ok(())

@@ -62,26 +62,18 @@ async fn refuse(
     reason: &str,
     detail: String,
 ) -> Result<Outcome> {
-    ctx.metrics.refusal(reason);
-    let none = [String::new()];
-    let sensors = if sensors.is_empty() {
-        &none[..]
-    } else {
-        sensors
-    };
-    for s in sensors {
+    ctx.refuse_for(sensors, reason, |s| {
         let cmd = hash_id(&["request", &req.id, s]);
-        let r = record(
+        record(
             req,
             s,
             target.clone(),
             Outcome::Rejected,
             detail.clone(),
             &cmd,
-        );
-        ctx.record(&r).await?;
-    }
-    Ok(Outcome::Rejected)
+        )
+    })
+    .await
 }
 
 /// The sensors a request goes to, or why it has none.

@@ -159,6 +159,28 @@ impl Ctx {
         Ok(())
     }
 
+    /// Counts a refusal for `reason` and records it: `record_for` makes the record of each
+    /// sensor concerned (of one with no sensor when none is). Playbook steps and operator
+    /// requests are refused alike.
+    pub(crate) async fn refuse_for(
+        &self,
+        sensors: &[String],
+        reason: &str,
+        record_for: impl Fn(&str) -> ActionRecord,
+    ) -> Result<Outcome> {
+        self.metrics.refusal(reason);
+        let none = [String::new()];
+        let sensors = if sensors.is_empty() {
+            &none[..]
+        } else {
+            sensors
+        };
+        for s in sensors {
+            self.record(&record_for(s)).await?;
+        }
+        Ok(Outcome::Rejected)
+    }
+
     /// Records a refusal of step `kind` (one record per sensor concerned, or one).
     async fn refuse(
         &self,
@@ -169,26 +191,18 @@ impl Ctx {
         reason: &str,
         detail: String,
     ) -> Result<Outcome> {
-        self.metrics.refusal(reason);
-        let none = [String::new()];
-        let sensors = if sensors.is_empty() {
-            &none[..]
-        } else {
-            sensors
-        };
-        for s in sensors {
+        self.refuse_for(sensors, reason, |s| {
             let cmd = hash_id(&[&at.id, s]);
-            let r = at.record(
+            at.record(
                 kind,
                 s,
                 target.clone(),
                 Outcome::Rejected,
                 detail.clone(),
                 &cmd,
-            );
-            self.record(&r).await?;
-        }
-        Ok(Outcome::Rejected)
+            )
+        })
+        .await
     }
 
     async fn block(&self, at: &At<'_>, b: &BlockStep) -> Result<Outcome> {

@@ -4,7 +4,8 @@
 # the capture thread; and bypass off with DPI behind SPSC rings in a worker thread) against
 #   (a) the XDP program counting and dropping every frame: the floor of this machine;
 #   (b) a bare AF_XDP copy-mode receive loop that touches nothing: the floor for user space;
-#   (c) a plain AF_PACKET capture: tcpdump -w /dev/null.
+#   (c) a plain AF_PACKET capture: tcpdump -w /dev/null;
+#   (d) Suricata 7 on AF_PACKET, one thread, no rules, Debian's default outputs (when installed).
 # Then the bare loop and the sensor again, each held to BENCH_CAP percent (default 10) of one core
 # by a CPU cgroup (the "-capped" rows): with a whole core every receiver takes all the veth
 # carries, so only a capped receiver runs out. They are compared by frames taken per CPU-second
@@ -239,13 +240,20 @@ trial() {
     case "$name" in
     xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
     afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp --config "$WORK/live.toml" >"$log" 2>&1 & ;;
-    tcpdump)
+    tcpdump | suricata)
         if [[ $GEN == xdp ]]; then
             "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
             pass=$!
             wait_for_line "$LOGS/live-xdp-pass.log" 'floor ready'
         fi
-        tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
+        if [[ $name == tcpdump ]]; then
+            tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
+        else
+            # Debian's default configuration (EVE and the other outputs on, into -l's folder),
+            # AF_PACKET, one capture-and-detect thread, no rules, no checksum checks.
+            rm -rf "$WORK/suricata-live" && mkdir -p "$WORK/suricata-live"
+            suricata --af-packet="$A" --runmode single -S /dev/null -k none -l "$WORK/suricata-live" >"$log" 2>&1 &
+        fi
         ;;
     sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
         local extra=(--config "$WORK/live.toml")
@@ -257,8 +265,8 @@ trial() {
     pid=$!
     # All its threads, and those it starts, into the CPU-capped group.
     [[ -n $capped ]] && echo "$pid" >"$CAP_GROUP/cgroup.procs"
-    # Ready when it says so (tcpdump: "listening on").
-    wait_for_line "$log" 'floor ready|capturing on|listening on'
+    # Ready when it says so (tcpdump: "listening on"; Suricata: "Engine started").
+    wait_for_line "$log" 'floor ready|capturing on|listening on|Engine started'
     [[ -n $napicap ]] && napi_cap on
     local t0 t1 d0 d1 n0 n1
     t0=$(cpu_ns "$pid")
@@ -280,6 +288,12 @@ trial() {
     xdp-drop) got=$(num seen <"$log") ;;
     afxdp) got=$(num received <"$log") ;;
     tcpdump) got=$(grep -o '^[0-9]* packets captured' "$log" | cut -d' ' -f1) ;;
+    suricata)
+        # "device: IFACE: packets: N, drops: M (..%), invalid chksum: 0" at shutdown.
+        local line
+        line=$(grep -o "device: $A: packets: [0-9]*, drops: [0-9]*" "$log" | tail -n1)
+        [[ -n $line ]] && got=$(($(num packets <<<"${line//: /=}") - $(num drops <<<"${line//: /=}")))
+        ;;
     sensor-*)
         local seen lost
         seen=$(grep -o 'summary: .*' "$log" | num packets)
@@ -296,7 +310,12 @@ trial() {
 #   veth - lossless at full speed but the generator found the veth full (waited): the veth's
 #          receive side (NAPI + XDP) set the pace, not the receiver's user-space part.
 declare -A ZL MAXR MAXLOSS LIM CPU VDROP NAPI
-read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
+read -r -a TOOLS <<<"${BENCH_RECEIVERS:-xdp-drop afxdp tcpdump suricata sensor-bypass-off sensor-bypass-on sensor-rings-off afxdp-capped sensor-bypass-off-capped sensor-rings-off-capped xdp-drop-napi-capped tcpdump-napi-capped sensor-bypass-on-napi-capped}"
+if ! command -v suricata >/dev/null; then
+    echo "note: suricata not installed (scripts/setup.sh installs it from bookworm-backports): its row is skipped"
+    for i in "${!TOOLS[@]}"; do [[ ${TOOLS[$i]} == suricata* ]] && unset "TOOLS[$i]"; done
+    TOOLS=("${TOOLS[@]}")
+fi
 # Both AF_XDP receivers (the sensor, the bare loop) put their UMEM on 2 MiB pages, as the sensor
 # does by default when pages are reserved (live.huge_pages): 16 pages per socket at the default
 # sizes, one socket at a time here, reserved for the run and given back at the end. With 4 KiB
@@ -525,6 +544,8 @@ echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass
 echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass-on xdp-drop)"
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on tcpdump)"
 echo "  sensor bypass off / tcpdump (AF_PACKET)            $(ratio sensor-bypass-off tcpdump)"
+echo "  sensor bypass on  / Suricata 7 (AF_PACKET, no rules) $(ratio sensor-bypass-on suricata)"
+echo "  sensor bypass off / Suricata 7 (AF_PACKET, no rules) $(ratio sensor-bypass-off suricata)"
 echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off afxdp)"
 echo "  with every receiver held to ${CAP}% of a core (the -capped rows), by frames taken per CPU-second of the"
 echo "  receiver's process in its full-speed trial, where the cap saturates it (the CPU column):"

@@ -18,6 +18,8 @@
 #        sensor replay FILE --workers N --no-decode       our reader alone: our floor
 #        ndpiReader -i FILE -q                            the DPI peer (nDPI: flows + DPI)
 #        softflowd -r FILE -6                             flows without DPI
+#        sensor replay FILE --eve FILE, and                 EVE files from both (when Suricata
+#        suricata -r FILE --runmode single -S /dev/null -k none   is installed: setup.sh)
 #        tcpdump -r FILE -w /dev/null                     libpcap read loop: the classic floor
 #      A missing peer is skipped with a message; a failing sensor run prints its stderr and the
 #      benchmark goes on.
@@ -272,6 +274,24 @@ else
     skip "$P_SOFT" "softflowd not installed (Debian package softflowd)"
 fi
 
+P_SURI="suricata 7 (EVE to a file)"
+S_FILE="sensor (EVE to a file)"
+if command -v suricata >/dev/null; then
+    # The peer whose output we share, with Debian's default configuration (EVE with flow, dns,
+    # tls, http, quic and more, written to eve.json in -l's folder), one thread (--runmode
+    # single), no rules (-S /dev/null), no checksum checks (-k none, as the sensor). The sensor
+    # row beside it writes its EVE to a file too; both files are deleted after each run.
+    SURI_DIR=$WORK/suricata-log
+    rm -rf "$SURI_DIR" && mkdir -p "$SURI_DIR"
+    bench "$S_FILE" sensor-eve-file bash -c 'rm -f "$2"; "$1" replay "$3" --workers "$4" --eve "$2" "${@:5}"; rc=$?; rm -f "$2"; exit $rc' \
+        _ "$SENSOR" "$SURI_DIR/sensor-eve.json" "$CAP" "$WORKERS" "${SENSOR_QUIET[@]}"
+    bench "$P_SURI" suricata bash -c 'rm -f "$1"/*; suricata -r "$2" --runmode single -S /dev/null -k none -l "$1"; rc=$?; rm -f "$1"/*; exit $rc' \
+        _ "$SURI_DIR" "$CAP"
+else
+    skip "$S_FILE" "only measured beside Suricata"
+    skip "$P_SURI" "suricata not installed (scripts/setup.sh installs it from bookworm-backports)"
+fi
+
 P_TCPD="tcpdump -r (floor)"
 if command -v tcpdump >/dev/null || [[ -x /usr/sbin/tcpdump ]]; then
     TCPDUMP=$(command -v tcpdump || echo /usr/sbin/tcpdump)
@@ -336,6 +356,7 @@ ratio_line "sensor vs ndpiReader (packets per CPU-s)" "$P_NDPI" "$S_NOOUT" ">=" 
 ratio_line "sensor+EVE vs ndpiReader (packets per CPU-s)" "$P_NDPI" "$S_FULL" ">=" 6 "we also write EVE JSON"
 ratio_line "sensor vs softflowd (packets per CPU-s)" "$P_SOFT" "$S_NOOUT" ">=" 1.2 "DPI vs flows only, no output"
 ratio_line "sensor+EVE vs softflowd (packets per CPU-s)" "$P_SOFT" "$S_FULL" ">=" 1.2 "we also write EVE JSON"
+ratio_line "sensor+EVE vs Suricata 7 (CPU-s, EVE files)" "$P_SURI" "$S_FILE" ">=" 8 "the peer with our output format"
 ratio_line "sensor CPU / our read floor (--no-decode)" "$S_NOOUT" "$S_FLOOR" "<=" 2 "cost over reading alone"
 ratio_line "sensor CPU / tcpdump read floor" "$S_NOOUT" "$P_TCPD" "<=" 2 "cost over libpcap reading"
 ratio_line "our read floor vs tcpdump (packets per CPU-s)" "$P_TCPD" "$S_FLOOR" ">=" 1 "our reader vs libpcap"

@@ -8,8 +8,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::capture::afxdp::BindMode;
+use crate::capture::xdp::AttachMode;
 use crate::decode::DecodeConfig;
+use crate::dispatch::FlowHasher;
 use crate::dpi::DpiConfig;
+use crate::export::spool::FullPolicy;
 use crate::flow::{BypassProtocols, FlowConfig};
 use crate::time::NANOS_PER_SEC;
 
@@ -125,6 +129,11 @@ pub struct FlowSection {
     /// VLAN id is part of the flow key; turn off when the two directions of a connection are
     /// seen with different VLAN tags (some SPAN setups).
     pub vlan_in_key: bool,
+    /// Key of the flow hash that places flows on workers and in their tables: 32 hex digits
+    /// (128 bits). Empty: a built-in key, the same on every run, so that replays give the
+    /// same flow ids. Set a secret one on a sensor that faces hostile traffic, so that no one
+    /// can aim hash collisions at a worker. Changing it changes every `flow_id`.
+    pub hash_key: Secret,
 }
 
 impl Default for FlowSection {
@@ -138,6 +147,7 @@ impl Default for FlowSection {
             closed_timeout: d.closed_ns / NANOS_PER_SEC,
             active_timeout: d.active_ns / NANOS_PER_SEC,
             vlan_in_key: d.vlan_in_key,
+            hash_key: Secret::default(),
         }
     }
 }
@@ -217,9 +227,9 @@ pub struct LiveSection {
     /// interface's rx queues.
     pub queues: Vec<u32>,
     /// XDP attach mode: `auto` (native, falling back to generic), `driver` or `skb`.
-    pub xdp_mode: String,
+    pub xdp_mode: AttachMode,
     /// AF_XDP binding: `auto` (zero-copy when the driver supports it), `copy` or `zerocopy`.
-    pub bind_mode: String,
+    pub bind_mode: BindMode,
     /// Rx ring slots per socket (power of two).
     pub rx_ring: u32,
     /// Fill ring slots per socket (power of two, >= rx_ring); also the UMEM's frame count.
@@ -236,15 +246,15 @@ pub struct LiveSection {
     /// copy, no hand-over; flows must reach a queue whole), `rings` (capture threads hash and
     /// hand packets to `sensor.workers` workers over SPSC rings), or `auto` (inline when there
     /// is one queue and one worker, else rings).
-    pub dispatch: String,
+    pub dispatch: DispatchMode,
     /// Count the packets of flows whose metadata is extracted in the kernel instead of copying
     /// them to user space; their counters are added to the flow record.
     pub bypass: bool,
     /// Which flows bypass may take, by the protocol DPI found (EVE `app_proto` names: `tls`,
     /// `quic`, `http`, `dns`, `failed`); see `flow::BypassProtocols` for when each is bypassed.
-    pub bypass_protocols: Vec<String>,
+    pub bypass_protocols: BypassProtocols,
     /// Capture filter: only frames with an address in one of these CIDRs (empty: all).
-    pub filter_cidrs: Vec<String>,
+    pub filter_cidrs: Vec<Cidr>,
     /// Capture filter: only TCP/UDP frames with one of these ports (empty: all).
     pub filter_ports: Vec<u16>,
     /// Blocklist file: `ADDRESS[/LEN] [SECONDS]` per line; traffic from/to these is dropped in
@@ -263,8 +273,8 @@ impl Default for LiveSection {
     fn default() -> Self {
         LiveSection {
             queues: Vec::new(),
-            xdp_mode: "auto".into(),
-            bind_mode: "auto".into(),
+            xdp_mode: AttachMode::Auto,
+            bind_mode: BindMode::Auto,
             // 8192 slots are 20 ms at 400 kpps: deeper than the scheduling delays a capture
             // thread sees when it shares a core (2048 lost frames on this 2-core machine).
             rx_ring: 8192,
@@ -272,9 +282,9 @@ impl Default for LiveSection {
             frame_size: 2048,
             busy_poll: false,
             huge_pages: true,
-            dispatch: "auto".into(),
+            dispatch: DispatchMode::Auto,
             bypass: true,
-            bypass_protocols: BypassProtocols::DEFAULT.map(String::from).to_vec(),
+            bypass_protocols: BypassProtocols::default(),
             filter_cidrs: Vec::new(),
             filter_ports: Vec::new(),
             blocklist_file: String::new(),
@@ -295,7 +305,7 @@ pub struct ClickHouseSection {
     pub database: String,
     pub user: String,
     /// Empty: taken from the environment variable SENSOR_CLICKHOUSE_PASSWORD if set.
-    pub password: String,
+    pub password: Secret,
     /// PEM file of the CA that signed the server's certificate, for `https://` URLs; empty:
     /// the system's roots.
     pub ca_file: String,
@@ -314,7 +324,7 @@ impl Default for ClickHouseSection {
             url: String::new(),
             database: "sensor".into(),
             user: "default".into(),
-            password: String::new(),
+            password: Secret::default(),
             ca_file: String::new(),
             batch_rows: 50_000,
             batch_age_ms: 1000,
@@ -331,9 +341,9 @@ pub struct NatsSection {
     /// e.g. `nats://127.0.0.1:4222`; `tls://` requires TLS.
     pub url: String,
     /// Token, or user and password; empty: SENSOR_NATS_TOKEN / SENSOR_NATS_PASSWORD if set.
-    pub token: String,
+    pub token: Secret,
     pub user: String,
-    pub password: String,
+    pub password: Secret,
     /// PEM file of the CA that signed the server's certificate (turns TLS on).
     pub ca_file: String,
     /// JetStream stream, created if missing, with subjects `sensor.<sensor_id>.>`.
@@ -365,9 +375,9 @@ impl Default for NatsSection {
     fn default() -> Self {
         NatsSection {
             url: String::new(),
-            token: String::new(),
+            token: Secret::default(),
             user: String::new(),
-            password: String::new(),
+            password: Secret::default(),
             ca_file: String::new(),
             stream: "SENSOR".into(),
             max_bytes: 0,
@@ -391,7 +401,7 @@ pub struct SpoolSection {
     pub max_bytes: u64,
     /// `block`: the exporter stops taking records (replay waits, live capture counts drops);
     /// `drop_oldest`: the oldest spooled batches are deleted and their rows counted.
-    pub full_policy: String,
+    pub full_policy: FullPolicy,
 }
 
 impl Default for SpoolSection {
@@ -399,13 +409,100 @@ impl Default for SpoolSection {
         SpoolSection {
             dir: "/var/lib/sensor/spool".into(),
             max_bytes: 1 << 30,
-            full_policy: "block".into(),
+            full_policy: FullPolicy::Block,
         }
     }
 }
 
 /// Shown instead of a secret by `check-config`.
 pub const MASK: &str = "********";
+
+/// A password, token or key from the file. `Debug` and `Serialize` show [`MASK`] instead
+/// (empty stays empty, so that one can see it is unset), so a secret reaches neither a log
+/// line nor `sensor check-config`; the code that needs the value asks for [`Secret::expose`].
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The value, or when it is empty the environment variable `var` (so that secrets can
+    /// stay out of files), or empty.
+    pub fn or_env(&self, var: &str) -> String {
+        if self.0.is_empty() {
+            std::env::var(var).unwrap_or_default()
+        } else {
+            self.0.clone()
+        }
+    }
+
+    fn shown(&self) -> &str {
+        if self.0.is_empty() {
+            ""
+        } else {
+            MASK
+        }
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Secret {
+        Secret(s.to_string())
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.shown())
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
+    }
+}
+
+/// Where live capture runs DPI (`live.dispatch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchMode {
+    /// Inline with one queue and one worker, else rings.
+    Auto,
+    /// Each queue's capture thread is that queue's DPI worker.
+    Inline,
+    /// Capture threads hand packets to the workers over SPSC rings.
+    Rings,
+}
+
+/// An address block, `ADDR/LEN`, or a bare address for one host; parsed once, when the file
+/// is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub len: u8,
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(s: String) -> Result<Cidr, String> {
+        parse_cidr(&s).map(|(addr, len)| Cidr { addr, len })
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(c: Cidr) -> String {
+        format!("{}/{}", c.addr, c.len)
+    }
+}
 
 /// Parses `ADDR/LEN` (or a bare address, a host route).
 pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
@@ -427,6 +524,26 @@ pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
     Ok((addr, len))
 }
 
+/// `flow.hash_key`: empty for the built-in key, else 32 hex digits.
+fn parse_hash_key(s: &str) -> Result<FlowHasher, String> {
+    if s.is_empty() {
+        return Ok(FlowHasher::default());
+    }
+    let digits = s.as_bytes();
+    if digits.len() != 32 || !digits.iter().all(u8::is_ascii_hexdigit) {
+        return Err(format!(
+            "must be 32 hex digits (128 bits), got {} characters",
+            digits.len()
+        ));
+    }
+    let mut key = [0u8; 16];
+    for (k, pair) in key.iter_mut().zip(digits.chunks_exact(2)) {
+        let hex = std::str::from_utf8(pair).unwrap_or("00");
+        *k = u8::from_str_radix(hex, 16).unwrap_or(0);
+    }
+    Ok(FlowHasher::new(key))
+}
+
 impl Config {
     /// Reads and parses a file (no range checks: see [`Config::validate`]).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -445,186 +562,20 @@ impl Config {
             .map_err(|e| ConfigError::new(&key_at(&e, text), e.message().to_string()))
     }
 
-    /// Range checks; the first problem found is returned.
+    /// Range checks, section by section; the first problem found is returned. (Types, enum
+    /// values, addresses and CIDRs were checked by [`Config::parse`].)
     pub fn validate(&self) -> Result<(), ConfigError> {
-        fn range<T: PartialOrd + std::fmt::Display>(
-            key: &str,
-            v: T,
-            lo: T,
-            hi: T,
-        ) -> Result<(), ConfigError> {
-            if v < lo || v > hi {
-                return Err(ConfigError::new(
-                    key,
-                    format!("must be between {lo} and {hi}, got {v}"),
-                ));
-            }
-            Ok(())
-        }
         range("sensor.workers", self.sensor.workers, 0, 256)?;
         range("sensor.ring_size", self.sensor.ring_size, 64, 1 << 22)?;
-        range("flow.max_flows", self.flow.max_flows, 1, 100_000_000)?;
-        let day = 86_400;
-        range("flow.tcp_idle_timeout", self.flow.tcp_idle_timeout, 1, day)?;
-        range("flow.udp_idle_timeout", self.flow.udp_idle_timeout, 1, day)?;
-        range(
-            "flow.other_idle_timeout",
-            self.flow.other_idle_timeout,
-            1,
-            day,
-        )?;
-        range("flow.closed_timeout", self.flow.closed_timeout, 0, day)?;
-        range("flow.active_timeout", self.flow.active_timeout, 1, 7 * day)?;
-        range(
-            "decode.frag_max_datagrams",
-            self.decode.frag_max_datagrams,
-            0,
-            1 << 20,
-        )?;
-        range(
-            "decode.frag_max_bytes",
-            self.decode.frag_max_bytes,
-            0,
-            1 << 30,
-        )?;
-        range("decode.frag_timeout", self.decode.frag_timeout, 1, 3600)?;
-        range("dpi.max_buffer", self.dpi.max_buffer, 512, 1 << 20)?;
-        range("dpi.max_ooo_segments", self.dpi.max_ooo_segments, 0, 256)?;
-        range("dpi.detect_limit", self.dpi.detect_limit, 16, 1 << 20)?;
-        range("dpi.max_quic_flows", self.dpi.max_quic_flows, 0, 1 << 20)?;
-        let id = &self.export.sensor_id;
-        if id.len() > 64
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError::new(
-                "export.sensor_id",
-                format!("only letters, digits, - and _ (at most 64), got {id:?}"),
-            ));
-        }
-        range("export.drain_timeout", self.export.drain_timeout, 0, 3600)?;
-        let ch = &self.clickhouse;
-        if !(ch.url.is_empty() || ch.url.starts_with("http://") || ch.url.starts_with("https://")) {
-            return Err(ConfigError::new(
-                "clickhouse.url",
-                format!("must start with http:// or https://, got {:?}", ch.url),
-            ));
-        }
-        if ch.database.is_empty()
-            || !ch
-                .database
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
-            return Err(ConfigError::new(
-                "clickhouse.database",
-                format!("letters, digits and _ only, got {:?}", ch.database),
-            ));
-        }
-        range("clickhouse.batch_rows", ch.batch_rows, 1, 10_000_000)?;
-        range("clickhouse.batch_age_ms", ch.batch_age_ms, 1, 600_000)?;
-        range("clickhouse.timeout", ch.timeout, 1, 3600)?;
-        let n = &self.nats;
-        if !n.url.is_empty() && !["nats://", "tls://"].iter().any(|p| n.url.starts_with(p)) {
-            return Err(ConfigError::new(
-                "nats.url",
-                format!("must start with nats:// or tls://, got {:?}", n.url),
-            ));
-        }
-        if n.stream.is_empty()
-            || !n
-                .stream
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        {
-            return Err(ConfigError::new(
-                "nats.stream",
-                format!("letters, digits, - and _ only, got {:?}", n.stream),
-            ));
-        }
-        range("nats.max_bytes", n.max_bytes, 0, i64::MAX)?;
-        range("nats.duplicate_window", n.duplicate_window, 1, 7 * day)?;
-        range("nats.max_inflight", n.max_inflight, 1, 1 << 20)?;
-        range("nats.batch_msgs", n.batch_msgs, 1, 1_000_000)?;
-        range("nats.batch_age_ms", n.batch_age_ms, 1, 600_000)?;
-        range("nats.timeout", n.timeout, 1, 3600)?;
-        range("spool.max_bytes", self.spool.max_bytes, 1 << 16, 1 << 50)?;
-        if !["block", "drop_oldest"].contains(&self.spool.full_policy.as_str()) {
-            return Err(ConfigError::new(
-                "spool.full_policy",
-                format!(
-                    "must be \"block\" or \"drop_oldest\", got {:?}",
-                    self.spool.full_policy
-                ),
-            ));
-        }
-        if self.spool.dir.is_empty() && (!ch.url.is_empty() || !n.url.is_empty()) {
-            return Err(ConfigError::new(
-                "spool.dir",
-                "must not be empty when a sink is on",
-            ));
-        }
-        let l = &self.live;
-        for (key, v, allowed) in [
-            ("live.xdp_mode", &l.xdp_mode, &["auto", "driver", "skb"][..]),
-            (
-                "live.bind_mode",
-                &l.bind_mode,
-                &["auto", "copy", "zerocopy"][..],
-            ),
-            (
-                "live.dispatch",
-                &l.dispatch,
-                &["auto", "inline", "rings"][..],
-            ),
-        ] {
-            if !allowed.contains(&v.as_str()) {
-                return Err(ConfigError::new(
-                    key,
-                    format!("must be one of {}, got {v:?}", allowed.join(", ")),
-                ));
-            }
-        }
-        for (key, v) in [("live.rx_ring", l.rx_ring), ("live.fill_ring", l.fill_ring)] {
-            range(key, v, 64, 1 << 16)?;
-            if !v.is_power_of_two() {
-                return Err(ConfigError::new(
-                    key,
-                    format!("must be a power of two, got {v}"),
-                ));
-            }
-        }
-        if l.fill_ring < l.rx_ring {
-            return Err(ConfigError::new(
-                "live.fill_ring",
-                format!(
-                    "must be at least live.rx_ring ({}), got {}",
-                    l.rx_ring, l.fill_ring
-                ),
-            ));
-        }
-        if l.frame_size != 2048 && l.frame_size != 4096 {
-            return Err(ConfigError::new(
-                "live.frame_size",
-                format!("must be 2048 or 4096, got {}", l.frame_size),
-            ));
-        }
-        BypassProtocols::parse(&l.bypass_protocols)
-            .map_err(|e| ConfigError::new("live.bypass_protocols", e))?;
-        for c in &l.filter_cidrs {
-            parse_cidr(c).map_err(|e| ConfigError::new("live.filter_cidrs", e))?;
-        }
-        if !l.metrics_addr.is_empty() && l.metrics_addr.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::new(
-                "live.metrics_addr",
-                format!(
-                    "must be HOST:PORT with a numeric host, got {:?}",
-                    l.metrics_addr
-                ),
-            ));
-        }
-        range("live.stats_interval", l.stats_interval, 1, 86_400)?;
+        self.flow.validate()?;
+        self.decode.validate()?;
+        self.dpi.validate()?;
+        self.export.validate()?;
+        self.clickhouse.validate()?;
+        self.nats.validate()?;
+        self.spool
+            .validate(!self.clickhouse.url.is_empty() || !self.nats.url.is_empty())?;
+        self.live.validate()?;
         self.enrich.validate()?;
         if !self.commands.public_key.is_empty() && self.commands.state_file.is_empty() {
             return Err(ConfigError::new(
@@ -635,17 +586,17 @@ impl Config {
         Ok(())
     }
 
-    /// Workers to start: the configured number, or cores minus one (at least one).
     /// Whether live capture runs DPI in the capture threads (`live.dispatch`), given the
     /// number of queues captured.
     pub fn inline_dpi(&self, queues: usize) -> bool {
-        match self.live.dispatch.as_str() {
-            "inline" => true,
-            "rings" => false,
-            _ => queues == 1 && self.worker_count() == 1,
+        match self.live.dispatch {
+            DispatchMode::Inline => true,
+            DispatchMode::Rings => false,
+            DispatchMode::Auto => queues == 1 && self.worker_count() == 1,
         }
     }
 
+    /// Workers to start: the configured number, or cores minus one (at least one).
     pub fn worker_count(&self) -> usize {
         if self.sensor.workers > 0 {
             return self.sensor.workers;
@@ -665,12 +616,9 @@ impl Config {
             active_ns: self.flow.active_timeout * s,
             vlan_in_key: self.flow.vlan_in_key,
             flow_start: self.nats.flow_start && !self.nats.url.is_empty(),
+            // Checked by `validate`.
+            hasher: parse_hash_key(self.flow.hash_key.expose()).unwrap_or_default(),
         }
-    }
-
-    /// `live.bypass_protocols` (checked by `validate`; unknown names would bypass nothing).
-    pub fn bypass_protocols(&self) -> BypassProtocols {
-        BypassProtocols::parse(&self.live.bypass_protocols).unwrap_or(BypassProtocols::NONE)
     }
 
     pub fn decode_config(&self) -> DecodeConfig {
@@ -690,19 +638,10 @@ impl Config {
         }
     }
 
-    /// The effective configuration as TOML (what `sensor check-config` prints), secrets masked.
+    /// The effective configuration as TOML (what `sensor check-config` prints), secrets masked
+    /// (by [`Secret`]'s `Serialize`).
     pub fn to_toml(&self) -> String {
-        let mut shown = self.clone();
-        for s in [
-            &mut shown.clickhouse.password,
-            &mut shown.nats.password,
-            &mut shown.nats.token,
-        ] {
-            if !s.is_empty() {
-                *s = MASK.to_string();
-            }
-        }
-        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
     }
 
     /// The control socket of a sensor capturing on `iface`.
@@ -737,6 +676,175 @@ impl Config {
         } else {
             id
         }
+    }
+}
+
+/// `key` must lie within `lo..=hi`.
+fn range<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(ConfigError::new(
+            key,
+            format!("must be between {lo} and {hi}, got {v}"),
+        ));
+    }
+    Ok(())
+}
+
+/// `v` must be non-empty and made of ASCII letters, digits and the bytes in `extra`.
+fn name(key: &str, v: &str, extra: &[u8], max: usize) -> Result<(), ConfigError> {
+    let ok = |b: u8| b.is_ascii_alphanumeric() || extra.contains(&b);
+    if v.is_empty() || v.len() > max || !v.bytes().all(ok) {
+        let extra: Vec<String> = extra.iter().map(|&b| char::from(b).to_string()).collect();
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "letters, digits and {} only (1 to {max}), got {v:?}",
+                extra.join(" ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `url` must be empty or start with one of `schemes`.
+fn url(key: &str, url: &str, schemes: &[&str]) -> Result<(), ConfigError> {
+    if url.is_empty() || schemes.iter().any(|p| url.starts_with(p)) {
+        return Ok(());
+    }
+    Err(ConfigError::new(
+        key,
+        format!("must start with {}, got {url:?}", schemes.join(" or ")),
+    ))
+}
+
+const DAY: u64 = 86_400;
+
+impl FlowSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("flow.max_flows", self.max_flows, 1, 100_000_000)?;
+        range("flow.tcp_idle_timeout", self.tcp_idle_timeout, 1, DAY)?;
+        range("flow.udp_idle_timeout", self.udp_idle_timeout, 1, DAY)?;
+        range("flow.other_idle_timeout", self.other_idle_timeout, 1, DAY)?;
+        range("flow.closed_timeout", self.closed_timeout, 0, DAY)?;
+        range("flow.active_timeout", self.active_timeout, 1, 7 * DAY)?;
+        parse_hash_key(self.hash_key.expose()).map_err(|e| ConfigError::new("flow.hash_key", e))?;
+        Ok(())
+    }
+}
+
+impl DecodeSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range(
+            "decode.frag_max_datagrams",
+            self.frag_max_datagrams,
+            0,
+            1 << 20,
+        )?;
+        range("decode.frag_max_bytes", self.frag_max_bytes, 0, 1 << 30)?;
+        range("decode.frag_timeout", self.frag_timeout, 1, 3600)
+    }
+}
+
+impl DpiSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        range("dpi.max_buffer", self.max_buffer, 512, 1 << 20)?;
+        range("dpi.max_ooo_segments", self.max_ooo_segments, 0, 256)?;
+        range("dpi.detect_limit", self.detect_limit, 16, 1 << 20)?;
+        range("dpi.max_quic_flows", self.max_quic_flows, 0, 1 << 20)
+    }
+}
+
+impl ExportSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.sensor_id.is_empty() {
+            name("export.sensor_id", &self.sensor_id, b"-_", 64)?;
+        }
+        range("export.drain_timeout", self.drain_timeout, 0, 3600)
+    }
+}
+
+impl ClickHouseSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        url("clickhouse.url", &self.url, &["http://", "https://"])?;
+        name("clickhouse.database", &self.database, b"_", 255)?;
+        range("clickhouse.batch_rows", self.batch_rows, 1, 10_000_000)?;
+        range("clickhouse.batch_age_ms", self.batch_age_ms, 1, 600_000)?;
+        range("clickhouse.timeout", self.timeout, 1, 3600)
+    }
+}
+
+impl NatsSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        url("nats.url", &self.url, &["nats://", "tls://"])?;
+        name("nats.stream", &self.stream, b"-_", 255)?;
+        range("nats.max_bytes", self.max_bytes, 0, i64::MAX)?;
+        range("nats.duplicate_window", self.duplicate_window, 1, 7 * DAY)?;
+        range("nats.max_inflight", self.max_inflight, 1, 1 << 20)?;
+        range("nats.batch_msgs", self.batch_msgs, 1, 1_000_000)?;
+        range("nats.batch_age_ms", self.batch_age_ms, 1, 600_000)?;
+        range("nats.timeout", self.timeout, 1, 3600)
+    }
+}
+
+impl SpoolSection {
+    fn validate(&self, sink_on: bool) -> Result<(), ConfigError> {
+        range("spool.max_bytes", self.max_bytes, 1 << 16, 1 << 50)?;
+        if self.dir.is_empty() && sink_on {
+            return Err(ConfigError::new(
+                "spool.dir",
+                "must not be empty when a sink is on",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl LiveSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("live.rx_ring", self.rx_ring),
+            ("live.fill_ring", self.fill_ring),
+        ] {
+            range(key, v, 64, 1 << 16)?;
+            if !v.is_power_of_two() {
+                return Err(ConfigError::new(
+                    key,
+                    format!("must be a power of two, got {v}"),
+                ));
+            }
+        }
+        if self.fill_ring < self.rx_ring {
+            return Err(ConfigError::new(
+                "live.fill_ring",
+                format!(
+                    "must be at least live.rx_ring ({}), got {}",
+                    self.rx_ring, self.fill_ring
+                ),
+            ));
+        }
+        if self.frame_size != 2048 && self.frame_size != 4096 {
+            return Err(ConfigError::new(
+                "live.frame_size",
+                format!("must be 2048 or 4096, got {}", self.frame_size),
+            ));
+        }
+        if !self.metrics_addr.is_empty()
+            && self.metrics_addr.parse::<std::net::SocketAddr>().is_err()
+        {
+            return Err(ConfigError::new(
+                "live.metrics_addr",
+                format!(
+                    "must be HOST:PORT with a numeric host, got {:?}",
+                    self.metrics_addr
+                ),
+            ));
+        }
+        range("live.stats_interval", self.stats_interval, 1, DAY)
     }
 }
 
@@ -866,6 +974,8 @@ mod tests {
             assert!(!t.contains(secret), "{t}");
         }
         assert!(t.contains(MASK));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.clickhouse.password.expose(), "hunter2");
     }
 
     #[test]
@@ -880,16 +990,17 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.key, "clickhouse.url");
-        let e = Config::parse("[spool]\nfull_policy = \"maybe\"\n")
-            .unwrap()
-            .validate()
-            .unwrap_err();
+        let e = Config::parse("[spool]\nfull_policy = \"maybe\"\n").unwrap_err();
         assert_eq!(e.key, "spool.full_policy");
+        assert!(e.msg.contains("drop_oldest"), "{e}");
     }
 
     #[test]
     fn live_values_are_checked_with_their_key() {
-        let rejected = |toml: &str| Config::parse(toml).unwrap().validate().unwrap_err();
+        let rejected = |toml: &str| match Config::parse(toml) {
+            Ok(c) => c.validate().unwrap_err(),
+            Err(e) => e,
+        };
         for (toml, key) in [
             (
                 "[live]\nfill_ring = 1024\nrx_ring = 2048\n",
@@ -911,15 +1022,43 @@ mod tests {
         assert!(e.to_string().contains("\"ssh\""), "{e}");
         let c = Config::parse("[live]\nbypass_protocols = [\"http\", \"dns\"]\n").unwrap();
         c.validate().unwrap();
-        let p = c.bypass_protocols();
+        let p = c.live.bypass_protocols;
         assert!(p.allows(AppProto::Http) && p.allows(AppProto::Dns));
         assert!(!p.allows(AppProto::Tls) && !p.allows(AppProto::Unknown));
-        let d = Config::default().bypass_protocols();
+        let d = Config::default().live.bypass_protocols;
         assert_eq!(d, BypassProtocols::default());
         assert!(d.allows(AppProto::Tls) && d.allows(AppProto::Quic) && d.allows(AppProto::Failed));
         assert!(!d.allows(AppProto::Http) && !d.allows(AppProto::Dns));
         assert_eq!(parse_cidr("192.0.2.0/24").unwrap().1, 24);
         assert_eq!(parse_cidr("2001:db8::1").unwrap().1, 128);
+        let c = Config::parse("[live]\nfilter_cidrs = [\"2001:db8::1\"]\nxdp_mode = \"skb\"\nbind_mode = \"zerocopy\"\ndispatch = \"rings\"\n").unwrap();
+        assert_eq!(c.live.filter_cidrs[0].len, 128);
+        assert_eq!(c.live.xdp_mode, AttachMode::Skb);
+        assert_eq!(c.live.bind_mode, BindMode::ZeroCopy);
+        assert!(!c.inline_dpi(1));
+    }
+
+    #[test]
+    fn the_flow_hash_key_is_checked_used_and_masked() {
+        let key = "00112233445566778899aabbccddeeff";
+        let c = Config::parse(&format!("[flow]\nhash_key = \"{key}\"\n")).unwrap();
+        c.validate().unwrap();
+        let keyed = c.flow_config().hasher;
+        assert_ne!(keyed, Config::default().flow_config().hasher);
+        assert_eq!(
+            keyed,
+            FlowHasher::new(core::array::from_fn(|i| (i * 0x11) as u8))
+        );
+        assert!(!c.to_toml().contains(key), "{}", c.to_toml());
+        assert!(!format!("{c:?}").contains(key));
+        for bad in ["abc", "00112233445566778899aabbccddeefg"] {
+            let e = Config::parse(&format!("[flow]\nhash_key = \"{bad}\"\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert_eq!(e.key, "flow.hash_key", "{e}");
+            assert!(!e.msg.contains(bad), "the key is not echoed: {e}");
+        }
     }
 
     #[test]

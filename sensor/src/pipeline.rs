@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
+use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
 use crate::export::runtime::{ExportReport, Exporter};
 use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
@@ -376,7 +376,7 @@ fn dispatch_files(
                     continue;
                 }
             };
-            let hash = flow_hash(&info, flow_cfg.key_vlan(info.vlan));
+            let hash = flow_cfg.flow_hash(&info);
             let w = worker_for(hash, rings.workers());
             let desc = PacketDesc {
                 head: PacketHead {
@@ -480,10 +480,10 @@ pub fn rx_queues(iface: &str) -> Option<Vec<u32>> {
 pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
+    use crate::capture::afxdp::{XskOptions, XskSocket};
     use crate::capture::control::Control;
     use crate::capture::live::{BufPool, Handoff, QueueCapture, QueueMetricsRef};
-    use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
+    use crate::capture::xdp::{counter, Behaviour, CaptureFilter, XdpProgram};
     use crate::metrics::{Metrics, MetricsServer};
     use crate::stats::LiveStats;
     use crate::worker::LiveHooks;
@@ -523,22 +523,13 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     };
     let metrics = Metrics::new(iface, &queues, n);
 
-    let mode = match l.xdp_mode.as_str() {
-        "driver" => AttachMode::Driver,
-        "skb" => AttachMode::Skb,
-        _ => AttachMode::Auto,
-    };
     let filter = CaptureFilter {
-        cidrs: l
-            .filter_cidrs
-            .iter()
-            .filter_map(|c| crate::config::parse_cidr(c).ok())
-            .collect(),
+        cidrs: l.filter_cidrs.iter().map(|c| (c.addr, c.len)).collect(),
         ports: l.filter_ports.clone(),
     };
     let mut xdp = XdpProgram::load(
         iface,
-        mode,
+        l.xdp_mode,
         &filter,
         Behaviour::Capture { bypass: l.bypass },
     )?;
@@ -546,11 +537,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         rx_ring: l.rx_ring,
         fill_ring: l.fill_ring,
         frame_size: l.frame_size,
-        bind: match l.bind_mode.as_str() {
-            "copy" => BindMode::Copy,
-            "zerocopy" => BindMode::ZeroCopy,
-            _ => BindMode::Auto,
-        },
+        bind: l.bind_mode,
         busy_poll: l.busy_poll,
         huge_pages: l.huge_pages,
     };
@@ -619,7 +606,7 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
         .map(|(id, (recycle, updates))| LiveHooks {
             recycle,
             bypass: l.bypass.then(|| (id, req_tx.clone())),
-            bypass_protocols: cfg.bypass_protocols(),
+            bypass_protocols: l.bypass_protocols,
             updates,
             metrics: Arc::clone(&metrics.workers[id]),
         })

@@ -16,8 +16,9 @@ use xsk_rs::config::{
 };
 use xsk_rs::{FillQueue, FrameDesc, RxQueue, Socket, Umem};
 
-/// Copy or zero-copy binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Copy or zero-copy binding (config `live.bind_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BindMode {
     /// Zero-copy when the driver supports it, else copy.
     Auto,

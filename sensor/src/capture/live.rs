@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::afxdp::XskSocket;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{flow_hash, worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
+use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
 use crate::flow::FlowConfig;
 use crate::metrics::QueueMetrics;
 use crate::stats::ReaderStats;
@@ -275,7 +275,7 @@ fn handle_frame(
             return;
         }
     };
-    let hash = flow_hash(&info, flow_cfg.key_vlan(info.vlan));
+    let hash = flow_cfg.flow_hash(&info);
     let w = worker_for(hash, dispatcher.workers());
     let desc = PacketDesc {
         head: PacketHead {
@@ -311,7 +311,7 @@ fn inline_frame(
     let head = |info| PacketHead {
         ts,
         wire_len: frame.len() as u32,
-        hash: flow_hash(&info, flow_cfg.key_vlan(info.vlan)),
+        hash: flow_cfg.flow_hash(&info),
         info,
     };
     /// As the worker reads an owned buffer: empty if the offsets point outside.

@@ -198,6 +198,7 @@ impl<'a> Frames<'a> {
         match parsed {
             Ok((after, rec)) => {
                 self.pos = self.data.len() - after.len();
+                prefetch(after);
                 let frac = u64::from(rec.ts_usec);
                 let frac_ns = if nanos { frac } else { frac * 1_000 };
                 Some(Frame {
@@ -293,6 +294,27 @@ fn ticks_to_ns(ticks: u64, resolution: u64, offset_secs: i64) -> Ts {
     let frac_ns = (u128::from(frac) * u128::from(NANOS_PER_SEC) / u128::from(resolution)) as u64;
     let secs = (secs as i64).saturating_add(offset_secs).max(0) as u64;
     secs.saturating_mul(NANOS_PER_SEC).saturating_add(frac_ns)
+}
+
+/// Asks the CPU to fetch the next record (header and the frame's first bytes) while the
+/// caller decodes this one: each record starts on a cache line the reader has not touched yet,
+/// and that first touch was the reader's largest single cost in profiles of a large replay.
+#[inline]
+fn prefetch(next: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let p = next.as_ptr().cast::<i8>();
+        // SAFETY: SSE is part of the x86_64 baseline, and a prefetch is a hint that never
+        // faults, whatever the address (the second one may lie past the mapping's end).
+        unsafe {
+            _mm_prefetch::<_MM_HINT_T0>(p);
+            // The frame's headers can cross into the next line.
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(64));
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = next;
 }
 
 impl<'a> Iterator for Frames<'a> {

@@ -112,8 +112,9 @@ pub enum XdpError {
     Map { map: &'static str, err: String },
 }
 
-/// How to attach.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How to attach (config `live.xdp_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AttachMode {
     /// Native (driver) mode, falling back to generic (SKB) mode.
     Auto,

@@ -7,7 +7,7 @@
 //! in the memory-mapped file. Time ticks are broadcast to every worker so that idle workers
 //! expire flows on the same capture clock as busy ones.
 
-use crate::decode::{PacketInfo, TunnelInfo, TunnelKind};
+use crate::decode::{PacketInfo, TunnelKind};
 use crate::time::Ts;
 
 /// Where a packet's L4 payload lies.
@@ -46,52 +46,82 @@ pub enum Msg {
     Tick(Ts),
 }
 
-/// Symmetric hash of a packet's flow key: the same for both directions. `vlan` is the VLAN id
-/// when VLANs separate flows (config `flow.vlan_in_key`), else 0. A tunnelled packet's tunnel
-/// (kind, outer addresses in canonical order, id when it names both directions) is part of the
-/// key, so equal inner addresses in different tunnels hash apart; untunnelled packets hash as
-/// they did before tunnels joined the key (the XDP bypass keys only those).
+/// The symmetric, keyed hash of a packet's flow key: the same for both directions, and
+/// unpredictable without the key, so that crafted traffic cannot aim collisions at one bucket
+/// of a worker's flow table (or at one worker). SipHash-1-3 (the `siphasher` crate): the keyed
+/// hash std's `HashMap` uses against the same attack, and cheap for the 40 to 80 bytes of a key.
 ///
-/// Endpoints are ordered before hashing rather than combined with XOR, so that (a,b) and (b,a)
-/// hash alike but (a,a')-style collisions do not cluster. A fixed function, not a seeded one:
-/// the dispatch (and so the output) must be identical on every run.
-#[inline]
-pub fn flow_hash(info: &PacketInfo, vlan: u16) -> u64 {
-    let a = (info.src, info.sport);
-    let b = (info.dst, info.dport);
-    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
-    let mut h = mix(u64::from(info.proto)
-        | (u64::from(lo.1) << 8)
-        | (u64::from(hi.1) << 24)
-        | (u64::from(vlan) << 40));
-    for chunk in [&lo.0, &hi.0] {
-        let x = u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(chunk[8..].try_into().unwrap_or([0; 8]));
-        h = mix(h ^ x);
-        h = mix(h ^ y);
-    }
-    if info.tunnel.kind != TunnelKind::None {
-        h = tunnel_hash(h, &info.tunnel);
-    }
-    h
+/// The key comes from config `flow.hash_key`; the default is fixed, so that the dispatch, the
+/// flow ids and so the output of a replay are the same on every run. Changing the key changes
+/// every `flow_id` (they derive from this hash).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct FlowHasher {
+    k0: u64,
+    k1: u64,
 }
 
-/// Folds a tunnel into a flow hash (see [`flow_hash`]).
-#[inline]
-fn tunnel_hash(mut h: u64, t: &TunnelInfo) -> u64 {
-    let (lo, hi) = if t.outer_src <= t.outer_dst {
-        (t.outer_src, t.outer_dst)
-    } else {
-        (t.outer_dst, t.outer_src)
-    };
-    h = mix(h ^ (t.kind as u64) ^ (u64::from(t.key_id()) << 8));
-    for chunk in [&lo, &hi] {
-        let x = u64::from_le_bytes(chunk[..8].try_into().unwrap_or([0; 8]));
-        let y = u64::from_le_bytes(chunk[8..].try_into().unwrap_or([0; 8]));
-        h = mix(h ^ x);
-        h = mix(h ^ y);
+impl FlowHasher {
+    /// The built-in key (any fixed value serves: it only has to be the same on every run).
+    pub const DEFAULT_KEY: [u8; 16] = *b"sensor flow hash";
+
+    pub fn new(key: [u8; 16]) -> FlowHasher {
+        let (k0, k1) = key.split_at(8);
+        FlowHasher {
+            k0: u64::from_le_bytes(k0.try_into().unwrap_or([0; 8])),
+            k1: u64::from_le_bytes(k1.try_into().unwrap_or([0; 8])),
+        }
     }
-    h
+
+    /// The hash of a packet's flow key. `vlan` is the VLAN id when VLANs separate flows
+    /// (config `flow.vlan_in_key`), else 0. A tunnelled packet's tunnel (kind, outer addresses
+    /// in canonical order, id when it names both directions) is part of the key, so equal
+    /// inner addresses in different tunnels hash apart. Endpoints are put in a canonical order
+    /// first, which makes the hash symmetric.
+    #[inline]
+    pub fn hash(&self, info: &PacketInfo, vlan: u16) -> u64 {
+        use std::hash::Hasher as _;
+        let a = (info.src, info.sport);
+        let b = (info.dst, info.dport);
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let mut key = [0u8; 80];
+        key[..16].copy_from_slice(&lo.0);
+        key[16..32].copy_from_slice(&hi.0);
+        let small = u64::from(info.proto)
+            | (u64::from(lo.1) << 8)
+            | (u64::from(hi.1) << 24)
+            | (u64::from(vlan) << 40);
+        key[32..40].copy_from_slice(&small.to_le_bytes());
+        let mut len = 40;
+        let t = &info.tunnel;
+        if t.kind != TunnelKind::None {
+            let (olo, ohi) = if t.outer_src <= t.outer_dst {
+                (t.outer_src, t.outer_dst)
+            } else {
+                (t.outer_dst, t.outer_src)
+            };
+            key[40..56].copy_from_slice(&olo);
+            key[56..72].copy_from_slice(&ohi);
+            let tk = (t.kind as u64) | (u64::from(t.key_id()) << 8);
+            key[72..80].copy_from_slice(&tk.to_le_bytes());
+            len = 80;
+        }
+        let mut h = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        h.write(&key[..len]);
+        h.finish()
+    }
+}
+
+impl Default for FlowHasher {
+    fn default() -> Self {
+        FlowHasher::new(Self::DEFAULT_KEY)
+    }
+}
+
+/// The key is a secret: never printed.
+impl std::fmt::Debug for FlowHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FlowHasher(********)")
+    }
 }
 
 /// A 64-bit finaliser (splitmix64's): cheap, and every input bit affects every output bit.
@@ -240,6 +270,11 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::TunnelInfo;
+
+    fn flow_hash(info: &PacketInfo, vlan: u16) -> u64 {
+        FlowHasher::default().hash(info, vlan)
+    }
 
     fn v4(a: [u8; 4]) -> [u8; 16] {
         let mut m = [0u8; 16];
@@ -373,6 +408,23 @@ mod tests {
             "the latest pending time wins"
         );
         assert_eq!(d.ring_full, 1, "ticks are not drops");
+    }
+
+    #[test]
+    fn the_key_changes_every_hash_and_stays_hidden() {
+        let other = FlowHasher::new(*b"another 16B key!");
+        let mut equal = 0;
+        for port in 0..1000u16 {
+            let p = PacketInfo {
+                sport: port,
+                dport: 53,
+                proto: 17,
+                ..Default::default()
+            };
+            equal += u32::from(flow_hash(&p, 0) == other.hash(&p, 0));
+        }
+        assert_eq!(equal, 0);
+        assert!(!format!("{other:?}").contains("another"));
     }
 
     #[test]

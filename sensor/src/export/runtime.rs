@@ -28,7 +28,7 @@ use super::enrich::Enrich;
 use super::eve::{self, EveStats, EveWriter};
 use super::nats::{self as nats_sink, NatsOptions, NatsSink};
 use super::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
-use super::spool::{FullPolicy, Spool};
+use super::spool::Spool;
 use super::{EventRecord, FlowStartRecord, Record};
 use crate::config::{Config, ConfigError};
 use crate::dpi::AppEvent;
@@ -89,10 +89,7 @@ impl Exporter {
             drain: Duration::from_secs(cfg.export.drain_timeout),
             ..Retry::default()
         };
-        let policy = match cfg.spool.full_policy.as_str() {
-            "drop_oldest" => FullPolicy::DropOldest,
-            _ => FullPolicy::Block,
-        };
+        let policy = cfg.spool.full_policy;
         let open_spool = |name: &str| -> Result<Spool> {
             let dir = PathBuf::from(&cfg.spool.dir).join(name);
             Spool::open(&dir, cfg.spool.max_bytes, SEGMENT_BYTES, policy)
@@ -104,11 +101,7 @@ impl Exporter {
         let mut ch_tx = None;
         if !cfg.clickhouse.url.is_empty() {
             let c = &cfg.clickhouse;
-            let password = if c.password.is_empty() {
-                std::env::var("SENSOR_CLICKHOUSE_PASSWORD").unwrap_or_default()
-            } else {
-                c.password.clone()
-            };
+            let password = c.password.or_env("SENSOR_CLICKHOUSE_PASSWORD");
             let mut sink = ClickHouseSink::new(ClickHouseOptions {
                 url: c.url.clone(),
                 database: c.database.clone(),

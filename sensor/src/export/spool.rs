@@ -28,8 +28,9 @@ const HEADER: usize = 12;
 /// Names the first and last record of a batch payload, so dropped batches can be reported.
 pub type Describe = fn(&[u8]) -> Option<(String, String)>;
 
-/// What to do when the spool is full.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What to do when the spool is full (config `spool.full_policy`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FullPolicy {
     /// Refuse new batches: the exporter stops taking records, so workers see back-pressure
     /// (replay waits; live capture counts drops).

@@ -53,7 +53,8 @@ pub enum BypassEvent {
 /// - `dns`: after the first response; later queries on the same 5-tuple are not seen, hence
 ///   not in the default;
 /// - any of them also when its parser stopped by itself (nothing more to extract).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "Vec<String>", into = "Vec<String>")]
 pub struct BypassProtocols {
     bits: u8,
 }
@@ -101,6 +102,24 @@ impl BypassProtocols {
     }
 }
 
+impl TryFrom<Vec<String>> for BypassProtocols {
+    type Error = String;
+    fn try_from(names: Vec<String>) -> Result<BypassProtocols, String> {
+        BypassProtocols::parse(&names)
+    }
+}
+
+/// The names, in [`BypassProtocols::NAMES`] order (for the effective config).
+impl From<BypassProtocols> for Vec<String> {
+    fn from(p: BypassProtocols) -> Vec<String> {
+        BypassProtocols::NAMES
+            .iter()
+            .filter(|(_, proto)| p.allows(*proto))
+            .map(|(name, _)| (*name).to_string())
+            .collect()
+    }
+}
+
 impl Default for BypassProtocols {
     fn default() -> Self {
         // The names are this type's own: parsing them cannot fail.
@@ -128,6 +147,8 @@ pub struct FlowConfig {
     pub vlan_in_key: bool,
     /// Emit a [`crate::export::Record::FlowStart`] when a flow is created (`nats.flow_start`).
     pub flow_start: bool,
+    /// The flow key's hash (`flow.hash_key`).
+    pub hasher: crate::dispatch::FlowHasher,
 }
 
 impl FlowConfig {
@@ -139,6 +160,12 @@ impl FlowConfig {
         } else {
             0
         }
+    }
+
+    /// The hash that places a packet's flow: in the key's VLAN, with the configured key.
+    #[inline]
+    pub fn flow_hash(&self, info: &crate::decode::PacketInfo) -> u64 {
+        self.hasher.hash(info, self.key_vlan(info.vlan))
     }
 }
 
@@ -153,6 +180,7 @@ impl Default for FlowConfig {
             active_ns: 1800 * NANOS_PER_SEC,
             vlan_in_key: true,
             flow_start: false,
+            hasher: crate::dispatch::FlowHasher::default(),
         }
     }
 }

@@ -144,7 +144,7 @@ impl Flow {
 
 /// The part of a tunnel that takes part in the flow key: its kind, its outer addresses in
 /// canonical order, and its id when the id names both directions ([`TunnelInfo::key_id`]).
-/// All zero for a packet outside any tunnel. The same fields as `dispatch::flow_hash` hashes.
+/// All zero for a packet outside any tunnel. The same fields as `dispatch::FlowHasher` hashes.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 struct TunnelKey {
     kind: TunnelKind,
@@ -374,7 +374,7 @@ impl FlowTable {
             proto: key.proto,
             ..Default::default()
         };
-        let hash = crate::dispatch::flow_hash(&info, 0);
+        let hash = self.cfg.hasher.hash(&info, 0);
         let k = Key::of(&info, 0);
         let found = {
             let slab = &self.slab;
@@ -897,7 +897,9 @@ fn flow_id(base: u64, seq: u32) -> u64 {
 mod tests {
     use super::*;
     use crate::decode::TcpMeta;
-    use crate::dispatch::flow_hash;
+    fn flow_hash(info: &crate::decode::PacketInfo, vlan: u16) -> u64 {
+        crate::dispatch::FlowHasher::default().hash(info, vlan)
+    }
     use crate::time::NANOS_PER_SEC as S;
 
     fn v4(last: u8) -> [u8; 16] {

@@ -67,18 +67,11 @@ impl NatsOptions {
     /// `SENSOR_NATS_TOKEN` / `SENSOR_NATS_PASSWORD`.
     pub fn from_config(cfg: &crate::config::Config, sensor_id: &str) -> NatsOptions {
         let n = &cfg.nats;
-        let or_env = |v: &str, k: &str| {
-            if v.is_empty() {
-                std::env::var(k).unwrap_or_default()
-            } else {
-                v.to_string()
-            }
-        };
         NatsOptions {
             url: n.url.clone(),
-            token: or_env(&n.token, "SENSOR_NATS_TOKEN"),
+            token: n.token.or_env("SENSOR_NATS_TOKEN"),
             user: n.user.clone(),
-            password: or_env(&n.password, "SENSOR_NATS_PASSWORD"),
+            password: n.password.or_env("SENSOR_NATS_PASSWORD"),
             ca_file: n.ca_file.clone(),
             stream: n.stream.clone(),
             sensor_id: sensor_id.to_string(),

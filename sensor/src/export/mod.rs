@@ -3,12 +3,14 @@
 //! Workers turn finished flows and DPI events into [`Record`]s and send them in batches over a
 //! bounded channel to the exporter ([`runtime`]), off the packet cores. Sinks only see records;
 //! they know nothing of packets or flow tables: EVE JSON ([`eve`]), ClickHouse
-//! ([`clickhouse`]) and NATS JetStream ([`nats`]), the last two built from the shared retry and
-//! drain logic of [`sink`] and the on-disk [`spool`].
+//! ([`clickhouse`]) and NATS JetStream ([`nats`]). The network sinks are a list for the
+//! exporter: each is an [`lane::Encoder`] on the fan-out thread and a [`sink::Sink`] driven by
+//! the shared retry, backoff and drain logic of [`sink`] with its on-disk [`spool`].
 
 pub mod clickhouse;
 pub mod enrich;
 pub mod eve;
+pub mod lane;
 pub mod nats;
 pub mod runtime;
 pub mod sink;

@@ -21,17 +21,18 @@ use anyhow::{anyhow, Context, Result};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use tokio::sync::mpsc;
 
-use super::clickhouse::batch::Builder;
-use super::clickhouse::rows::{self, FlowSummary, Table};
+use super::clickhouse::encoder::ClickHouseEncoder;
+use super::clickhouse::rows::FlowSummary;
 use super::clickhouse::{ClickHouseOptions, ClickHouseSink};
 use super::enrich::Enrich;
 use super::eve::{self, EveStats, EveWriter};
-use super::nats::{self as nats_sink, NatsOptions, NatsSink};
-use super::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
-use super::spool::Spool;
-use super::{EventRecord, FlowStartRecord, Record};
+use super::lane::{Due, Encoder, Lane, Prepared};
+use super::nats::encoder::NatsEncoder;
+use super::nats::{NatsOptions, NatsSink};
+use super::sink::{self, FatalCause, Retry, SendError, Sink, SinkCounters, SinkReport};
+use super::spool::{Describe, Spool};
+use super::{EventRecord, Record};
 use crate::config::{Config, ConfigError};
-use crate::dpi::AppEvent;
 
 /// Batches in flight between workers and the fan-out thread.
 const EXPORT_CHANNEL_BATCHES: usize = 16;
@@ -85,99 +86,64 @@ impl Exporter {
             .context("cannot start the exporter runtime")?;
         let sensor_id = cfg.sensor_id();
         let enrich = Enrich::open(&cfg.enrich)?;
-        let retry = Retry {
-            drain: Duration::from_secs(cfg.export.drain_timeout),
-            ..Retry::default()
+        let mut sinks = SinkStarter {
+            rt: &rt,
+            cfg,
+            retry: Retry {
+                drain: Duration::from_secs(cfg.export.drain_timeout),
+                ..Retry::default()
+            },
+            lanes: Vec::new(),
+            tasks: Vec::new(),
+            counters: Vec::new(),
         };
-        let policy = cfg.spool.full_policy;
-        let open_spool = |name: &str| -> Result<Spool> {
-            let dir = PathBuf::from(&cfg.spool.dir).join(name);
-            Spool::open(&dir, cfg.spool.max_bytes, SEGMENT_BYTES, policy)
-                .with_context(|| format!("spool.dir: cannot open {}", dir.display()))
-        };
-
-        let mut sinks = Vec::new();
-        let mut counters = Vec::new();
-        let mut ch_tx = None;
         if !cfg.clickhouse.url.is_empty() {
             let c = &cfg.clickhouse;
-            let password = c.password.or_env("SENSOR_CLICKHOUSE_PASSWORD");
-            let mut sink = ClickHouseSink::new(ClickHouseOptions {
-                url: c.url.clone(),
-                database: c.database.clone(),
-                user: c.user.clone(),
-                password,
-                ca_file: c.ca_file.clone(),
-                timeout: Duration::from_secs(c.timeout),
-                retention_days: c.retention_days,
-            })
-            .map_err(|msg| ConfigError {
-                key: "clickhouse.ca_file".into(),
-                msg,
+            let sink = ClickHouseSink::new(ClickHouseOptions::from_config(c)).map_err(|msg| {
+                ConfigError {
+                    key: "clickhouse.ca_file".into(),
+                    msg,
+                }
             })?;
-            let ready = first_contact(
-                &rt,
-                &mut sink,
-                "clickhouse.password",
-                "clickhouse.ca_file",
-                "clickhouse.url",
+            sinks.start(
+                sink,
+                ClickHouseEncoder::new(c.batch_rows, Duration::from_millis(c.batch_age_ms)),
+                super::clickhouse::batch::describe,
+                ConfigKeys {
+                    credentials: "clickhouse.password",
+                    tls: "clickhouse.ca_file",
+                    url: "clickhouse.url",
+                },
             )?;
-            let mut spool = open_spool("clickhouse")?;
-            spool.set_describe(super::clickhouse::batch::describe);
-            let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
-            let live = Arc::new(SinkCounters::default());
-            counters.push((sink.name(), live.clone()));
-            sinks.push(rt.spawn(sink::drive(sink, ready, spool, brx, live, retry)));
-            ch_tx = Some((btx, c.batch_rows, Duration::from_millis(c.batch_age_ms)));
         }
-        let mut nats_tx = None;
         if !cfg.nats.url.is_empty() {
             let n = &cfg.nats;
-            let mut sink = NatsSink::new(NatsOptions::from_config(cfg, &sensor_id));
-            let secret_key = if n.token.is_empty() && !n.user.is_empty() {
-                "nats.password"
-            } else {
-                "nats.token"
-            };
-            let tls_key = if n.ca_file.is_empty() {
-                "nats.url"
-            } else {
-                "nats.ca_file"
-            };
-            let ready = first_contact(&rt, &mut sink, secret_key, tls_key, "nats.url")?;
-            let mut spool = open_spool("nats")?;
-            spool.set_describe(nats_sink::describe);
-            let (btx, brx) = mpsc::channel(SINK_CHANNEL_BATCHES);
-            let live = Arc::new(SinkCounters::default());
-            counters.push((sink.name(), live.clone()));
-            sinks.push(rt.spawn(sink::drive(sink, ready, spool, brx, live, retry)));
-            nats_tx = Some((btx, n.batch_msgs, Duration::from_millis(n.batch_age_ms)));
+            sinks.start(
+                NatsSink::new(NatsOptions::from_config(cfg, &sensor_id)),
+                NatsEncoder::new(n.batch_msgs, Duration::from_millis(n.batch_age_ms)),
+                super::nats::describe,
+                ConfigKeys {
+                    credentials: if n.token.is_empty() && !n.user.is_empty() {
+                        "nats.password"
+                    } else {
+                        "nats.token"
+                    },
+                    tls: if n.ca_file.is_empty() {
+                        "nats.url"
+                    } else {
+                        "nats.ca_file"
+                    },
+                    url: "nats.url",
+                },
+            )?;
         }
-
-        let fan = FanOut {
-            eve: eve_out.map(EveWriter::new),
-            counted: EveStats::default(),
-            line: Vec::with_capacity(4096),
-            ch: ch_tx.map(|(tx, rows, age)| ChBatcher {
-                tx,
-                max_rows: rows,
-                max_age: age,
-                tables: Table::ALL.map(Builder::new),
-            }),
-            nats: nats_tx.map(|(tx, msgs, age)| NatsBatcher {
-                tx,
-                max_msgs: msgs,
-                max_age: age,
-                pending: Pending::new(0),
-                subject: String::new(),
-                id: String::new(),
-            }),
-            open: HashMap::new(),
-            overflow_seq: 0,
-            overflow: 0,
-            sensor_id,
-            enrich,
-        };
+        let SinkStarter {
+            lanes,
+            tasks,
+            counters,
+            ..
+        } = sinks;
+        let fan = FanOut::new(eve_out.map(EveWriter::new), lanes, sensor_id, enrich);
         let fanout = thread::Builder::new()
             .name("export".into())
             .spawn(move || fan.run(rx, recycle_tx))
@@ -187,7 +153,7 @@ impl Exporter {
             recycle,
             fanout,
             rt,
-            sinks,
+            sinks: tasks,
             counters,
         })
     }
@@ -235,29 +201,70 @@ impl Exporter {
     }
 }
 
+/// The config keys a sink's start-up errors are about.
+struct ConfigKeys {
+    credentials: &'static str,
+    tls: &'static str,
+    url: &'static str,
+}
+
+/// Starts the sinks the config turns on, one after the other, each with its spool, its task
+/// on the runtime and its lane for the fan-out.
+struct SinkStarter<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    cfg: &'a Config,
+    retry: Retry,
+    lanes: Vec<Lane>,
+    tasks: Vec<tokio::task::JoinHandle<SinkReport>>,
+    counters: Vec<(&'static str, Arc<SinkCounters>)>,
+}
+
+impl SinkStarter<'_> {
+    fn start<S: Sink, E: Encoder + 'static>(
+        &mut self,
+        mut sink: S,
+        encoder: E,
+        describe: Describe,
+        keys: ConfigKeys,
+    ) -> Result<()> {
+        let ready = first_contact(self.rt, &mut sink, &keys)?;
+        let spool = &self.cfg.spool;
+        let dir = PathBuf::from(&spool.dir).join(sink.name());
+        let mut s = Spool::open(&dir, spool.max_bytes, SEGMENT_BYTES, spool.full_policy)
+            .with_context(|| format!("spool.dir: cannot open {}", dir.display()))?;
+        s.set_describe(describe);
+        let (tx, rx) = mpsc::channel(SINK_CHANNEL_BATCHES);
+        let live = Arc::new(SinkCounters::default());
+        self.counters.push((sink.name(), live.clone()));
+        self.lanes
+            .push(Lane::new(sink.name(), tx, Box::new(encoder)));
+        self.tasks.push(
+            self.rt
+                .spawn(sink::drive(sink, ready, s, rx, live, self.retry)),
+        );
+        Ok(())
+    }
+}
+
 /// Tries a sink once at start-up so refused credentials or a server certificate our CA did not
 /// sign stop the run at once with one line naming the key.
 /// `Ok(false)`: not reachable now; the sink task keeps trying while batches are spooled.
 fn first_contact<S: Sink>(
     rt: &tokio::runtime::Runtime,
     sink: &mut S,
-    secret_key: &str,
-    tls_key: &str,
-    url_key: &str,
+    keys: &ConfigKeys,
 ) -> Result<bool> {
     match rt.block_on(sink.prepare()) {
         Ok(()) => Ok(true),
-        Err(SendError::Fatal(why)) => {
-            let key = if why.contains("credentials") {
-                secret_key
-            } else if why.starts_with("TLS") {
-                tls_key
-            } else {
-                url_key
+        Err(SendError::Fatal(f)) => {
+            let key = match f.cause {
+                FatalCause::Credentials => keys.credentials,
+                FatalCause::Tls => keys.tls,
+                FatalCause::Other => keys.url,
             };
             Err(ConfigError {
                 key: key.to_string(),
-                msg: format!("{}: {why}", sink.name()),
+                msg: format!("{}: {f}", sink.name()),
             }
             .into())
         }
@@ -271,68 +278,6 @@ fn first_contact<S: Sink>(
     }
 }
 
-/// A batch being filled.
-struct Pending {
-    tag: u8,
-    rows: u32,
-    buf: Vec<u8>,
-    since: Option<Instant>,
-}
-
-impl Pending {
-    fn new(tag: u8) -> Pending {
-        Pending {
-            tag,
-            rows: 0,
-            buf: Vec::new(),
-            since: None,
-        }
-    }
-
-    fn start_row(&mut self) -> &mut Vec<u8> {
-        if self.rows == 0 {
-            self.buf.clear();
-            if self.tag != 0 {
-                self.buf.push(self.tag);
-            }
-            self.since = Some(Instant::now());
-        }
-        self.rows += 1;
-        &mut self.buf
-    }
-
-    fn take(&mut self) -> Option<Batch> {
-        if self.rows == 0 {
-            return None;
-        }
-        self.since = None;
-        Some(Batch::take_from(
-            &mut self.buf,
-            std::mem::take(&mut self.rows),
-        ))
-    }
-
-    fn due(&self, max_age: Duration, now: Instant) -> bool {
-        self.since.is_some_and(|s| now.duration_since(s) >= max_age)
-    }
-}
-
-struct ChBatcher {
-    tx: mpsc::Sender<Batch>,
-    max_rows: usize,
-    max_age: Duration,
-    tables: [Builder; 3],
-}
-
-struct NatsBatcher {
-    tx: mpsc::Sender<Batch>,
-    max_msgs: usize,
-    max_age: Duration,
-    pending: Pending,
-    subject: String,
-    id: String,
-}
-
 /// Numbering of a flow's events, and what its flow row carries until its flow record comes.
 #[derive(Default)]
 struct OpenFlow {
@@ -340,12 +285,16 @@ struct OpenFlow {
     summary: FlowSummary,
 }
 
+/// The fan-out thread's state: the EVE output and the sinks' lanes.
 struct FanOut {
     eve: Option<EveWriter<Box<dyn Write + Send>>>,
     counted: EveStats,
     line: Vec<u8>,
-    ch: Option<ChBatcher>,
-    nats: Option<NatsBatcher>,
+    lanes: Vec<Lane>,
+    /// What the lanes want of each record (the union over them).
+    wants_json: bool,
+    wants_rows: bool,
+    wants_flow_starts: bool,
     open: HashMap<u64, OpenFlow>,
     overflow_seq: u32,
     overflow: u64,
@@ -353,13 +302,30 @@ struct FanOut {
     enrich: Enrich,
 }
 
-fn send(tx: &mpsc::Sender<Batch>, b: Batch) {
-    // The sink task only ends after its input closes, so a send error cannot happen while the
-    // fan-out runs; if it did, the batch is gone with the task that failed.
-    let _ = tx.blocking_send(b);
-}
-
 impl FanOut {
+    fn new(
+        eve: Option<EveWriter<Box<dyn Write + Send>>>,
+        lanes: Vec<Lane>,
+        sensor_id: String,
+        enrich: Enrich,
+    ) -> FanOut {
+        let any = |f: fn(&dyn Encoder) -> bool| lanes.iter().any(|l| f(l.encoder()));
+        FanOut {
+            eve,
+            counted: EveStats::default(),
+            line: Vec::with_capacity(4096),
+            wants_json: any(|e| e.wants_json()),
+            wants_rows: any(|e| e.wants_rows()),
+            wants_flow_starts: any(|e| e.wants_flow_starts()),
+            lanes,
+            open: HashMap::new(),
+            overflow_seq: 0,
+            overflow: 0,
+            sensor_id,
+            enrich,
+        }
+    }
+
     fn run(
         mut self,
         rx: Receiver<Vec<Record>>,
@@ -374,13 +340,13 @@ impl FanOut {
                     }
                     batch.clear();
                     let _ = recycle.try_send(batch);
-                    self.flush(false);
+                    self.flush(Due::FullOrOld(Instant::now()));
                 }
-                Err(RecvTimeoutError::Timeout) => self.flush(false),
+                Err(RecvTimeoutError::Timeout) => self.flush(Due::FullOrOld(Instant::now())),
                 Err(RecvTimeoutError::Disconnected) => break,
             }
         }
-        self.flush(true);
+        self.flush(Due::All);
         let (reloads, refused, errors) = self.enrich.counts();
         if reloads + refused + errors > 0 {
             tracing::info!(
@@ -398,43 +364,12 @@ impl FanOut {
     /// Time until the oldest partial batch is due.
     fn next_due(&self) -> Option<Duration> {
         let now = Instant::now();
-        let mut due: Option<Duration> = None;
-        let mut consider = |since: Option<Instant>, age: Duration| {
-            if let Some(s) = since {
-                let left = age.saturating_sub(now.duration_since(s));
-                due = Some(due.map_or(left, |d| d.min(left)));
-            }
-        };
-        if let Some(c) = &self.ch {
-            for p in &c.tables {
-                consider(p.since, c.max_age);
-            }
-        }
-        if let Some(n) = &self.nats {
-            consider(n.pending.since, n.max_age);
-        }
-        due
+        self.lanes.iter().filter_map(|l| l.next_due(now)).min()
     }
 
-    fn flush(&mut self, all: bool) {
-        let now = Instant::now();
-        if let Some(c) = &mut self.ch {
-            for p in &mut c.tables {
-                let due = p.since.is_some_and(|s| now.duration_since(s) >= c.max_age);
-                if all || p.rows() as usize >= c.max_rows || due {
-                    if let Some(b) = p.take() {
-                        send(&c.tx, b);
-                    }
-                }
-            }
-        }
-        if let Some(n) = &mut self.nats {
-            let p = &mut n.pending;
-            if all || p.rows as usize >= n.max_msgs || p.due(n.max_age, now) {
-                if let Some(b) = p.take() {
-                    send(&n.tx, b);
-                }
-            }
+    fn flush(&mut self, due: Due) {
+        for lane in &mut self.lanes {
+            lane.flush(due);
         }
     }
 
@@ -446,41 +381,20 @@ impl FanOut {
         Some(self.open.entry(flow_id).or_default())
     }
 
-    /// A flow's start: to NATS only, never to the EVE file or ClickHouse.
-    fn flow_start(&mut self, s: &FlowStartRecord, r: &Record) {
-        let Some(n) = &mut self.nats else {
-            return;
-        };
-        self.enrich.prepare(&s.meta, true, false);
-        self.line.clear();
-        let src = eve::Source {
-            host: &self.sensor_id,
-        };
-        eve::write_record(&mut self.line, src, r);
-        self.enrich.append_eve(&mut self.line);
-        use std::fmt::Write as _;
-        n.subject.clear();
-        let _ = write!(n.subject, "sensor.{}.flow_start", self.sensor_id);
-        n.id.clear();
-        let _ = write!(n.id, "{}:{}:start", self.sensor_id, s.meta.flow_id);
-        let json = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
-        let buf = n.pending.start_row();
-        nats_sink::push_message(buf, &n.subject, &n.id, json);
-        self.flush_full();
-    }
-
+    /// Serializes a record once (EVE line, enrichment, event number) and hands it to the EVE
+    /// output and every lane. A flow start goes to the lanes that want it only, never to EVE.
     fn record(&mut self, r: &Record) -> Result<()> {
-        let is_flow = matches!(r, Record::Flow(_));
-        let json = self.eve.is_some() || self.nats.is_some();
-        let meta = match r {
-            Record::Flow(f) => &f.meta,
-            Record::Event(e) => &e.meta,
-            Record::FlowStart(s) => {
-                self.flow_start(s, r);
-                return Ok(());
-            }
+        let (meta, start) = match r {
+            Record::Flow(f) => (&f.meta, false),
+            Record::Event(e) => (&e.meta, false),
+            Record::FlowStart(s) => (&s.meta, true),
         };
-        self.enrich.prepare(meta, json, self.ch.is_some());
+        if start && !self.wants_flow_starts {
+            return Ok(());
+        }
+        let json = self.wants_json || (!start && self.eve.is_some());
+        let rows = self.wants_rows && !start;
+        self.enrich.prepare(meta, json, rows);
         if json {
             self.line.clear();
             let src = eve::Source {
@@ -488,29 +402,49 @@ impl FanOut {
             };
             eve::write_record(&mut self.line, src, r);
             self.enrich.append_eve(&mut self.line);
-            if let Some(w) = &mut self.eve {
-                w.write_line(&self.line, is_flow)
-                    .context("writing EVE output")?;
-            }
-        } else if is_flow {
-            self.counted.flows += 1;
-        } else {
-            self.counted.events += 1;
         }
-        if self.ch.is_none() && self.nats.is_none() {
+        if !start {
+            match &mut self.eve {
+                Some(w) => w
+                    .write_line(&self.line, meta_is_flow(r))
+                    .context("writing EVE output")?,
+                None if meta_is_flow(r) => self.counted.flows += 1,
+                None => self.counted.events += 1,
+            }
+        }
+        if self.lanes.is_empty() {
             return Ok(());
         }
-        // Event numbering: the nth event of a flow (all types together), unique with flow_id.
-        let (index, tls) = match r {
+        let (index, summary) = self.number(r, rows);
+        let prepared = Prepared {
+            record: r,
+            sensor_id: &self.sensor_id,
+            json: self.line.strip_suffix(b"\n").unwrap_or(&self.line),
+            index,
+            summary: summary.as_ref(),
+            enrich_row: self.enrich.row(),
+        };
+        for lane in &mut self.lanes {
+            if start && !lane.encoder().wants_flow_starts() {
+                continue;
+            }
+            lane.encode(&prepared);
+        }
+        Ok(())
+    }
+
+    /// Event numbering: the nth event of a flow (all types together), unique with flow_id;
+    /// a flow record takes its flow's summary (kept only when `rows` are made).
+    fn number(&mut self, r: &Record, rows: bool) -> (Option<u32>, Option<FlowSummary>) {
+        match r {
             Record::Flow(f) => (None, self.open.remove(&f.meta.flow_id).map(|o| o.summary)),
-            Record::FlowStart(_) => return Ok(()),
+            Record::FlowStart(_) => (None, None),
             Record::Event(EventRecord { meta, event }) => {
-                let ch = self.ch.is_some();
                 let idx = match self.open_flow(meta.flow_id) {
                     Some(o) => {
                         let i = o.next_event;
                         o.next_event += 1;
-                        if ch {
+                        if rows {
                             o.summary.add(event);
                         }
                         i
@@ -524,80 +458,10 @@ impl FanOut {
                 };
                 (Some(idx), None)
             }
-        };
-        if let Some(c) = &mut self.ch {
-            match r {
-                Record::Flow(f) => {
-                    let buf = c.tables[0].start_row();
-                    rows::encode_flow(buf, &self.sensor_id, f, tls.as_ref());
-                    buf.extend_from_slice(self.enrich.row());
-                }
-                Record::Event(e) => {
-                    let i = index.unwrap_or(0);
-                    match &e.event {
-                        AppEvent::Http(h) => {
-                            let buf = c.tables[1].start_row();
-                            rows::encode_http(buf, &self.sensor_id, &e.meta, i, h);
-                            buf.extend_from_slice(self.enrich.row());
-                        }
-                        AppEvent::Dns(d) => {
-                            let buf = c.tables[2].start_row();
-                            rows::encode_dns(buf, &self.sensor_id, &e.meta, i, d);
-                            buf.extend_from_slice(self.enrich.row());
-                        }
-                        AppEvent::Tls(_) | AppEvent::Quic(_) => {}
-                    }
-                }
-                Record::FlowStart(_) => {}
-            }
         }
-        if let Some(n) = &mut self.nats {
-            let (event_type, flow_id) = match r {
-                Record::Flow(f) => ("flow", f.meta.flow_id),
-                Record::FlowStart(f) => ("flow_start", f.meta.flow_id),
-                Record::Event(e) => (
-                    match e.event {
-                        AppEvent::Tls(_) => "tls",
-                        AppEvent::Http(_) => "http",
-                        AppEvent::Dns(_) => "dns",
-                        AppEvent::Quic(_) => "quic",
-                    },
-                    e.meta.flow_id,
-                ),
-            };
-            use std::fmt::Write as _;
-            n.subject.clear();
-            let _ = write!(n.subject, "sensor.{}.{event_type}", self.sensor_id);
-            n.id.clear();
-            let _ = match index {
-                Some(i) => write!(n.id, "{}:{flow_id}:{i}", self.sensor_id),
-                None => write!(n.id, "{}:{flow_id}:flow", self.sensor_id),
-            };
-            let json = self.line.strip_suffix(b"\n").unwrap_or(&self.line);
-            let buf = n.pending.start_row();
-            nats_sink::push_message(buf, &n.subject, &n.id, json);
-        }
-        self.flush_full();
-        Ok(())
     }
+}
 
-    /// Sends batches that reached their size (age is checked between worker batches).
-    fn flush_full(&mut self) {
-        if let Some(c) = &mut self.ch {
-            for p in &mut c.tables {
-                if p.rows() as usize >= c.max_rows {
-                    if let Some(b) = p.take() {
-                        send(&c.tx, b);
-                    }
-                }
-            }
-        }
-        if let Some(n) = &mut self.nats {
-            if n.pending.rows as usize >= n.max_msgs {
-                if let Some(b) = n.pending.take() {
-                    send(&n.tx, b);
-                }
-            }
-        }
-    }
+fn meta_is_flow(r: &Record) -> bool {
+    matches!(r, Record::Flow(_))
 }

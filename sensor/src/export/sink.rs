@@ -23,7 +23,107 @@ pub enum SendError {
     /// Will never succeed (bad data or schema): log, count, do not retry.
     Permanent(String),
     /// Configuration is wrong (credentials, permissions): stop the run with this line.
-    Fatal(String),
+    Fatal(Fatal),
+}
+
+/// A configuration problem a server reported, with what it is about, so that start-up can name
+/// the config key to fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal {
+    pub cause: FatalCause,
+    pub why: String,
+}
+
+/// What a [`Fatal`] error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FatalCause {
+    /// The server refused the user, password or token.
+    Credentials,
+    /// The TLS handshake failed (a certificate our CA did not sign, no TLS on the server).
+    Tls,
+    /// Anything else (bad URL, permissions, a stream that cannot be updated).
+    Other,
+}
+
+impl Fatal {
+    pub fn credentials(why: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            cause: FatalCause::Credentials,
+            why: why.to_string(),
+        }
+    }
+
+    pub fn tls(why: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            cause: FatalCause::Tls,
+            why: why.to_string(),
+        }
+    }
+
+    pub fn other(why: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            cause: FatalCause::Other,
+            why: why.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Fatal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.cause {
+            FatalCause::Credentials => write!(f, "server refused our credentials: {}", self.why),
+            FatalCause::Tls => write!(f, "TLS: {}", self.why),
+            FatalCause::Other => f.write_str(&self.why),
+        }
+    }
+}
+
+impl From<Fatal> for String {
+    fn from(f: Fatal) -> String {
+        f.to_string()
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from the upper half of the current
+/// step (`step/2 ..= step`), and the step doubles up to `max`. The jitter keeps sinks (and
+/// several sensors) that failed together from retrying in lockstep against a server that is
+/// coming back. Every retry in the export path waits through one of these.
+#[derive(Clone, Debug)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    step: Duration,
+    rng: fastrand::Rng,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max: max.max(first),
+            step: first,
+            rng: fastrand::Rng::new(),
+        }
+    }
+
+    /// The next delay to wait, and the step after it doubled.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.step;
+        self.step = (step * 2).min(self.max);
+        let half = step / 2;
+        let nanos = u64::try_from(half.as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(self.rng.u64(0..=nanos))
+    }
+
+    /// Back to the first step (after a success).
+    pub fn reset(&mut self) {
+        self.step = self.first;
+    }
+
+    /// No failure since the last reset.
+    pub fn is_reset(&self) -> bool {
+        self.step == self.first
+    }
 }
 
 /// A batch ready for a sink: its row (message) count and its encoded bytes, which are exactly
@@ -139,6 +239,13 @@ pub struct Retry {
     pub drain: Duration,
 }
 
+impl Retry {
+    /// A fresh backoff with these steps.
+    pub fn backoff(&self) -> Backoff {
+        Backoff::new(self.first_backoff, self.max_backoff)
+    }
+}
+
 impl Default for Retry {
     fn default() -> Self {
         Retry {
@@ -158,7 +265,7 @@ struct Driver<S: Sink> {
     ready: bool,
     /// When the sink may be tried again after a failure.
     next_try: Instant,
-    backoff: Duration,
+    backoff: Backoff,
     fatal: Option<String>,
     /// A batch that found the spool full under the `Block` policy.
     held: Option<Batch>,
@@ -184,7 +291,7 @@ pub async fn drive<S: Sink>(
         retry,
         ready,
         next_try: Instant::now(),
-        backoff: retry.first_backoff,
+        backoff: retry.backoff(),
         fatal: None,
         held: None,
         recovered_at: None,
@@ -305,22 +412,21 @@ impl<S: Sink> Driver<S> {
         self.counters
             .transient_errors
             .fetch_add(1, Ordering::Relaxed);
-        if self.backoff == self.retry.first_backoff {
+        if self.backoff.is_reset() {
             tracing::warn!("{}: {why}; spooling and retrying", self.sink.name());
         }
         self.ready = false;
-        self.next_try = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(self.retry.max_backoff);
+        self.next_try = Instant::now() + self.backoff.next_delay();
     }
 
     fn succeeded(&mut self, rows: u32) {
-        if self.backoff != self.retry.first_backoff {
+        if !self.backoff.is_reset() {
             tracing::info!("{}: sending again", self.sink.name());
             if !self.spool.is_empty() && self.recovered_at.is_none() {
                 self.recovered_at = Some(Instant::now());
             }
         }
-        self.backoff = self.retry.first_backoff;
+        self.backoff.reset();
         self.counters
             .sent_rows
             .fetch_add(u64::from(rows), Ordering::Relaxed);
@@ -337,9 +443,9 @@ impl<S: Sink> Driver<S> {
             .fetch_add(u64::from(rows), Ordering::Relaxed);
     }
 
-    fn fatal(&mut self, why: String) {
+    fn fatal(&mut self, why: Fatal) {
         tracing::error!("{}: {why}", self.sink.name());
-        self.fatal = Some(why);
+        self.fatal = Some(why.to_string());
     }
 
     async fn ensure_ready(&mut self) -> Result<(), SendError> {
@@ -361,7 +467,7 @@ impl<S: Sink> Driver<S> {
             self.spool_batch(b);
             return;
         }
-        let mut delay = self.retry.first_backoff;
+        let mut delay = self.retry.backoff();
         for attempt in 1..=self.retry.attempts {
             match self.attempt(b.rows, &b.payload).await {
                 Ok(()) => {
@@ -385,8 +491,7 @@ impl<S: Sink> Driver<S> {
                             .transient_errors
                             .fetch_add(1, Ordering::Relaxed);
                         self.ready = false;
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(self.retry.max_backoff);
+                        tokio::time::sleep(delay.next_delay()).await;
                     }
                 }
             }
@@ -522,5 +627,48 @@ impl<S: Sink> Driver<S> {
                 self.spool.dir().display()
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_with_jitter_in_the_upper_half_and_resets() {
+        let (first, max) = (Duration::from_millis(200), Duration::from_secs(5));
+        let mut b = Backoff::new(first, max);
+        assert!(b.is_reset());
+        let mut step = first;
+        for _ in 0..10 {
+            let d = b.next_delay();
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} outside {step:?}/2..={step:?}"
+            );
+            step = (step * 2).min(max);
+        }
+        assert!(!b.is_reset());
+        b.reset();
+        assert!(b.is_reset());
+        assert!(b.next_delay() <= first);
+        // Two sinks that failed together do not retry in lockstep.
+        let delays = |mut b: Backoff| -> Vec<Duration> { (0..8).map(|_| b.next_delay()).collect() };
+        assert_ne!(
+            delays(Backoff::new(first, max)),
+            delays(Backoff::new(first, max))
+        );
+    }
+
+    #[test]
+    fn fatal_errors_say_what_they_are_about() {
+        let f = Fatal::credentials("Code: 516");
+        assert_eq!(f.cause, FatalCause::Credentials);
+        assert_eq!(f.to_string(), "server refused our credentials: Code: 516");
+        assert_eq!(
+            Fatal::tls("unknown issuer").to_string(),
+            "TLS: unknown issuer"
+        );
+        assert_eq!(String::from(Fatal::other("bad url")), "bad url");
     }
 }

@@ -17,6 +17,7 @@
 //! tables with a deduplication window; 18.16 has neither).
 
 pub mod batch;
+pub mod encoder;
 pub mod https;
 pub mod rows;
 pub mod schema;
@@ -26,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use super::sink::{SendError, Sink};
+use super::sink::{Fatal, SendError, Sink};
 use rows::Table;
 use schema::Features;
 
@@ -42,6 +43,22 @@ pub struct ClickHouseOptions {
     pub ca_file: String,
     pub timeout: Duration,
     pub retention_days: u32,
+}
+
+impl ClickHouseOptions {
+    /// From the `[clickhouse]` section; an empty password is taken from
+    /// `SENSOR_CLICKHOUSE_PASSWORD`.
+    pub fn from_config(c: &crate::config::ClickHouseSection) -> ClickHouseOptions {
+        ClickHouseOptions {
+            url: c.url.clone(),
+            database: c.database.clone(),
+            user: c.user.clone(),
+            password: c.password.or_env("SENSOR_CLICKHOUSE_PASSWORD"),
+            ca_file: c.ca_file.clone(),
+            timeout: Duration::from_secs(c.timeout),
+            retention_days: c.retention_days,
+        }
+    }
 }
 
 impl std::fmt::Debug for ClickHouseOptions {
@@ -411,16 +428,16 @@ pub fn classify(e: &clickhouse::error::Error) -> SendError {
             let first_line = body.lines().next().unwrap_or("").to_string();
             match code {
                 Some(c) if FATAL_CODES.contains(&c) => {
-                    SendError::Fatal(format!("server refused our credentials: {first_line}"))
+                    SendError::Fatal(Fatal::credentials(first_line))
                 }
                 Some(c) if PERMANENT_CODES.contains(&c) => SendError::Permanent(first_line),
                 _ => SendError::Transient(first_line),
             }
         }
-        E::InvalidParams(_) => SendError::Fatal(msg),
+        E::InvalidParams(_) => SendError::Fatal(Fatal::other(msg)),
         // A certificate our CA did not sign never becomes valid by retrying.
         E::Network(inner) => match super::tls::tls_failure(inner.as_ref()) {
-            Some(why) => SendError::Fatal(format!("TLS: {why}")),
+            Some(why) => SendError::Fatal(Fatal::tls(why)),
             None => SendError::Transient(msg),
         },
         E::Compression(_) | E::Custom(_) | E::SequenceMustHaveLength => SendError::Permanent(msg),

@@ -21,6 +21,8 @@
 //! messages as duplicates of the replayed batch, stored within seconds of them, well inside
 //! `duplicate_window`.
 
+pub mod encoder;
+
 use std::collections::VecDeque;
 use std::future::{Future, IntoFuture};
 use std::path::PathBuf;
@@ -31,7 +33,7 @@ use async_nats::jetstream::{self, context::PublishErrorKind, stream};
 use bytes::Bytes;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::sink::{SendError, Sink};
+use super::sink::{Fatal, SendError, Sink};
 
 /// Connection and stream settings, already resolved (secrets from the environment, etc.).
 #[derive(Clone)]
@@ -195,12 +197,12 @@ impl NatsSink {
                     async_nats::ConnectErrorKind::AuthorizationViolation
                         | async_nats::ConnectErrorKind::Authentication
                 ) {
-                    SendError::Fatal(format!("server refused our credentials: {msg}"))
+                    SendError::Fatal(Fatal::credentials(msg))
                 } else if let Some(why) = super::tls::tls_failure(&e) {
                     // A certificate our CA did not sign comes as an I/O error.
-                    SendError::Fatal(format!("TLS: {why}"))
+                    SendError::Fatal(Fatal::tls(why))
                 } else if matches!(e.kind(), async_nats::ConnectErrorKind::Tls) {
-                    SendError::Fatal(format!("TLS: {msg}"))
+                    SendError::Fatal(Fatal::tls(msg))
                 } else {
                     SendError::Transient(format!("cannot connect: {msg}"))
                 }
@@ -237,9 +239,9 @@ impl NatsSink {
                 want.max_age = cfg.max_age;
                 want.duplicate_window = cfg.duplicate_window;
                 if want != info.config {
-                    js.update_stream(want)
-                        .await
-                        .map_err(|e| SendError::Fatal(format!("cannot update stream: {e}")))?;
+                    js.update_stream(want).await.map_err(|e| {
+                        SendError::Fatal(Fatal::other(format!("cannot update stream: {e}")))
+                    })?;
                 }
             }
             Err(_) => {

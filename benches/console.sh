@@ -34,7 +34,7 @@ CH_SERVER=/usr/sbin/clickhouse-server
 [ -x "$CH_SERVER" ] || CH_SERVER=$(command -v clickhouse-server || true)
 [ -n "$CH_SERVER" ] || { echo "console bench: clickhouse-server not installed (scripts/setup.sh)"; exit 0; }
 
-cargo build --release -q -p sensor -p pipeline-cli
+cargo build --release -q -p sensor -p sensor-testkit -p pipeline-cli
 BIN=target/release
 
 TMP=$(mktemp -d)

@@ -57,7 +57,7 @@
 # NAPI thread can copy, with back-pressure; or xdp, frames built by an XDP program and
 # redirected into the veth: no skb, no copy, no back-pressure, so what the veth's 256-frame
 # receive ring cannot hold is dropped and counted as loss, shown as "veth drops"; under xdp the
-# tcpdump trial has `sensor floor --mode xdp-pass` on the interface, since a veth takes
+# tcpdump trial has `floor --mode xdp-pass` on the interface, since a veth takes
 # redirected frames only with an XDP program on its receiving end), BENCH_RATE (a cost run: one
 # trial per receiver at this offered rate, no bisection; it prints each receiver's CPU per frame,
 # its process's and the NAPI thread's, and their ratios: the comparison the xdp generator allows,
@@ -106,14 +106,15 @@ else
     STEPS=${BENCH_STEPS:-6}
 fi
 
-echo "== build: cargo build --release -p sensor"
-cargo build --release -p sensor || {
+echo "== build: cargo build --release -p sensor -p sensor-testkit"
+cargo build --release -p sensor -p sensor-testkit || {
     echo "live.sh: release build failed" >&2
     exit 1
 }
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 SENSOR=$TARGET_DIR/release/sensor
 PCAPGEN=$TARGET_DIR/release/pcapgen
+FLOOR=$TARGET_DIR/release/floor
 MIX=$WORK/longflows.pcap
 "$PCAPGEN" longflows --out "$MIX" >/dev/null || exit 1
 
@@ -238,11 +239,11 @@ trial() {
         name=${name%-capped}
     fi
     case "$name" in
-    xdp-drop) "$SENSOR" floor --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
-    afxdp) taskset -c 0 "$SENSOR" floor --iface "$A" --mode afxdp --config "$WORK/live.toml" >"$log" 2>&1 & ;;
+    xdp-drop) "$FLOOR" --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
+    afxdp) taskset -c 0 "$FLOOR" --iface "$A" --mode afxdp --config "$WORK/live.toml" >"$log" 2>&1 & ;;
     tcpdump | suricata)
         if [[ $GEN == xdp ]]; then
-            "$SENSOR" floor --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
+            "$FLOOR" --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
             pass=$!
             wait_for_line "$LOGS/live-xdp-pass.log" 'floor ready'
         fi

@@ -33,7 +33,7 @@ for t in "${targets[@]}"; do
 done
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --locked
 
-# Seeds: payloads cut from the fixture captures, shaped per target (see sensor/src/gen/seeds.rs).
+# Seeds: payloads cut from the fixture captures, shaped per target (see sensor/testkit/src/gen/seeds.rs).
 # Built before RUSTC_BOOTSTRAP is set: the variable is part of cargo's fingerprint, so setting it
 # first would rebuild the whole workspace in release mode instead of reusing the usual build.
 cargo run --release --quiet --bin pcapgen -- seeds --fixtures testdata-pcaps --out fuzz/corpus

@@ -3,18 +3,17 @@
 //! `capture` (pcap replay) -> `decode` (L2-L4, tunnels, fragments) -> `dispatch` (symmetric hash,
 //! SPSC rings) -> `flow` (per-worker flow table) -> `dpi` (TLS, HTTP, DNS) -> `export` (EVE JSON).
 //! `command` takes signed block/unblock commands and operator requests to the live XDP
-//! blocklist. `gen` holds the deterministic fixture generator and capture amplifier (test devices).
+//! blocklist. The test devices (fixture generator, amplifier, traffic generator, accuracy
+//! report, benchmark floors) are the `sensor-testkit` crate (`sensor/testkit`).
 //! `decode`, `dpi` and `time` are re-exported from the `sensor-proto` crate.
 //! See ARCHITECTURE.md at the repository root for the map and the invariants.
 
-pub mod accuracy;
 pub mod capture;
 pub mod command;
 pub mod config;
 pub mod dispatch;
 pub mod export;
 pub mod flow;
-pub mod gen;
 pub mod metrics;
 pub mod pipeline;
 pub mod stats;

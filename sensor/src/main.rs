@@ -162,22 +162,6 @@ enum Cmd {
         #[command(flatten)]
         enrich: EnrichArgs,
     },
-    /// Benchmark floor on an interface: XDP count-and-drop, or a bare AF_XDP receive loop.
-    Floor {
-        #[arg(long)]
-        iface: String,
-        #[arg(long, value_enum)]
-        mode: sensor::capture::floor::FloorMode,
-        #[arg(long, default_value_t = 0)]
-        queue: u32,
-        /// Seconds to run (or until SIGINT/SIGTERM).
-        #[arg(long, default_value_t = 3600.0)]
-        duration: f64,
-        /// Configuration file: the AF_XDP floor's socket takes its `[live]` ring and frame
-        /// sizes, as `sensor run` would (default: the defaults).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
     /// Show or change the XDP blocklist of a running `sensor run` (over its control socket).
@@ -248,36 +232,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
             config,
             iface,
         } => blocklist(op, socket, config, iface),
-        Cmd::Floor {
-            iface,
-            mode,
-            queue,
-            duration,
-            config,
-        } => {
-            let cfg = load_config(config.as_ref())?;
-            cfg.validate()?;
-            if !(duration.is_finite() && duration > 0.0) {
-                return Err(Failure::Usage(format!(
-                    "--duration: must be a positive number of seconds, got {duration}"
-                )));
-            }
-            if sensor::pipeline::rx_queues(&iface).is_none() {
-                return Err(Failure::Usage(format!(
-                    "--iface: interface {iface:?} not found"
-                )));
-            }
-            let line = sensor::capture::floor::run(
-                &iface,
-                mode,
-                queue,
-                &cfg.live,
-                std::time::Duration::from_secs_f64(duration),
-            )
-            .map_err(Failure::Runtime)?;
-            println!("{line}");
-            Ok(())
-        }
         Cmd::Run {
             iface,
             queues,

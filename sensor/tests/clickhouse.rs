@@ -912,7 +912,7 @@ fn a_batch_across_two_days_partly_stored_is_completed_exactly() {
 fn big_capture(dir: &Path, bytes: u64) -> (PathBuf, f64) {
     let out = dir.join("big.pcap");
     let root = common::repo_root().join("testdata-pcaps");
-    let args = sensor::gen::amplify::AmplifyArgs {
+    let args = sensor_testkit::gen::amplify::AmplifyArgs {
         out: out.clone(),
         target_bytes: bytes,
         max_gap: 3600,
@@ -921,7 +921,7 @@ fn big_capture(dir: &Path, bytes: u64) -> (PathBuf, f64) {
             .map(|f| root.join(f))
             .collect(),
     };
-    sensor::gen::amplify::run(&args).unwrap();
+    sensor_testkit::gen::amplify::run(&args).unwrap();
     let f = sensor::capture::pcap_file::PcapFile::open(&out).unwrap();
     let (mut first, mut last) = (None, 0);
     for fr in f.frames() {

@@ -151,7 +151,7 @@ fn community_id_equals_suricatas_for_the_same_flows() {
                 6
             };
             files.extend(
-                sensor::accuracy::captures(&real)
+                sensor_testkit::accuracy::captures(&real)
                     .unwrap()
                     .into_iter()
                     .step_by(step)

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use common::servers::{have, sensor_bin, ClickHouse};
-use sensor::gen::fixtures::geo::{self, CLIENTS, SERVERS};
+use sensor_testkit::gen::fixtures::geo::{self, CLIENTS, SERVERS};
 use serde_json::Value;
 
 fn mmdb_dir() -> Option<PathBuf> {

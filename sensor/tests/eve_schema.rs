@@ -86,7 +86,7 @@ fn every_record_validates_against_suricata_8_schema() {
     let tunnels = dir.path().join("tunnels3.pcap");
     std::fs::write(
         &tunnels,
-        sensor::gen::fixtures::same_inner_in_three_tunnels().unwrap(),
+        sensor_testkit::gen::fixtures::same_inner_in_three_tunnels().unwrap(),
     )
     .unwrap();
     fixtures.push(tunnels);
@@ -99,7 +99,7 @@ fn every_record_validates_against_suricata_8_schema() {
         eprintln!("SKIP (part): ../shared/pcaps/real not found; real captures not validated");
         return;
     };
-    let files = sensor::accuracy::captures(&real).unwrap();
+    let files = sensor_testkit::accuracy::captures(&real).unwrap();
     let (records, invalid) = check(&validator, &files);
     println!(
         "real captures: {} files, {records} records, {invalid} invalid",

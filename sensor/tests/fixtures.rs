@@ -552,7 +552,7 @@ fn output_is_identical_run_to_run_and_for_any_number_of_workers() {
 #[test]
 fn committed_fixtures_equal_a_fresh_generation() {
     let dir = tempfile::tempdir().unwrap();
-    let names = sensor::gen::fixtures::write_all(dir.path()).unwrap();
+    let names = sensor_testkit::gen::fixtures::write_all(dir.path()).unwrap();
     assert!(names.len() >= 10);
     for name in names {
         let fresh = std::fs::read(dir.path().join(&name)).unwrap();

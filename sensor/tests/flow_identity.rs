@@ -75,7 +75,7 @@ fn equal_inner_addresses_in_three_tunnels_are_three_flows_each() {
     let cap = dir.path().join("tunnels3.pcap");
     std::fs::write(
         &cap,
-        sensor::gen::fixtures::same_inner_in_three_tunnels().unwrap(),
+        sensor_testkit::gen::fixtures::same_inner_in_three_tunnels().unwrap(),
     )
     .unwrap();
     for workers in [1, 3] {
@@ -145,7 +145,7 @@ fn real_captures_give_unique_flow_ids_in_one_replay() {
         );
         return;
     };
-    let files = sensor::accuracy::captures(&dir).unwrap();
+    let files = sensor_testkit::accuracy::captures(&dir).unwrap();
     assert!(!files.is_empty());
     let (two, _) = replay_to_eve(&files, 2);
     let (n, repeated) = collisions(&two);
@@ -175,7 +175,7 @@ fn an_amplified_capture_gives_unique_flow_ids_for_any_worker_count() {
     });
     let dir = tempfile::tempdir().unwrap();
     let cap = dir.path().join("amplified.pcap");
-    let report = sensor::gen::amplify::run(&sensor::gen::amplify::AmplifyArgs {
+    let report = sensor_testkit::gen::amplify::run(&sensor_testkit::gen::amplify::AmplifyArgs {
         out: cap.clone(),
         target_bytes: 160 << 20,
         max_gap: 3600,

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use sensor::capture::pcap_file::PcapFile;
 use sensor::config::Config;
-use sensor::gen::pcap_writer::PcapWriter;
 use sensor::pipeline::{replay, EveTarget, ReplayOptions};
+use sensor_testkit::gen::pcap_writer::PcapWriter;
 
 struct XorShift(u64);
 

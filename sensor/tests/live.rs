@@ -87,7 +87,7 @@ fn frames_redirected_by_the_xdp_generator_give_the_records_replay_gives() {
     let sensor = Sensor::start(&veth.host, dir.path(), &[]);
     let report = match veth.try_send_with("xdp", 5000, &files) {
         Ok(report) => report,
-        Err(e) if e.contains(sensor::gen::xdp_send::XDP_METHOD_UNAVAILABLE) => {
+        Err(e) if e.contains(sensor_testkit::gen::xdp_send::XDP_METHOD_UNAVAILABLE) => {
             eprintln!("skipping the xdp generator test: {e}");
             return;
         }

@@ -133,7 +133,7 @@ fn every_record_is_published_once_as_its_eve_object_and_survives_a_server_crash(
     let d = tempfile::tempdir().unwrap();
     let cap = d.path().join("big.pcap");
     let root = common::repo_root().join("testdata-pcaps");
-    sensor::gen::amplify::run(&sensor::gen::amplify::AmplifyArgs {
+    sensor_testkit::gen::amplify::run(&sensor_testkit::gen::amplify::AmplifyArgs {
         out: cap.clone(),
         target_bytes: 2 << 20,
         max_gap: 3600,

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use proptest::prelude::*;
 use sensor::capture::pcap_file::PcapFile;
 use sensor::config::Config;
-use sensor::gen::pcap_writer::PcapWriter;
 use sensor::pipeline::{replay, EveTarget, ReplayOptions};
+use sensor_testkit::gen::pcap_writer::PcapWriter;
 
 /// Longest EVE line any input may produce (a TLS event with fingerprints and a certificate, a
 /// DNS response with the capped answer list, an HTTP event with capped header values).

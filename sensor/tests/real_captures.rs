@@ -1,8 +1,8 @@
 //! Replays every real capture of `../shared/pcaps/real/` and compares what we extract with what
-//! tshark extracted (`expected/*.tsv`) through `sensor::accuracy`: TLS SNI, QUIC and Google
+//! tshark extracted (`expected/*.tsv`) through `sensor_testkit::accuracy`: TLS SNI, QUIC and Google
 //! QUIC SNI, HTTP requests and DNS queries. Prints the accuracy report; fails when recall or
 //! precision of any protocol is below 99.5% (documented exceptions, with their reasons, are in
-//! `sensor::accuracy::EXCEPTIONS`), when a capture crashes or hangs the sensor, or when its
+//! `sensor_testkit::accuracy::EXCEPTIONS`), when a capture crashes or hangs the sensor, or when its
 //! packet accounting does not add up. Skips with a message when the folder is absent.
 //!
 //! When `tshark` is installed it also runs on each capture (in parallel with our replay) to
@@ -15,7 +15,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::real_captures_dir;
-use sensor::accuracy::{self, Proto, Report};
+use sensor_testkit::accuracy::{self, Proto, Report};
 
 /// Longest a single capture may take before we call it a hang.
 const HANG_LIMIT: Duration = Duration::from_secs(120);

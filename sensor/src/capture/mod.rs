@@ -8,7 +8,6 @@
 pub mod afxdp;
 pub mod blocklist;
 pub mod control;
-pub mod floor;
 pub mod live;
 pub mod pcap_file;
 pub mod xdp;

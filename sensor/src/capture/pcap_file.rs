@@ -335,7 +335,7 @@ impl<'a> Iterator for Frames<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gen::pcap_writer::PcapWriter;
+    use sensor_testkit::gen::pcap_writer::PcapWriter;
 
     #[test]
     fn reads_back_what_the_writer_wrote_with_nanosecond_timestamps() {

@@ -1324,7 +1324,7 @@ mod tests {
 
     #[test]
     fn dns_over_udp_is_bypassed_after_its_response_when_listed() {
-        use crate::gen::fixtures::dns;
+        use sensor_testkit::gen::fixtures::dns;
         let query = dns::query(7, "www.example.com", dns::TYPE_A);
         let response = dns::response(
             7,

@@ -71,7 +71,7 @@ pub mod servers;
 /// moved to its given time (seconds since the epoch), its own timing kept.
 pub fn placed_capture(out: &Path, pieces: &[(PathBuf, u64)]) {
     use sensor::capture::pcap_file::PcapFile;
-    use sensor::gen::pcap_writer::PcapWriter;
+    use sensor_testkit::gen::pcap_writer::PcapWriter;
     let f = std::fs::File::create(out).expect("capture file");
     let mut w = PcapWriter::new(std::io::BufWriter::new(f), 1, 65535, true).expect("pcap header");
     for (path, at) in pieces {
@@ -104,13 +104,13 @@ pub fn day_crossing_capture(dir: &Path, bytes: u64) -> PathBuf {
         ],
     );
     let out = dir.join("days.pcap");
-    let args = sensor::gen::amplify::AmplifyArgs {
+    let args = sensor_testkit::gen::amplify::AmplifyArgs {
         out: out.clone(),
         target_bytes: bytes,
         max_gap: 86_400,
         inputs: vec![seed],
     };
-    sensor::gen::amplify::run(&args).expect("amplify");
+    sensor_testkit::gen::amplify::run(&args).expect("amplify");
     out
 }
 

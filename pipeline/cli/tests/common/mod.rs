@@ -37,7 +37,16 @@ pub fn sensor_bin() -> &'static Path {
         if !bin.is_file() || !dir.join("pcapgen").is_file() {
             let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
             build.current_dir(repo()).args([
-                "build", "-q", "-p", "sensor", "--bin", "sensor", "--bin", "pcapgen",
+                "build",
+                "-q",
+                "-p",
+                "sensor",
+                "-p",
+                "sensor-testkit",
+                "--bin",
+                "sensor",
+                "--bin",
+                "pcapgen",
             ]);
             if release {
                 build.arg("--release");

@@ -20,9 +20,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::capture::pcap_file::PcapFile;
-use crate::decode::{ipproto, DecodeConfig, Decoded, Decoder, LinkType, PacketInfo};
-use crate::dpi::quic;
+use sensor::capture::pcap_file::PcapFile;
+use sensor::decode::{ipproto, DecodeConfig, Decoded, Decoder, LinkType, PacketInfo};
+use sensor::dpi::quic;
 
 /// Segment size byte of the `tls` seeds (the target cuts at `byte % 97 + 1`): 100-byte
 /// segments.

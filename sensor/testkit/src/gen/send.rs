@@ -27,9 +27,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::capture::pcap_file::PcapFile;
 use crate::gen::amplify::rewrite_frame;
 use crate::gen::xdp_send;
+use sensor::capture::pcap_file::PcapFile;
 
 /// Frames per `sendmmsg` call.
 const BATCH: usize = 64;

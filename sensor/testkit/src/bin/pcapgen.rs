@@ -32,7 +32,7 @@ enum Cmd {
     },
     /// Concatenate copies of Ethernet captures, each copy with rewritten addresses and shifted
     /// timestamps, until the output reaches --target-bytes.
-    Amplify(sensor::gen::amplify::AmplifyArgs),
+    Amplify(sensor_testkit::gen::amplify::AmplifyArgs),
     /// Write the live benchmark's mix: many concurrent long TLS flows, interleaved.
     Longflows {
         #[arg(long)]
@@ -54,7 +54,7 @@ enum Cmd {
     },
     /// Send the Ethernet frames of captures on an interface, at a rate or as fast as possible,
     /// looping with per-loop address rewriting; prints what was sent.
-    Send(sensor::gen::send::SendArgs),
+    Send(sensor_testkit::gen::send::SendArgs),
     /// Write fuzzing seeds cut from the fixture captures into OUT/<target>/.
     Seeds {
         #[arg(long, default_value = "testdata-pcaps")]
@@ -67,34 +67,40 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let res = match cli.cmd {
-        Cmd::Fixtures { out } => sensor::gen::fixtures::write_all(&out).map(|names| {
+        Cmd::Fixtures { out } => sensor_testkit::gen::fixtures::write_all(&out).map(|names| {
             for n in names {
                 println!("{}", out.join(n).display());
             }
         }),
-        Cmd::Attacks { out } => sensor::gen::fixtures::attacks::write_all(&out).map(|names| {
-            for n in names {
-                println!("{}", out.join(n).display());
-            }
-        }),
-        Cmd::Amplify(args) => sensor::gen::amplify::run(&args).map(|report| println!("{report}")),
+        Cmd::Attacks { out } => {
+            sensor_testkit::gen::fixtures::attacks::write_all(&out).map(|names| {
+                for n in names {
+                    println!("{}", out.join(n).display());
+                }
+            })
+        }
+        Cmd::Amplify(args) => {
+            sensor_testkit::gen::amplify::run(&args).map(|report| println!("{report}"))
+        }
         Cmd::Longflows {
             out,
             flows,
             records,
-        } => sensor::gen::fixtures::long_flows(flows, records).and_then(|bytes| {
+        } => sensor_testkit::gen::fixtures::long_flows(flows, records).and_then(|bytes| {
             std::fs::write(&out, bytes)?;
             println!("{}", out.display());
             Ok(())
         }),
-        Cmd::Geo { out, flows } => sensor::gen::fixtures::geo::capture(flows).and_then(|b| {
-            std::fs::write(&out, b)?;
-            println!("{}", out.display());
-            Ok(())
-        }),
-        Cmd::Send(args) => sensor::gen::send::run(&args).map(|report| println!("{report}")),
+        Cmd::Geo { out, flows } => {
+            sensor_testkit::gen::fixtures::geo::capture(flows).and_then(|b| {
+                std::fs::write(&out, b)?;
+                println!("{}", out.display());
+                Ok(())
+            })
+        }
+        Cmd::Send(args) => sensor_testkit::gen::send::run(&args).map(|report| println!("{report}")),
         Cmd::Seeds { fixtures, out } => {
-            sensor::gen::seeds::write_all(&fixtures, &out).map(|report| print!("{report}"))
+            sensor_testkit::gen::seeds::write_all(&fixtures, &out).map(|report| print!("{report}"))
         }
     };
     match res {

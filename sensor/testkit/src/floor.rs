@@ -1,7 +1,7 @@
 //! The live benchmark's floors, measured on the same interface as the sensor: the XDP program
 //! counting and dropping every frame (what this machine's kernel path can take at all), and a
 //! bare AF_XDP copy-mode receive loop that touches nothing (what user space can take at all).
-//! `sensor floor --iface IF --mode xdp-drop|afxdp` (and `xdp-pass`, which the benchmark puts
+//! `floor --iface IF --mode xdp-drop|afxdp` (and `xdp-pass`, which the benchmark puts
 //! under tcpdump when the generator redirects frames into the veth).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::capture::afxdp::{BindMode, XskOptions, XskSocket};
-use crate::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
-use crate::config::LiveSection;
+use sensor::capture::afxdp::{BindMode, XskOptions, XskSocket};
+use sensor::capture::xdp::{counter, AttachMode, Behaviour, CaptureFilter, XdpProgram};
+use sensor::config::LiveSection;
 
 /// Which floor.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -1,7 +1,7 @@
 //! `accuracy [DIR] [--workers N] [--detail N]`: replays every capture of DIR (default
 //! `../shared/pcaps/real`) and prints, per protocol, tshark's count, ours, matched, missed,
 //! extra, recall and precision, then the files behind each miss and extra. See
-//! `sensor::accuracy`.
+//! `sensor_testkit::accuracy`.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -34,7 +34,7 @@ fn main() -> ExitCode {
     }
     let tty = std::io::stderr().is_terminal();
     let mut n = 0;
-    let report = sensor::accuracy::run(&args.dir, args.workers, |name| {
+    let report = sensor_testkit::accuracy::run(&args.dir, args.workers, |name| {
         n += 1;
         if tty {
             eprint!("\r\x1b[K[{n}] {name}");

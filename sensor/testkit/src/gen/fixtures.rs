@@ -12,7 +12,7 @@
 //! 203.0.113.0/24, 2001:db8::/32) and names are under example.com, example.net and example.org.
 
 pub mod attacks;
-pub(crate) mod dns;
+pub mod dns;
 pub mod geo;
 mod net;
 mod quic;
@@ -28,7 +28,7 @@ use self::net::{
     UdpFlow, ACK, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_NULL, LINKTYPE_RAW, PSH, SYN,
 };
 use self::tls::{ClientHello, GREASE, TLS12, TLS13};
-use crate::dpi::Dir;
+use sensor::dpi::Dir;
 
 /// User-Agent of every generated HTTP request.
 const USER_AGENT: &str = "pcapgen-fixture/1.0";

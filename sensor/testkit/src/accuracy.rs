@@ -21,9 +21,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Context, Result};
 use serde_json::Value;
 
-use crate::config::Config;
-use crate::pipeline::{replay, EveTarget, ReplayOptions};
-use crate::stats::Summary;
+use sensor::config::Config;
+use sensor::pipeline::{replay, EveTarget, ReplayOptions};
+use sensor::stats::Summary;
 
 /// The protocols compared, in report order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -573,7 +573,7 @@ fn rrtype_number(name: &str) -> u16 {
     }
     // every mnemonic is below 300; others are written TYPEnnn
     (0..300u16)
-        .find(|t| crate::export::eve::rrtype_name(*t) == name)
+        .find(|t| sensor::export::eve::rrtype_name(*t) == name)
         .unwrap_or(0)
 }
 
@@ -742,7 +742,7 @@ const LIVE_FIELDS: [&str; 19] = [
 ];
 const AGGREGATOR: char = '\u{1e}';
 /// Only this many answer records per response are compared (ours are capped the same way).
-const LIVE_MAX_ANSWERS: usize = crate::dpi::dns::MAX_ANSWERS as usize;
+const LIVE_MAX_ANSWERS: usize = sensor::dpi::dns::MAX_ANSWERS as usize;
 
 /// Whether the live comparison can find anything in capture `name`: tshark's tables show a
 /// TLS ClientHello, or a conversation on a DNS port (53, 5353, 5355). Captures without either

@@ -30,9 +30,9 @@ use aya::maps::Map;
 use aya::programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp};
 use aya::Ebpf;
 
-use crate::capture::xdp::{ifindex, monotonic_ns};
 use crate::gen::amplify::rewrite_frame;
 use crate::gen::send::{SendArgs, SendReport};
+use sensor::capture::xdp::{ifindex, monotonic_ns};
 
 static GEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gen.bpf.o"));
 

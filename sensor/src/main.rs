@@ -97,6 +97,43 @@ fn runtime_failure(e: anyhow::Error) -> Failure {
     }
 }
 
+/// `sensor run`'s arguments.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Interface to capture on.
+    #[arg(long)]
+    iface: String,
+    /// Rx queues to capture, comma-separated (default: config live.queues, else all).
+    #[arg(long, value_delimiter = ',')]
+    queues: Option<Vec<u32>>,
+    /// Configuration file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// DPI worker threads (default: cores minus one per capture thread, at least 1).
+    #[arg(long)]
+    workers: Option<usize>,
+    /// EVE JSON output: a file, or - for standard output (default: config, else -).
+    #[arg(long)]
+    eve: Option<String>,
+    /// Turn the kernel bypass of flows whose metadata is extracted off (config live.bypass).
+    #[arg(long)]
+    no_bypass: bool,
+    /// Prometheus endpoint address, empty for none (config live.metrics_addr).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Stop by itself after this many seconds (as on SIGTERM).
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Public key signed commands must carry (config commands.public_key); with --nats,
+    /// the sensor consumes commands.<sensor_id>.
+    #[arg(long, value_name = "PATH")]
+    command_key: Option<String>,
+    #[command(flatten)]
+    sinks: SinkArgs,
+    #[command(flatten)]
+    enrich: EnrichArgs,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Replay pcap/pcapng files through the sensor, as fast as possible by default.
@@ -128,40 +165,7 @@ enum Cmd {
         enrich: EnrichArgs,
     },
     /// Live capture from an interface: XDP program + AF_XDP sockets, until SIGINT/SIGTERM.
-    Run {
-        /// Interface to capture on.
-        #[arg(long)]
-        iface: String,
-        /// Rx queues to capture, comma-separated (default: config live.queues, else all).
-        #[arg(long, value_delimiter = ',')]
-        queues: Option<Vec<u32>>,
-        /// Configuration file (TOML); flags override it.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// DPI worker threads (default: cores minus one per capture thread, at least 1).
-        #[arg(long)]
-        workers: Option<usize>,
-        /// EVE JSON output: a file, or - for standard output (default: config, else -).
-        #[arg(long)]
-        eve: Option<String>,
-        /// Turn the kernel bypass of flows whose metadata is extracted off (config live.bypass).
-        #[arg(long)]
-        no_bypass: bool,
-        /// Prometheus endpoint address, empty for none (config live.metrics_addr).
-        #[arg(long)]
-        metrics_addr: Option<String>,
-        /// Stop by itself after this many seconds (as on SIGTERM).
-        #[arg(long, value_name = "SECS")]
-        duration: Option<f64>,
-        /// Public key signed commands must carry (config commands.public_key); with --nats,
-        /// the sensor consumes commands.<sensor_id>.
-        #[arg(long, value_name = "PATH")]
-        command_key: Option<String>,
-        #[command(flatten)]
-        sinks: SinkArgs,
-        #[command(flatten)]
-        enrich: EnrichArgs,
-    },
+    Run(RunArgs),
     /// Validate a configuration file and print the effective configuration.
     CheckConfig { path: PathBuf },
     /// Show or change the XDP blocklist of a running `sensor run` (over its control socket).
@@ -232,67 +236,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             config,
             iface,
         } => blocklist(op, socket, config, iface),
-        Cmd::Run {
-            iface,
-            queues,
-            config,
-            workers,
-            eve,
-            no_bypass,
-            metrics_addr,
-            duration,
-            command_key,
-            sinks,
-            enrich,
-        } => {
-            let mut cfg = load_config(config.as_ref())?;
-            if let Some(k) = command_key {
-                cfg.commands.public_key = k;
-            }
-            sinks.apply(&mut cfg);
-            enrich.apply(&mut cfg);
-            if let Some(w) = workers {
-                if w == 0 {
-                    return Err(Failure::Usage("--workers: must be at least 1".into()));
-                }
-                cfg.sensor.workers = w;
-            }
-            if let Some(q) = queues {
-                cfg.live.queues = q;
-            }
-            if let Some(e) = eve {
-                cfg.output.eve = e;
-            }
-            if no_bypass {
-                cfg.live.bypass = false;
-            }
-            if let Some(a) = metrics_addr {
-                cfg.live.metrics_addr = a;
-            }
-            let duration = match duration {
-                Some(d) if !(d.is_finite() && d > 0.0) => {
-                    return Err(Failure::Usage(format!(
-                        "--duration: must be a positive number of seconds, got {d}"
-                    )))
-                }
-                d => d.map(std::time::Duration::from_secs_f64),
-            };
-            cfg.validate()?;
-            if iface.is_empty() || sensor::pipeline::rx_queues(&iface).is_none() {
-                return Err(Failure::Usage(format!(
-                    "--iface: interface {iface:?} not found"
-                )));
-            }
-            let opts = LiveOptions {
-                iface,
-                eve: EveTarget::parse(&cfg.output.eve),
-                config: cfg,
-                duration,
-            };
-            let summary = run_live(&opts).map_err(runtime_failure)?;
-            eprintln!("{summary}");
-            Ok(())
-        }
+        Cmd::Run(args) => run_capture(args),
         Cmd::Replay {
             files,
             config,
@@ -338,6 +282,70 @@ fn run(cli: Cli) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `sensor run`: flags over the config, checks, then the live capture until it stops.
+fn run_capture(args: RunArgs) -> Result<(), Failure> {
+    let RunArgs {
+        iface,
+        queues,
+        config,
+        workers,
+        eve,
+        no_bypass,
+        metrics_addr,
+        duration,
+        command_key,
+        sinks,
+        enrich,
+    } = args;
+    let mut cfg = load_config(config.as_ref())?;
+    if let Some(k) = command_key {
+        cfg.commands.public_key = k;
+    }
+    sinks.apply(&mut cfg);
+    enrich.apply(&mut cfg);
+    if let Some(w) = workers {
+        if w == 0 {
+            return Err(Failure::Usage("--workers: must be at least 1".into()));
+        }
+        cfg.sensor.workers = w;
+    }
+    if let Some(q) = queues {
+        cfg.live.queues = q;
+    }
+    if let Some(e) = eve {
+        cfg.output.eve = e;
+    }
+    if no_bypass {
+        cfg.live.bypass = false;
+    }
+    if let Some(a) = metrics_addr {
+        cfg.live.metrics_addr = a;
+    }
+    let duration = match duration {
+        Some(d) if !(d.is_finite() && d > 0.0) => {
+            return Err(Failure::Usage(format!(
+                "--duration: must be a positive number of seconds, got {d}"
+            )))
+        }
+        d => d.map(std::time::Duration::from_secs_f64),
+    };
+    cfg.validate()?;
+    if iface.is_empty() || sensor::pipeline::rx_queues(&iface).is_none() {
+        return Err(Failure::Usage(format!(
+            "--iface: interface {iface:?} not found"
+        )));
+    }
+    let opts = LiveOptions {
+        iface,
+        eve: EveTarget::parse(&cfg.output.eve),
+        config: cfg,
+        duration,
+    };
+    let summary = run_live(&opts).map_err(runtime_failure)?;
+    eprintln!("{summary}");
+    Ok(())
 }
 
 /// `sensor blocklist`: one request to the running sensor's control socket.

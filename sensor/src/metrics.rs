@@ -99,6 +99,11 @@ pub struct Metrics {
     pub sinks: Mutex<Vec<(&'static str, Arc<SinkCounters>)>>,
 }
 
+/// The `# HELP` and `# TYPE` lines of a metric family.
+fn family(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
 impl Metrics {
     pub fn new(iface: &str, queues: &[u32], workers: usize) -> Arc<Metrics> {
         Arc::new(Metrics {
@@ -126,12 +131,24 @@ impl Metrics {
     /// The Prometheus text exposition of everything.
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
+        self.render_xdp(&mut o);
+        self.render_queues(&mut o);
+        self.render_drops(&mut o);
+        self.render_workers(&mut o);
+        self.render_bypass(&mut o);
+        self.render_latency(&mut o);
+        self.render_blocklist(&mut o);
+        if let Ok(sinks) = self.sinks.lock() {
+            render_sinks(&mut o, "sensor_export", &sinks);
+        }
+        o
+    }
+
+    /// What the XDP program counted.
+    fn render_xdp(&self, o: &mut String) {
         let iface = &self.iface;
-        let family = |o: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
         family(
-            &mut o,
+            o,
             "sensor_xdp_packets_total",
             "counter",
             "Frames seen by the XDP program, by outcome.",
@@ -151,7 +168,7 @@ impl Metrics {
             );
         }
         family(
-            &mut o,
+            o,
             "sensor_xdp_bytes_total",
             "counter",
             "Bytes seen by the XDP program, and bytes it counted for bypassed flows.",
@@ -166,8 +183,13 @@ impl Metrics {
                 self.xdp(idx)
             );
         }
+    }
+
+    /// Per rx queue: frames and bytes taken from its socket.
+    fn render_queues(&self, o: &mut String) {
+        let iface = &self.iface;
         family(
-            &mut o,
+            o,
             "sensor_queue_packets_total",
             "counter",
             "Per rx queue: frames received from the AF_XDP socket and handed to workers.",
@@ -182,7 +204,7 @@ impl Metrics {
             }
         }
         family(
-            &mut o,
+            o,
             "sensor_queue_bytes_total",
             "counter",
             "Per rx queue: bytes received from the AF_XDP socket.",
@@ -195,7 +217,25 @@ impl Metrics {
             );
         }
         family(
-            &mut o,
+            o,
+            "sensor_socket_fill_ring_empty_total",
+            "counter",
+            "Per rx queue: times the kernel found the fill ring empty (part of socket_rx_dropped).",
+        );
+        for (q, m) in &self.queues {
+            let _ = writeln!(
+                o,
+                "sensor_socket_fill_ring_empty_total{{iface=\"{iface}\",queue=\"{q}\"}} {}",
+                m.xsk_fill_ring_empty.load(Relaxed)
+            );
+        }
+    }
+
+    /// Every drop, by where and why.
+    fn render_drops(&self, o: &mut String) {
+        let iface = &self.iface;
+        family(
+            o,
             "sensor_drops_total",
             "counter",
             "Packets not processed, by where and why they were lost.",
@@ -233,21 +273,12 @@ impl Metrics {
                 m.table_full.load(Relaxed)
             );
         }
+    }
+
+    /// Per worker: packets, bytes and flows.
+    fn render_workers(&self, o: &mut String) {
         family(
-            &mut o,
-            "sensor_socket_fill_ring_empty_total",
-            "counter",
-            "Per rx queue: times the kernel found the fill ring empty (part of socket_rx_dropped).",
-        );
-        for (q, m) in &self.queues {
-            let _ = writeln!(
-                o,
-                "sensor_socket_fill_ring_empty_total{{iface=\"{iface}\",queue=\"{q}\"}} {}",
-                m.xsk_fill_ring_empty.load(Relaxed)
-            );
-        }
-        family(
-            &mut o,
+            o,
             "sensor_worker_packets_total",
             "counter",
             "Per worker: packets through the flow table, and packets the kernel counted for bypassed flows.",
@@ -262,7 +293,7 @@ impl Metrics {
             }
         }
         family(
-            &mut o,
+            o,
             "sensor_worker_bytes_total",
             "counter",
             "Per worker: bytes through the flow table.",
@@ -275,7 +306,7 @@ impl Metrics {
             );
         }
         family(
-            &mut o,
+            o,
             "sensor_flows_active",
             "gauge",
             "Per worker: flows in the table.",
@@ -288,7 +319,7 @@ impl Metrics {
             );
         }
         family(
-            &mut o,
+            o,
             "sensor_flows_exported_total",
             "counter",
             "Per worker: flow records exported.",
@@ -300,8 +331,13 @@ impl Metrics {
                 m.flows_exported.load(Relaxed)
             );
         }
+    }
+
+    /// Bypassed flows, and requests that could not be carried out.
+    fn render_bypass(&self, o: &mut String) {
+        let iface = &self.iface;
         family(
-            &mut o,
+            o,
             "sensor_bypass_flows",
             "gauge",
             "Flows whose packets the XDP program counts and drops.",
@@ -312,7 +348,7 @@ impl Metrics {
             self.bypass_flows.load(Relaxed)
         );
         family(
-            &mut o,
+            o,
             "sensor_bypass_refused_total",
             "counter",
             "Bypass requests not carried out (request queue or kernel map full): those flows stay in user space.",
@@ -327,8 +363,12 @@ impl Metrics {
             o,
             "sensor_bypass_refused_total{{iface=\"{iface}\"}} {refused}"
         );
+    }
+
+    /// Per worker: batch processing latency quantiles.
+    fn render_latency(&self, o: &mut String) {
         family(
-            &mut o,
+            o,
             "sensor_batch_latency_seconds",
             "summary",
             "Per worker: time to process one batch from its ring (since start).",
@@ -358,11 +398,6 @@ impl Metrics {
                 sum / 1e9
             );
         }
-        self.render_blocklist(&mut o);
-        if let Ok(sinks) = self.sinks.lock() {
-            render_sinks(&mut o, "sensor_export", &sinks);
-        }
-        o
     }
 
     /// Blocklist size and the command channel's counters, every rejection cause included.

@@ -177,49 +177,7 @@ impl fmt::Display for Summary {
             )?;
         }
         for s in &self.sinks {
-            writeln!(
-                f,
-                "  sink {}: sent={} batches={} failed={} lost={} retried={} spooled={} replayed={} spool_dropped={} spool_corrupt={} spool_peak_bytes={} spool_left_bytes={} catch_up_ms={}",
-                s.name,
-                s.sent_rows,
-                s.sent_batches,
-                s.failed_rows,
-                s.lost_rows,
-                s.transient_errors,
-                s.spool.spooled_rows,
-                s.spool.replayed_rows,
-                s.spool.dropped_rows,
-                s.spool.corrupt_records,
-                s.spool.peak_bytes,
-                s.spool_bytes_left,
-                s.catch_up.as_millis()
-            )?;
-            let (rin, rout) = (s.rows_in(), s.rows_out());
-            let ok = if rin == rout {
-                "ok".to_string()
-            } else {
-                format!("MISMATCH by {}", i128::from(rin) - i128::from(rout))
-            };
-            writeln!(
-                f,
-                "  export accounting {}: emitted {} + resumed {} = acknowledged {} + rejected {} + in_spool {} + dropped_oldest {} + lost {} + corrupt {} [{ok}]",
-                s.name,
-                s.emitted_rows,
-                s.spool.resumed_rows,
-                s.sent_rows,
-                s.failed_rows,
-                s.spool_rows_left,
-                s.spool.dropped_rows,
-                s.lost_rows,
-                s.spool.corrupt_rows
-            )?;
-            if let (Some(a), Some(b)) = (&s.spool.dropped_first, &s.spool.dropped_last) {
-                writeln!(
-                    f,
-                    "  sink {} spool full: dropped the oldest {} rows in {} segment(s), records {a} to {b} (in spool order)",
-                    s.name, s.spool.dropped_rows, s.spool.dropped_segments
-                )?;
-            }
+            write_sink(f, s)?;
         }
         if r.ring_waits > 0 {
             writeln!(
@@ -236,36 +194,16 @@ impl fmt::Display for Summary {
             )?;
         }
         if let Some(l) = &self.live {
-            writeln!(
-                f,
-                "  live: iface={} xdp_mode={} queues={} redirected={} received={} socket_dropped={} no_socket={} filtered={} blocked={} bypassed={} (bypass counts added to flows: {} packets, {} after their flow ended)",
-                l.iface,
-                l.xdp_mode,
-                l.queues,
-                l.redirected,
-                l.received,
-                l.socket_dropped,
-                l.no_socket,
-                l.filtered,
-                l.blocked,
-                l.bypassed,
-                fl.bypass_packets,
-                fl.bypass_orphan_packets
-            )?;
-            if let Some(c) = &l.commands {
-                let causes: Vec<String> =
-                    c.rejected.iter().map(|(k, n)| format!("{k}={n}")).collect();
-                writeln!(
-                    f,
-                    "  commands: received={} applied={} failed={} rejected={} ({})",
-                    c.received,
-                    c.applied,
-                    c.failed,
-                    c.rejected.iter().map(|(_, n)| n).sum::<u64>(),
-                    causes.join(" ")
-                )?;
-            }
+            write_live(f, l, fl)?;
         }
+        self.write_accounting(f)
+    }
+}
+
+impl Summary {
+    /// The last line: every packet read is accounted for by where it went.
+    fn write_accounting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (r, fl) = (&self.reader, &self.flows);
         let ok = if self.accounted() == r.frames {
             "ok"
         } else {
@@ -291,6 +229,87 @@ impl fmt::Display for Summary {
         }
         Ok(())
     }
+}
+
+/// A sink's line and its accounting line (rows in = rows out).
+fn write_sink(f: &mut fmt::Formatter<'_>, s: &SinkReport) -> fmt::Result {
+    writeln!(
+            f,
+            "  sink {}: sent={} batches={} failed={} lost={} retried={} spooled={} replayed={} spool_dropped={} spool_corrupt={} spool_peak_bytes={} spool_left_bytes={} catch_up_ms={}",
+            s.name,
+            s.sent_rows,
+            s.sent_batches,
+            s.failed_rows,
+            s.lost_rows,
+            s.transient_errors,
+            s.spool.spooled_rows,
+            s.spool.replayed_rows,
+            s.spool.dropped_rows,
+            s.spool.corrupt_records,
+            s.spool.peak_bytes,
+            s.spool_bytes_left,
+            s.catch_up.as_millis()
+        )?;
+    let (rin, rout) = (s.rows_in(), s.rows_out());
+    let ok = if rin == rout {
+        "ok".to_string()
+    } else {
+        format!("MISMATCH by {}", i128::from(rin) - i128::from(rout))
+    };
+    writeln!(
+            f,
+            "  export accounting {}: emitted {} + resumed {} = acknowledged {} + rejected {} + in_spool {} + dropped_oldest {} + lost {} + corrupt {} [{ok}]",
+            s.name,
+            s.emitted_rows,
+            s.spool.resumed_rows,
+            s.sent_rows,
+            s.failed_rows,
+            s.spool_rows_left,
+            s.spool.dropped_rows,
+            s.lost_rows,
+            s.spool.corrupt_rows
+        )?;
+    if let (Some(a), Some(b)) = (&s.spool.dropped_first, &s.spool.dropped_last) {
+        writeln!(
+                f,
+                "  sink {} spool full: dropped the oldest {} rows in {} segment(s), records {a} to {b} (in spool order)",
+                s.name, s.spool.dropped_rows, s.spool.dropped_segments
+            )?;
+    }
+    Ok(())
+}
+
+/// The live capture's XDP counters and the command channel's.
+fn write_live(f: &mut fmt::Formatter<'_>, l: &LiveStats, fl: &FlowStats) -> fmt::Result {
+    writeln!(
+            f,
+            "  live: iface={} xdp_mode={} queues={} redirected={} received={} socket_dropped={} no_socket={} filtered={} blocked={} bypassed={} (bypass counts added to flows: {} packets, {} after their flow ended)",
+            l.iface,
+            l.xdp_mode,
+            l.queues,
+            l.redirected,
+            l.received,
+            l.socket_dropped,
+            l.no_socket,
+            l.filtered,
+            l.blocked,
+            l.bypassed,
+            fl.bypass_packets,
+            fl.bypass_orphan_packets
+        )?;
+    if let Some(c) = &l.commands {
+        let causes: Vec<String> = c.rejected.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        writeln!(
+            f,
+            "  commands: received={} applied={} failed={} rejected={} ({})",
+            c.received,
+            c.applied,
+            c.failed,
+            c.rejected.iter().map(|(_, n)| n).sum::<u64>(),
+            causes.join(" ")
+        )?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

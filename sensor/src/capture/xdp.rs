@@ -195,6 +195,62 @@ pub fn addr16(a: IpAddr) -> [u8; 16] {
     }
 }
 
+/// Writes the program's config word (its behaviour) and fills the capture filter's maps;
+/// returns the config word.
+fn configure(
+    ebpf: &mut Ebpf,
+    filter: &CaptureFilter,
+    behaviour: Behaviour,
+) -> Result<u32, XdpError> {
+    let mut flags = match behaviour {
+        Behaviour::Capture { bypass } => {
+            if bypass {
+                CFG_BYPASS
+            } else {
+                0
+            }
+        }
+        Behaviour::CountAndDrop => CFG_DROP_ALL,
+    };
+    if !filter.cidrs.is_empty() {
+        flags |= CFG_FILTER_CIDR;
+        let map = ebpf
+            .map_mut("filter_cidrs")
+            .ok_or_else(|| map_err("filter_cidrs", "missing"))?;
+        let mut trie: LpmTrie<_, [u8; 16], u8> =
+            LpmTrie::try_from(map).map_err(|e| map_err("filter_cidrs", e))?;
+        for (addr, len) in &filter.cidrs {
+            let prefix = match addr {
+                IpAddr::V4(_) => 96 + u32::from(*len),
+                IpAddr::V6(_) => u32::from(*len),
+            };
+            trie.insert(&LpmKey::new(prefix, addr16(*addr)), 1, 0)
+                .map_err(|e| map_err("filter_cidrs", e))?;
+        }
+    }
+    if !filter.ports.is_empty() {
+        flags |= CFG_FILTER_PORT;
+        let map = ebpf
+            .map_mut("filter_ports")
+            .ok_or_else(|| map_err("filter_ports", "missing"))?;
+        let mut ports: BpfHashMap<_, u16, u8> =
+            BpfHashMap::try_from(map).map_err(|e| map_err("filter_ports", e))?;
+        for p in &filter.ports {
+            ports
+                .insert(p, 1, 0)
+                .map_err(|e| map_err("filter_ports", e))?;
+        }
+    }
+    {
+        let map = ebpf
+            .map_mut("config")
+            .ok_or_else(|| map_err("config", "missing"))?;
+        let mut cfg: Array<_, u32> = Array::try_from(map).map_err(|e| map_err("config", e))?;
+        cfg.set(0, flags, 0).map_err(|e| map_err("config", e))?;
+    }
+    Ok(flags)
+}
+
 impl XdpProgram {
     /// Loads the program, configures it and attaches it to `iface`. `MEMLOCK` is raised when
     /// allowed (not fatal otherwise: current kernels charge BPF memory to the cgroup).
@@ -208,53 +264,7 @@ impl XdpProgram {
         raise_memlock();
         let mut ebpf = Ebpf::load(OBJECT).map_err(|e| load_error(&e))?;
 
-        let mut flags = match behaviour {
-            Behaviour::Capture { bypass } => {
-                if bypass {
-                    CFG_BYPASS
-                } else {
-                    0
-                }
-            }
-            Behaviour::CountAndDrop => CFG_DROP_ALL,
-        };
-        if !filter.cidrs.is_empty() {
-            flags |= CFG_FILTER_CIDR;
-            let map = ebpf
-                .map_mut("filter_cidrs")
-                .ok_or_else(|| map_err("filter_cidrs", "missing"))?;
-            let mut trie: LpmTrie<_, [u8; 16], u8> =
-                LpmTrie::try_from(map).map_err(|e| map_err("filter_cidrs", e))?;
-            for (addr, len) in &filter.cidrs {
-                let prefix = match addr {
-                    IpAddr::V4(_) => 96 + u32::from(*len),
-                    IpAddr::V6(_) => u32::from(*len),
-                };
-                trie.insert(&LpmKey::new(prefix, addr16(*addr)), 1, 0)
-                    .map_err(|e| map_err("filter_cidrs", e))?;
-            }
-        }
-        if !filter.ports.is_empty() {
-            flags |= CFG_FILTER_PORT;
-            let map = ebpf
-                .map_mut("filter_ports")
-                .ok_or_else(|| map_err("filter_ports", "missing"))?;
-            let mut ports: BpfHashMap<_, u16, u8> =
-                BpfHashMap::try_from(map).map_err(|e| map_err("filter_ports", e))?;
-            for p in &filter.ports {
-                ports
-                    .insert(p, 1, 0)
-                    .map_err(|e| map_err("filter_ports", e))?;
-            }
-        }
-        {
-            let map = ebpf
-                .map_mut("config")
-                .ok_or_else(|| map_err("config", "missing"))?;
-            let mut cfg: Array<_, u32> = Array::try_from(map).map_err(|e| map_err("config", e))?;
-            cfg.set(0, flags, 0).map_err(|e| map_err("config", e))?;
-        }
-        let filter_flags = flags;
+        let filter_flags = configure(&mut ebpf, filter, behaviour)?;
 
         let prog: &mut Xdp = ebpf
             .program_mut("sensor_xdp")

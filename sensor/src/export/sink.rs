@@ -332,15 +332,7 @@ pub async fn drive<S: Sink>(
         let can_take = d.held.is_none();
         if !d.spool.is_empty() && now >= d.next_try {
             // Whatever already arrived goes behind the spool, then one spooled batch is sent.
-            while d.held.is_none() {
-                match rx.try_recv() {
-                    Ok(b) => {
-                        d.received(&b);
-                        d.spool_batch(b);
-                    }
-                    Err(_) => break,
-                }
-            }
+            d.spool_arrived(&mut rx);
             d.replay_one().await;
             d.publish();
             continue;
@@ -364,21 +356,7 @@ pub async fn drive<S: Sink>(
     }
     d.drain().await;
     d.publish();
-    let c = &d.counters;
-    SinkReport {
-        name,
-        emitted_rows: c.emitted_rows.load(Ordering::Relaxed),
-        spool_rows_left: d.spool.rows(),
-        sent_rows: c.sent_rows.load(Ordering::Relaxed),
-        sent_batches: c.sent_batches.load(Ordering::Relaxed),
-        failed_rows: c.failed_rows.load(Ordering::Relaxed),
-        transient_errors: c.transient_errors.load(Ordering::Relaxed),
-        lost_rows: c.lost_rows.load(Ordering::Relaxed),
-        spool_bytes_left: d.spool.bytes(),
-        spool: d.spool.stats.clone(),
-        fatal: d.fatal,
-        catch_up: d.catch_up,
-    }
+    d.report(name)
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
@@ -389,6 +367,38 @@ async fn sleep_until_opt(t: Option<Instant>) {
 }
 
 impl<S: Sink> Driver<S> {
+    /// Spools the batches that arrived already, while the spool takes them.
+    fn spool_arrived(&mut self, rx: &mut mpsc::Receiver<Batch>) {
+        while self.held.is_none() {
+            match rx.try_recv() {
+                Ok(b) => {
+                    self.received(&b);
+                    self.spool_batch(b);
+                }
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// What the sink did over the run.
+    fn report(self, name: &'static str) -> SinkReport {
+        let c = &self.counters;
+        SinkReport {
+            name,
+            emitted_rows: c.emitted_rows.load(Ordering::Relaxed),
+            spool_rows_left: self.spool.rows(),
+            sent_rows: c.sent_rows.load(Ordering::Relaxed),
+            sent_batches: c.sent_batches.load(Ordering::Relaxed),
+            failed_rows: c.failed_rows.load(Ordering::Relaxed),
+            transient_errors: c.transient_errors.load(Ordering::Relaxed),
+            lost_rows: c.lost_rows.load(Ordering::Relaxed),
+            spool_bytes_left: self.spool.bytes(),
+            spool: self.spool.stats.clone(),
+            fatal: self.fatal,
+            catch_up: self.catch_up,
+        }
+    }
+
     fn received(&self, b: &Batch) {
         self.counters
             .emitted_rows

@@ -139,7 +139,10 @@ for t in $tables; do
   # Per flow: a start in [now - 24 h, now - 400 s), the mean of two hashes of its flow_id (a
   # hump over the day); each row keeps its distance from its flow's first row.
   shift="(toInt64($now - 86400) + toInt64(intDiv(cityHash64(flow_id) % 86000 + cityHash64(flow_id, 7) % 86000, 2)) - toInt64(if(fts = 0, toUInt32(ts), fts)))"
-  cols=$(echo "SELECT name, type FROM system.columns WHERE database = 'sensor' AND table = '$t' FORMAT TSV" | chq |
+  # Stored columns only, named on both sides: an ALIAS column (flows.host) takes no value.
+  stored="SELECT name, type FROM system.columns WHERE database = 'sensor' AND table = '$t' AND default_kind NOT IN ('ALIAS', 'MATERIALIZED') FORMAT TSV"
+  names=$(echo "$stored" | chq | cut -f1 | paste -sd, -)
+  cols=$(echo "$stored" | chq |
     while IFS=$'\t' read -r name type; do
       case "$type" in
         DateTime*) echo "toDateTime(toInt64(toUInt32($name)) + $shift, 'UTC') AS $name" ;;
@@ -147,7 +150,7 @@ for t in $tables; do
         *) echo "$name" ;;
       esac
     done | paste -sd, -)
-  echo "INSERT INTO sensor.$t SELECT $cols FROM demo_staging.$t ANY LEFT JOIN
+  echo "INSERT INTO sensor.$t ($names) SELECT $cols FROM demo_staging.$t ANY LEFT JOIN
         (SELECT flow_id, toUInt32(min(ts)) AS fts FROM demo_staging.flows GROUP BY flow_id) USING flow_id" |
     chq || die "could not copy $t"
   say "  $t: $(echo "SELECT count() FROM sensor.$t FORMAT TSV" | chq) rows"
@@ -198,8 +201,30 @@ curl -s -o /dev/null --fail "http://127.0.0.1:$port/" || die "the console does n
 
 # --- Alerts: the online detection (`pipeline detect --config`) over the SENSOR stream writes
 # JetStream ALERTS (which the console reads live) and the alerts table; the attack captures are
-# replayed into NATS, one sensor id each (each capture starts on 2024-01-01, a partition's event
-# time only moves forward). dns_tunnel.pcap is kept for the operator to replay live.
+# replayed into NATS, one sensor id each (a partition's event time only moves forward). They are
+# dated 2024-01-01, so each is replayed from a copy moved into the last 24 hours (two hours
+# apart): their flows and alerts are then on the graphs and in the alerts page's default range.
+# dns_tunnel.pcap is kept for the operator to replay live, moved to an hour before the demo's
+# start: a partition's windows close when it idles, at the wall clock less the lateness allowed,
+# so a capture dated "now" would wait for more traffic before its alert.
+shift_pcap() { # IN OUT START: a classic pcap (as pcapgen writes them) with its first packet at START
+  python3 - "$@" <<'PY'
+import struct, sys
+src, dst, start = sys.argv[1], sys.argv[2], int(sys.argv[3])
+d = bytearray(open(src, "rb").read())
+magic = {b"\xd4\xc3\xb2\xa1": "<", b"\x4d\x3c\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\xa1\xb2\x3c\x4d": ">"}
+e = magic.get(bytes(d[:4]))
+if e is None:
+    sys.exit(f"{src}: not a classic pcap")
+off, delta = 24, None
+while off + 16 <= len(d):
+    sec, _, incl, _ = struct.unpack_from(e + "IIII", d, off)
+    delta = start - sec if delta is None else delta
+    struct.pack_into(e + "I", d, off, sec + delta)
+    off += 16 + incl
+open(dst, "wb").write(d)
+PY
+}
 cat >"$work/detect.toml" <<EOF
 instance = "demo-detect"
 state_dir = "$work/detect"
@@ -213,26 +238,35 @@ EOF
 "$target/pipeline" detect --config "$work/detect.toml" 2>"$work/detect.log" &
 pids+=($!)
 say "replaying the attack captures into NATS for the online detection"
+mkdir -p "$work/attacks"
+at=$((now - 22 * 3600))
 for f in "$root"/testdata-pcaps/attacks/*.pcap; do
   name=$(basename "$f" .pcap)
-  [ "$name" = dns_tunnel ] && continue
-  "$target/sensor" replay "$f" --quiet --eve /dev/null --config "$work/sensor-sensor.toml" \
+  if [ "$name" = dns_tunnel ]; then
+    shift_pcap "$f" "$work/attacks/$name.pcap" "$((now - 3600))" || die "could not shift $f"
+    continue
+  fi
+  shift_pcap "$f" "$work/attacks/$name.pcap" "$at" || die "could not shift $f"
+  at=$((at + 2 * 3600))
+  "$target/sensor" replay "$work/attacks/$name.pcap" --quiet --eve /dev/null --config "$work/sensor-sensor.toml" \
     --clickhouse "http://127.0.0.1:$ch_http" --nats "nats://127.0.0.1:$nats_port" \
     --sensor-id "demo-attack-${name//_/-}" 2>>"$work/attacks.log" || die "replaying $name failed (see $work/attacks.log)"
 done
+# The detection reads the day of traffic first (its alerts keep the captures' dates), then the
+# attacks: ready once those of the last 24 hours are in (at most two minutes).
 n=0
-for _ in $(seq 1 60); do
-  n=$(echo "SELECT count() FROM sensor.alerts FORMAT TSV" | chq 2>/dev/null || echo 0)
+for _ in $(seq 1 240); do
+  n=$(echo "SELECT count() FROM sensor.alerts WHERE ts >= toDateTime($now - 86400) FORMAT TSV" | chq 2>/dev/null || echo 0)
   [ "${n:-0}" -gt 0 ] && break
   sleep 0.5
 done
-say "  alerts: ${n:-0} (more may follow while the detection catches up; see $work/detect.log)"
+say "  alerts in the last 24 hours: ${n:-0} (more may follow while the detection catches up; see $work/detect.log)"
 
 cat >&2 <<EOF
 
   NOC console:  http://127.0.0.1:$port/
-  alerts        http://127.0.0.1:$port/alerts?start=2024-01-01&end=now   (the attack captures are dated 2024-01-01)
-  a live alert  $target/sensor replay $root/testdata-pcaps/attacks/dns_tunnel.pcap --quiet --eve /dev/null \\
+  alerts        http://127.0.0.1:$port/alerts   (the attack captures, moved into the last 24 hours)
+  a live alert  $target/sensor replay $work/attacks/dns_tunnel.pcap --quiet --eve /dev/null \\
                   --config $work/sensor-sensor.toml --nats nats://127.0.0.1:$nats_port --sensor-id demo-live
                 (appears on the open alerts page without a reload)
   sensors       the Sensors page reads [[sensors]] metrics_url of a running 'sensor run'; the demo

@@ -35,7 +35,7 @@ if [ ! -f "$MMDB/GeoLite2-City-Test.mmdb" ]; then
     exit 0
 fi
 
-cargo build --release -q -p sensor -p sensor-testkit --bins
+cargo build --release -q --workspace --bin sensor --bin pcapgen
 cargo build --release -q -p pipeline-enrich --example lookup_bench
 BIN=target/release
 

@@ -32,7 +32,7 @@ TARGET=200M
 for bin in clickhouse-client nats-server; do
     command -v "$bin" >/dev/null || { echo "export bench: $bin not installed (scripts/setup.sh)"; exit 0; }
 done
-cargo build --release -q -p sensor -p sensor-testkit --bins --example nats_publish_floor
+cargo build --release -q --workspace --bin sensor --bin pcapgen --example nats_publish_floor
 BIN=target/release
 mkdir -p benches/work
 CAP=benches/work/export-$TARGET.pcap

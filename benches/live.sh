@@ -106,8 +106,8 @@ else
     STEPS=${BENCH_STEPS:-6}
 fi
 
-echo "== build: cargo build --release -p sensor -p sensor-testkit"
-cargo build --release -p sensor -p sensor-testkit || {
+echo "== build: cargo build --release --workspace --bin sensor --bin pcapgen --bin floor"
+cargo build --release --workspace --bin sensor --bin pcapgen --bin floor || {
     echo "live.sh: release build failed" >&2
     exit 1
 }

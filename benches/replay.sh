@@ -8,7 +8,7 @@
 #   --short    ~100 MiB capture, the CI mode (.ci/run): well under a minute once built.
 #
 # Steps:
-#   1. cargo build --release -p sensor -p sensor-testkit (the `sensor` and `pcapgen` binaries);
+#   1. cargo build --release --workspace --bin sensor --bin pcapgen (the `sensor` and `pcapgen` binaries);
 #   2. build the capture with `pcapgen amplify` from ../shared/pcaps/real (the real captures,
 #      beside the repository), or from testdata-pcaps/ when that folder is absent; the capture
 #      and its report (.report) are reused while the target size, the inputs and the amplifier
@@ -83,8 +83,8 @@ calc() {
 }
 
 # --- 1. build ---------------------------------------------------------------------------------
-echo "== build: cargo build --release -p sensor -p sensor-testkit"
-if ! cargo build --release -p sensor -p sensor-testkit; then
+echo "== build: cargo build --release --workspace --bin sensor --bin pcapgen"
+if ! cargo build --release --workspace --bin sensor --bin pcapgen; then
     echo "replay.sh: release build failed" >&2
     exit 1
 fi

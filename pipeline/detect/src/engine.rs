@@ -126,6 +126,10 @@ pub struct Engine {
     by_type: FxHashMap<String, Vec<usize>>,
     other_types: Vec<usize>,
     states: Vec<RuleState>,
+    /// Per rule, a watermark before which closing it changes nothing (a lower bound: the
+    /// oldest window end, pending record or pruning it holds), so that a watermark step asks
+    /// only the rules with something to close.
+    due: Vec<Micros>,
     rule_stats: Vec<RuleStats>,
     intel: IntelSet,
     cfg: EngineConfig,
@@ -158,6 +162,7 @@ impl Engine {
             by_type,
             other_types,
             lateness: cfg.lateness_secs as i64 * MICROS_PER_SEC,
+            due: vec![Micros::MIN; rules.rules.len()],
             rules: rules.rules,
             states,
             rule_stats,
@@ -179,6 +184,7 @@ impl Engine {
             let rule = &self.rules[i];
             let stats = &mut self.rule_stats[i];
             let (meta, wm, cfg, intel) = (&rule.meta, self.watermark, &self.cfg, &self.intel);
+            let due = &mut self.due[i];
             match (&rule.kind, &mut self.states[i]) {
                 (RuleKind::Match(m), _) => {
                     let n = out.len();
@@ -186,13 +192,16 @@ impl Engine {
                     stats.alerts += (out.len() - n) as u64;
                 }
                 (RuleKind::Threshold(t), RuleState::Threshold(s)) => {
-                    t.process(meta, s, rec, intel, cfg, wm, stats, out)
+                    t.process(meta, s, rec, intel, cfg, wm, stats, out);
+                    *due = (*due).min(t.due_after(rec.ts));
                 }
                 (RuleKind::Sequence(q), RuleState::Sequence(s)) => {
-                    q.process(meta, s, rec, intel, cfg, wm, stats)
+                    q.process(meta, s, rec, intel, cfg, wm, stats);
+                    *due = (*due).min(rec.ts);
                 }
                 (RuleKind::Baseline(b), RuleState::Baseline(s)) => {
-                    b.process(meta, s, rec, intel, cfg, wm, stats)
+                    b.process(meta, s, rec, intel, cfg, wm, stats);
+                    *due = (*due).min(b.due_after(rec.ts));
                 }
                 _ => {}
             }
@@ -224,22 +233,30 @@ impl Engine {
         self.watermark = wm;
         let before = out.len();
         for (i, rule) in self.rules.iter().enumerate() {
+            if self.due[i] > wm {
+                continue;
+            }
             let stats = &mut self.rule_stats[i];
-            match (&rule.kind, &mut self.states[i]) {
+            self.due[i] = match (&rule.kind, &mut self.states[i]) {
                 (RuleKind::Threshold(t), RuleState::Threshold(s)) => {
-                    t.close(&rule.meta, s, wm, stats, out)
+                    t.close(&rule.meta, s, wm, stats, out);
+                    t.due(s)
                 }
                 (RuleKind::Sequence(q), RuleState::Sequence(s)) => {
-                    q.close(&rule.meta, s, wm, stats, out)
+                    q.close(&rule.meta, s, wm, stats, out);
+                    q.due(s)
                 }
                 (RuleKind::Baseline(b), RuleState::Baseline(s)) => {
-                    b.close(&rule.meta, s, wm, stats, out)
+                    b.close(&rule.meta, s, wm, stats, out);
+                    b.due(s)
                 }
-                _ => {}
-            }
+                _ => Micros::MAX,
+            };
         }
         // Several rules and keys closing together: a fixed order (time, then id).
-        out[before..].sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+        if out.len() - before > 1 {
+            out[before..].sort_by(|a, b| (a.ts, &a.id).cmp(&(b.ts, &b.id)));
+        }
         self.stats.alerts += (out.len() - before) as u64;
     }
 
@@ -287,6 +304,7 @@ impl Engine {
                 }
             }
         }
+        self.due.fill(Micros::MIN);
         self.max_ts = snap.max_ts;
         self.watermark = snap.watermark;
         self.stats = snap.stats;

@@ -27,7 +27,8 @@ pub enum RecordError {
 }
 
 /// One EVE record (flow, tls, quic, http, dns; alerts are read too, and match nothing unless a
-/// rule asks for them).
+/// rule asks for them). The per-protocol objects are boxed: a record holds one or two of them,
+/// and inline they made the record over a kilobyte, copied several times by every parse.
 #[derive(Debug, Default, Deserialize)]
 pub struct Record<'a> {
     #[serde(borrow, default)]
@@ -65,17 +66,17 @@ pub struct Record<'a> {
     #[serde(borrow, default)]
     pub dest_network: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
-    pub flow: Option<FlowRec<'a>>,
+    pub flow: Option<Box<FlowRec<'a>>>,
     #[serde(borrow, default)]
-    pub tcp: Option<TcpRec<'a>>,
+    pub tcp: Option<Box<TcpRec<'a>>>,
     #[serde(borrow, default)]
-    pub tls: Option<TlsRec<'a>>,
+    pub tls: Option<Box<TlsRec<'a>>>,
     #[serde(borrow, default)]
-    pub quic: Option<QuicRec<'a>>,
+    pub quic: Option<Box<QuicRec<'a>>>,
     #[serde(borrow, default)]
-    pub http: Option<HttpRec<'a>>,
+    pub http: Option<Box<HttpRec<'a>>>,
     #[serde(borrow, default)]
-    pub dns: Option<DnsRec<'a>>,
+    pub dns: Option<Box<DnsRec<'a>>>,
     /// Event time (see [`Record::parse`]), filled after parsing.
     #[serde(skip)]
     pub ts: Micros,
@@ -269,14 +270,22 @@ impl<'a> Record<'a> {
 
     /// This record's reference in alert evidence: `<sensor_id>:<flow_id>:<event_index|flow>`
     /// (an event without `event_index` is referenced by its event type).
+    /// Written without `format!`: stateful rules make one for most records they count.
     pub fn reference(&self, fallback_sensor: &str) -> String {
         let sensor = self.sensor(fallback_sensor);
-        let flow_id = self.flow_id.unwrap_or(0);
+        let mut buf = itoa::Buffer::new();
+        let flow_id = buf.format(self.flow_id.unwrap_or(0));
+        let mut s = String::with_capacity(sensor.len() + flow_id.len() + 24);
+        s.push_str(sensor);
+        s.push(':');
+        s.push_str(flow_id);
+        s.push(':');
         match (self.event_type.as_ref(), self.event_index) {
-            ("flow", _) => format!("{sensor}:{flow_id}:flow"),
-            (_, Some(i)) => format!("{sensor}:{flow_id}:{i}"),
-            (t, None) => format!("{sensor}:{flow_id}:{t}"),
+            ("flow", _) => s.push_str("flow"),
+            (_, Some(i)) => s.push_str(buf.format(i)),
+            (t, None) => s.push_str(t),
         }
+        s
     }
 
     /// The value of a field, `Value::Null` when the record does not have it.
@@ -307,12 +316,12 @@ impl<'a> Record<'a> {
 
     fn get_nested(&self, f: Field) -> Value<'_> {
         use Field::*;
-        let flow = self.flow.as_ref();
-        let tls = self.tls.as_ref();
-        let http = self.http.as_ref();
-        let dns = self.dns.as_ref();
-        let quic = self.quic.as_ref();
-        let tcp = self.tcp.as_ref();
+        let flow = self.flow.as_deref();
+        let tls = self.tls.as_deref();
+        let http = self.http.as_deref();
+        let dns = self.dns.as_deref();
+        let quic = self.quic.as_deref();
+        let tcp = self.tcp.as_deref();
         match f {
             FlowPktsToServer => opt_int(flow.map(|x| x.pkts_toserver)),
             FlowPktsToClient => opt_int(flow.map(|x| x.pkts_toclient)),

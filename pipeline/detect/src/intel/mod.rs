@@ -329,8 +329,11 @@ impl IntelSet {
         v
     }
 
+    /// Indicators held (asked for every `intel()` of every record: no allocation).
     pub fn len(&self) -> usize {
-        self.counts().iter().map(|(_, n)| n).sum()
+        self.addrs.addrs()
+            + self.addrs.subnets()
+            + self.strings.iter().map(StrTable::len).sum::<usize>()
     }
 
     pub fn is_empty(&self) -> bool {

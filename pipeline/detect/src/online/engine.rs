@@ -49,7 +49,7 @@ impl EngineDetector {
 }
 
 impl Detector for EngineDetector {
-    fn process(&mut self, json: &[u8], _msg_id: &str, out: &mut Vec<(String, AlertOut)>) {
+    fn process(&mut self, json: &[u8], out: &mut Vec<(String, AlertOut)>) {
         match Record::parse_bytes(json) {
             Ok(rec) => self.engine.process(&rec, &mut self.alerts),
             Err(e) => {

@@ -166,6 +166,21 @@ impl BaselineRule {
         st.scratch = sc;
     }
 
+    /// Earliest watermark at which [`BaselineRule::close`] would change anything: the end of
+    /// the oldest open bucket, or the next pruning.
+    pub fn due(&self, st: &BaselineState) -> Micros {
+        let end = st
+            .open
+            .first_key_value()
+            .map_or(Micros::MAX, |(s, _)| s + self.bucket);
+        end.min(st.suppression.due(self.suppress))
+    }
+
+    /// A lower bound of [`BaselineRule::due`] after `process` of a record at `ts`.
+    pub fn due_after(&self, ts: Micros) -> Micros {
+        ts.div_euclid(self.bucket) * self.bucket + self.bucket
+    }
+
     /// Closes the buckets the watermark passed: compares, alerts, learns.
     pub fn close(
         &self,

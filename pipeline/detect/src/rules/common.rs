@@ -265,6 +265,11 @@ impl SuppressionState {
         }
     }
 
+    /// Earliest watermark at which [`SuppressionState::prune`] would do anything.
+    pub fn due(&self, s: Option<Suppression>) -> Micros {
+        s.map_or(Micros::MAX, |_| self.next_prune)
+    }
+
     pub fn len(&self) -> usize {
         self.counts.len()
     }

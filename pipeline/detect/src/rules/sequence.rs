@@ -160,6 +160,18 @@ impl SequenceRule {
         }
     }
 
+    /// Earliest watermark at which [`SequenceRule::close`] would change anything: the oldest
+    /// pending `then` record, the next pruning of `firsts` or of the suppression.
+    pub fn due(&self, st: &SequenceState) -> Micros {
+        let pending = st
+            .pending
+            .first_key_value()
+            .map_or(Micros::MAX, |(k, _)| k.0);
+        pending
+            .min(st.next_prune)
+            .min(st.suppression.due(self.suppress))
+    }
+
     /// Checks the `then` records the watermark has passed; forgets `first` records too old
     /// to pair with anything still to come.
     pub fn close(

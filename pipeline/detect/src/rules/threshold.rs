@@ -211,6 +211,22 @@ impl ThresholdRule {
         st.scratch = sc;
     }
 
+    /// Earliest watermark at which [`ThresholdRule::close`] would change anything: the end of
+    /// the oldest open window, or the next pruning.
+    pub fn due(&self, st: &ThresholdState) -> Micros {
+        let end = st
+            .windows
+            .first_key_value()
+            .map_or(Micros::MAX, |(s, _)| s + self.window);
+        end.min(st.suppression.due(self.suppress))
+    }
+
+    /// A lower bound of [`ThresholdRule::due`] after `process` of a record at `ts`: the end
+    /// of the window it falls in.
+    pub fn due_after(&self, ts: Micros) -> Micros {
+        ts.div_euclid(self.window) * self.window + self.window
+    }
+
     /// What `condition` tests: the group's count, or its distinct count.
     fn value(&self, g: &Group) -> u64 {
         match self.distinct {

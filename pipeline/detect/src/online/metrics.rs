@@ -62,75 +62,7 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut o = String::with_capacity(4096);
         let parts = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
-        type Field = fn(&PartitionMetrics) -> &AtomicU64;
-        let families: [(&str, &str, &str, Field); 11] = [
-            (
-                "pipeline_detect_records_total",
-                "counter",
-                "Records evaluated, per sensor.",
-                |p| &p.records,
-            ),
-            (
-                "pipeline_detect_redelivered_total",
-                "counter",
-                "Records delivered again and skipped (already processed).",
-                |p| &p.redelivered,
-            ),
-            (
-                "pipeline_detect_malformed_total",
-                "counter",
-                "Records that could not be read, counted and skipped.",
-                |p| &p.malformed,
-            ),
-            (
-                "pipeline_detect_eval_errors_total",
-                "counter",
-                "Rule evaluations that failed on a record.",
-                |p| &p.eval_errors,
-            ),
-            (
-                "pipeline_detect_lag_records",
-                "gauge",
-                "Records of the sensor's partition not yet delivered.",
-                |p| &p.lag,
-            ),
-            (
-                "pipeline_detect_checkpoint_sequence",
-                "gauge",
-                "Stream sequence of the last checkpoint.",
-                |p| &p.checkpoint_seq,
-            ),
-            (
-                "pipeline_detect_checkpoints_total",
-                "counter",
-                "Checkpoints written.",
-                |p| &p.checkpoints,
-            ),
-            (
-                "pipeline_detect_state_keys",
-                "gauge",
-                "Keys held in rule state.",
-                |p| &p.state_keys,
-            ),
-            (
-                "pipeline_detect_state_bytes",
-                "gauge",
-                "Size of the last state snapshot.",
-                |p| &p.state_bytes,
-            ),
-            (
-                "pipeline_detect_rewinds_total",
-                "counter",
-                "Returns to the last checkpoint.",
-                |p| &p.rewinds,
-            ),
-            (
-                "pipeline_detect_idle_closes_total",
-                "counter",
-                "Windows closed after the partition was idle for detect.idle_close_ms.",
-                |p| &p.idle_closes,
-            ),
-        ];
+        let families = partition_families();
         for (name, kind, help, field) in families {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (sensor, p) in parts.iter() {
@@ -160,6 +92,81 @@ impl Metrics {
         sensor::metrics::render_sinks(&mut o, "pipeline_alerts", &sinks);
         o
     }
+}
+
+/// Reads one counter of a partition.
+type Field = fn(&PartitionMetrics) -> &AtomicU64;
+
+/// The per-sensor families: name, type, help, counter.
+fn partition_families() -> [(&'static str, &'static str, &'static str, Field); 11] {
+    [
+        (
+            "pipeline_detect_records_total",
+            "counter",
+            "Records evaluated, per sensor.",
+            |p| &p.records,
+        ),
+        (
+            "pipeline_detect_redelivered_total",
+            "counter",
+            "Records delivered again and skipped (already processed).",
+            |p| &p.redelivered,
+        ),
+        (
+            "pipeline_detect_malformed_total",
+            "counter",
+            "Records that could not be read, counted and skipped.",
+            |p| &p.malformed,
+        ),
+        (
+            "pipeline_detect_eval_errors_total",
+            "counter",
+            "Rule evaluations that failed on a record.",
+            |p| &p.eval_errors,
+        ),
+        (
+            "pipeline_detect_lag_records",
+            "gauge",
+            "Records of the sensor's partition not yet delivered.",
+            |p| &p.lag,
+        ),
+        (
+            "pipeline_detect_checkpoint_sequence",
+            "gauge",
+            "Stream sequence of the last checkpoint.",
+            |p| &p.checkpoint_seq,
+        ),
+        (
+            "pipeline_detect_checkpoints_total",
+            "counter",
+            "Checkpoints written.",
+            |p| &p.checkpoints,
+        ),
+        (
+            "pipeline_detect_state_keys",
+            "gauge",
+            "Keys held in rule state.",
+            |p| &p.state_keys,
+        ),
+        (
+            "pipeline_detect_state_bytes",
+            "gauge",
+            "Size of the last state snapshot.",
+            |p| &p.state_bytes,
+        ),
+        (
+            "pipeline_detect_rewinds_total",
+            "counter",
+            "Returns to the last checkpoint.",
+            |p| &p.rewinds,
+        ),
+        (
+            "pipeline_detect_idle_closes_total",
+            "counter",
+            "Windows closed after the partition was idle for detect.idle_close_ms.",
+            |p| &p.idle_closes,
+        ),
+    ]
 }
 
 #[cfg(test)]

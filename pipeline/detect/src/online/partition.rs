@@ -176,12 +176,7 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
                 // Alerts go to the sinks at once rather than at the next checkpoint: a
                 // response waits for them (their ids make a resend after a crash harmless).
                 if !alerts.is_empty() {
-                    let mut sinks = sh.sinks.lock().await;
-                    for (rule, a) in alerts.drain(..) {
-                        sh.metrics.alert(&rule);
-                        sinks.push(&a).await;
-                    }
-                    sinks.flush().await;
+                    send_alerts(&sh, &mut alerts, true).await;
                 }
             }
             p.last_msg = Some(msg);
@@ -196,11 +191,7 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             det.idle(wall_clock_micros(), &mut alerts);
             if !alerts.is_empty() {
                 p.dirty = true;
-                let mut sinks = sh.sinks.lock().await;
-                for (rule, a) in alerts.drain(..) {
-                    sh.metrics.alert(&rule);
-                    sinks.push(&a).await;
-                }
+                send_alerts(&sh, &mut alerts, false).await;
             }
             m.idle_closes.fetch_add(1, Relaxed);
         }
@@ -215,6 +206,18 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
                 m.lag.store(i.num_pending, Relaxed);
             }
         }
+    }
+}
+
+/// Hands alerts to the sinks (counted per rule); `flush` sends them at once.
+async fn send_alerts(sh: &Shared, alerts: &mut Vec<(String, AlertOut)>, flush: bool) {
+    let mut sinks = sh.sinks.lock().await;
+    for (rule, a) in alerts.drain(..) {
+        sh.metrics.alert(&rule);
+        sinks.push(&a).await;
+    }
+    if flush {
+        sinks.flush().await;
     }
 }
 

@@ -5,7 +5,7 @@
 #   (a) the XDP program counting and dropping every frame: the floor of this machine;
 #   (b) a bare AF_XDP copy-mode receive loop that touches nothing: the floor for user space;
 #   (c) a plain AF_PACKET capture: tcpdump -w /dev/null;
-#   (d) Suricata 7 on AF_PACKET, one thread, no rules, Debian's default outputs (when installed).
+#   (d) Suricata 7 on AF_XDP, one thread, no rules, Debian's default outputs (when installed).
 # Then the bare loop and the sensor again, each held to BENCH_CAP percent (default 10) of one core
 # by a CPU cgroup (the "-capped" rows): with a whole core every receiver takes all the veth
 # carries, so only a capped receiver runs out. They are compared by frames taken per CPU-second
@@ -242,7 +242,7 @@ trial() {
     xdp-drop) "$FLOOR" --iface "$A" --mode xdp-drop >"$log" 2>&1 & ;;
     afxdp) taskset -c 0 "$FLOOR" --iface "$A" --mode afxdp --config "$WORK/live.toml" >"$log" 2>&1 & ;;
     tcpdump | suricata)
-        if [[ $GEN == xdp ]]; then
+        if [[ $GEN == xdp && $name == tcpdump ]]; then
             "$FLOOR" --iface "$A" --mode xdp-pass >"$LOGS/live-xdp-pass.log" 2>&1 &
             pass=$!
             wait_for_line "$LOGS/live-xdp-pass.log" 'floor ready'
@@ -251,9 +251,10 @@ trial() {
             tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
         else
             # Debian's default configuration (EVE and the other outputs on, into -l's folder),
-            # AF_PACKET, one capture-and-detect thread, no rules, no checksum checks.
+            # AF_XDP (its own XDP program, copy mode on a veth), one capture-and-detect thread,
+            # no rules, no checksum checks.
             rm -rf "$WORK/suricata-live" && mkdir -p "$WORK/suricata-live"
-            suricata --af-packet="$A" --runmode single -S /dev/null -k none -l "$WORK/suricata-live" >"$log" 2>&1 &
+            suricata --af-xdp="$A" --runmode single -S /dev/null -k none -l "$WORK/suricata-live" >"$log" 2>&1 &
         fi
         ;;
     sensor-bypass-off | sensor-bypass-on | sensor-rings-off)
@@ -545,8 +546,9 @@ echo "  sensor bypass off / bare AF_XDP loop    [>= 0.90]  $(ratio sensor-bypass
 echo "  sensor bypass on  / XDP count-and-drop  [>= 0.80]  $(ratio sensor-bypass-on xdp-drop)"
 echo "  sensor bypass on  / tcpdump (AF_PACKET) [>= 1.50]  $(ratio sensor-bypass-on tcpdump)"
 echo "  sensor bypass off / tcpdump (AF_PACKET)            $(ratio sensor-bypass-off tcpdump)"
-echo "  sensor bypass on  / Suricata 7 (AF_PACKET, no rules) $(ratio sensor-bypass-on suricata)"
-echo "  sensor bypass off / Suricata 7 (AF_PACKET, no rules) $(ratio sensor-bypass-off suricata)"
+echo "  sensor bypass on  / Suricata 7 (AF_XDP, no rules)   $(ratio sensor-bypass-on suricata)"
+echo "  sensor bypass off / Suricata 7 (AF_XDP, no rules)   $(ratio sensor-bypass-off suricata)"
+echo "  process CPU per frame, Suricata 7 / sensor bypass off, full-speed trial [>= 3.00]  $(sat_ratio sensor-bypass-off suricata)"
 echo "  sensor rings, bypass off / bare AF_XDP loop        $(ratio sensor-rings-off afxdp)"
 echo "  with every receiver held to ${CAP}% of a core (the -capped rows), by frames taken per CPU-second of the"
 echo "  receiver's process in its full-speed trial, where the cap saturates it (the CPU column):"

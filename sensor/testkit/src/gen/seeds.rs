@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn seeds_from_the_fixtures_cover_every_target() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata-pcaps");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata-pcaps");
         let out = tempfile::tempdir().unwrap();
         let report = write_all(&root, out.path()).unwrap();
         for t in ["decode", "tcp_dpi", "tls", "http", "udp_dpi", "dns", "quic"] {

@@ -2,22 +2,22 @@
 //! about once a second or once a batch, never per packet on a shared line) and a Prometheus text
 //! endpoint that renders them.
 //!
-//! The endpoint is `tiny_http` on its own thread, off the packet cores. Per-batch processing
+//! The endpoint is `sensor_export::prometheus::MetricsServer` (`tiny_http` on its own thread,
+//! off the packet cores). Per-batch processing
 //! latency is an `hdrhistogram` per worker, merged into a shared one every tick, from which the
 //! endpoint reads quantiles.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::thread;
 
-use anyhow::{Context, Result};
-use hdrhistogram::Histogram;
+use anyhow::Result;
 
 use crate::capture::xdp::counter;
 use crate::command::CommandCounters;
 use crate::export::sink::SinkCounters;
-use crate::flow::FlowStats;
+use crate::worker::WorkerMetrics;
+pub use sensor_export::prometheus::{render_sinks, MetricsServer};
 
 /// What one capture thread (one rx queue) did.
 #[derive(Debug, Default)]
@@ -34,52 +34,6 @@ pub struct QueueMetrics {
     pub xsk_rx_dropped: AtomicU64,
     pub xsk_rx_ring_full: AtomicU64,
     pub xsk_fill_ring_empty: AtomicU64,
-}
-
-/// What one DPI worker did (copied from its flow table's counters every tick).
-#[derive(Debug)]
-pub struct WorkerMetrics {
-    pub packets: AtomicU64,
-    pub bytes: AtomicU64,
-    pub flows_active: AtomicU64,
-    pub flows_exported: AtomicU64,
-    pub table_full: AtomicU64,
-    pub bypass_packets: AtomicU64,
-    pub bypass_requests_dropped: AtomicU64,
-    latency: Mutex<Option<Histogram<u64>>>,
-}
-
-impl WorkerMetrics {
-    fn new() -> WorkerMetrics {
-        WorkerMetrics {
-            packets: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-            flows_active: AtomicU64::new(0),
-            flows_exported: AtomicU64::new(0),
-            table_full: AtomicU64::new(0),
-            bypass_packets: AtomicU64::new(0),
-            bypass_requests_dropped: AtomicU64::new(0),
-            // 1 ns to 10 s at 2 significant digits: a few KiB.
-            latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000_000, 2).ok()),
-        }
-    }
-
-    pub fn publish(&self, s: &FlowStats) {
-        self.packets.store(s.packets, Relaxed);
-        self.bytes.store(s.bytes, Relaxed);
-        self.flows_active.store(s.active, Relaxed);
-        self.flows_exported.store(s.exported_total(), Relaxed);
-        self.table_full.store(s.table_full_drops, Relaxed);
-        self.bypass_packets.store(s.bypass_packets, Relaxed);
-    }
-
-    pub fn merge_latency(&self, h: &Histogram<u64>) {
-        if let Ok(mut shared) = self.latency.lock() {
-            if let Some(shared) = shared.as_mut() {
-                let _ = shared.add(h);
-            }
-        }
-    }
 }
 
 /// Every metric of a live run.
@@ -113,7 +67,7 @@ impl Metrics {
                 .map(|q| (*q, QueueMetrics::default()))
                 .collect(),
             workers: (0..workers)
-                .map(|_| Arc::new(WorkerMetrics::new()))
+                .map(|_| Arc::new(WorkerMetrics::default()))
                 .collect(),
             xdp: Default::default(),
             bypass_flows: AtomicU64::new(0),
@@ -436,117 +390,9 @@ impl Metrics {
     }
 }
 
-/// Per sink, rows by outcome, as `<prefix>_rows_total` and `<prefix>_spool`; they add up as the
-/// summary's export accounting:
-/// `emitted + resumed = acknowledged + rejected + in_spool + dropped + lost + corrupt`.
-/// Shared with the pipeline's alert sinks, which are the same sinks.
-pub fn render_sinks(o: &mut String, prefix: &str, sinks: &[(&'static str, Arc<SinkCounters>)]) {
-    if sinks.is_empty() {
-        return;
-    }
-    let _ = writeln!(
-        o,
-        "# HELP {prefix}_rows_total Rows (messages) per network sink, by outcome.\n\
-         # TYPE {prefix}_rows_total counter"
-    );
-    for (name, c) in sinks.iter() {
-        for (what, v) in [
-            ("emitted", &c.emitted_rows),
-            ("resumed", &c.resumed_rows),
-            ("acknowledged", &c.sent_rows),
-            ("rejected", &c.failed_rows),
-            ("spooled", &c.spooled_rows),
-            ("replayed", &c.replayed_rows),
-            ("dropped_oldest", &c.dropped_rows),
-            ("lost", &c.lost_rows),
-            ("corrupt", &c.corrupt_rows),
-        ] {
-            let _ = writeln!(
-                o,
-                "{prefix}_rows_total{{sink=\"{name}\",outcome=\"{what}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-    }
-    let _ = writeln!(
-        o,
-        "# HELP {prefix}_spool Per network sink: rows and bytes in its spool now.\n\
-         # TYPE {prefix}_spool gauge"
-    );
-    for (name, c) in sinks.iter() {
-        for (what, v) in [("rows", &c.spool_rows), ("bytes", &c.spool_bytes)] {
-            let _ = writeln!(
-                o,
-                "{prefix}_spool{{sink=\"{name}\",unit=\"{what}\"}} {}",
-                v.load(Relaxed)
-            );
-        }
-    }
-}
-
-/// The `/metrics` endpoint; stops when dropped.
-pub struct MetricsServer {
-    server: Arc<tiny_http::Server>,
-    thread: Option<thread::JoinHandle<()>>,
-    pub addr: String,
-}
-
-impl MetricsServer {
-    pub fn start(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer> {
-        Self::serve(addr, move || metrics.render())
-    }
-
-    /// Serves whatever `render` returns as `/metrics` (the pipeline's consumer uses it too).
-    pub fn serve(
-        addr: &str,
-        render: impl Fn() -> String + Send + 'static,
-    ) -> Result<MetricsServer> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| anyhow::anyhow!("{e}"))
-            .with_context(|| format!("cannot listen on {addr} for /metrics"))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .map_or_else(|| addr.to_string(), |a| a.to_string());
-        let server = Arc::new(server);
-        let srv = Arc::clone(&server);
-        let thread = thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for req in srv.incoming_requests() {
-                    let resp = if req.url() == "/metrics" {
-                        let header = tiny_http::Header::from_bytes(
-                            &b"Content-Type"[..],
-                            &b"text/plain; version=0.0.4"[..],
-                        );
-                        let r = tiny_http::Response::from_string(render());
-                        match header {
-                            Ok(h) => r.with_header(h),
-                            Err(()) => r,
-                        }
-                    } else {
-                        tiny_http::Response::from_string("see /metrics\n").with_status_code(404)
-                    };
-                    let _ = req.respond(resp);
-                }
-            })
-            .context("cannot start the metrics thread")?;
-        tracing::info!("metrics on http://{bound}/metrics");
-        Ok(MetricsServer {
-            server,
-            thread: Some(thread),
-            addr: bound,
-        })
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.server.unblock();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// The sensor's `/metrics` endpoint, serving [`Metrics::render`].
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<MetricsServer> {
+    MetricsServer::serve(addr, move || metrics.render())
 }
 
 #[cfg(test)]

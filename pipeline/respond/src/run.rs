@@ -317,7 +317,7 @@ pub async fn run(
         None
     } else {
         let t = Tables::new(&cfg)?;
-        if let Err(sensor::export::sink::SendError::Fatal(why)) = t.migrate().await {
+        if let Err(sensor_export::sink::SendError::Fatal(why)) = t.migrate().await {
             return Err(config_error("clickhouse.url", why).into());
         }
         Some(Arc::new(t))
@@ -328,8 +328,10 @@ pub async fn run(
     } else {
         let m = metrics.clone();
         Some(
-            sensor::metrics::MetricsServer::serve(&cfg.metrics_listen, move || m.render())
-                .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
+            sensor_export::prometheus::MetricsServer::serve(&cfg.metrics_listen, move || {
+                m.render()
+            })
+            .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
         )
     };
     let guard = Guard::new(

@@ -10,9 +10,9 @@ use std::time::Duration;
 use anyhow::Result;
 use bytes::Bytes;
 use pipeline_command::audit::ActionRecord;
-use sensor::export::clickhouse::rows::RowBuf;
-use sensor::export::clickhouse::{self as ch, ClickHouseOptions, ClickHouseSink};
-use sensor::export::sink::SendError;
+use sensor_export::clickhouse::rows::RowBuf;
+use sensor_export::clickhouse::{self as ch, ClickHouseOptions, ClickHouseSink};
+use sensor_export::sink::SendError;
 
 use crate::config::{config_error, RespondConfig};
 

@@ -1,13 +1,9 @@
-//! Capture sources: where frames come from. The pcap/pcapng replay reader, and the live path:
-//! the XDP program and its loader (`xdp`), AF_XDP sockets (`afxdp`), the per-queue capture
-//! thread (`live`) and the control thread that owns the XDP maps (`control`), with the
-//! blocklist it keeps (`blocklist`). A source yields
-//! frames with their capture timestamp; the live capture thread also decodes and dispatches,
-//! as the replay reader does.
+//! Live capture's threads: the per-queue capture thread (`live`), which decodes and dispatches
+//! frames from its AF_XDP socket as the replay reader does, and the control thread that owns the
+//! XDP maps (`control`). The devices they drive (pcap files, the XDP program, AF_XDP sockets,
+//! the blocklist) are the `sensor-capture` crate, re-exported here under their usual paths.
 
-pub mod afxdp;
-pub mod blocklist;
 pub mod control;
 pub mod live;
-pub mod pcap_file;
-pub mod xdp;
+
+pub use sensor_capture::{afxdp, blocklist, pcap_file, xdp};

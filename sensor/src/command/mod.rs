@@ -148,7 +148,7 @@ impl CommandChannel {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut c = Consumer {
-            nats: NatsOptions::from_config(cfg, &sensor_id),
+            nats: NatsOptions::from_config(&cfg.nats, &sensor_id),
             sensor_id,
             verifier,
             ops: link.ops,

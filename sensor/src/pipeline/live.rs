@@ -13,14 +13,15 @@ use anyhow::{anyhow, Context, Result};
 
 use super::{start_inline, start_pipeline, EveTarget, Pipeline};
 use crate::capture::afxdp::{XskOptions, XskSocket};
+use crate::capture::blocklist::{Blocklist, State};
 use crate::capture::control::Control;
 use crate::capture::live::{BufPool, Handoff, QueueCapture, QueueMetricsRef, QueueReport};
-use crate::capture::xdp::{counter, Behaviour, CaptureFilter, XdpProgram};
-use crate::config::{Config, LiveSection};
+use crate::capture::xdp::{counter, Behaviour, CaptureFilter, XdpMaps, XdpProgram};
+use crate::config::{Config, ConfigError, LiveSection};
 use crate::decode::{DecodeStats, Decoder};
 use crate::dispatch::Dispatcher;
 use crate::flow::FlowStats;
-use crate::metrics::{Metrics, MetricsServer};
+use crate::metrics::Metrics;
 use crate::stats::{LiveStats, ReaderStats, Summary};
 use crate::worker::{LiveHooks, Worker};
 
@@ -123,7 +124,10 @@ pub fn run_live(opts: &LiveOptions) -> Result<Summary> {
     let _server = if l.metrics_addr.is_empty() {
         None
     } else {
-        Some(MetricsServer::start(&l.metrics_addr, Arc::clone(&metrics))?)
+        Some(crate::metrics::serve(
+            &l.metrics_addr,
+            Arc::clone(&metrics),
+        )?)
     };
     log_start(iface, queues.len(), n, inline, l.bypass);
     let running = Running {
@@ -311,7 +315,7 @@ fn control(
 ) -> Result<ControlParts> {
     let l = &cfg.live;
     let file = (!l.blocklist_file.is_empty()).then(|| PathBuf::from(&l.blocklist_file));
-    let blocklist = crate::capture::blocklist::Blocklist::open(cfg, &mut maps)?;
+    let blocklist = open_blocklist(cfg, &mut maps)?;
     let (ops_tx, ops_rx) = crossbeam_channel::bounded(1024);
     let (ended_tx, ended_rx) = crossbeam_channel::bounded(1024);
     let mut control = Control::new(
@@ -515,4 +519,19 @@ fn live_line(m: &crate::metrics::Metrics) -> String {
         q(|x| &x.xsk_rx_dropped) + q(|x| &x.xsk_rx_ring_full),
         q(|x| &x.ring_full),
     )
+}
+
+/// The blocklist as kept across restarts in `commands.state_file` (a damaged file is a
+/// configuration error naming that key).
+fn open_blocklist(cfg: &Config, maps: &mut XdpMaps) -> Result<Blocklist> {
+    let path =
+        (!cfg.commands.state_file.is_empty()).then(|| PathBuf::from(&cfg.commands.state_file));
+    let state = match &path {
+        Some(p) => State::load(p).map_err(|msg| ConfigError {
+            key: "commands.state_file".into(),
+            msg,
+        })?,
+        None => State::default(),
+    };
+    Blocklist::restore(maps, state, path)
 }

@@ -186,7 +186,8 @@ pub(crate) fn start_pipeline(
     let n = cfg.worker_count();
     let cores = pinning_cores(cfg);
     let eve_out = open_eve(eve)?;
-    let exporter = Exporter::start(cfg, eve_out, n)?;
+    let sensor_id = cfg.sensor_id();
+    let exporter = Exporter::start(cfg.export_config(&sensor_id), eve_out, n)?;
 
     let mut producers: Vec<Vec<rtrb::Producer<Msg>>> = (0..sources).map(|_| Vec::new()).collect();
     let mut live = live.map(|v| v.into_iter());
@@ -262,7 +263,8 @@ fn start_inline(
     hooks: Vec<crate::worker::LiveHooks>,
 ) -> Result<(Pipeline, Vec<Worker>)> {
     let cores = pinning_cores(cfg);
-    let exporter = Exporter::start(cfg, open_eve(eve)?, hooks.len())?;
+    let sensor_id = cfg.sensor_id();
+    let exporter = Exporter::start(cfg.export_config(&sensor_id), open_eve(eve)?, hooks.len())?;
     let workers = hooks
         .into_iter()
         .map(|h| new_worker(cfg, Arc::new(Vec::new()), &exporter, Some(h)))

@@ -66,7 +66,7 @@ pub const SCRAPE_MAX_BYTES: usize = 64 * 1024;
 /// Starts the sensors' metrics endpoints with `sensor::metrics::MetricsServer`.
 fn sensors(metrics: &Arc<Metrics>) -> Sensors {
     let m = metrics.clone();
-    let real = MetricsServer::start("127.0.0.1:0", m).unwrap();
+    let real = sensor::metrics::serve("127.0.0.1:0", m).unwrap();
     let hostile = MetricsServer::serve("127.0.0.1:0", || {
         let mut t = String::from("# HELP x\nnot a sample line\n{\"x\"} 1\nx{a=\"\\q\"} 2\n");
         t.push_str(&"x{a=\"b\"} NaN\n".repeat(50));

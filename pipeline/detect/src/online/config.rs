@@ -10,7 +10,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use sensor::config::ConfigError;
+pub use sensor_export::config::ConfigError;
 
 /// A [`ConfigError`] about `key`.
 pub fn config_error(key: &str, msg: impl Into<String>) -> ConfigError {

@@ -1,5 +1,5 @@
 //! Live counters of the online consumer and their Prometheus text, served on `/metrics` by the
-//! sensor's endpoint ([`sensor::metrics::MetricsServer::serve`]); the alert sinks' counters are
+//! sensor's endpoint ([`sensor_export::prometheus::MetricsServer::serve`]); the alert sinks' counters are
 //! rendered by the sensor's own function, as the sensor's sinks are.
 
 use std::collections::BTreeMap;
@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-use sensor::export::sink::SinkCounters;
+use sensor_export::sink::SinkCounters;
 
 /// What one partition (one sensor's records) did, and where it is.
 #[derive(Debug, Default)]
@@ -89,7 +89,7 @@ impl Metrics {
             self.owned.load(Relaxed)
         );
         let sinks = self.sinks.lock().unwrap_or_else(|e| e.into_inner());
-        sensor::metrics::render_sinks(&mut o, "pipeline_alerts", &sinks);
+        sensor_export::prometheus::render_sinks(&mut o, "pipeline_alerts", &sinks);
         o
     }
 }

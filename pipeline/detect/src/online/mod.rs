@@ -146,8 +146,10 @@ pub async fn run(cfg: OnlineConfig, factory: Arc<Factory>) -> Result<()> {
     } else {
         let m = metrics.clone();
         Some(
-            sensor::metrics::MetricsServer::serve(&cfg.metrics_listen, move || m.render())
-                .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
+            sensor_export::prometheus::MetricsServer::serve(&cfg.metrics_listen, move || {
+                m.render()
+            })
+            .map_err(|e| config_error("metrics_listen", format!("{e:#}")))?,
         )
     };
     // The sensors create their stream: until one has, there is nothing to do.

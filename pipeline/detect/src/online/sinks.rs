@@ -1,7 +1,7 @@
 //! Alert sinks: EVE `alert` records to JetStream stream `ALERTS` and to ClickHouse table
 //! `alerts`, each exactly once across restarts and retries.
 //!
-//! They are the sensor's sinks, not copies: [`sensor::export::sink::drive`] runs each one
+//! They are the sensor's sinks, not copies: [`sensor_export::sink::drive`] runs each one
 //! (retries with backoff, the on-disk spool when the destination is down, the drain at
 //! shutdown, the live counters), the NATS side is the sensor's [`NatsSink`] on another stream,
 //! and the ClickHouse side, [`AlertsTable`], is a [`Sink`] over the sensor's client, error
@@ -28,11 +28,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
-use sensor::export::clickhouse::rows::RowBuf;
-use sensor::export::clickhouse::{self as ch, ClickHouseOptions, ClickHouseSink};
-use sensor::export::nats::{push_message, NatsOptions, NatsSink};
-use sensor::export::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
-use sensor::export::spool::{FullPolicy, Spool};
+use sensor_export::clickhouse::rows::RowBuf;
+use sensor_export::clickhouse::{self as ch, ClickHouseOptions, ClickHouseSink};
+use sensor_export::nats::{push_message, NatsOptions, NatsSink};
+use sensor_export::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
+use sensor_export::spool::{FullPolicy, Spool};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
@@ -184,7 +184,7 @@ impl AlertSinks {
             n.replicas,
         );
         let ready = first_contact(&mut sink, "nats").await?;
-        let spool = open_spool("nats", sensor::export::nats::describe)?;
+        let spool = open_spool("nats", sensor_export::nats::describe)?;
         let nats = Some(Lane::start(sink, ready, spool, retry));
 
         let mut clickhouse = None;

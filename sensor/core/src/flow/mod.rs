@@ -127,8 +127,8 @@ impl Default for BypassProtocols {
     }
 }
 
-use crate::dpi::AppProto;
-use crate::time::NANOS_PER_SEC;
+use sensor_proto::dpi::AppProto;
+use sensor_proto::time::NANOS_PER_SEC;
 
 /// Flow table limits and timeouts (config `[flow]`). Timeouts are in packet time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +145,7 @@ pub struct FlowConfig {
     /// The VLAN id is part of the flow key (as Suricata's `vlan.use-for-tracking`): equal
     /// addresses in different VLANs are different flows.
     pub vlan_in_key: bool,
-    /// Emit a [`crate::export::Record::FlowStart`] when a flow is created (`nats.flow_start`).
+    /// Emit a [`crate::record::Record::FlowStart`] when a flow is created (`nats.flow_start`).
     pub flow_start: bool,
     /// The flow key's hash (`flow.hash_key`).
     pub hasher: crate::dispatch::FlowHasher,
@@ -164,7 +164,7 @@ impl FlowConfig {
 
     /// The hash that places a packet's flow: in the key's VLAN, with the configured key.
     #[inline]
-    pub fn flow_hash(&self, info: &crate::decode::PacketInfo) -> u64 {
+    pub fn flow_hash(&self, info: &sensor_proto::decode::PacketInfo) -> u64 {
         self.hasher.hash(info, self.key_vlan(info.vlan))
     }
 }

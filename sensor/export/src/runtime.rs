@@ -32,7 +32,7 @@ use super::nats::{NatsOptions, NatsSink};
 use super::sink::{self, FatalCause, Retry, SendError, Sink, SinkCounters, SinkReport};
 use super::spool::{Describe, Spool};
 use super::{EventRecord, Record};
-use crate::config::{Config, ConfigError};
+use crate::config::{ConfigError, ExportConfig};
 
 /// Batches in flight between workers and the fan-out thread.
 const EXPORT_CHANNEL_BATCHES: usize = 16;
@@ -69,7 +69,7 @@ impl Exporter {
     /// A sink that cannot be reached yet is not an error (its batches are spooled until it
     /// answers); credentials the server refuses are: a [`ConfigError`] naming the key.
     pub fn start(
-        cfg: &Config,
+        cfg: ExportConfig<'_>,
         eve_out: Option<Box<dyn Write + Send>>,
         workers: usize,
     ) -> Result<Exporter> {
@@ -84,8 +84,7 @@ impl Exporter {
             .enable_all()
             .build()
             .context("cannot start the exporter runtime")?;
-        let sensor_id = cfg.sensor_id();
-        let enrich = Enrich::open(&cfg.enrich)?;
+        let enrich = Enrich::open(cfg.enrich)?;
         let mut sinks = SinkStarter {
             rt: &rt,
             cfg,
@@ -98,7 +97,7 @@ impl Exporter {
             counters: Vec::new(),
         };
         if !cfg.clickhouse.url.is_empty() {
-            let c = &cfg.clickhouse;
+            let c = cfg.clickhouse;
             let sink = ClickHouseSink::new(ClickHouseOptions::from_config(c)).map_err(|msg| {
                 ConfigError {
                     key: "clickhouse.ca_file".into(),
@@ -117,9 +116,9 @@ impl Exporter {
             )?;
         }
         if !cfg.nats.url.is_empty() {
-            let n = &cfg.nats;
+            let n = cfg.nats;
             sinks.start(
-                NatsSink::new(NatsOptions::from_config(cfg, &sensor_id)),
+                NatsSink::new(NatsOptions::from_config(n, cfg.sensor_id)),
                 NatsEncoder::new(n.batch_msgs, Duration::from_millis(n.batch_age_ms)),
                 super::nats::describe,
                 ConfigKeys {
@@ -143,7 +142,12 @@ impl Exporter {
             counters,
             ..
         } = sinks;
-        let fan = FanOut::new(eve_out.map(EveWriter::new), lanes, sensor_id, enrich);
+        let fan = FanOut::new(
+            eve_out.map(EveWriter::new),
+            lanes,
+            cfg.sensor_id.to_string(),
+            enrich,
+        );
         let fanout = thread::Builder::new()
             .name("export".into())
             .spawn(move || fan.run(rx, recycle_tx))
@@ -212,7 +216,7 @@ struct ConfigKeys {
 /// on the runtime and its lane for the fan-out.
 struct SinkStarter<'a> {
     rt: &'a tokio::runtime::Runtime,
-    cfg: &'a Config,
+    cfg: ExportConfig<'a>,
     retry: Retry,
     lanes: Vec<Lane>,
     tasks: Vec<tokio::task::JoinHandle<SinkReport>>,
@@ -228,7 +232,7 @@ impl SinkStarter<'_> {
         keys: ConfigKeys,
     ) -> Result<()> {
         let ready = first_contact(self.rt, &mut sink, &keys)?;
-        let spool = &self.cfg.spool;
+        let spool = self.cfg.spool;
         let dir = PathBuf::from(&spool.dir).join(sink.name());
         let mut s = Spool::open(&dir, spool.max_bytes, SEGMENT_BYTES, spool.full_policy)
             .with_context(|| format!("spool.dir: cannot open {}", dir.display()))?;

@@ -12,14 +12,14 @@ use std::collections::VecDeque;
 use hashbrown::{HashMap, HashTable};
 
 use super::{BypassEvent, BypassProtocols, DirKey, FlowConfig};
-use crate::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
 use crate::dispatch::{mix, PacketHead};
-use crate::dpi::quic::{self, QuicFlow};
-use crate::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
-use crate::export::{
+use crate::record::{
     EndReason, EventRecord, FlowMeta, FlowRecord, FlowStartRecord, FlowState, Record,
 };
-use crate::time::Ts;
+use sensor_proto::decode::{ipproto, tcpflags, PacketInfo, TunnelInfo, TunnelKind};
+use sensor_proto::dpi::quic::{self, QuicFlow};
+use sensor_proto::dpi::{self, AppEvent, AppProto, Dir, DpiConfig, Progress, TcpApp};
+use sensor_proto::time::Ts;
 
 /// Timeout classes; each has its own deadline queue.
 const CLASS_TCP: u8 = 0;
@@ -896,11 +896,11 @@ fn flow_id(base: u64, seq: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::TcpMeta;
-    fn flow_hash(info: &crate::decode::PacketInfo, vlan: u16) -> u64 {
+    use sensor_proto::decode::TcpMeta;
+    fn flow_hash(info: &sensor_proto::decode::PacketInfo, vlan: u16) -> u64 {
         crate::dispatch::FlowHasher::default().hash(info, vlan)
     }
-    use crate::time::NANOS_PER_SEC as S;
+    use sensor_proto::time::NANOS_PER_SEC as S;
 
     fn v4(last: u8) -> [u8; 16] {
         let mut m = [0u8; 16];
@@ -1169,9 +1169,10 @@ mod tests {
 
     #[test]
     fn quic_initials_are_read_and_quic_state_is_bounded() {
-        let text: String = include_str!("../../proto/src/dpi/testdata/rfc9001_client_initial.hex")
-            .split_whitespace()
-            .collect();
+        let text: String =
+            include_str!("../../../proto/src/dpi/testdata/rfc9001_client_initial.hex")
+                .split_whitespace()
+                .collect();
         let initial: Vec<u8> = (0..text.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())

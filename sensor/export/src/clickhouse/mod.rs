@@ -470,8 +470,8 @@ mod tests {
 
     #[test]
     fn the_key_of_a_batch_is_read_from_its_first_row() {
-        use crate::dpi::{AppEvent, DnsEvent, DnsKind};
-        use crate::export::{EventRecord, FlowMeta};
+        use crate::{EventRecord, FlowMeta};
+        use sensor_proto::dpi::{AppEvent, DnsEvent, DnsKind};
         let meta = FlowMeta {
             flow_id: 77,
             src: [0; 16],
@@ -480,7 +480,7 @@ mod tests {
             sport: 1,
             dport: 53,
             proto: 17,
-            app_proto: crate::dpi::AppProto::Dns,
+            app_proto: sensor_proto::dpi::AppProto::Dns,
             vlan: 0,
             tunnel: None,
         };

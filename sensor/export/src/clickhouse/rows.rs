@@ -15,8 +15,8 @@
 
 use super::super::eve::{rcode_name, rrtype_name, tls_version_name, with_community_id};
 use super::super::{EventRecord, FlowMeta, FlowRecord, FlowState};
-use crate::dpi::{DnsEvent, DnsKind, HttpEvent, TlsEvent};
-use crate::time::NANOS_PER_SEC;
+use sensor_proto::dpi::{DnsEvent, DnsKind, HttpEvent, TlsEvent};
+use sensor_proto::time::NANOS_PER_SEC;
 
 /// The tables the sensor writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -232,8 +232,8 @@ pub struct FlowSummary {
 
 impl FlowSummary {
     /// Takes what is first of its kind from an event of the flow.
-    pub fn add(&mut self, e: &crate::dpi::AppEvent) {
-        use crate::dpi::AppEvent;
+    pub fn add(&mut self, e: &sensor_proto::dpi::AppEvent) {
+        use sensor_proto::dpi::AppEvent;
         match e {
             AppEvent::Tls(t) if self.tls.is_none() => self.tls = Some(TlsSummary::of(t)),
             // A QUIC ClientHello is TLS 1.3 inside QUIC: the flow row's TLS columns.
@@ -356,9 +356,9 @@ pub fn encode_dns(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, d:
 /// The table an event goes to, if any (TLS and QUIC go onto their flow's row instead).
 pub fn event_table(e: &EventRecord) -> Option<Table> {
     match &e.event {
-        crate::dpi::AppEvent::Http(_) => Some(Table::HttpRequests),
-        crate::dpi::AppEvent::Dns(_) => Some(Table::DnsQueries),
-        crate::dpi::AppEvent::Tls(_) | crate::dpi::AppEvent::Quic(_) => None,
+        sensor_proto::dpi::AppEvent::Http(_) => Some(Table::HttpRequests),
+        sensor_proto::dpi::AppEvent::Dns(_) => Some(Table::DnsQueries),
+        sensor_proto::dpi::AppEvent::Tls(_) | sensor_proto::dpi::AppEvent::Quic(_) => None,
     }
 }
 

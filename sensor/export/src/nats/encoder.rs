@@ -6,10 +6,10 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use super::push_message;
-use crate::dpi::AppEvent;
-use crate::export::lane::{Due, Encoder, Pending, Prepared};
-use crate::export::sink::Batch;
-use crate::export::Record;
+use crate::lane::{Due, Encoder, Pending, Prepared};
+use crate::sink::Batch;
+use crate::Record;
+use sensor_proto::dpi::AppEvent;
 
 pub struct NatsEncoder {
     max_msgs: usize,

@@ -5,10 +5,10 @@ use std::time::{Duration, Instant};
 
 use super::batch::Builder;
 use super::rows::{self, Table};
-use crate::dpi::AppEvent;
-use crate::export::lane::{Due, Encoder, Prepared};
-use crate::export::sink::Batch;
-use crate::export::Record;
+use crate::lane::{Due, Encoder, Prepared};
+use crate::sink::Batch;
+use crate::Record;
+use sensor_proto::dpi::AppEvent;
 
 pub struct ClickHouseEncoder {
     max_rows: usize,

@@ -15,7 +15,7 @@ use pcap_parser::pcapng::{
 };
 use pcap_parser::PcapError;
 
-use crate::time::{Ts, NANOS_PER_SEC};
+use sensor_proto::time::{Ts, NANOS_PER_SEC};
 
 /// Classic pcap magic numbers as read little-endian.
 const PCAP_MAGICS: [u32; 6] = [
@@ -86,6 +86,13 @@ pub struct PcapFile {
     format: Format,
     /// Offset of the first record (after the classic pcap global header).
     start: usize,
+}
+
+/// The worker reads payloads straight out of the mapping (`sensor_core::worker::MappedFiles`).
+impl AsRef<[u8]> for PcapFile {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes()
+    }
 }
 
 impl PcapFile {

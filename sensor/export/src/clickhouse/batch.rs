@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use super::row_key;
 use super::rows::Table;
-use crate::export::sink::Batch;
-use crate::time::NANOS_PER_SEC;
+use crate::sink::Batch;
+use sensor_proto::time::NANOS_PER_SEC;
 
 /// Set in the tag byte of a batch that carries its row index.
 pub const INDEXED: u8 = 0x10;

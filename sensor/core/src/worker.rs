@@ -6,18 +6,18 @@
 //! never does I/O; a full export channel is the exporter's back-pressure (replay waits on it,
 //! which is what makes replay lossless).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
-use crate::capture::pcap_file::PcapFile;
 use crate::dispatch::{Backoff, Msg, PacketDesc, PacketHead, Payload};
-use crate::dpi::DpiConfig;
-use crate::export::Record;
 use crate::flow::{BypassEvent, BypassProtocols, DirKey, FlowConfig, FlowStats, FlowTable};
-use crate::metrics::WorkerMetrics;
-use crate::time::Ts;
+use crate::record::Record;
+use hdrhistogram::Histogram;
+use sensor_proto::dpi::DpiConfig;
+use sensor_proto::time::Ts;
 
 /// Kernel counters for one direction of a bypassed flow since the previous update.
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +42,20 @@ pub struct LiveHooks {
     pub metrics: Arc<WorkerMetrics>,
 }
 
+/// The memory-mapped capture files that replay descriptors (`Payload::Mapped`) point into,
+/// by index. A trait so that the worker holds bytes without knowing the file format or doing
+/// I/O; the capture crate's `PcapFile` is one (through `AsRef<[u8]>`). Live capture has none.
+pub trait MappedFiles: Send + Sync {
+    /// The bytes of file `idx`, if there is one.
+    fn file(&self, idx: usize) -> Option<&[u8]>;
+}
+
+impl<T: AsRef<[u8]> + Send + Sync> MappedFiles for Vec<T> {
+    fn file(&self, idx: usize) -> Option<&[u8]> {
+        self.get(idx).map(AsRef::as_ref)
+    }
+}
+
 /// Records per batch sent to the exporter.
 const BATCH: usize = 512;
 /// Most messages taken from the ring before its slots are handed back to the source.
@@ -53,7 +67,7 @@ const RX_CHUNK: usize = 256;
 const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct Worker {
-    files: Arc<Vec<PcapFile>>,
+    files: Arc<dyn MappedFiles>,
     table: FlowTable,
     out: Vec<Record>,
     export: Sender<Vec<Record>>,
@@ -67,7 +81,7 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(
-        files: Arc<Vec<PcapFile>>,
+        files: Arc<dyn MappedFiles>,
         flow: FlowConfig,
         dpi: DpiConfig,
         export: Sender<Vec<Record>>,
@@ -265,7 +279,7 @@ impl Worker {
     fn handle(&mut self, msg: &Msg) {
         match msg {
             Msg::Packet(desc) => {
-                let payload = payload_of(&self.files, desc);
+                let payload = payload_of(&*self.files, desc);
                 self.table.packet(&desc.head, payload, &mut self.out);
                 if self.out.len() >= BATCH {
                     self.send();
@@ -312,16 +326,65 @@ impl Worker {
 }
 
 /// The L4 payload of a packet, wherever it lies; empty if the descriptor points outside.
-fn payload_of<'a>(files: &'a [PcapFile], desc: &'a PacketDesc) -> &'a [u8] {
+fn payload_of<'a>(files: &'a dyn MappedFiles, desc: &'a PacketDesc) -> &'a [u8] {
     let len = desc.head.info.payload_len as usize;
     match &desc.payload {
         Payload::Mapped { file, off } => files
-            .get(*file as usize)
-            .and_then(|f| f.bytes().get(*off..off.saturating_add(len)))
+            .file(*file as usize)
+            .and_then(|f| f.get(*off..off.saturating_add(len)))
             .unwrap_or(&[]),
         Payload::Owned(buf) => {
             let off = desc.head.info.payload_off as usize;
             buf.get(off..off.saturating_add(len)).unwrap_or(&[])
+        }
+    }
+}
+
+/// What one DPI worker did (copied from its flow table's counters every tick).
+#[derive(Debug)]
+pub struct WorkerMetrics {
+    pub packets: AtomicU64,
+    pub bytes: AtomicU64,
+    pub flows_active: AtomicU64,
+    pub flows_exported: AtomicU64,
+    pub table_full: AtomicU64,
+    pub bypass_packets: AtomicU64,
+    pub bypass_requests_dropped: AtomicU64,
+    /// Per-chunk processing time, ns, merged from the worker's own histogram every tick.
+    pub latency: Mutex<Option<Histogram<u64>>>,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> WorkerMetrics {
+        WorkerMetrics {
+            packets: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            flows_active: AtomicU64::new(0),
+            flows_exported: AtomicU64::new(0),
+            table_full: AtomicU64::new(0),
+            bypass_packets: AtomicU64::new(0),
+            bypass_requests_dropped: AtomicU64::new(0),
+            // 1 ns to 10 s at 2 significant digits: a few KiB.
+            latency: Mutex::new(Histogram::new_with_bounds(1, 10_000_000_000, 2).ok()),
+        }
+    }
+}
+
+impl WorkerMetrics {
+    pub fn publish(&self, s: &FlowStats) {
+        self.packets.store(s.packets, Relaxed);
+        self.bytes.store(s.bytes, Relaxed);
+        self.flows_active.store(s.active, Relaxed);
+        self.flows_exported.store(s.exported_total(), Relaxed);
+        self.table_full.store(s.table_full_drops, Relaxed);
+        self.bypass_packets.store(s.bypass_packets, Relaxed);
+    }
+
+    pub fn merge_latency(&self, h: &Histogram<u64>) {
+        if let Ok(mut shared) = self.latency.lock() {
+            if let Some(shared) = shared.as_mut() {
+                let _ = shared.add(h);
+            }
         }
     }
 }

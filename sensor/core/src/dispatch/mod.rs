@@ -7,8 +7,8 @@
 //! in the memory-mapped file. Time ticks are broadcast to every worker so that idle workers
 //! expire flows on the same capture clock as busy ones.
 
-use crate::decode::{PacketInfo, TunnelKind};
-use crate::time::Ts;
+use sensor_proto::decode::{PacketInfo, TunnelKind};
+use sensor_proto::time::Ts;
 
 /// Where a packet's L4 payload lies.
 #[derive(Debug)]
@@ -270,7 +270,7 @@ impl Default for Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::TunnelInfo;
+    use sensor_proto::decode::TunnelInfo;
 
     fn flow_hash(info: &PacketInfo, vlan: u16) -> u64 {
         FlowHasher::default().hash(info, vlan)

@@ -67,8 +67,7 @@ impl std::fmt::Debug for NatsOptions {
 impl NatsOptions {
     /// From the `[nats]` section; an empty token or password is taken from
     /// `SENSOR_NATS_TOKEN` / `SENSOR_NATS_PASSWORD`.
-    pub fn from_config(cfg: &crate::config::Config, sensor_id: &str) -> NatsOptions {
-        let n = &cfg.nats;
+    pub fn from_config(n: &crate::config::NatsSection, sensor_id: &str) -> NatsOptions {
         NatsOptions {
             url: n.url.clone(),
             token: n.token.or_env("SENSOR_NATS_TOKEN"),

@@ -1,25 +1,10 @@
-//! Export: what workers produce and the sinks that consume it.
-//!
-//! Workers turn finished flows and DPI events into [`Record`]s and send them in batches over a
-//! bounded channel to the exporter ([`runtime`]), off the packet cores. Sinks only see records;
-//! they know nothing of packets or flow tables: EVE JSON ([`eve`]), ClickHouse
-//! ([`clickhouse`]) and NATS JetStream ([`nats`]). The network sinks are a list for the
-//! exporter: each is an [`lane::Encoder`] on the fan-out thread and a [`sink::Sink`] driven by
-//! the shared retry, backoff and drain logic of [`sink`] with its on-disk [`spool`].
+//! The records a worker produces and the exporter consumes: a finished flow, a flow's first
+//! packet, a DPI event. They are the contract between the flow table and the sinks, so they
+//! live here with the flow table, and `sensor-export` takes them as its input.
 
-pub mod clickhouse;
-pub mod enrich;
-pub mod eve;
-pub mod lane;
-pub mod nats;
-pub mod runtime;
-pub mod sink;
-pub mod spool;
-pub mod tls;
-
-use crate::decode::TunnelInfo;
-use crate::dpi::{AppEvent, AppProto};
-use crate::time::Ts;
+use sensor_proto::decode::TunnelInfo;
+use sensor_proto::dpi::{AppEvent, AppProto};
+use sensor_proto::time::Ts;
 
 /// Identity of a flow, repeated in every record of the flow (flow record and events alike).
 #[derive(Clone, Debug, PartialEq, Eq)]

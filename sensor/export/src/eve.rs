@@ -9,8 +9,10 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
-use crate::decode::{ipproto, tcpflags, TunnelInfo, TunnelKind};
-use crate::dpi::{quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent};
+use sensor_proto::decode::{ipproto, tcpflags, TunnelInfo, TunnelKind};
+use sensor_proto::dpi::{
+    quic, AppEvent, DnsAnswer, DnsEvent, DnsKind, HttpEvent, QuicEvent, TlsEvent,
+};
 
 /// Renders a 16-byte address: IPv4-mapped as dotted quad, else RFC 5952 IPv6.
 pub fn ip_string(addr: &[u8; 16], is_v6: bool) -> String {
@@ -359,14 +361,14 @@ fn push_ip(buf: &mut Vec<u8>, addr: &[u8; 16], is_v6: bool) {
     }
 }
 
-/// `2024-01-31T12:34:56.123456+0000`, as [`crate::time::format_eve`], without allocating.
+/// `2024-01-31T12:34:56.123456+0000`, as [`sensor_proto::time::format_eve`], without allocating.
 /// Records come in bursts within the same second, so the `YYYY-MM-DDTHH:MM:SS.` prefix of the
 /// last second formatted is kept per thread.
 fn push_eve_time(buf: &mut Vec<u8>, ts: u64) {
     thread_local! {
         static LAST: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((u64::MAX, [0; 20])) };
     }
-    let sec = ts / crate::time::NANOS_PER_SEC;
+    let sec = ts / sensor_proto::time::NANOS_PER_SEC;
     let (cached, prefix) = LAST.with(|c| c.get());
     if cached == sec {
         put(buf, &prefix[..16]);
@@ -378,13 +380,13 @@ fn push_eve_time(buf: &mut Vec<u8>, ts: u64) {
             LAST.with(|c| c.set((sec, p)));
         }
     }
-    push_padded(buf, (ts % crate::time::NANOS_PER_SEC) / 1_000, 6);
+    push_padded(buf, (ts % sensor_proto::time::NANOS_PER_SEC) / 1_000, 6);
     put(buf, b"+0000");
 }
 
 /// The date and time down to the second, with the trailing dot (20 bytes for years < 10000).
 fn push_eve_prefix(buf: &mut Vec<u8>, ts: u64) {
-    let (y, mo, d, h, mi, s, _) = crate::time::civil(ts);
+    let (y, mo, d, h, mi, s, _) = sensor_proto::time::civil(ts);
     push_padded(buf, y, 4);
     buf.push(b'-');
     push_padded(buf, u64::from(mo), 2);
@@ -484,7 +486,7 @@ fn write_flow(o: &mut Obj<'_>, src: Source<'_>, r: &FlowRecord) {
     f.ts(key!("end"), r.end);
     f.u64(
         key!("age"),
-        r.end.saturating_sub(r.start) / crate::time::NANOS_PER_SEC,
+        r.end.saturating_sub(r.start) / sensor_proto::time::NANOS_PER_SEC,
     );
     f.str(
         key!("state"),
@@ -570,7 +572,7 @@ fn write_tls_details(b: &mut Obj<'_>, t: &TlsEvent) {
 
 /// A certificate time as Suricata prints it: `2024-01-31T12:34:56` (UTC, no zone).
 pub fn cert_time(secs: i64) -> String {
-    let (y, mo, d) = crate::time::civil_from_days(secs.div_euclid(86_400));
+    let (y, mo, d) = sensor_proto::time::civil_from_days(secs.div_euclid(86_400));
     let sod = secs.rem_euclid(86_400);
     let (h, mi, s) = (sod / 3600, (sod / 60) % 60, sod % 60);
     format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}")
@@ -834,8 +836,8 @@ impl<W: Write> EveWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dpi::AppProto;
-    use crate::export::EndReason;
+    use crate::EndReason;
+    use sensor_proto::dpi::AppProto;
 
     fn meta() -> FlowMeta {
         let mut src = [0u8; 16];
@@ -1090,7 +1092,10 @@ mod tests {
         for ts in [0, 1_709_251_199_500_000_000, 4_102_444_800_000_001_000] {
             let mut b = Vec::new();
             push_eve_time(&mut b, ts);
-            assert_eq!(String::from_utf8(b).unwrap(), crate::time::format_eve(ts));
+            assert_eq!(
+                String::from_utf8(b).unwrap(),
+                sensor_proto::time::format_eve(ts)
+            );
         }
         let mut b = Vec::new();
         push_ip(&mut b, &Ipv6Addr::LOCALHOST.octets(), true);
@@ -1099,7 +1104,7 @@ mod tests {
 
     #[test]
     fn tls_fingerprints_and_certificate_use_suricata_names() {
-        use crate::dpi::{ja::Ja3, CertInfo};
+        use sensor_proto::dpi::{ja::Ja3, CertInfo};
         let tls = Record::Event(EventRecord {
             meta: meta(),
             event: AppEvent::Tls(TlsEvent {

@@ -3,7 +3,7 @@
 //!
 //! - `file`: `live.blocklist_file`, `ADDRESS[/LEN] [SECONDS]` per line, re-read when it changes;
 //!   its lifetimes count from when it was read. Not persisted: the file is its own record.
-//! - `command`: signed commands from `pipeline respond` (see [`crate::command`]).
+//! - `command`: signed commands from `pipeline respond` (the sensor's `command` module).
 //! - `operator`: `sensor blocklist add|del` over the control socket.
 //!
 //! Command and operator blocks carry a wall-clock expiry (Unix ms, 0 = never), so that after a
@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::capture::xdp::{lpm_key, monotonic_ns, XdpMaps};
+use crate::xdp::{lpm_key, monotonic_ns, XdpMaps};
 
 /// Where an entry came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,18 +189,13 @@ fn mono_expiry(expires_at_ms: u64, now_ms: u64, now_mono: u64) -> u64 {
 }
 
 impl Blocklist {
-    /// The blocklist as kept across restarts in `commands.state_file` (a damaged file is a
-    /// configuration error naming that key).
-    pub fn open(cfg: &crate::config::Config, maps: &mut XdpMaps) -> anyhow::Result<Blocklist> {
-        let path =
-            (!cfg.commands.state_file.is_empty()).then(|| PathBuf::from(&cfg.commands.state_file));
-        let state = match &path {
-            Some(p) => State::load(p).map_err(|msg| crate::config::ConfigError {
-                key: "commands.state_file".into(),
-                msg,
-            })?,
-            None => State::default(),
-        };
+    /// The blocklist as kept across restarts (`state` loaded from `state_file`, whose damage
+    /// the caller reports as a configuration error), logging what was restored.
+    pub fn restore(
+        maps: &mut XdpMaps,
+        state: State,
+        path: Option<PathBuf>,
+    ) -> anyhow::Result<Blocklist> {
         let kept = state.blocks.len();
         let b = Blocklist::new(maps, state, path).map_err(|e| anyhow::anyhow!("{e}"))?;
         if kept > 0 {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::capture::afxdp::XskSocket;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
+use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, Payload};
 use crate::flow::FlowConfig;
 use crate::metrics::QueueMetrics;
 use crate::stats::ReaderStats;
@@ -275,18 +275,9 @@ fn handle_frame(
             return;
         }
     };
-    let hash = flow_cfg.flow_hash(&info);
-    let w = worker_for(hash, dispatcher.workers());
-    let desc = PacketDesc {
-        head: PacketHead {
-            ts,
-            wire_len: frame.len() as u32,
-            hash,
-            info,
-        },
-        payload,
-    };
-    match dispatcher.try_send(w, Msg::Packet(desc)) {
+    let head = flow_cfg.head(ts, frame.len() as u32, info);
+    let w = worker_for(head.hash, dispatcher.workers());
+    match dispatcher.try_send(w, Msg::Packet(PacketDesc { head, payload })) {
         Ok(()) => st.dispatched += 1,
         Err(Msg::Packet(PacketDesc {
             payload: Payload::Owned(buf),
@@ -308,12 +299,7 @@ fn inline_frame(
 ) {
     st.frames += 1;
     st.bytes += frame.len() as u64;
-    let head = |info| PacketHead {
-        ts,
-        wire_len: frame.len() as u32,
-        hash: flow_cfg.flow_hash(&info),
-        info,
-    };
+    let head = |info| flow_cfg.head(ts, frame.len() as u32, info);
     /// As the worker reads an owned buffer: empty if the offsets point outside.
     fn payload_in<'a>(bytes: &'a [u8], info: &crate::decode::PacketInfo) -> &'a [u8] {
         let off = info.payload_off as usize;

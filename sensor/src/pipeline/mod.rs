@@ -19,7 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use crate::capture::pcap_file::PcapFile;
 use crate::config::Config;
 use crate::decode::{Decoded, Decoder, LinkType};
-use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, PacketHead, Payload};
+use crate::dispatch::{worker_for, Dispatcher, Msg, PacketDesc, Payload};
 use crate::export::runtime::{ExportReport, Exporter};
 use crate::flow::{FlowConfig, FlowStats};
 use crate::stats::{ReaderStats, Summary};
@@ -381,18 +381,9 @@ fn dispatch_files(
                     continue;
                 }
             };
-            let hash = flow_cfg.flow_hash(&info);
-            let w = worker_for(hash, rings.workers());
-            let desc = PacketDesc {
-                head: PacketHead {
-                    ts,
-                    wire_len: frame.wire_len,
-                    hash,
-                    info,
-                },
-                payload,
-            };
-            rings.send(w, Msg::Packet(desc));
+            let head = flow_cfg.head(ts, frame.wire_len, info);
+            let w = worker_for(head.hash, rings.workers());
+            rings.send(w, Msg::Packet(PacketDesc { head, payload }));
             st.dispatched += 1;
         }
         if let Some(e) = frames.error() {

@@ -167,6 +167,23 @@ impl FlowConfig {
     pub fn flow_hash(&self, info: &sensor_proto::decode::PacketInfo) -> u64 {
         self.hasher.hash(info, self.key_vlan(info.vlan))
     }
+
+    /// What a decoded packet carries to its worker: the one place the replay reader and both
+    /// live paths (ring and inline) build it, so they hash alike.
+    #[inline]
+    pub fn head(
+        &self,
+        ts: sensor_proto::time::Ts,
+        wire_len: u32,
+        info: sensor_proto::decode::PacketInfo,
+    ) -> crate::dispatch::PacketHead {
+        crate::dispatch::PacketHead {
+            ts,
+            wire_len,
+            hash: self.flow_hash(&info),
+            info,
+        }
+    }
 }
 
 impl Default for FlowConfig {

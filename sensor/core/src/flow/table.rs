@@ -445,39 +445,13 @@ impl FlowTable {
         } else {
             0
         };
-        let is_syn = tcp_flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN;
-
-        let found = {
-            let slab = &self.slab;
-            self.index
-                .find(desc.hash, |&i| slab[i as usize].same_key(&key))
-                .copied()
-        };
-        let idx = match found {
-            Some(i) => {
-                let f = &self.slab[i as usize];
-                if f.closed != Closed::No && is_syn {
-                    // Port reuse after a close: the old connection ends here.
-                    self.export(i, out);
-                    self.remove(i);
-                    self.create(desc, &key, tcp_flags, out)
-                } else if ts.saturating_sub(f.first_ts) >= self.cfg.active_ns {
-                    self.active_split(i, ts, out);
-                    Some(i)
-                } else {
-                    Some(i)
-                }
-            }
-            None => self.create(desc, &key, tcp_flags, out),
-        };
-        let Some(idx) = idx else {
+        let Some(idx) = self.flow_for(desc, &key, tcp_flags, out) else {
             self.stats.table_full_drops += 1;
             return;
         };
         self.stats.packets += 1;
         self.stats.bytes += u64::from(desc.wire_len);
 
-        let dpi_cfg = self.dpi;
         let f = &mut self.slab[idx as usize];
         let dir = if key.src_is_lo == f.init_is_lo {
             Dir::ToServer
@@ -493,95 +467,9 @@ impl FlowTable {
 
         let mut newly_closed = false;
         if info.proto == ipproto::TCP {
-            f.tcp_flags[d] |= tcp_flags;
-            if tcp_flags & tcpflags::RST != 0 && f.closed == Closed::No {
-                f.closed = Closed::Rst;
-                newly_closed = true;
-            } else if tcp_flags & tcpflags::FIN != 0 {
-                f.fins |= 1 << d;
-                if f.fins == 3 && f.closed == Closed::No {
-                    f.closed = Closed::Fin;
-                    newly_closed = true;
-                }
-            }
-            // Live bypass may end DPI at the first HTTP/DNS exchange (`BypassProtocols`).
-            let cuttable = self.bypass && f.bypassable();
-            if let Some(app) = f.app.as_mut() {
-                let progress =
-                    app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
-                f.app_proto = app.proto();
-                let done = progress == Progress::Done
-                    || (cuttable
-                        && self.bypass_protocols.allows(f.app_proto)
-                        && exchange_done(&self.events, f.app_proto)
-                        && {
-                            // Bypassed before its parser's end: what it still holds (pipelined
-                            // requests without a response) is emitted now, not lost.
-                            app.on_close(ts, &mut self.events);
-                            true
-                        });
-                if done {
-                    f.app = None;
-                    f.dpi_done = true;
-                    self.stats.dpi_bypassed += 1;
-                    self.request_bypass(idx);
-                }
-            }
+            newly_closed = self.tcp_segment(idx, dir, info, payload, ts);
         } else if info.proto == ipproto::UDP && !f.dpi_done && !payload.is_empty() {
-            if f.quic.is_none()
-                && f.app_proto == AppProto::Unknown
-                && !dpi::dns_port(info.sport)
-                && !dpi::dns_port(info.dport)
-                && quic::detect(payload)
-            {
-                if self.quic_flows < dpi_cfg.max_quic_flows {
-                    f.quic = Some(Box::default());
-                    self.quic_flows += 1;
-                } else {
-                    self.stats.quic_state_full += 1;
-                    f.app_proto = AppProto::Quic;
-                    f.dpi_done = true;
-                    self.stats.dpi_bypassed += 1;
-                }
-            }
-            if let Some(q) = f.quic.as_mut() {
-                f.app_proto = AppProto::Quic;
-                if q.datagram(&dpi_cfg, dir, payload, ts, &mut self.events) == Progress::Done {
-                    self.stats.quic_crypto_dropped += q.dropped();
-                    f.quic = None;
-                    self.quic_flows -= 1;
-                    f.dpi_done = true;
-                    self.stats.dpi_bypassed += 1;
-                    // Past the ClientHello a QUIC flow is all ciphertext: nothing left for DPI.
-                    self.request_bypass(idx);
-                }
-            } else if !f.dpi_done {
-                match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events)
-                {
-                    Some(p) => {
-                        f.app_proto = p;
-                        if self.bypass
-                            && f.bypassable()
-                            && self.bypass_protocols.allows(p)
-                            && exchange_done(&self.events, p)
-                        {
-                            f.dpi_done = true;
-                            self.stats.dpi_bypassed += 1;
-                            self.request_bypass(idx);
-                        }
-                    }
-                    None if f.app_proto == AppProto::Unknown => {
-                        f.udp_probes += 1;
-                        if f.udp_probes >= UDP_PROBE_LIMIT {
-                            f.app_proto = AppProto::Failed;
-                            f.dpi_done = true;
-                            self.stats.dpi_bypassed += 1;
-                            self.request_bypass(idx);
-                        }
-                    }
-                    None => {}
-                }
-            }
+            self.udp_datagram(idx, dir, info, payload, ts);
         }
         if !self.events.is_empty() {
             self.emit_events(idx, out);
@@ -592,6 +480,157 @@ impl FlowTable {
             let gen = f.gen;
             let at = ts + self.cfg.closed_ns;
             self.queues[CLASS_CLOSED as usize].push_back(Deadline { idx, gen, at });
+        }
+    }
+
+    /// The slab index of the packet's flow: the tracked one (ended first when a SYN reuses a
+    /// closed connection's ports, split when the active timeout passed) or a new one; `None`
+    /// when the table is full.
+    #[inline]
+    fn flow_for(
+        &mut self,
+        desc: &PacketHead,
+        key: &Key,
+        tcp_flags: u8,
+        out: &mut Vec<Record>,
+    ) -> Option<u32> {
+        let found = {
+            let slab = &self.slab;
+            self.index
+                .find(desc.hash, |&i| slab[i as usize].same_key(key))
+                .copied()
+        };
+        let Some(i) = found else {
+            return self.create(desc, key, tcp_flags, out);
+        };
+        let f = &self.slab[i as usize];
+        let is_syn = tcp_flags & (tcpflags::SYN | tcpflags::ACK) == tcpflags::SYN;
+        if f.closed != Closed::No && is_syn {
+            // Port reuse after a close: the old connection ends here.
+            self.export(i, out);
+            self.remove(i);
+            self.create(desc, key, tcp_flags, out)
+        } else {
+            if desc.ts.saturating_sub(f.first_ts) >= self.cfg.active_ns {
+                self.active_split(i, desc.ts, out);
+            }
+            Some(i)
+        }
+    }
+
+    /// A TCP segment of flow `idx`: flags, close state, and the stream's parser. True when
+    /// this segment closed the flow.
+    #[inline]
+    fn tcp_segment(
+        &mut self,
+        idx: u32,
+        dir: Dir,
+        info: &PacketInfo,
+        payload: &[u8],
+        ts: Ts,
+    ) -> bool {
+        let dpi_cfg = self.dpi;
+        let f = &mut self.slab[idx as usize];
+        let d = dir as usize;
+        let tcp_flags = info.tcp.flags;
+        let mut newly_closed = false;
+        f.tcp_flags[d] |= tcp_flags;
+        if tcp_flags & tcpflags::RST != 0 && f.closed == Closed::No {
+            f.closed = Closed::Rst;
+            newly_closed = true;
+        } else if tcp_flags & tcpflags::FIN != 0 {
+            f.fins |= 1 << d;
+            if f.fins == 3 && f.closed == Closed::No {
+                f.closed = Closed::Fin;
+                newly_closed = true;
+            }
+        }
+        // Live bypass may end DPI at the first HTTP/DNS exchange (`BypassProtocols`).
+        let cuttable = self.bypass && f.bypassable();
+        if let Some(app) = f.app.as_mut() {
+            let progress = app.on_segment(&dpi_cfg, dir, &info.tcp, payload, ts, &mut self.events);
+            f.app_proto = app.proto();
+            let done = progress == Progress::Done
+                || (cuttable
+                    && self.bypass_protocols.allows(f.app_proto)
+                    && exchange_done(&self.events, f.app_proto)
+                    && {
+                        // Bypassed before its parser's end: what it still holds (pipelined
+                        // requests without a response) is emitted now, not lost.
+                        app.on_close(ts, &mut self.events);
+                        true
+                    });
+            if done {
+                f.app = None;
+                f.dpi_done = true;
+                self.stats.dpi_bypassed += 1;
+                self.request_bypass(idx);
+            }
+        }
+        newly_closed
+    }
+
+    /// A UDP datagram with a payload, of flow `idx` whose DPI is not done: QUIC Initials
+    /// (state kept per flow), else the datagram protocols, probed a few times.
+    #[inline]
+    fn udp_datagram(&mut self, idx: u32, dir: Dir, info: &PacketInfo, payload: &[u8], ts: Ts) {
+        let dpi_cfg = self.dpi;
+        let f = &mut self.slab[idx as usize];
+        if f.quic.is_none()
+            && f.app_proto == AppProto::Unknown
+            && !dpi::dns_port(info.sport)
+            && !dpi::dns_port(info.dport)
+            && quic::detect(payload)
+        {
+            if self.quic_flows < dpi_cfg.max_quic_flows {
+                f.quic = Some(Box::default());
+                self.quic_flows += 1;
+            } else {
+                self.stats.quic_state_full += 1;
+                f.app_proto = AppProto::Quic;
+                f.dpi_done = true;
+                self.stats.dpi_bypassed += 1;
+            }
+        }
+        if let Some(q) = f.quic.as_mut() {
+            f.app_proto = AppProto::Quic;
+            if q.datagram(&dpi_cfg, dir, payload, ts, &mut self.events) == Progress::Done {
+                self.stats.quic_crypto_dropped += q.dropped();
+                f.quic = None;
+                self.quic_flows -= 1;
+                f.dpi_done = true;
+                self.stats.dpi_bypassed += 1;
+                // Past the ClientHello a QUIC flow is all ciphertext: nothing left for DPI.
+                self.request_bypass(idx);
+            }
+            return;
+        }
+        if f.dpi_done {
+            return;
+        }
+        match dpi::udp_datagram(dir, info.sport, info.dport, payload, ts, &mut self.events) {
+            Some(p) => {
+                f.app_proto = p;
+                if self.bypass
+                    && f.bypassable()
+                    && self.bypass_protocols.allows(p)
+                    && exchange_done(&self.events, p)
+                {
+                    f.dpi_done = true;
+                    self.stats.dpi_bypassed += 1;
+                    self.request_bypass(idx);
+                }
+            }
+            None if f.app_proto == AppProto::Unknown => {
+                f.udp_probes += 1;
+                if f.udp_probes >= UDP_PROBE_LIMIT {
+                    f.app_proto = AppProto::Failed;
+                    f.dpi_done = true;
+                    self.stats.dpi_bypassed += 1;
+                    self.request_bypass(idx);
+                }
+            }
+            None => {}
         }
     }
 

@@ -433,6 +433,54 @@ impl From<DecodeError> for Stop {
     }
 }
 
+/// Where a layer of the walk leads: another layer, or the end.
+enum Next {
+    Layer(Step, Region),
+    Done(Done),
+}
+
+/// A UDP header at `r`: a tunnel to walk into (VXLAN, GTP-U or CAPWAP, by port), else the
+/// packet's L4.
+#[inline]
+fn udp(buf: &[u8], r: Region, ctx: &mut Ctx, info: &mut PacketInfo) -> Result<Next, Stop> {
+    let (sport, dport, p) = ip::udp(buf, r)?;
+    if dport == tunnel::VXLAN_PORT {
+        if let Some((vni, inner)) = tunnel::vxlan(buf, p) {
+            let t = Enter {
+                id: vni,
+                id_in_key: true,
+                ports: (sport, dport),
+                ..Enter::new(TunnelKind::Vxlan)
+            };
+            ctx.enter(info, t, seen::VXLAN)?;
+            return Ok(Next::Layer(Step::Ether, inner));
+        }
+    } else if dport == tunnel::GTPU_PORT || sport == tunnel::GTPU_PORT {
+        if let Some((teid, next, inner)) = tunnel::gtpu(buf, p)? {
+            let t = Enter {
+                id: teid,
+                ports: (sport, dport),
+                ..Enter::new(TunnelKind::GtpU)
+            };
+            ctx.enter(info, t, seen::GTPU)?;
+            return Ok(Next::Layer(next, inner));
+        }
+    } else if dport == tunnel::CAPWAP_DATA_PORT || sport == tunnel::CAPWAP_DATA_PORT {
+        if let Some((next, inner)) = tunnel::capwap(buf, p) {
+            let t = Enter {
+                ports: (sport, dport),
+                ..Enter::new(TunnelKind::Capwap)
+            };
+            ctx.enter(info, t, seen::CAPWAP)?;
+            return Ok(Next::Layer(next, inner));
+        }
+    }
+    info.sport = sport;
+    info.dport = dport;
+    ip::set_payload(info, p);
+    Ok(Next::Done(Done::Packet))
+}
+
 /// Layers seen in a frame, for the encapsulation counters.
 mod seen {
     pub const VLAN: u16 = 1;
@@ -694,93 +742,64 @@ impl Decoder {
                     r = ip::ipv6(buf, r, info)?;
                     step = Step::Payload;
                 }
-                Step::Payload => {
-                    if ip::has_exts(info) {
-                        let (rest, frag) = ip::exts(buf, info, r)?;
-                        if let Some(f) = frag {
-                            return self.fragment(buf, f, rest, ctx, info, ts);
-                        }
+                Step::Payload => match self.payload(buf, r, ctx, info, ts)? {
+                    Next::Layer(next, rest) => {
+                        step = next;
                         r = rest;
                     }
-                    match info.proto {
-                        ipproto::TCP | ipproto::ICMP | ipproto::ICMPV6 => {}
-                        ipproto::UDP => {
-                            let (sport, dport, p) = ip::udp(buf, r)?;
-                            if dport == tunnel::VXLAN_PORT {
-                                if let Some((vni, inner)) = tunnel::vxlan(buf, p) {
-                                    let t = Enter {
-                                        id: vni,
-                                        id_in_key: true,
-                                        ports: (sport, dport),
-                                        ..Enter::new(TunnelKind::Vxlan)
-                                    };
-                                    ctx.enter(info, t, seen::VXLAN)?;
-                                    step = Step::Ether;
-                                    r = inner;
-                                    continue;
-                                }
-                            } else if dport == tunnel::GTPU_PORT || sport == tunnel::GTPU_PORT {
-                                if let Some((teid, next, inner)) = tunnel::gtpu(buf, p)? {
-                                    let t = Enter {
-                                        id: teid,
-                                        ports: (sport, dport),
-                                        ..Enter::new(TunnelKind::GtpU)
-                                    };
-                                    ctx.enter(info, t, seen::GTPU)?;
-                                    step = next;
-                                    r = inner;
-                                    continue;
-                                }
-                            } else if dport == tunnel::CAPWAP_DATA_PORT
-                                || sport == tunnel::CAPWAP_DATA_PORT
-                            {
-                                if let Some((next, inner)) = tunnel::capwap(buf, p) {
-                                    let t = Enter {
-                                        ports: (sport, dport),
-                                        ..Enter::new(TunnelKind::Capwap)
-                                    };
-                                    ctx.enter(info, t, seen::CAPWAP)?;
-                                    step = next;
-                                    r = inner;
-                                    continue;
-                                }
-                            }
-                            info.sport = sport;
-                            info.dport = dport;
-                            ip::set_payload(info, p);
-                            return Ok(Done::Packet);
-                        }
-                        ip::ipnum::IPV4_IN_IP | ip::ipnum::IPV6_IN_IP => {
-                            step = if info.proto == ip::ipnum::IPV4_IN_IP {
-                                Step::Ipv4
-                            } else {
-                                Step::Ipv6
-                            };
-                            ctx.enter(info, Enter::new(TunnelKind::IpInIp), seen::IPIP)?;
-                            continue;
-                        }
-                        ip::ipnum::GRE => {
-                            ctx.seen |= seen::GRE;
-                            let Some((next, key, inner)) = tunnel::gre(buf, r)? else {
-                                return Err(Stop::NotIp);
-                            };
-                            let t = Enter {
-                                id: key,
-                                id_in_key: !tunnel::gre_is_pptp(buf, r),
-                                ..Enter::new(TunnelKind::Gre)
-                            };
-                            ctx.enter(info, t, seen::GRE)?;
-                            step = next;
-                            r = inner;
-                            continue;
-                        }
-                        _ => {}
-                    }
-                    ip::transport(buf, r, info)?;
-                    return Ok(Done::Packet);
-                }
+                    Next::Done(done) => return Ok(done),
+                },
             }
         }
+    }
+
+    /// The payload of the IP layer whose fields `info` holds, at `r`: extension headers, then
+    /// L4 or a tunnel to walk into.
+    #[inline]
+    fn payload(
+        &mut self,
+        buf: &[u8],
+        mut r: Region,
+        ctx: &mut Ctx,
+        info: &mut PacketInfo,
+        ts: Ts,
+    ) -> Result<Next, Stop> {
+        if ip::has_exts(info) {
+            let (rest, frag) = ip::exts(buf, info, r)?;
+            if let Some(f) = frag {
+                return self.fragment(buf, f, rest, ctx, info, ts).map(Next::Done);
+            }
+            r = rest;
+        }
+        match info.proto {
+            ipproto::TCP | ipproto::ICMP | ipproto::ICMPV6 => {}
+            ipproto::UDP => return udp(buf, r, ctx, info),
+            ip::ipnum::IPV4_IN_IP | ip::ipnum::IPV6_IN_IP => {
+                let step = if info.proto == ip::ipnum::IPV4_IN_IP {
+                    Step::Ipv4
+                } else {
+                    Step::Ipv6
+                };
+                ctx.enter(info, Enter::new(TunnelKind::IpInIp), seen::IPIP)?;
+                return Ok(Next::Layer(step, r));
+            }
+            ip::ipnum::GRE => {
+                ctx.seen |= seen::GRE;
+                let Some((next, key, inner)) = tunnel::gre(buf, r)? else {
+                    return Err(Stop::NotIp);
+                };
+                let t = Enter {
+                    id: key,
+                    id_in_key: !tunnel::gre_is_pptp(buf, r),
+                    ..Enter::new(TunnelKind::Gre)
+                };
+                ctx.enter(info, t, seen::GRE)?;
+                return Ok(Next::Layer(next, inner));
+            }
+            _ => {}
+        }
+        ip::transport(buf, r, info)?;
+        Ok(Next::Done(Done::Packet))
     }
 
     /// Hands one fragment (IP fields in `info`, data in `data`) to the reassembler; when it

@@ -8,6 +8,7 @@
 # community_id reference, below), Node.js, npm and Chromium for the console's web UI and its
 # browser tests, and chdb-core from PyPI (below). Idempotent.
 set -euo pipefail
+bash "$(dirname "$0")/dev-null.sh"
 need=()
 for pkg in clang llvm libelf-dev zlib1g-dev libbpf-dev libpcap-dev m4 pkg-config make gcc binutils iproute2 ethtool; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")

@@ -29,8 +29,9 @@ pub fn have(bin: &str) -> bool {
         || Path::new("/usr/sbin").join(bin).is_file()
 }
 
-/// A server process under its watchdog wrapper.
-pub(crate) struct Proc {
+/// A server process under its watchdog wrapper. Public for the other helper processes tests keep
+/// in a `static` (chromedriver), which would otherwise outlive the test binary.
+pub struct Proc {
     wrapper: Child,
     /// Keeps the wrapper's stdin open; closing it stops the server.
     _stdin: ChildStdin,
@@ -39,7 +40,7 @@ pub(crate) struct Proc {
 
 impl Proc {
     /// Starts `cmd` (a shell command line) under the wrapper and reads the server's pid.
-    pub(crate) fn spawn(cmd: &str, log: &Path) -> Proc {
+    pub fn spawn(cmd: &str, log: &Path) -> Proc {
         let script = format!(
             "{cmd} >>'{log}' 2>&1 & p=$!; echo $p; cat >/dev/null; kill -9 $p 2>/dev/null; wait $p",
             log = log.display()
@@ -66,7 +67,7 @@ impl Proc {
     }
 
     /// Kills the server with SIGKILL (a crash, not a clean stop) and waits for the wrapper.
-    pub(crate) fn kill(mut self) {
+    pub fn kill(mut self) {
         let _ = Command::new("kill")
             .args(["-9", &self.pid.to_string()])
             .status();

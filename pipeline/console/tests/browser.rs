@@ -18,11 +18,11 @@
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use testkit::console as console_users;
-use testkit::servers::{free_port, have, ClickHouse, Nats};
+use testkit::servers::{free_port, have, ClickHouse, Nats, Proc};
 
 const ADMIN: (&str, &str) = ("alice", "alice-pw-3am");
 const VIEWER: (&str, &str) = ("victor", "victor-pw-3am");
@@ -382,37 +382,26 @@ metrics_url = "http://127.0.0.1:{down}/metrics"
     base
 }
 
-/// A running chromedriver (killed with the test process: it is a child whose stdin we hold).
+/// A running chromedriver under the servers' watchdog: it lives in a `static` that is never
+/// dropped, and the watchdog kills it when the test process ends.
 struct Driver {
-    child: Child,
+    _proc: Proc,
     url: String,
-}
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn driver(env: &Env) -> MutexGuard<'_, Option<Driver>> {
     let mut g = env.driver.lock().unwrap_or_else(|p| p.into_inner());
     if g.is_none() {
         let port = free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver");
+        let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("chromedriver.log");
+        let proc = Proc::spawn(&format!("chromedriver --port={port}"), &log);
         let start = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(start.elapsed() < WAIT, "chromedriver did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
         *g = Some(Driver {
-            child,
+            _proc: proc,
             url: format!("http://127.0.0.1:{port}"),
         });
     }

@@ -248,7 +248,7 @@ trial() {
             wait_for_line "$LOGS/live-xdp-pass.log" 'floor ready'
         fi
         if [[ $name == tcpdump ]]; then
-            tcpdump -i "$A" -n -B 65536 -w /dev/null >"$log" 2>&1 &
+            tcpdump -i "$A" -n -B 65536 -w /dev/null -Z root >"$log" 2>&1 &
         else
             # Debian's default configuration (EVE and the other outputs on, into -l's folder),
             # AF_XDP (its own XDP program, copy mode on a veth), one capture-and-detect thread,

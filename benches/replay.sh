@@ -295,7 +295,9 @@ fi
 P_TCPD="tcpdump -r (floor)"
 if command -v tcpdump >/dev/null || [[ -x /usr/sbin/tcpdump ]]; then
     TCPDUMP=$(command -v tcpdump || echo /usr/sbin/tcpdump)
-    bench "$P_TCPD" tcpdump "$TCPDUMP" -r "$CAP" -w /dev/null
+    # -Z root: as root, tcpdump otherwise hands its output file to the user `tcpdump`, and here
+    # that file is /dev/null.
+    bench "$P_TCPD" tcpdump "$TCPDUMP" -r "$CAP" -w /dev/null -Z root
 else
     skip "$P_TCPD" "tcpdump not installed (Debian package tcpdump)"
 fi

@@ -270,6 +270,16 @@ fn ends(b: &mut RowBuf<'_>, m: &FlowMeta) {
     b.u16(m.dport);
 }
 
+/// The columns every event row starts with: its flow, its index in the flow, its time, the ends.
+fn event_head(b: &mut RowBuf<'_>, sensor_id: &str, m: &FlowMeta, idx: u32, ts: u64) {
+    b.str(sensor_id);
+    b.u64(m.flow_id);
+    b.u32(idx);
+    b.datetime(ts);
+    b.u64(ts);
+    ends(b, m);
+}
+
 /// One `flows` row, columns in [`FLOW_COLUMNS`] order.
 pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, sum: Option<&FlowSummary>) {
     let mut b = RowBuf(out);
@@ -317,12 +327,7 @@ pub fn encode_flow(out: &mut Vec<u8>, sensor_id: &str, r: &FlowRecord, sum: Opti
 /// One `http_requests` row, columns in [`HTTP_COLUMNS`] order.
 pub fn encode_http(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, h: &HttpEvent) {
     let mut b = RowBuf(out);
-    b.str(sensor_id);
-    b.u64(m.flow_id);
-    b.u32(idx);
-    b.datetime(h.ts);
-    b.u64(h.ts);
-    ends(&mut b, m);
+    event_head(&mut b, sensor_id, m, idx, h.ts);
     b.str(&h.hostname);
     b.str(&h.url);
     b.str(&h.method);
@@ -335,12 +340,7 @@ pub fn encode_http(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, h
 /// One `dns_queries` row, columns in [`DNS_COLUMNS`] order.
 pub fn encode_dns(out: &mut Vec<u8>, sensor_id: &str, m: &FlowMeta, idx: u32, d: &DnsEvent) {
     let mut b = RowBuf(out);
-    b.str(sensor_id);
-    b.u64(m.flow_id);
-    b.u32(idx);
-    b.datetime(d.ts);
-    b.u64(d.ts);
-    ends(&mut b, m);
+    event_head(&mut b, sensor_id, m, idx, d.ts);
     b.u8(m.proto);
     b.str(match d.kind {
         DnsKind::Query => "query",

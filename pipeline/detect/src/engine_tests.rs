@@ -389,3 +389,34 @@ where = 'dest_port == 22'
     assert_eq!(eve["alert"]["severity"], 3);
     assert_eq!(eve["dest_port"], 22);
 }
+
+#[test]
+fn offline_input_skips_endless_and_garbage_lines_with_bounded_memory_and_counts_them() {
+    let mut input = Vec::new();
+    for i in 0..3 {
+        input.extend_from_slice(
+            flow(f64::from(i), "192.0.2.1", "192.0.2.2", 20 + i as u16, 60).as_bytes(),
+        );
+        input.push(b'\n');
+    }
+    // A binary blob of 5 MiB without a newline, then garbage, then more scan records.
+    input.extend(std::iter::repeat_n(
+        0xAB_u8,
+        crate::offline::MAX_EVE_LINE + 1,
+    ));
+    input.extend_from_slice(b"\n{\"event_type\":\n");
+    for i in 3..6 {
+        input.extend_from_slice(
+            flow(f64::from(i), "192.0.2.1", "192.0.2.2", 20 + i as u16, 60).as_bytes(),
+        );
+        input.push(b'\n');
+    }
+    let mut e = Engine::new(rules(SCAN), IntelSet::default(), EngineConfig::default());
+    let mut out = Vec::new();
+    let reader = std::io::BufReader::new(input.as_slice());
+    let counts = crate::offline::run(&mut e, reader, &mut out, 1.0).unwrap();
+    assert_eq!((counts.lines, counts.malformed), (8, 2));
+    assert_eq!(e.stats().records, 6);
+    let alerts = String::from_utf8(out).unwrap();
+    assert_eq!(alerts.lines().count(), 1, "{alerts}");
+}

@@ -12,6 +12,7 @@ pub mod alert;
 pub mod engine;
 pub mod expr;
 pub mod intel;
+pub mod lines;
 pub mod offline;
 pub mod online;
 pub mod record;

@@ -1,13 +1,14 @@
 //! `pipeline detect --eve FILE|-` and `pipeline check-rules FILE...`: the engine over EVE
 //! lines, no server needed. Alerts go to stdout as EVE lines, the summary to stderr.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::alert::Alert;
 use crate::engine::{Engine, EngineConfig};
 use crate::intel::IntelSet;
+use crate::lines::{self, Line};
 use crate::record::Record;
 use crate::rules::RuleSet;
 
@@ -122,6 +123,10 @@ pub struct Counts {
     pub intel_reloads: u64,
 }
 
+/// The longest EVE line read (the sensor's largest records are a few kilobytes; NATS carries
+/// at most 1 MiB): a longer line is skipped as malformed, so memory stays bounded.
+pub const MAX_EVE_LINE: usize = 4 << 20;
+
 /// Reads EVE lines into the engine, writing alerts as they come; ends with
 /// [`Engine::finish`].
 pub fn run<R: Read>(
@@ -140,10 +145,9 @@ pub fn run<R: Read>(
         // Reading from an idle pipe: the wait may have been long, so intel files are checked
         // before the next record is applied (an indicator added meanwhile applies to it).
         let was_idle = input.buffer().is_empty();
-        let n = input
-            .read_until(b'\n', &mut line)
+        let read = lines::read_line(&mut input, &mut line, MAX_EVE_LINE)
             .map_err(|e| format!("reading EVE: {e}"))?;
-        if n == 0 {
+        if read == Line::Eof {
             break;
         }
         if (was_idle || counts.lines % 1024 == 0) && last_check.elapsed() >= check_every {
@@ -153,11 +157,15 @@ pub fn run<R: Read>(
             }
         }
         let text = trim_line(&line);
-        if text.is_empty() {
+        if text.is_empty() && read == Line::Line {
             continue;
         }
         counts.lines += 1;
-        match Record::parse_bytes(text) {
+        let parsed = match read {
+            Line::TooLong => Err(format!("longer than {MAX_EVE_LINE} bytes")),
+            _ => Record::parse_bytes(text).map_err(|e| e.to_string()),
+        };
+        match parsed {
             Ok(rec) => engine.process(&rec, &mut alerts),
             Err(e) => {
                 counts.malformed += 1;

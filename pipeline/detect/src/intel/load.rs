@@ -1,9 +1,14 @@
 //! Reading indicator files (Zeek Intel format and plain lists) into an [`IntelSet`].
 
-use std::io::{BufRead, BufReader};
+use std::io::BufReader;
 use std::path::PathBuf;
 
 use super::{IntelSet, Kind, Stamp};
+use crate::lines::{self, Line};
+
+/// The longest indicator line read (a URL indicator with its Zeek columns is well under
+/// this); longer lines, like lines that are not UTF-8, are counted as malformed and skipped.
+pub const MAX_INTEL_LINE: usize = 64 << 10;
 
 /// One configured indicator file.
 #[derive(Debug, Clone)]
@@ -25,7 +30,8 @@ pub struct IntelLoadStats {
     pub invalid: usize,
     /// Lines of a Zeek type we do not match (EMAIL, FILE_HASH, ...).
     pub unsupported: usize,
-    /// Lines without the columns the header promised.
+    /// Lines without the columns the header promised, not UTF-8, or over
+    /// [`MAX_INTEL_LINE`] bytes.
     pub malformed: usize,
     pub load_seconds: f64,
     pub heap_bytes: usize,
@@ -83,12 +89,15 @@ impl IntelFile {
             source,
         };
         let mut buf = BufReader::with_capacity(1 << 16, file);
-        let mut line = String::new();
+        let mut line = Vec::new();
         loop {
-            line.clear();
-            match buf.read_line(&mut line) {
-                Ok(0) => break,
-                Ok(_) => reader.line(line.trim_end_matches(['\n', '\r']), set, stats),
+            match lines::read_line(&mut buf, &mut line, MAX_INTEL_LINE) {
+                Ok(Line::Eof) => break,
+                Ok(Line::TooLong) => stats.malformed += 1,
+                Ok(Line::Line) => match std::str::from_utf8(&line) {
+                    Ok(text) => reader.line(text.trim_end_matches(['\n', '\r']), set, stats),
+                    Err(_) => stats.malformed += 1,
+                },
                 Err(e) => {
                     stats.unreadable_files += 1;
                     tracing::warn!(path = %self.path.display(), error = %e, "intel file read error");

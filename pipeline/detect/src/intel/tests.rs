@@ -108,3 +108,20 @@ fn unreadable_files_are_counted_and_reload_picks_up_changes() {
     assert_eq!(set.len(), 2);
     assert_eq!(set.reloads, 2);
 }
+
+#[test]
+fn lines_that_are_not_utf8_or_too_long_are_malformed_and_the_rest_of_the_file_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("list.txt");
+    let mut bytes = b"#type ADDR\n192.0.2.1\n\xff\xfe not text\n".to_vec();
+    bytes.extend(std::iter::repeat_n(b'9', load::MAX_INTEL_LINE + 10));
+    bytes.extend_from_slice(b"\n192.0.2.2\n");
+    std::fs::write(&p, bytes).unwrap();
+    let set = IntelSet::load(&[p.display().to_string()]).unwrap();
+    let st = set.stats();
+    assert_eq!(
+        (st.indicators, st.malformed, st.unreadable_files),
+        (2, 2, 0)
+    );
+    assert!(set.lookup_ip("192.0.2.2".parse().unwrap()).is_some());
+}

@@ -27,14 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use async_nats::jetstream::{self, consumer::pull, consumer::AckPolicy, stream};
 use crossbeam_channel::{Receiver, Sender};
-use futures_util::StreamExt;
 use pipeline_command::audit::{ActionRecord, Outcome};
 use pipeline_command::{Action, Command, Rejection, Verifier, ACTIONS_STREAM, COMMANDS_STREAM};
 
 use crate::capture::blocklist::{now_ms, Block, Source};
 use crate::capture::control::BlockOp;
 use crate::config::{Config, ConfigError};
-use crate::export::nats::NatsOptions;
+use crate::export::nats::{NatsOptions, PullBatch};
 
 /// Subject of the sensor's audit records.
 pub const ACTIONS_SUBJECT: &str = "actions.sensor";
@@ -227,13 +226,15 @@ impl Consumer {
             .with_context(|| format!("consumer {name}"))?;
         tracing::info!("commands: consuming {subject} (stream COMMANDS, consumer {name})");
         while !self.stop.load(Relaxed) {
-            let mut batch = consumer
+            let expires = Duration::from_millis(500);
+            let batch = consumer
                 .batch()
                 .max_messages(64)
-                .expires(Duration::from_millis(500))
+                .expires(expires)
                 .messages()
                 .await
                 .context("pulling commands")?;
+            let mut batch = PullBatch::new(batch, expires);
             while let Some(msg) = batch.next().await {
                 let msg = msg.map_err(|e| anyhow::anyhow!("pulling commands: {e}"))?;
                 self.handle(&js, &msg).await?;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer};
-use futures_util::StreamExt;
+use sensor_export::nats::PullBatch;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
 
@@ -127,6 +127,7 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
         at: Instant::now(),
         last_msg: None,
         dirty: false,
+        unflushed: false,
         idle_since: Instant::now(),
         idle_closed: false,
     };
@@ -143,13 +144,15 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             }
             Command::Lost => return Ok(Ended::LeaseLost),
         }
-        let mut batch = consumer
+        let expires = every.min(Duration::from_millis(500));
+        let batch = consumer
             .batch()
             .max_messages(sh.cfg.nats.fetch_batch)
-            .expires(every.min(Duration::from_millis(500)))
+            .expires(expires)
             .messages()
             .await
             .context("pulling records")?;
+        let mut batch = PullBatch::new(batch, expires);
         let mut got = 0;
         while let Some(msg) = batch.next().await {
             let msg = msg.map_err(|e| anyhow::anyhow!("pulling records: {e}"))?;
@@ -175,11 +178,14 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
                 // Most records raise nothing: the sinks' lock only when there is something.
                 // Alerts go to the sinks at once rather than at the next checkpoint: a
                 // response waits for them (their ids make a resend after a crash harmless).
-                if !alerts.is_empty() {
-                    send_alerts(&sh, &mut alerts, true).await;
+                if !alerts.is_empty() || p.unflushed {
+                    p.unflushed = send_alerts(&sh, &mut alerts, true).await;
                 }
             }
             p.last_msg = Some(msg);
+        }
+        if p.unflushed {
+            p.unflushed = sh.sinks.lock().await.flush_idle().await;
         }
         if got > 0 {
             p.idle_since = Instant::now();
@@ -209,16 +215,15 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
     }
 }
 
-/// Hands alerts to the sinks (counted per rule); `flush` sends them at once.
-async fn send_alerts(sh: &Shared, alerts: &mut Vec<(String, AlertOut)>, flush: bool) {
+/// Hands alerts to the sinks (counted per rule); `flush`: sends them to each sink that has
+/// nothing in flight. Returns whether some still wait for their sink.
+async fn send_alerts(sh: &Shared, alerts: &mut Vec<(String, AlertOut)>, flush: bool) -> bool {
     let mut sinks = sh.sinks.lock().await;
     for (rule, a) in alerts.drain(..) {
         sh.metrics.alert(&rule);
         sinks.push(&a).await;
     }
-    if flush {
-        sinks.flush().await;
-    }
+    flush && sinks.flush_idle().await
 }
 
 /// Where a partition is since its last checkpoint.
@@ -232,6 +237,8 @@ struct Progress {
     last_msg: Option<async_nats::jetstream::Message>,
     /// State changed without a record to acknowledge (an idle close).
     dirty: bool,
+    /// Alerts wait in the sinks' batches for a busy sink (see `AlertSinks::flush_idle`).
+    unflushed: bool,
     /// When the last record came, and whether the idle close was done since.
     idle_since: Instant,
     idle_closed: bool,

@@ -425,6 +425,42 @@ fn publish_error(e: &jetstream::context::PublishError) -> SendError {
     }
 }
 
+/// How long past its `expires` a pull batch is waited for (see [`PullBatch`]).
+pub const BATCH_GRACE: Duration = Duration::from_millis(500);
+
+/// A JetStream pull batch (`consumer.batch()...messages()`) read with a deadline: its
+/// `expires` plus [`BATCH_GRACE`] from when it was requested.
+///
+/// async-nats ends a batch when the server's "408 Request Timeout" status arrives and
+/// otherwise only 5 s after `expires`. nats-server 2.9 does not always send that status in
+/// time: under a burst of commands the sensor's command channel stalled for those 5 s now and
+/// then, with commands waiting in the stream (figures in `benches/README.md`). Past the deadline the batch counts as
+/// ended and the caller asks for a new one; by then the server has expired the request (it
+/// started its clock on receipt), so no message is sent to the inbox given up.
+pub struct PullBatch<S> {
+    batch: S,
+    deadline: Instant,
+}
+
+impl<S: futures_util::Stream + Unpin> PullBatch<S> {
+    /// `batch`, requested just now with `expires`.
+    pub fn new(batch: S, expires: Duration) -> PullBatch<S> {
+        PullBatch {
+            batch,
+            deadline: Instant::now() + expires + BATCH_GRACE,
+        }
+    }
+
+    /// The next message, `None` when the batch ended or its deadline passed.
+    pub async fn next(&mut self) -> Option<S::Item> {
+        use futures_util::StreamExt as _;
+        tokio::time::timeout_at(self.deadline, self.batch.next())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -524,5 +560,19 @@ mod tests {
             // The rest of a failed batch is given up: the batch is sent again whole.
             assert_eq!(acks.len(), 1);
         });
+    }
+
+    #[test]
+    fn a_pull_batch_ends_at_its_deadline_when_the_server_never_ends_it() {
+        use futures_util::StreamExt as _;
+        run(async {
+            let items = futures_util::stream::iter([1, 2]).chain(futures_util::stream::pending());
+            let mut b = PullBatch::new(items, Duration::ZERO);
+            assert_eq!(b.next().await, Some(1));
+            assert_eq!(b.next().await, Some(2));
+            // Not a speed check: without the deadline this waits forever.
+            let end = tokio::time::timeout(Duration::from_secs(60), b.next()).await;
+            assert_eq!(end, Ok(None));
+        })
     }
 }

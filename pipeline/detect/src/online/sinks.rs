@@ -101,6 +101,11 @@ fn finished(c: &SinkCounters) -> u64 {
 }
 
 impl Lane {
+    /// Whether the driver has finished every row handed to it: nothing in flight.
+    fn idle(&self) -> bool {
+        finished(&self.counters) >= self.owed
+    }
+
     async fn flush(&mut self) {
         if self.rows == 0 {
             return;
@@ -233,6 +238,22 @@ impl AlertSinks {
         for l in self.nats.iter_mut().chain(self.clickhouse.iter_mut()) {
             l.flush().await;
         }
+    }
+
+    /// Hands the batches being filled to the sinks with nothing in flight; a busy sink's
+    /// batch keeps filling until its previous one is done (or it is full). An alert thus goes
+    /// out at once when alerts are rare, and a burst goes out in a few batches instead of one
+    /// round trip per alert, which had held the consumer to the ClickHouse insert's rate.
+    /// Returns whether alerts are still waiting (call again as records come).
+    pub async fn flush_idle(&mut self) -> bool {
+        let mut waiting = false;
+        for l in self.nats.iter_mut().chain(self.clickhouse.iter_mut()) {
+            if l.rows > 0 && l.idle() {
+                l.flush().await;
+            }
+            waiting |= l.rows > 0;
+        }
+        waiting
     }
 
     /// Flushes, and returns what "every alert pushed so far is done" means for each sink.

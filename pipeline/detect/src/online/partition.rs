@@ -154,7 +154,7 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             .context("pulling records")?;
         let mut batch = PullBatch::new(batch, expires);
         let mut got = 0;
-        while let Some(msg) = batch.next().await {
+        while let Some(msg) = next_flushing(&sh, &mut batch, &mut p.unflushed).await {
             let msg = msg.map_err(|e| anyhow::anyhow!("pulling records: {e}"))?;
             let info = msg.info().map_err(|e| anyhow::anyhow!("{e}"))?;
             let (seq, cseq) = (info.stream_sequence, info.consumer_sequence);
@@ -211,6 +211,29 @@ pub async fn run(sh: Arc<Shared>, sensor: String, cmd: watch::Receiver<Command>)
             if let Ok(i) = consumer.get_info().await {
                 m.lag.store(i.num_pending, Relaxed);
             }
+        }
+    }
+}
+
+/// While alerts wait for a busy sink, how often they are offered to it again when no record
+/// comes.
+const FLUSH_POLL: Duration = Duration::from_millis(5);
+
+/// The batch's next message. Meanwhile, alerts waiting for a busy sink are offered to it every
+/// [`FLUSH_POLL`]: the sensor sends records in batches, and the alerts must not wait for the
+/// next one. (Dropping the `next` future loses nothing: messages wait in the subscription.)
+async fn next_flushing<S: futures_util::Stream + Unpin>(
+    sh: &Shared,
+    batch: &mut PullBatch<S>,
+    unflushed: &mut bool,
+) -> Option<S::Item> {
+    loop {
+        if !*unflushed {
+            return batch.next().await;
+        }
+        match tokio::time::timeout(FLUSH_POLL, batch.next()).await {
+            Ok(item) => return item,
+            Err(_) => *unflushed = sh.sinks.lock().await.flush_idle().await,
         }
     }
 }

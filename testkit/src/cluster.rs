@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::servers::{free_port, wait_until, Nats, Proc};
+use crate::servers::{free_port, start_retrying, wait_started, Nats, Proc};
 
 struct Node {
     port: u16,
@@ -30,8 +30,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// Starts `n` nodes (user [`Nats::USER`], password [`Nats::PASSWORD`], as [`Nats::start`])
-    /// and waits until all are healthy.
+    /// and waits until all are healthy; the whole cluster again on new ports when a node exits
+    /// at start-up (a port taken between picking it and binding it).
     pub fn start(n: usize) -> Cluster {
+        start_retrying("nats-server cluster", || Self::try_start(n))
+    }
+
+    fn try_start(n: usize) -> Result<Cluster, String> {
         let dir = tempfile::tempdir().expect("temp dir");
         let nodes = (0..n)
             .map(|_| Node {
@@ -44,12 +49,16 @@ impl Cluster {
         let c = Cluster { dir, nodes };
         for i in 0..n {
             c.write_config(i);
-            c.restart(i);
+            c.try_restart(i)?;
         }
         for i in 0..n {
-            c.wait_healthy(i);
+            c.try_wait_healthy(i)?;
         }
-        c
+        Ok(c)
+    }
+
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("n{i}.log"))
     }
 
     fn config_path(&self, i: usize) -> PathBuf {
@@ -84,23 +93,43 @@ impl Cluster {
 
     /// Starts node `i` again (after [`Self::kill`]) on its store directory.
     pub fn restart(&self, i: usize) {
+        if let Err(e) = self.try_restart(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_restart(&self, i: usize) -> Result<(), String> {
+        let log = self.log_path(i);
         let p = Proc::spawn(
             &format!("nats-server -c '{}'", self.config_path(i).display()),
-            &self.dir.path().join(format!("n{i}.log")),
+            &log,
         );
-        *self.nodes[i].proc.lock().unwrap() = Some(p);
         let port = self.nodes[i].port;
-        wait_until("nats-server node", Duration::from_secs(30), || {
+        let what = format!("nats-server node n{i}");
+        let started = wait_started(&what, &p, &log, Duration::from_secs(30), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
+        *self.nodes[i].proc.lock().unwrap() = Some(p);
+        started
     }
 
     /// Waits until node `i` says it is healthy (JetStream included).
     pub fn wait_healthy(&self, i: usize) {
+        if let Err(e) = self.try_wait_healthy(i) {
+            panic!("{e}");
+        }
+    }
+
+    fn try_wait_healthy(&self, i: usize) -> Result<(), String> {
         let port = self.nodes[i].http_port;
-        wait_until("nats-server /healthz", Duration::from_secs(60), || {
+        let what = format!("nats-server node n{i} /healthz");
+        let guard = self.nodes[i].proc.lock().unwrap();
+        let Some(p) = guard.as_ref() else {
+            return Err(format!("{what}: node not running"));
+        };
+        wait_started(&what, p, &self.log_path(i), Duration::from_secs(60), || {
             http_ok(port, "/healthz")
-        });
+        })
     }
 
     /// SIGKILL of node `i`.

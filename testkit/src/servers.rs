@@ -13,13 +13,27 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A free loopback TCP port (bound, read, released).
+/// A free loopback TCP port (bound, read, released), never one this process handed out before.
+///
+/// The port can still be taken by someone else (another test's outgoing connection) before the
+/// server binds it; the servers below start again on new ports when that happens.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
+
+/// How many times a server is started on new ports when it exits at start-up.
+pub(crate) const START_ATTEMPTS: usize = 3;
 
 /// Whether a binary is on PATH (tests skip with a message when a server is not installed).
 pub fn have(bin: &str) -> bool {
@@ -66,6 +80,17 @@ impl Proc {
         }
     }
 
+    /// Whether the server process is gone (reaped by the wrapper, or a zombie).
+    pub fn exited(&self) -> bool {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) {
+            // The state follows the parenthesised command name.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+            Err(_) => true,
+        }
+    }
+
     /// Kills the server with SIGKILL (a crash, not a clean stop) and waits for the wrapper.
     pub fn kill(mut self) {
         let _ = Command::new("kill")
@@ -76,15 +101,50 @@ impl Proc {
     }
 }
 
-pub(crate) fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+/// Waits until `ok`, or fails early with the end of the server's log when its process is gone.
+pub(crate) fn wait_started(
+    what: &str,
+    proc: &Proc,
+    log: &Path,
+    timeout: Duration,
+    mut ok: impl FnMut() -> bool,
+) -> Result<(), String> {
     let start = Instant::now();
     while !ok() {
-        assert!(
-            start.elapsed() < timeout,
-            "{what} not ready after {timeout:?}"
-        );
+        if proc.exited() {
+            return Err(format!("{what} exited at start-up: {}", log_tail(log)));
+        }
+        if start.elapsed() >= timeout {
+            return Err(format!(
+                "{what} not ready after {timeout:?}: {}",
+                log_tail(log)
+            ));
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
+    Ok(())
+}
+
+/// Starts a server by `attempt` (which picks new ports each time), again when it fails.
+pub(crate) fn start_retrying<T>(what: &str, mut attempt: impl FnMut() -> Result<T, String>) -> T {
+    let mut errors = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        match attempt() {
+            Ok(server) => return server,
+            Err(e) => {
+                eprintln!("{what}: {e}; starting again on new ports");
+                errors.push(e);
+            }
+        }
+    }
+    panic!("{what} did not start: {}", errors.join(" | "));
+}
+
+/// The last lines of a server's log, for an error message.
+pub(crate) fn log_tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join(" / ")
 }
 
 /// A throwaway certificate authority and a server certificate it signed for `127.0.0.1` and
@@ -164,6 +224,14 @@ impl ClickHouse {
     }
 
     fn start_with(certs: Option<&TestCerts>) -> ClickHouse {
+        start_retrying("clickhouse-server", || {
+            let ch = Self::configure(certs);
+            ch.try_restart().map(|()| ch)
+        })
+    }
+
+    /// A temporary directory with the configuration, on new ports; the server is not started.
+    fn configure(certs: Option<&TestCerts>) -> ClickHouse {
         let dir = tempfile::tempdir().expect("temp dir");
         let d = dir.path();
         let (http_port, tcp_port) = (free_port(), free_port());
@@ -225,15 +293,13 @@ impl ClickHouse {
             ),
         )
         .expect("users.xml");
-        let ch = ClickHouse {
+        ClickHouse {
             dir,
             http_port,
             tcp_port,
             https_port,
             proc: Mutex::new(None),
-        };
-        ch.restart();
-        ch
+        }
     }
 
     fn binary() -> &'static str {
@@ -246,7 +312,14 @@ impl ClickHouse {
 
     /// (Re)starts the server on the same ports and data directory, and waits until it answers.
     pub fn restart(&self) {
+        if let Err(e) = self.try_restart() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_restart(&self) -> Result<(), String> {
         let d = self.dir.path();
+        let log = d.join("server.err.log");
         let p = Proc::spawn(
             &format!(
                 "{} --config-file='{}'",
@@ -255,10 +328,15 @@ impl ClickHouse {
             ),
             &d.join("stdout.log"),
         );
+        let started = wait_started(
+            "clickhouse-server",
+            &p,
+            &log,
+            Duration::from_secs(60),
+            || self.try_query("SELECT 1").is_ok(),
+        );
         *self.proc.lock().unwrap() = Some(p);
-        wait_until("clickhouse-server", Duration::from_secs(60), || {
-            self.try_query("SELECT 1").is_ok()
-        });
+        started
     }
 
     /// Kills the server (SIGKILL) and waits until it is gone.
@@ -350,19 +428,27 @@ impl Nats {
     }
 
     fn start_with(args: &str) -> Nats {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let n = Nats {
-            dir,
-            port: free_port(),
-            args: args.to_string(),
-            proc: Mutex::new(None),
-        };
-        n.restart();
-        n
+        start_retrying("nats-server", || {
+            let n = Nats {
+                dir: tempfile::tempdir().expect("temp dir"),
+                port: free_port(),
+                args: args.to_string(),
+                proc: Mutex::new(None),
+            };
+            n.try_restart().map(|()| n)
+        })
     }
 
+    /// Starts the server again on the same port and store, and waits until it accepts clients.
     pub fn restart(&self) {
+        if let Err(e) = self.try_restart() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_restart(&self) -> Result<(), String> {
         let d = self.dir.path();
+        let log = d.join("server.log");
         let p = Proc::spawn(
             &format!(
                 "nats-server -js -a 127.0.0.1 -p {} -sd '{}' {}",
@@ -370,12 +456,13 @@ impl Nats {
                 d.join("js").display(),
                 self.args
             ),
-            &d.join("server.log"),
+            &log,
         );
-        *self.proc.lock().unwrap() = Some(p);
-        wait_until("nats-server", Duration::from_secs(30), || {
+        let started = wait_started("nats-server", &p, &log, Duration::from_secs(30), || {
             TcpStream::connect(("127.0.0.1", self.port)).is_ok()
         });
+        *self.proc.lock().unwrap() = Some(p);
+        started
     }
 
     pub fn kill(&self) {
@@ -392,5 +479,54 @@ impl Nats {
 impl Drop for Nats {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let mut unique = ports.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ports.len());
+    }
+
+    /// The way CI once lost a cluster: a node's port taken before it bound it. The wait ends at
+    /// once with the server's own reason instead of a 30 s timeout.
+    #[test]
+    fn a_server_that_cannot_bind_its_port_is_seen_exiting_with_its_log() {
+        if !have("nats-server") {
+            eprintln!("skipped: nats-server not installed");
+            return;
+        }
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let p = Proc::spawn(&format!("nats-server -a 127.0.0.1 -p {port}"), &log);
+        let err = wait_started("nats-server", &p, &log, Duration::from_secs(30), || false)
+            .expect_err("the server cannot start");
+        assert!(err.contains("exited at start-up"), "{err}");
+        assert!(err.contains("address already in use"), "{err}");
+        assert!(p.exited());
+        p.kill();
+    }
+
+    #[test]
+    fn start_retrying_starts_again_until_an_attempt_succeeds() {
+        let mut attempts = 0;
+        let got = start_retrying("server", || {
+            attempts += 1;
+            if attempts < START_ATTEMPTS {
+                Err(format!("attempt {attempts} failed"))
+            } else {
+                Ok(attempts)
+            }
+        });
+        assert_eq!(got, START_ATTEMPTS);
     }
 }

@@ -434,9 +434,10 @@ pub const BATCH_GRACE: Duration = Duration::from_millis(500);
 /// async-nats ends a batch when the server's "408 Request Timeout" status arrives and
 /// otherwise only 5 s after `expires`. nats-server 2.9 does not always send that status in
 /// time: under a burst of commands the sensor's command channel stalled for those 5 s now and
-/// then, with commands waiting in the stream (figures in `benches/README.md`). Past the deadline the batch counts as
-/// ended and the caller asks for a new one; by then the server has expired the request (it
-/// started its clock on receipt), so no message is sent to the inbox given up.
+/// then, with commands waiting in the stream (figures in `benches/README.md`). Past the
+/// deadline the batch counts as ended and the caller asks for a new one; by then the server
+/// has expired the request (it started its clock on receipt), so no message is sent to the
+/// inbox given up.
 pub struct PullBatch<S> {
     batch: S,
     deadline: Instant,

@@ -1,7 +1,8 @@
 //! The command channel on the veth, with a real `nats-server -js`: signed commands published on
 //! `commands.<sensor_id>` change what the XDP program drops; forged, expired, replayed and
 //! malformed ones are refused, counted by cause and recorded, and change nothing; blocks and
-//! replay protection survive a restart; `sensor blocklist` works on the running sensor.
+//! replay protection survive a restart; `sensor blocklist` works on the running sensor; a
+//! backlog of commands is applied in groups, each command once and in order.
 //!
 //! Needs root (namespace, veth, XDP); skipped with a message otherwise, as the live tests.
 
@@ -44,6 +45,29 @@ fn publish(n: &Nats, bytes: Vec<u8>) {
             .unwrap()
             .await
             .unwrap();
+    });
+}
+
+/// Creates stream `COMMANDS` (as the sensor would) and stores every message of `all` in it,
+/// in order, publishing them all before waiting for JetStream's acknowledgements.
+fn publish_waiting(n: &Nats, all: Vec<Vec<u8>>) {
+    rt().block_on(async {
+        let js = jetstream::new(connect_opts().connect(n.url()).await.unwrap());
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: pipeline_command::COMMANDS_STREAM.into(),
+            subjects: vec!["commands.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let mut acks = Vec::new();
+        for bytes in all {
+            let subject = pipeline_command::command_subject(SENSOR_ID);
+            acks.push(js.publish(subject, bytes.into()).await.unwrap());
+        }
+        for ack in acks {
+            ack.await.unwrap();
+        }
     });
 }
 
@@ -240,13 +264,21 @@ fn split_by(replayed: &[Value], net: &ipnet::IpNet) -> (u64, Vec<Value>, Vec<Val
     (frames, ins, outs)
 }
 
-#[test]
-fn signed_commands_drive_the_xdp_blocklist_and_bad_ones_change_nothing() {
+/// Whether these tests must be skipped here (the reason is printed).
+fn cannot_run() -> bool {
     if skip() {
-        return;
+        return true;
     }
     if !have("nats-server") {
         eprintln!("skipping: nats-server not installed");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn signed_commands_drive_the_xdp_blocklist_and_bad_ones_change_nothing() {
+    if cannot_run() {
         return;
     }
     let files = vec![fixture("tls.pcap")];
@@ -465,6 +497,104 @@ fn restart_keeps_the_block_and_refuses_the_replay(
             .contains("duration ran out"),
         "{ended:?}"
     );
+}
+
+/// Commands that wait in the stream when the sensor starts arrive together and are applied in
+/// groups (one state-file write and one round of audit acknowledgements per group): each is
+/// still handled once, in stream order (a block then its unblock; a replay within the group
+/// refused), and the state file holds them all.
+#[test]
+fn a_backlog_of_commands_is_applied_in_groups_in_order_once_each() {
+    if cannot_run() {
+        return;
+    }
+    let setup = Setup::new();
+    let t = now_ms();
+    let net = |i: usize| format!("10.99.{i}.0/24");
+    let mut all: Vec<Vec<u8>> = (0..120)
+        .map(|i| sign(&block(&net(i), 600, t, 60_000), &setup.key))
+        .collect();
+    let unblock = Command::new(
+        "unblock-20",
+        SENSOR_ID,
+        Action::Unblock {
+            cidr: net(20).parse().unwrap(),
+        },
+        t,
+        60_000,
+    )
+    .unwrap();
+    all.insert(100, sign(&unblock, &setup.key));
+    let forged = SigningKey::from_bytes(&[7; 32]);
+    all.insert(50, sign(&block("192.0.2.0/24", 60, t, 60_000), &forged));
+    all.insert(11, all[10].clone());
+    // Stream order: blocks 0-10, block 10 again, 11-49, forged, 50-99, unblock 20, 100-119.
+    publish_waiting(&setup.nats, all);
+
+    let run = tempfile::tempdir().unwrap();
+    let sensor = setup.start(run.path());
+    wait_until("123 commands", Duration::from_secs(20), || {
+        metric(&sensor, "sensor_commands_total{outcome=\"received\"}") == 123
+    });
+    let l = listed(&setup.sock);
+    let mut want: Vec<String> = (0..120).filter(|i| *i != 20).map(net).collect();
+    want.sort();
+    let mut got: Vec<String> = l.iter().map(|e| e.0.clone()).collect();
+    got.sort();
+    assert_eq!(got, want, "every block but the unblocked one");
+    assert!(l.iter().all(|e| e.1 == "command"), "{l:?}");
+    let (code, log, _) = sensor.stop();
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("commands: received=123 applied=121 failed=0 rejected=2 (malformed=0 unsigned=0 bad_signature=1 wrong_sensor=0 expired=0 not_yet_valid=0 too_long=0 replayed=1 cache_full=0)"),
+        "{log}"
+    );
+    let groups: Vec<usize> = log
+        .lines()
+        .filter_map(|l| l.split("commands: a group of ").nth(1))
+        .filter_map(|rest| rest.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(
+        groups.iter().any(|n| *n > 1) && groups.iter().all(|n| *n <= 64),
+        "groups of up to a pull batch: {groups:?}"
+    );
+
+    // One audit record per message, in stream order, with its own id.
+    let recs = actions(&setup.nats);
+    assert_eq!(recs.len(), 123);
+    let outcome = |i: usize| {
+        let v = &recs[i].1;
+        (
+            v["outcome"].as_str().unwrap().to_string(),
+            v["kind"].as_str().unwrap().to_string(),
+            v["target"].as_str().unwrap().to_string(),
+        )
+    };
+    let applied = |kind: &str, i: usize| ("applied".to_string(), kind.to_string(), net(i));
+    assert_eq!(outcome(10), applied("block", 10));
+    assert_eq!(outcome(11).0, "rejected", "the replay in the same group");
+    assert!(recs[11].1["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("replayed"));
+    assert_eq!(outcome(12), applied("block", 11));
+    assert_eq!(outcome(51).0, "rejected");
+    assert!(recs[51].1["detail"]
+        .as_str()
+        .unwrap()
+        .starts_with("bad_signature"));
+    assert_eq!(outcome(101), applied("block", 99));
+    assert_eq!(outcome(102), applied("unblock", 20));
+    assert_eq!(recs[102].1["detail"], "unblocked");
+    assert_eq!(outcome(122), applied("block", 119));
+    let ids: std::collections::HashSet<&str> = recs.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), 123, "ids are distinct");
+    assert!(recs.iter().all(|(id, v)| v["id"] == id.as_str()));
+
+    // The state file: the 119 blocks and the 121 accepted commands' nonces.
+    let state: Value = serde_json::from_slice(&std::fs::read(&setup.state).unwrap()).unwrap();
+    assert_eq!(state["blocks"].as_array().unwrap().len(), 119);
+    assert_eq!(state["nonces"].as_array().unwrap().len(), 121);
 }
 
 #[test]

@@ -10,8 +10,11 @@
 //! restart a block lasts what is left of it; the kernel map takes CLOCK_MONOTONIC, converted
 //! when an entry is written. A CIDR listed by several sources gets the longest of their
 //! expiries. The state file also holds the nonces of accepted commands until they expire, so
-//! that a command replayed after a restart is still refused. It is written after every change,
-//! atomically (temporary file, fsync, rename), so a crash leaves the old or the new state.
+//! that a command replayed after a restart is still refused. The control thread writes it
+//! ([`Blocklist::save_state`]) after each group of changes and before it answers any of them,
+//! atomically (temporary file, fsync, rename), so a crash leaves the old or the new state, and
+//! no change is reported done before it is kept. One write per group rather than per change:
+//! under a burst of commands the write (two fsyncs) was most of each command's cost.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -302,8 +305,8 @@ impl Blocklist {
         Ok(())
     }
 
-    /// Adds (or replaces) a command or operator block and persists. `nonce`: the accepted
-    /// command's, remembered with it.
+    /// Adds (or replaces) a command or operator block. `nonce`: the accepted command's,
+    /// remembered with it. Kept across a restart once [`Blocklist::save_state`] has run.
     pub fn add(
         &mut self,
         maps: &mut XdpMaps,
@@ -322,12 +325,12 @@ impl Blocklist {
             };
         }
         self.set_enabled(maps);
-        self.persist();
         applied
     }
 
-    /// Removes the command or operator block of exactly `net` and persists. Returns whether
-    /// there was one (a file entry stays: the file is changed by editing it).
+    /// Removes the command or operator block of exactly `net`. Returns whether there was one (a
+    /// file entry stays: the file is changed by editing it). Kept across a restart once
+    /// [`Blocklist::save_state`] has run.
     pub fn remove(
         &mut self,
         maps: &mut XdpMaps,
@@ -339,7 +342,6 @@ impl Blocklist {
         let had = self.dynamic.remove(&net).is_some();
         let r = self.sync(maps, net);
         self.set_enabled(maps);
-        self.persist();
         r.map(|()| had)
     }
 
@@ -371,7 +373,7 @@ impl Blocklist {
             self.set_enabled(maps);
         }
         if !gone.is_empty() || nonces != self.nonces.len() {
-            self.persist();
+            self.save_state();
         }
         ended
     }
@@ -401,7 +403,7 @@ impl Blocklist {
     }
 
     /// Writes the state file (when there is one); a failure is logged, the blocks stay applied.
-    fn persist(&self) {
+    pub fn save_state(&self) {
         let Some(path) = &self.state_file else {
             return;
         };

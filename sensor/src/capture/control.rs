@@ -7,8 +7,9 @@
 //!   last one. The flow table adds them to the flow (so the exported record is complete) and
 //!   moves its last-seen time (so a bypassed flow does not idle out while packets flow).
 //! - Blocklist ([`Blocklist`]): the file's CIDRs (loaded at start and whenever the file
-//!   changes), and blocks from signed commands and operators ([`BlockOp`], answered at once,
-//!   between bypass requests), written to the XDP trie; expired blocks swept every second.
+//!   changes), and blocks from signed commands and operators ([`BlockOp`]: a group of changes
+//!   at a time, answered once the state file holds them, between bypass requests), written to
+//!   the XDP trie; expired blocks swept every second.
 //! - Metrics: the XDP program's per-CPU counters, summed, into [`Metrics`].
 
 use std::collections::HashMap;
@@ -31,21 +32,29 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// `BPF_NOEXIST`: insert only.
 const BPF_NOEXIST: u64 = 1;
 
-/// A change or a question for the blocklist, from the command consumer or the control
-/// socket; the answer comes back on `reply`: a line saying what was done, or the error.
-pub enum BlockOp {
+/// A change to the blocklist's command and operator blocks.
+pub enum Change {
     /// Block a CIDR (a command's or an operator's); `nonce`: the accepted command's, persisted
     /// with the block.
     Add {
         block: Block,
         nonce: Option<(String, u64)>,
-        reply: Sender<Result<String, String>>,
     },
     /// Remove the command or operator block of exactly `net`.
     Del {
         net: ipnet::IpNet,
         nonce: Option<(String, u64)>,
-        reply: Sender<Result<String, String>>,
+    },
+}
+
+/// A request for the blocklist, from the command consumer or the control socket.
+pub enum BlockOp {
+    /// Changes applied in order, then the state file written once for them all; the answer,
+    /// sent after that write, has one entry per change: a line saying what was done, or the
+    /// error.
+    Apply {
+        changes: Vec<Change>,
+        reply: Sender<Vec<Result<String, String>>>,
     },
     List {
         reply: Sender<Vec<Listed>>,
@@ -134,11 +143,24 @@ impl Control {
 
     fn op(&mut self, op: BlockOp) {
         match op {
-            BlockOp::Add {
-                block,
-                nonce,
-                reply,
-            } => {
+            BlockOp::Apply { changes, reply } => {
+                let answers: Vec<_> = changes.into_iter().map(|c| self.change(c)).collect();
+                if !answers.is_empty() {
+                    self.blocklist.save_state();
+                }
+                let _ = reply.send(answers);
+            }
+            BlockOp::List { reply } => {
+                let _ = reply.send(self.blocklist.list());
+            }
+        }
+        self.publish_blocklist_size();
+    }
+
+    /// One change to the kernel map and the blocklist's memory (not yet to its state file).
+    fn change(&mut self, change: Change) -> Result<String, String> {
+        match change {
+            Change::Add { block, nonce } => {
                 let what = match block.expires_at_ms {
                     0 => format!("{} blocked until unblocked", block.cidr),
                     t => format!(
@@ -148,29 +170,24 @@ impl Control {
                             .div_ceil(1000)
                     ),
                 };
-                let r = self.blocklist.add(&mut self.maps, block, nonce);
-                let _ = reply.send(r.map(|()| what));
+                self.blocklist
+                    .add(&mut self.maps, block, nonce)
+                    .map(|()| what)
             }
-            BlockOp::Del { net, nonce, reply } => {
-                let r = self.blocklist.remove(&mut self.maps, net, nonce);
+            Change::Del { net, nonce } => {
+                let had = self.blocklist.remove(&mut self.maps, net, nonce)?;
                 let in_file = self.blocklist.in_file(&net);
-                let _ = reply.send(r.map(|had| {
-                    match (had, in_file) {
-                        (true, false) => "unblocked",
-                        (true, true) => "unblocked; still listed in the blocklist file",
-                        (false, true) => {
-                            "not blocked by a command or operator; listed in the blocklist file"
-                        }
-                        (false, false) => "was not blocked",
+                Ok(match (had, in_file) {
+                    (true, false) => "unblocked",
+                    (true, true) => "unblocked; still listed in the blocklist file",
+                    (false, true) => {
+                        "not blocked by a command or operator; listed in the blocklist file"
                     }
-                    .to_string()
-                }));
-            }
-            BlockOp::List { reply } => {
-                let _ = reply.send(self.blocklist.list());
+                    (false, false) => "was not blocked",
+                }
+                .to_string())
             }
         }
-        self.publish_blocklist_size();
     }
 
     fn reload_blocklist_if_changed(&mut self) {

@@ -3,14 +3,21 @@
 //! and answered with an audit record. Off the packet cores: one thread with its own small
 //! tokio runtime.
 //!
-//! Per message, in this order: [`Verifier::verify`] against the wall clock; a command that
-//! passes goes to the control thread ([`BlockOp`]), which writes the kernel map and the state
-//! file (with the command's nonce, so a replay after a restart is refused too) before it
-//! answers; the outcome (applied, rejected with the cause, expired, failed) is published as an
-//! [`ActionRecord`] on `actions.sensor` and acknowledged by JetStream; only then is the command
-//! acknowledged. A crash in between redelivers the command: its nonce is already kept, so it
-//! is refused as replayed, and its record carries the same id (`<command>:<sensor>:<stream
-//! sequence>`), which JetStream's duplicate window drops when the first one was stored.
+//! Messages are handled in groups: those that have arrived when the consumer is free (up to a
+//! pull batch), so a lone command is handled at once and a burst shares the fixed costs. Per
+//! group, in this order: each message is checked by [`Verifier::verify`] against the wall
+//! clock, in stream order; the commands that pass go to the control thread together
+//! ([`BlockOp::Apply`]), which writes the kernel map for each and then the state file once
+//! (with the commands' nonces, so a replay after a restart is refused too) before it answers;
+//! each message's outcome (applied, rejected with the cause, expired, failed) is published as
+//! an [`ActionRecord`] on `actions.sensor`, all of them before waiting for JetStream's
+//! acknowledgements; only when every record is stored are the commands acknowledged. A crash
+//! in between redelivers the commands: their nonces are already kept, so they are refused as
+//! replayed, and each record carries the same id (`<command>:<sensor>:<stream sequence>`),
+//! which JetStream's duplicate window drops when the first one was stored.
+//!
+//! Handled one at a time, each command cost a state-file write (two fsyncs) and an audit
+//! round trip, and a burst of blocks queued behind them (figures in `benches/README.md`).
 //!
 //! Every message counts once in `received` and once in `applied`, `failed` or one rejection
 //! cause of [`Rejection::CAUSES`].
@@ -31,7 +38,7 @@ use pipeline_command::audit::{ActionRecord, Outcome};
 use pipeline_command::{Action, Command, Rejection, Verifier, ACTIONS_STREAM, COMMANDS_STREAM};
 
 use crate::capture::blocklist::{now_ms, Block, Source};
-use crate::capture::control::BlockOp;
+use crate::capture::control::{BlockOp, Change};
 use crate::config::{Config, ConfigError};
 use crate::export::nats::{NatsOptions, PullBatch};
 
@@ -41,6 +48,8 @@ pub const ACTIONS_SUBJECT: &str = "actions.sensor";
 const APPLY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Redelivery when a command was not acknowledged (the sensor died while applying it).
 const ACK_WAIT: Duration = Duration::from_secs(30);
+/// Messages per pull batch, and so at most per group.
+const MAX_GROUP: usize = 64;
 
 /// What the command channel counted; exported on `/metrics` and in the summary.
 #[derive(Debug, Default)]
@@ -229,15 +238,17 @@ impl Consumer {
             let expires = Duration::from_millis(500);
             let batch = consumer
                 .batch()
-                .max_messages(64)
+                .max_messages(MAX_GROUP)
                 .expires(expires)
                 .messages()
                 .await
                 .context("pulling commands")?;
             let mut batch = PullBatch::new(batch, expires);
-            while let Some(msg) = batch.next().await {
-                let msg = msg.map_err(|e| anyhow::anyhow!("pulling commands: {e}"))?;
-                self.handle(&js, &msg).await?;
+            while let Some((group, pulled)) = next_group(&mut batch).await {
+                if !group.is_empty() {
+                    self.handle(&js, &group).await?;
+                }
+                pulled?;
             }
             self.audit_ended(&js).await?;
         }
@@ -246,6 +257,7 @@ impl Consumer {
 
     /// Records the blocks whose time ran out since the last look (kind `unblock`).
     async fn audit_ended(&mut self, js: &jetstream::Context) -> Result<()> {
+        let mut records = Vec::new();
         while let Ok(b) = self.ended.try_recv() {
             let what = if b.command_id.is_empty() {
                 format!("{}-{}", b.cidr, b.expires_at_ms)
@@ -265,81 +277,99 @@ impl Consumer {
                 command_id: b.command_id,
                 playbook: String::new(),
             };
-            self.publish(js, &r).await?;
+            records.push(r);
+        }
+        self.publish_all(js, &records).await
+    }
+
+    /// A group of messages, in stream order: verify each, apply those that pass together,
+    /// record every outcome, then acknowledge them all.
+    async fn handle(
+        &mut self,
+        js: &jetstream::Context,
+        group: &[jetstream::Message],
+    ) -> Result<()> {
+        let mut outcomes: Vec<Result<Command, ActionRecord>> = Vec::with_capacity(group.len());
+        for msg in group {
+            self.counters.received.fetch_add(1, Relaxed);
+            outcomes.push(self.verifier.verify(&msg.payload, now_ms()).map_err(|r| {
+                self.counters.reject(r.cause());
+                tracing::warn!("commands: message {} rejected: {r}", sequence(msg));
+                rejected_record(&msg.payload, &r)
+            }));
+        }
+        let verified: Vec<&Command> = outcomes.iter().filter_map(|o| o.as_ref().ok()).collect();
+        let n_verified = verified.len();
+        let mut applied = self.apply(&verified).into_iter();
+        let mut records = Vec::with_capacity(group.len());
+        for (msg, outcome) in group.iter().zip(outcomes) {
+            let mut record = match outcome {
+                Ok(_) => applied
+                    .next()
+                    .context("an applied command without its record")?,
+                Err(rejected) => rejected,
+            };
+            let cmd_part = if record.command_id.is_empty() {
+                "unparsed".to_string()
+            } else {
+                clean_id(&record.command_id)
+            };
+            record.id = format!("{cmd_part}:{}:{}", self.sensor_id, sequence(msg));
+            record.sensor_id.clone_from(&self.sensor_id);
+            records.push(record);
+        }
+        if group.len() > 1 {
+            tracing::info!(
+                "commands: a group of {} messages, {n_verified} verified",
+                group.len()
+            );
+        }
+        self.publish_all(js, &records).await?;
+        for msg in group {
+            msg.ack()
+                .await
+                .map_err(|e| anyhow::anyhow!("acknowledging command {}: {e}", sequence(msg)))?;
         }
         Ok(())
     }
 
-    /// One command: verify, apply, record, acknowledge.
-    async fn handle(&mut self, js: &jetstream::Context, msg: &jetstream::Message) -> Result<()> {
-        self.counters.received.fetch_add(1, Relaxed);
-        let seq = msg.info().map_or(0, |i| i.stream_sequence);
-        let mut record = match self.verifier.verify(&msg.payload, now_ms()) {
-            Ok(cmd) => self.apply(&cmd),
-            Err(r) => {
-                self.counters.reject(r.cause());
-                tracing::warn!("commands: message {seq} rejected: {r}");
-                rejected_record(&msg.payload, &r)
-            }
-        };
-        let cmd_part = if record.command_id.is_empty() {
-            "unparsed".to_string()
-        } else {
-            clean_id(&record.command_id)
-        };
-        record.id = format!("{cmd_part}:{}:{seq}", self.sensor_id);
-        record.sensor_id.clone_from(&self.sensor_id);
-        self.publish(js, &record).await?;
-        msg.ack()
-            .await
-            .map_err(|e| anyhow::anyhow!("acknowledging command {seq}: {e}"))
-    }
-
-    /// Applies a verified command through the control thread.
-    fn apply(&self, cmd: &Command) -> ActionRecord {
-        let nonce = Some((cmd.nonce.clone(), cmd.expires_at_ms));
+    /// Applies verified commands through the control thread, in order; their audit records,
+    /// in the same order, without ids (set by the caller).
+    fn apply(&self, cmds: &[&Command]) -> Vec<ActionRecord> {
+        if cmds.is_empty() {
+            return Vec::new();
+        }
+        let changes = cmds.iter().map(|c| change_of(c)).collect();
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let (kind, cidr, op) = match &cmd.action {
-            Action::Block {
-                cidr,
-                duration_secs,
-            } => {
-                let expires_at_ms = match duration_secs {
-                    0 => 0,
-                    s => now_ms().saturating_add(s.saturating_mul(1000)),
-                };
-                let block = Block {
-                    cidr: *cidr,
-                    source: Source::Command,
-                    expires_at_ms,
-                    alert_id: cmd.alert_id.clone().unwrap_or_default(),
-                    command_id: cmd.id.clone(),
-                };
-                let op = BlockOp::Add {
-                    block,
-                    nonce,
-                    reply,
-                };
-                ("block", *cidr, op)
-            }
-            Action::Unblock { cidr } => {
-                let op = BlockOp::Del {
-                    net: *cidr,
-                    nonce,
-                    reply,
-                };
-                ("unblock", *cidr, op)
-            }
-        };
-        let result = self
+        let answers = self
             .ops
-            .send(op)
+            .send(BlockOp::Apply { changes, reply })
             .map_err(|_| "the control thread is gone".to_string())
             .and_then(|()| {
                 answer
                     .recv_timeout(APPLY_TIMEOUT)
-                    .map_err(|_| "the control thread did not answer".to_string())?
+                    .map_err(|_| "the control thread did not answer".to_string())
             });
+        cmds.iter()
+            .enumerate()
+            .map(|(i, cmd)| {
+                let result = match &answers {
+                    Ok(a) => a.get(i).cloned().unwrap_or_else(|| {
+                        Err("the control thread did not answer for it".to_string())
+                    }),
+                    Err(e) => Err(e.clone()),
+                };
+                self.outcome(cmd, result)
+            })
+            .collect()
+    }
+
+    /// Counts and logs what became of an applied command; its audit record.
+    fn outcome(&self, cmd: &Command, result: Result<String, String>) -> ActionRecord {
+        let (kind, cidr) = match &cmd.action {
+            Action::Block { cidr, .. } => ("block", cidr),
+            Action::Unblock { cidr } => ("unblock", cidr),
+        };
         let (outcome, detail) = match result {
             Ok(d) => {
                 self.counters.applied.fetch_add(1, Relaxed);
@@ -359,15 +389,38 @@ impl Consumer {
         record_of(Some(cmd), kind, outcome, detail)
     }
 
+    /// Publishes audit records and waits until JetStream has stored them all: every record is
+    /// sent before the first acknowledgement is awaited; one that is not stored is published
+    /// again with [`Consumer::publish`] (same id: a copy the first attempt did store is
+    /// dropped by the duplicate window).
+    async fn publish_all(&self, js: &jetstream::Context, records: &[ActionRecord]) -> Result<()> {
+        let mut pending = Vec::with_capacity(records.len());
+        for r in records {
+            let sent = js
+                .publish_with_headers(ACTIONS_SUBJECT, audit_headers(r), audit_payload(r)?)
+                .await;
+            pending.push((r, sent));
+        }
+        for (r, sent) in pending {
+            let stored = match sent {
+                Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = stored {
+                tracing::warn!("commands: audit record {}: {e}; retrying", r.id);
+                self.publish(js, r).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Publishes an audit record and waits for JetStream to store it, retrying until it does
     /// or the sensor stops (the command then stays unacknowledged and comes back).
     async fn publish(&self, js: &jetstream::Context, r: &ActionRecord) -> Result<()> {
-        let payload = bytes::Bytes::from(serde_json::to_vec(r)?);
+        let payload = audit_payload(r)?;
         loop {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Nats-Msg-Id", r.id.as_str());
             let sent = match js
-                .publish_with_headers(ACTIONS_SUBJECT, headers, payload.clone())
+                .publish_with_headers(ACTIONS_SUBJECT, audit_headers(r), payload.clone())
                 .await
             {
                 Ok(ack) => ack.await.map(drop).map_err(|e| e.to_string()),
@@ -434,6 +487,77 @@ impl BlocklistInputs {
         c.stop();
         Some(metrics.commands.snapshot())
     }
+}
+
+/// The messages that have arrived, up to a batch's worth: waits for the first, then takes
+/// those already there without waiting. With them, the pull's error when one ended the group
+/// (the messages before it are still handled). None when the batch ended (or its deadline
+/// passed).
+async fn next_group<S, T, E>(batch: &mut PullBatch<S>) -> Option<(Vec<T>, Result<()>)>
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    use futures_util::FutureExt as _;
+    let mut group = Vec::new();
+    let mut next = batch.next().await?;
+    loop {
+        match next {
+            Ok(m) => group.push(m),
+            Err(e) => return Some((group, Err(anyhow::anyhow!("pulling commands: {e}")))),
+        }
+        if group.len() >= MAX_GROUP {
+            break;
+        }
+        match batch.next().now_or_never().flatten() {
+            Some(m) => next = m,
+            None => break,
+        }
+    }
+    Some((group, Ok(())))
+}
+
+/// The stream sequence of a command message (0 when its reply subject does not say).
+fn sequence(msg: &jetstream::Message) -> u64 {
+    msg.info().map_or(0, |i| i.stream_sequence)
+}
+
+/// A verified command as a change to the blocklist.
+fn change_of(cmd: &Command) -> Change {
+    let nonce = Some((cmd.nonce.clone(), cmd.expires_at_ms));
+    match &cmd.action {
+        Action::Block {
+            cidr,
+            duration_secs,
+        } => {
+            let expires_at_ms = match duration_secs {
+                0 => 0,
+                s => now_ms().saturating_add(s.saturating_mul(1000)),
+            };
+            Change::Add {
+                block: Block {
+                    cidr: *cidr,
+                    source: Source::Command,
+                    expires_at_ms,
+                    alert_id: cmd.alert_id.clone().unwrap_or_default(),
+                    command_id: cmd.id.clone(),
+                },
+                nonce,
+            }
+        }
+        Action::Unblock { cidr } => Change::Del { net: *cidr, nonce },
+    }
+}
+
+/// An audit record's headers: its id as the message id, for JetStream's duplicate window.
+fn audit_headers(r: &ActionRecord) -> async_nats::HeaderMap {
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Nats-Msg-Id", r.id.as_str());
+    headers
+}
+
+fn audit_payload(r: &ActionRecord) -> Result<bytes::Bytes> {
+    Ok(bytes::Bytes::from(serde_json::to_vec(r)?))
 }
 
 /// The streams as `pipeline respond` creates them with its default config (whichever side
@@ -548,6 +672,39 @@ mod tests {
         );
         let r = rejected_record(&bytes, &Rejection::BadSignature);
         assert!(r.detail.starts_with("bad_signature: "), "{}", r.detail);
+    }
+
+    /// Messages come in groups of what has arrived, at most [`MAX_GROUP`]; an error ends it.
+    #[test]
+    fn a_group_is_what_has_arrived_up_to_a_batch() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use futures_util::stream::{iter, pending, StreamExt as _};
+            // 70 messages there at once, then none for a while.
+            let arrived = iter((0..70).map(Ok::<u32, String>)).chain(pending());
+            let mut batch = PullBatch::new(arrived, Duration::ZERO);
+            let (first, pulled) = next_group(&mut batch).await.unwrap();
+            assert_eq!(first, (0..64).collect::<Vec<_>>());
+            assert!(pulled.is_ok());
+            let (rest, _) = next_group(&mut batch).await.unwrap();
+            assert_eq!(rest, (64..70).collect::<Vec<_>>(), "then what is left");
+            assert!(next_group(&mut batch).await.is_none(), "past the deadline");
+
+            // An error ends the group; what came before it is still there.
+            let failing = iter([Ok(70), Err("gone".to_string()), Ok(71)]);
+            let mut batch = PullBatch::new(failing, Duration::from_secs(60));
+            let (group, pulled) = next_group(&mut batch).await.unwrap();
+            assert_eq!(group, vec![70]);
+            let e = pulled.unwrap_err();
+            assert!(e.to_string().contains("gone"), "{e}");
+
+            let mut batch = PullBatch::new(iter([Ok::<u32, String>(72)]), Duration::ZERO);
+            assert_eq!(next_group(&mut batch).await.unwrap().0, vec![72]);
+            assert!(next_group(&mut batch).await.is_none(), "the batch ended");
+        });
     }
 
     #[test]

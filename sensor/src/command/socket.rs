@@ -19,7 +19,7 @@ use crossbeam_channel::Sender;
 use serde::{Deserialize, Serialize};
 
 use crate::capture::blocklist::{now_ms, parse_net, Block, Listed, Source};
-use crate::capture::control::BlockOp;
+use crate::capture::control::{BlockOp, Change};
 
 /// Longest request line read.
 const MAX_REQUEST: u64 = 4096;
@@ -157,11 +157,10 @@ fn fail(message: String) -> Response {
 }
 
 fn handle(req: Request, ops: &Sender<BlockOp>) -> Response {
-    let (reply, rx) = crossbeam_channel::bounded(1);
-    let op = match req {
+    let change = match req {
         Request::List => return list(ops),
         Request::Add { cidr, secs } => match parse_net(&cidr) {
-            Ok(net) => BlockOp::Add {
+            Ok(net) => Change::Add {
                 block: Block {
                     cidr: net,
                     source: Source::Operator,
@@ -171,30 +170,30 @@ fn handle(req: Request, ops: &Sender<BlockOp>) -> Response {
                     command_id: String::new(),
                 },
                 nonce: None,
-                reply,
             },
             Err(e) => return fail(e),
         },
         Request::Del { cidr } => match parse_net(&cidr) {
-            Ok(net) => BlockOp::Del {
-                net,
-                nonce: None,
-                reply,
-            },
+            Ok(net) => Change::Del { net, nonce: None },
             Err(e) => return fail(e),
         },
+    };
+    let (reply, rx) = crossbeam_channel::bounded(1);
+    let op = BlockOp::Apply {
+        changes: vec![change],
+        reply,
     };
     if ops.send(op).is_err() {
         return fail("the sensor is stopping".into());
     }
-    match rx.recv_timeout(IO_TIMEOUT) {
-        Ok(Ok(message)) => Response {
+    match rx.recv_timeout(IO_TIMEOUT).map(|mut answers| answers.pop()) {
+        Ok(Some(Ok(message))) => Response {
             ok: true,
             message,
             entries: Vec::new(),
         },
-        Ok(Err(e)) => fail(e),
-        Err(_) => fail("the control thread did not answer".into()),
+        Ok(Some(Err(e))) => fail(e),
+        Ok(None) | Err(_) => fail("the control thread did not answer".into()),
     }
 }
 

@@ -15,11 +15,33 @@ use std::time::{Duration, Instant};
 
 /// A free loopback TCP port (bound, read, released), never one this process handed out before.
 ///
-/// The port can still be taken by someone else (another test's outgoing connection) before the
-/// server binds it; the servers below start again on new ports when that happens.
+/// Taken below the kernel's range of ephemeral ports (`ip_local_port_range`) when there is room
+/// there: the source ports of outgoing connections come from that range, so no connection (of a
+/// test, a server or a client) can take the port between this check and the server's bind. One
+/// did, as a port from the ephemeral range: a nats-server of a three-node cluster could not bind
+/// and CI failed. Someone else's listener can still take it; the servers below start again on
+/// new ports when that happens.
 pub fn free_port() -> u16 {
     static HANDED_OUT: Mutex<Vec<u16>> = Mutex::new(Vec::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    let fresh = |port: u16, handed_out: &[u16]| {
+        !handed_out.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok()
+    };
+    let below = PORTS_FROM..ephemeral_ports().0;
+    if below.len() >= 1000 {
+        // A start per process, so that two test binaries at once seldom probe the same ports.
+        let offset = std::process::id() as usize * 7919 % below.len();
+        let found = below
+            .clone()
+            .cycle()
+            .skip(offset)
+            .take(below.len())
+            .find(|p| fresh(*p, &handed_out));
+        if let Some(port) = found {
+            handed_out.push(port);
+            return port;
+        }
+    }
     loop {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -30,6 +52,20 @@ pub fn free_port() -> u16 {
             return port;
         }
     }
+}
+
+/// The lowest port [`free_port`] hands out (below it: well-known and registered services).
+const PORTS_FROM: u16 = 10_000;
+
+/// The kernel's range of ephemeral ports, or Linux's default when it cannot be read.
+fn ephemeral_ports() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|n| n.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32_768, 60_999))
 }
 
 /// How many times a server is started on new ports when it exits at start-up.
@@ -489,6 +525,13 @@ mod tests {
     #[test]
     fn free_ports_are_never_handed_out_twice() {
         let ports: Vec<u16> = (0..200).map(|_| free_port()).collect();
+        let (low, high) = ephemeral_ports();
+        if low >= PORTS_FROM + 1000 {
+            assert!(
+                ports.iter().all(|p| (PORTS_FROM..low).contains(p)),
+                "below the ephemeral ports {low}-{high}: {ports:?}"
+            );
+        }
         let mut unique = ports.clone();
         unique.sort_unstable();
         unique.dedup();

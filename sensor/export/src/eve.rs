@@ -156,14 +156,20 @@ pub fn rcode_name(rcode: u8) -> String {
     name.to_string()
 }
 
-/// TLS version names as Suricata prints them.
+/// TLS version names as Suricata prints them (`tls.version` in its EVE): TLS 1.0 is "TLSv1",
+/// TLS 1.3 drafts are named by number, Facebook's drafts with "-fb", and the drafts before 16
+/// share one name. SSLv2 is 0x0002 in its ClientHello. Other values are printed in hex.
 pub fn tls_version_name(v: u16) -> String {
     match v {
+        0x0002 | 0x0200 => "SSLv2".into(),
         0x0300 => "SSLv3".into(),
-        0x0301 => "TLS 1.0".into(),
+        0x0301 => "TLSv1".into(),
         0x0302 => "TLS 1.1".into(),
         0x0303 => "TLS 1.2".into(),
         0x0304 => "TLS 1.3".into(),
+        0x7f01..=0x7f0f => "TLS 1.3 draft-<16".into(),
+        0x7f10..=0x7f1c => format!("TLS 1.3 draft-{}", v & 0xff),
+        0xfb14..=0xfb17 | 0xfb1a => format!("TLS 1.3 draft-{}-fb", v & 0xff),
         v => format!("0x{v:04x}"),
     }
 }
@@ -895,6 +901,34 @@ mod tests {
             vlan: 0,
             tunnel: None,
         }
+    }
+
+    #[test]
+    fn tls_versions_have_suricatas_names() {
+        let names: Vec<String> = [
+            0x0002, 0x0300, 0x0301, 0x0302, 0x0303, 0x0304, 0x7f0e, 0x7f10, 0x7f1c, 0xfb1a, 0xfb18,
+            0x7f1d,
+        ]
+        .into_iter()
+        .map(tls_version_name)
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "SSLv2",
+                "SSLv3",
+                "TLSv1",
+                "TLS 1.1",
+                "TLS 1.2",
+                "TLS 1.3",
+                "TLS 1.3 draft-<16",
+                "TLS 1.3 draft-16",
+                "TLS 1.3 draft-28",
+                "TLS 1.3 draft-26-fb",
+                "0xfb18",
+                "0x7f1d"
+            ]
+        );
     }
 
     #[test]

@@ -207,7 +207,9 @@ impl Engine {
             }
         }
         self.stats.alerts += (out.len() - before) as u64;
-        self.advance_watermark(rec.ts, out);
+        if carries_event_time(&rec.event_type) {
+            self.advance_watermark(rec.ts, out);
+        }
     }
 
     /// Tells the engine that event time `ts` has been seen (a record, or the online consumer's
@@ -339,6 +341,14 @@ impl Engine {
     pub fn config(&self) -> &EngineConfig {
         &self.cfg
     }
+}
+
+/// Whether a record's time is traffic time, which moves the watermark. Suricata's `stats`
+/// records are counter dumps stamped with the wall clock of the dump: in `suricata -r` output
+/// they are years ahead of the packets around them, and one of them would make every later
+/// record late. They are still given to the rules that ask for them.
+fn carries_event_time(event_type: &str) -> bool {
+    event_type != "stats"
 }
 
 #[cfg(test)]

@@ -194,6 +194,20 @@ fn records_behind_a_closed_window_are_late_and_counted() {
 }
 
 #[test]
+fn a_suricata_stats_record_stamped_with_the_wall_clock_does_not_move_event_time() {
+    let stats = r#"{"timestamp":"2026-12-07T21:30:50.655269+0000","event_type":"stats","stats":{"uptime":1}}"#;
+    let mut lines = scan_lines();
+    lines.insert(1, stats.to_string());
+    let (alerts, e) = run(SCAN, &lines, 10);
+    let eve = |a: &[Alert]| a.iter().map(|a| a.to_eve()).collect::<Vec<_>>();
+    let (without, _) = run(SCAN, &scan_lines(), 10);
+    assert_eq!(without.len(), 2);
+    assert_eq!(eve(&alerts), eve(&without));
+    assert_eq!(e.rule_stats().next().unwrap().1.late, 4);
+    assert_eq!(e.stats().records, scan_lines().len() as u64 + 1);
+}
+
+#[test]
 fn state_is_bounded_and_evictions_counted() {
     let cfg = EngineConfig {
         max_keys_per_rule: 10,

@@ -127,13 +127,7 @@ fn port(v: &Value, port_key: &str, icmp_key: &str) -> u64 {
 }
 
 fn proto_num(name: &str) -> u64 {
-    match name {
-        "TCP" => 6,
-        "UDP" => 17,
-        "ICMP" => 1,
-        "IPv6-ICMP" => 58,
-        n => n.parse().unwrap_or(0),
-    }
+    sensor_export::ipproto_names::proto_number(name).map_or(0, u64::from)
 }
 
 /// Rows of a query as JSON objects.

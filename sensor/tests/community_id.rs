@@ -19,33 +19,10 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 
-use common::{real_captures_dir, replay_to_eve, repo_root};
+use common::{have_suricata, real_captures_dir, replay_to_eve, repo_root, suricata_eve};
 use serde_json::Value;
-
-const SURICATA_YAML: &str = "%YAML 1.1
----
-vars:
-  address-groups:
-    HOME_NET: \"any\"
-    EXTERNAL_NET: \"any\"
-outputs:
-  - eve-log:
-      enabled: yes
-      filetype: regular
-      filename: eve.json
-      community-id: yes
-      community-id-seed: 0
-      types:
-        - flow
-logging:
-  default-log-level: error
-  outputs:
-    - console:
-        enabled: yes
-";
 
 /// ICMP types the Community ID spec pairs with a reply type (echo, router, timestamp, info,
 /// address mask; RFC 792/1256/950).
@@ -96,41 +73,9 @@ fn ids(lines: &[Value]) -> Ids {
     m
 }
 
-/// Suricata's flow records for `file`, or `None` when it cannot read the capture (Suricata 7
-/// does not take some link types: SLL2, NFLOG).
-fn suricata(file: &Path, dir: &Path) -> Option<Vec<Value>> {
-    let out_dir = dir.join(file.file_name().unwrap());
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let yaml = dir.join("suricata.yaml");
-    std::fs::write(&yaml, SURICATA_YAML).unwrap();
-    let out = Command::new("suricata")
-        .arg("-c")
-        .arg(&yaml)
-        .arg("-r")
-        .arg(file)
-        .arg("-l")
-        .arg(&out_dir)
-        .args(["-k", "none", "-S", "/dev/null", "--runmode", "single"])
-        .output()
-        .expect("run suricata");
-    if !out.status.success() {
-        return None;
-    }
-    let text = std::fs::read_to_string(out_dir.join("eve.json")).unwrap_or_default();
-    Some(
-        text.lines()
-            .map(|l| serde_json::from_str(l).expect("suricata EVE line"))
-            .collect(),
-    )
-}
-
 #[test]
 fn community_id_equals_suricatas_for_the_same_flows() {
-    let have = Command::new("suricata")
-        .arg("-V")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !have {
+    if !have_suricata() {
         eprintln!("SKIP: suricata not installed (scripts/setup.sh installs it); community_id not compared");
         return;
     }
@@ -165,7 +110,8 @@ fn community_id_equals_suricatas_for_the_same_flows() {
     let mut known: HashMap<&str, usize> = HashMap::new();
     let mut differ = Vec::new();
     for (file, fixture) in &files {
-        let Some(theirs) = suricata(file, dir.path()) else {
+        let out_dir = dir.path().join(file.file_name().unwrap());
+        let Some(theirs) = suricata_eve(file, &out_dir, &["flow"], None) else {
             assert!(
                 !fixture,
                 "suricata cannot read the fixture {}",

@@ -468,7 +468,7 @@ fn tunnel_fixture_reports_the_inner_flows_with_their_tunnels_and_reassembles_fra
     assert_eq!(tunnel_of(53020)["kind"], "gtpu");
     assert_eq!(tunnel_of(53020)["id"], 0x1234);
     assert_eq!(tunnel_of(50042)["kind"], "ipip");
-    assert_eq!(tunnel_of(50042)["proto"], "IPv4");
+    assert_eq!(tunnel_of(50042)["proto"], "IP-in-IP");
     assert_eq!(tunnel_of(50042)["src_ip"], "2001:db8:ffff::1");
     assert_eq!(tunnel_of(50043)["kind"], "ipip");
     assert_eq!(tunnel_of(50043)["proto"], "IPv6");

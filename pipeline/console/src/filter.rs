@@ -12,7 +12,7 @@
 //! [`to_sql`] renders numbers and addresses from those values and strings through [`quote`],
 //! the one escaping function, tested against the server. No user text reaches SQL otherwise.
 
-use crate::schema::{dim_expr, Catalog, Dialect, Field, Kind, PROTOS};
+use crate::schema::{dim_expr, proto_of, Catalog, Dialect, Field, Kind};
 use std::net::IpAddr;
 
 /// Longest filter accepted, and deepest nesting (keeps recursion bounded on hostile input).
@@ -409,15 +409,10 @@ fn value(field: &Field, t: &Token) -> Result<Value, FilterError> {
             .parse::<u64>()
             .map(Value::Num)
             .or_else(|_| bad("a number")),
-        Kind::Proto => {
-            if let Ok(n) = text.parse::<u8>() {
-                return Ok(Value::Num(n.into()));
-            }
-            match PROTOS.iter().find(|p| p.0.eq_ignore_ascii_case(text)) {
-                Some(p) => Ok(Value::Num(p.1.into())),
-                None => bad("a protocol name (TCP, UDP, ICMP, ...) or number"),
-            }
-        }
+        Kind::Proto => match proto_of(text) {
+            Some(n) => Ok(Value::Num(n.into())),
+            None => bad("a protocol name (TCP, UDP, ICMP, ...) or number"),
+        },
         Kind::Addr => match text.parse::<IpAddr>() {
             Ok(a) => Ok(Value::Addr(bytes16(a))),
             Err(_) => bad("an IP address"),
@@ -712,6 +707,20 @@ mod tests {
             "((NOT like(tls_sni, '%.example.com')) AND (like(lowerUTF8(ja4), lowerUTF8('t13%'))))"
         );
         assert_eq!(parse("  ", &cat()).unwrap(), None);
+    }
+
+    #[test]
+    fn protocols_are_named_as_eve_names_them_in_any_case() {
+        assert_eq!(sql("proto = igmp"), "(proto = 2)");
+        assert_eq!(sql("proto = IPv6-ICMP"), "(proto = 58)");
+        assert_eq!(sql("proto = icmpv6"), "(proto = 58)");
+        assert_eq!(
+            sql("proto IN (ESP, 'IP-in-IP', 200)"),
+            "(proto IN (50, 4, 200))"
+        );
+        // `Any` names five numbers; 256 is no protocol.
+        assert!(error("proto = Any").message.contains("a protocol name"));
+        assert!(error("proto = 256").message.contains("a protocol name"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 
 use std::collections::{HashMap, HashSet};
 
+use sensor_export::ipproto_names::proto_name;
+
 /// Value type of a field, which decides how a literal is parsed and rendered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -173,16 +175,21 @@ pub const FIELDS: &[Field] = &[
     ),
 ];
 
-/// IP protocol names the language accepts and the graphs show.
-pub const PROTOS: &[(&str, u8)] = &[
-    ("ICMP", 1),
-    ("TCP", 6),
-    ("UDP", 17),
-    ("GRE", 47),
-    ("ESP", 50),
-    ("ICMPv6", 58),
-    ("SCTP", 132),
-];
+/// The protocol number a filter names: a number, a name the sensor writes in EVE's `proto`
+/// (any case), or `ICMPv6`. `None` for anything else, and for `Any` (five numbers).
+pub fn proto_of(text: &str) -> Option<u8> {
+    if let Ok(n) = text.parse::<u8>() {
+        return Some(n);
+    }
+    if text.eq_ignore_ascii_case("ICMPv6") {
+        return Some(58);
+    }
+    let mut hits = (0..=u8::MAX).filter(|&n| proto_name(n).eq_ignore_ascii_case(text));
+    match (hits.next(), hits.next()) {
+        (Some(n), None) => Some(n),
+        _ => None,
+    }
+}
 
 /// How SQL is written for the server: 18.16 stores addresses as `FixedString(16)`, current
 /// servers as `IPv6`; both hold the same 16 bytes.
@@ -227,14 +234,15 @@ pub fn dim_expr(fl: &Field) -> String {
         Kind::Str => c.to_string(),
         Kind::Num => format!("toString({c})"),
         Kind::Proto => {
-            let nums: Vec<String> = PROTOS.iter().map(|p| p.1.to_string()).collect();
-            let names: Vec<String> = PROTOS.iter().map(|p| format!("'{}'", p.0)).collect();
+            // The names EVE gives, so that the console and the records agree.
+            let (nums, names): (Vec<String>, Vec<String>) = (0..=u8::MAX)
+                .map(|n| (n, proto_name(n)))
+                .filter(|(n, name)| *name != n.to_string())
+                .map(|(n, name)| (format!("'{n}'"), format!("'{name}'")))
+                .unzip();
             format!(
                 "transform(toString({c}), [{}], [{}], toString({c}))",
-                nums.iter()
-                    .map(|n| format!("'{n}'"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                nums.join(", "),
                 names.join(", ")
             )
         }

@@ -8,6 +8,7 @@
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::ipproto_names::proto_name;
 use super::{EventRecord, FlowMeta, FlowRecord, FlowState, Record};
 use sensor_proto::decode::{ipproto, tcpflags, TunnelInfo, TunnelKind};
 use sensor_proto::dpi::{
@@ -24,20 +25,6 @@ fn ip_addr(addr: &[u8; 16], is_v6: bool) -> IpAddr {
         IpAddr::V6(Ipv6Addr::from(*addr))
     } else {
         IpAddr::V4(Ipv4Addr::new(addr[12], addr[13], addr[14], addr[15]))
-    }
-}
-
-/// Suricata's names for IP protocols (IANA's keywords).
-pub fn proto_name(proto: u8) -> String {
-    match proto {
-        ipproto::TCP => "TCP".into(),
-        ipproto::UDP => "UDP".into(),
-        ipproto::ICMP => "ICMP".into(),
-        ipproto::ICMPV6 => "IPv6-ICMP".into(),
-        4 => "IPv4".into(),
-        41 => "IPv6".into(),
-        47 => "GRE".into(),
-        p => p.to_string(),
     }
 }
 

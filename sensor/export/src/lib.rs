@@ -10,6 +10,7 @@
 pub mod clickhouse;
 pub mod enrich;
 pub mod eve;
+pub mod ipproto_names;
 pub mod lane;
 pub mod nats;
 pub mod prometheus;

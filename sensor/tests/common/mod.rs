@@ -125,3 +125,57 @@ pub fn summary_value(stderr: &str, sink: &str, key: &str) -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key} in {line}"))
 }
+
+/// Whether `suricata` (Suricata 7 from bookworm-backports, installed by scripts/setup.sh) runs.
+pub fn have_suricata() -> bool {
+    std::process::Command::new("suricata")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Suricata's EVE records of `pcap` (`suricata -r`, single runmode, with a minimal config of
+/// the test's: EVE with `types` only, community-id with seed 0, and `rules` or none), run in
+/// `out_dir`; `None` when Suricata cannot read the capture (Suricata 7 does not take some link
+/// types: SLL2, NFLOG).
+pub fn suricata_eve(
+    pcap: &Path,
+    out_dir: &Path,
+    types: &[&str],
+    rules: Option<&str>,
+) -> Option<Vec<serde_json::Value>> {
+    std::fs::create_dir_all(out_dir).expect("suricata's directory");
+    let types: String = types.iter().map(|t| format!("        - {t}\n")).collect();
+    let yaml = format!(
+        "%YAML 1.1\n---\nvars:\n  address-groups:\n    HOME_NET: \"any\"\n    \
+         EXTERNAL_NET: \"any\"\noutputs:\n  - eve-log:\n      enabled: yes\n      \
+         filetype: regular\n      filename: eve.json\n      community-id: yes\n      \
+         community-id-seed: 0\n      types:\n{types}logging:\n  default-log-level: error\n  \
+         outputs:\n    - console:\n        enabled: yes\n"
+    );
+    let yaml_path = out_dir.join("suricata.yaml");
+    std::fs::write(&yaml_path, yaml).expect("suricata.yaml");
+    let rules_path = out_dir.join("test.rules");
+    std::fs::write(&rules_path, rules.unwrap_or("")).expect("rules file");
+    let out = std::process::Command::new("suricata")
+        .arg("-c")
+        .arg(&yaml_path)
+        .arg("-S")
+        .arg(&rules_path)
+        .arg("-r")
+        .arg(pcap)
+        .arg("-l")
+        .arg(out_dir)
+        .args(["-k", "none", "--runmode", "single"])
+        .output()
+        .expect("run suricata");
+    if !out.status.success() {
+        return None;
+    }
+    let text = std::fs::read_to_string(out_dir.join("eve.json")).unwrap_or_default();
+    Some(
+        text.lines()
+            .map(|l| serde_json::from_str(l).expect("suricata EVE line"))
+            .collect(),
+    )
+}

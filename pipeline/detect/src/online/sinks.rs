@@ -30,6 +30,7 @@ use anyhow::{Context, Result};
 use bytes::Bytes;
 use sensor_export::clickhouse::rows::RowBuf;
 use sensor_export::clickhouse::{self as ch, ClickHouseOptions, ClickHouseSink};
+use sensor_export::ipproto_names;
 use sensor_export::nats::{push_message, NatsOptions, NatsSink};
 use sensor_export::sink::{self, Batch, Retry, SendError, Sink, SinkCounters, SinkReport};
 use sensor_export::spool::{FullPolicy, Spool};
@@ -452,16 +453,10 @@ impl Sink for AlertsTable {
     }
 }
 
-/// Protocol number of an EVE `proto` name (as the sensor's tables store it).
+/// Protocol number of an EVE `proto` (as the sensor's tables store it); 0 when the record
+/// names none the sensor writes.
 fn proto_number(p: &str) -> u8 {
-    match p {
-        "TCP" => 6,
-        "UDP" => 17,
-        "ICMP" => 1,
-        "IPv6-ICMP" => 58,
-        "SCTP" => 132,
-        other => other.parse().unwrap_or(0),
-    }
+    ipproto_names::proto_number(p).unwrap_or(0)
 }
 
 /// 16 bytes of an EVE address, IPv4 as IPv4-mapped; zeros when absent.
@@ -547,6 +542,8 @@ mod tests {
         assert_eq!(ip16(None), [0; 16]);
         assert_eq!(proto_number("UDP"), 17);
         assert_eq!(proto_number("47"), 47);
+        assert_eq!(proto_number("IGMP"), 2);
+        assert_eq!(proto_number("IPv6-ICMP"), 58);
         assert_eq!(proto_number("?"), 0);
     }
 

@@ -24,8 +24,9 @@ use anyhow::Context;
 
 use self::dns::Rdata;
 use self::net::{
-    ethernet_for, sa, tcp_packet, udp_packet, v4, v6, Capture, Link, Path, Rng, TcpConn, Tunnel,
-    UdpFlow, ACK, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_NULL, LINKTYPE_RAW, PSH, SYN,
+    ethernet_for, ip_raw, sa, tcp_packet, udp_packet, v4, v6, Capture, Link, Path, Rng, TcpConn,
+    Tunnel, UdpFlow, ACK, LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_NULL, LINKTYPE_RAW, PSH,
+    SYN,
 };
 use self::tls::{ClientHello, GREASE, TLS12, TLS13};
 use sensor::dpi::Dir;
@@ -167,6 +168,25 @@ pub fn same_inner_in_three_tunnels() -> anyhow::Result<Vec<u8>> {
         copies.push(cap);
     }
     interleave(copies).to_bytes()
+}
+
+/// One IPv4 packet of every IP protocol number (`tests/proto_names.rs`): protocol N from
+/// 192.0.2.1 to 198.51.100.N, on second N, with 40 zero bytes after the IP header. The bytes
+/// are no valid header of most of those protocols: the test compares only the name each tool
+/// gives the number.
+pub fn every_ip_protocol() -> anyhow::Result<Vec<u8>> {
+    let mut cap = Capture::new(LINKTYPE_ETHERNET);
+    for n in 0..=u8::MAX {
+        cap.at_second(u64::from(n))?;
+        let ip = ip_raw(
+            v4(192, 0, 2, 1).into(),
+            v4(198, 51, 100, n).into(),
+            etherparse::IpNumber(n),
+            &[0; 40],
+        )?;
+        cap.push(Path::ETHERNET.frame(Dir::ToServer, &ip)?);
+    }
+    cap.to_bytes()
 }
 
 // ---------------------------------------------------------------------------------------------

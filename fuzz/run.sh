@@ -42,6 +42,20 @@ mkdir -p pipeline/fuzz/corpus/rule_file pipeline/fuzz/corpus/rule_expr
 cp config/rules/*.toml pipeline/fuzz/corpus/rule_file/
 grep -h "^\(where\|first\|then\) = '" config/rules/*.toml | sed "s/^[a-z]* = '//; s/'$//" \
   | split -l 1 - pipeline/fuzz/corpus/rule_expr/shipped-
+# EVE stream: the records of the fixtures and attack captures, 40 lines per seed.
+mkdir -p pipeline/fuzz/corpus/eve_stream pipeline/fuzz/corpus/intel_file
+cargo run --release --quiet --bin sensor -- replay testdata-pcaps/*.pcap testdata-pcaps/attacks/*.pcap \
+  --eve - 2>/dev/null | split -l 40 - pipeline/fuzz/corpus/eve_stream/records-
+# Intel files (first byte: 0 = Zeek format, 1-7 = a plain list of ADDR ... JA4): the attack
+# captures' Zeek file, and its indicators as plain lists.
+intel=pipeline/cli/tests/data/intel.zeek
+{ printf '\0'; cat "$intel"; } >pipeline/fuzz/corpus/intel_file/zeek
+i=1
+for k in ADDR SUBNET DOMAIN URL CERT_HASH JA3 JA4; do
+  { printf "\\x0$i"; awk -F'\t' -v k="Intel::$k" '$2 == k { print $1 }' "$intel"; } \
+    >pipeline/fuzz/corpus/intel_file/list-$k
+  i=$((i + 1))
+done
 export RUSTC_BOOTSTRAP=1
 for p in "${packages[@]}"; do
   for t in "${targets[@]}"; do

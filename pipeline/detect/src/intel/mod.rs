@@ -12,7 +12,8 @@
 //!   comment line; the source is the file name.
 //!
 //! Domains match exactly and as parents (`evil.example` matches `a.b.evil.example`), case
-//! insensitively. URLs are `host/path` as Zeek writes them (no scheme), matched exactly.
+//! insensitively. URLs are `host/path` as Zeek writes them (an `http://` or `https://` in
+//! front is dropped), matched exactly, case insensitively.
 //! Files are re-read when their modification time or size changes ([`IntelSet::reload_if_changed`]);
 //! a file that cannot be read keeps its previous indicators, and is counted and logged, never
 //! fatal.
@@ -24,7 +25,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-pub use load::{IntelFile, IntelLoadStats};
+pub use load::{IntelFile, IntelLoadStats, MAX_INTEL_LINE};
 use table::{AddrTable, SourceId, StrTable};
 
 /// Indicator types.
@@ -222,11 +223,14 @@ impl IntelSet {
                 return !d.is_empty() && self.strings[0].insert(&d, sid);
             }
             Kind::Url => {
-                let u = value
+                // `host/path` as Zeek writes URLs; a scheme in any case is dropped, and a URL
+                // that is nothing else is not one.
+                let lowered = value.to_ascii_lowercase();
+                let u = lowered
                     .strip_prefix("http://")
-                    .or_else(|| value.strip_prefix("https://"))
-                    .unwrap_or(value);
-                return self.strings[1].insert(&u.to_ascii_lowercase(), sid);
+                    .or_else(|| lowered.strip_prefix("https://"))
+                    .unwrap_or(&lowered);
+                return !u.is_empty() && self.strings[1].insert(u, sid);
             }
             k => {
                 let slot = str_slot(k).expect("string kind");

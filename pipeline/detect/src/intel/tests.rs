@@ -125,3 +125,20 @@ fn lines_that_are_not_utf8_or_too_long_are_malformed_and_the_rest_of_the_file_lo
     );
     assert!(set.lookup_ip("192.0.2.2".parse().unwrap()).is_some());
 }
+
+/// Found by the `intel_file` fuzz target: a URL of nothing but a scheme was counted as a
+/// loaded indicator that nothing could match.
+#[test]
+fn url_indicators_drop_their_scheme_in_any_case_and_a_bare_scheme_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let list = write(
+        dir.path(),
+        "urls.txt",
+        "HTTPS://Bad.Example.com/Dropper.exe\nhttp://\nhttps://\n",
+    );
+    let set = IntelSet::load(&[format!("url:{list}")]).unwrap();
+    assert_eq!((set.stats().indicators, set.stats().invalid), (1, 2));
+    let u = KindMask::of(&[Kind::Url]);
+    assert!(set.lookup_str(u, "bad.example.com/dropper.exe").is_some());
+    assert!(set.lookup_str(u, "").is_none());
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sensor_export::ipproto_names::proto_name;
+use sensor_export::ipproto_names;
 
 /// Value type of a field, which decides how a literal is parsed and rendered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,9 +184,9 @@ pub fn proto_of(text: &str) -> Option<u8> {
     if text.eq_ignore_ascii_case("ICMPv6") {
         return Some(58);
     }
-    let mut hits = (0..=u8::MAX).filter(|&n| proto_name(n).eq_ignore_ascii_case(text));
+    let mut hits = ipproto_names::named().filter(|(_, name)| name.eq_ignore_ascii_case(text));
     match (hits.next(), hits.next()) {
-        (Some(n), None) => Some(n),
+        (Some((n, _)), None) => Some(n),
         _ => None,
     }
 }
@@ -235,9 +235,7 @@ pub fn dim_expr(fl: &Field) -> String {
         Kind::Num => format!("toString({c})"),
         Kind::Proto => {
             // The names EVE gives, so that the console and the records agree.
-            let (nums, names): (Vec<String>, Vec<String>) = (0..=u8::MAX)
-                .map(|n| (n, proto_name(n)))
-                .filter(|(n, name)| *name != n.to_string())
+            let (nums, names): (Vec<String>, Vec<String>) = ipproto_names::named()
                 .map(|(n, name)| (format!("'{n}'"), format!("'{name}'")))
                 .unzip();
             format!(

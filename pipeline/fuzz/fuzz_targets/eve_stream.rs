@@ -27,7 +27,7 @@ fn engine() -> (Engine, Vec<u8>) {
         .expect("the shipped rules load");
     let mut intel = IntelSet::load(&[format!("{root}/pipeline/cli/tests/data/intel.zeek")])
         .expect("the attack captures' intel file");
-    assert!(intel.len() > 0, "the attack captures' intel file was not read");
+    assert!(!intel.is_empty(), "the attack captures' intel file was not read");
     for (kind, value) in MORE_INDICATORS {
         assert!(intel.insert(kind, value, "fuzz"));
     }

@@ -458,11 +458,7 @@ fn header(o: &mut Obj<'_>, src: Source<'_>, meta: &FlowMeta, event_type: &str, t
     if ports {
         o.u64(key!("dest_port"), u64::from(meta.dport));
     }
-    match meta.proto {
-        ipproto::TCP => o.str(key!("proto"), "TCP"),
-        ipproto::UDP => o.str(key!("proto"), "UDP"),
-        p => o.str(key!("proto"), &proto_name(p)),
-    }
+    o.str(key!("proto"), &proto_name(meta.proto));
     if icmp {
         o.u64(key!("icmp_type"), u64::from(meta.sport));
         o.u64(key!("icmp_code"), u64::from(meta.dport));

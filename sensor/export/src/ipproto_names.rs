@@ -164,15 +164,20 @@ pub fn proto_name(proto: u8) -> Cow<'static, str> {
     }
 }
 
+/// Every protocol that has a name, with its number.
+pub fn named() -> impl Iterator<Item = (u8, &'static str)> {
+    (0..=u8::MAX).zip(NAMES)
+}
+
 /// The protocol number an EVE `proto` names: a name [`proto_name`] writes (exactly, as written)
 /// or a decimal number. `None` for anything else, and for `Any`, which names five numbers.
 pub fn proto_number(name: &str) -> Option<u8> {
     if let Ok(n) = name.parse::<u8>() {
         return Some(n);
     }
-    let mut found = NAMES.iter().enumerate().filter(|(_, n)| **n == name);
+    let mut found = named().filter(|(_, n)| *n == name);
     match (found.next(), found.next()) {
-        (Some((i, _)), None) => u8::try_from(i).ok(),
+        (Some((n, _)), None) => Some(n),
         _ => None,
     }
 }
